@@ -1,0 +1,41 @@
+"""User-facing errors.
+
+Anything derived from :class:`CnnlabError` is a mistake the user can fix (a
+missing file, a bad value). The CLI prints its message on one line, without a
+traceback, and exits with ``exit_code``.
+"""
+from __future__ import annotations
+
+
+class CnnlabError(Exception):
+    """A problem the user can fix; the message says what to do."""
+
+    exit_code = 2
+
+
+class ConfigError(CnnlabError):
+    """An invalid option, value or config file."""
+
+
+class DataError(CnnlabError):
+    """Missing, unreadable or corrupted dataset files."""
+
+
+class CheckpointError(CnnlabError):
+    """A checkpoint that cannot or must not be loaded."""
+
+
+class RunDirError(CnnlabError):
+    """A run directory that is missing pieces or would be overwritten."""
+
+
+class SaveError(CnnlabError):
+    """A file could not be written (disk full, permissions); the old file is intact."""
+
+    exit_code = 4
+
+
+class NonFiniteLossError(CnnlabError):
+    """Training produced a NaN or infinite loss."""
+
+    exit_code = 3

@@ -1,0 +1,104 @@
+"""The run-directory contract.
+
+A run directory holds everything a training run produced, under fixed names:
+
+    config.json            the resolved config (every default filled in) and provenance
+    split.json             the train/validation indices into the training pool
+    metrics.csv            one row per epoch: train/val loss and accuracy, time
+    best.pt                best model by validation loss (weights_only-safe)
+    report.txt             sklearn classification_report(digits=3) on the test set
+    report.json            test accuracy, loss, per-class precision/recall/F1/support
+    confusion_matrix.csv   test confusion matrix (rows: true class, columns: predicted)
+    confusion_matrix.png   the same, as counts and row-normalised
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from cnnlab.config import Config
+from cnnlab.errors import RunDirError
+from cnnlab.files import write_json
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def split(self) -> Path:
+        return self.path / "split.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.csv"
+
+    @property
+    def best(self) -> Path:
+        return self.path / "best.pt"
+
+    @property
+    def last(self) -> Path:
+        return self.path / "last.pt"
+
+    @property
+    def report_txt(self) -> Path:
+        return self.path / "report.txt"
+
+    @property
+    def report_json(self) -> Path:
+        return self.path / "report.json"
+
+    @property
+    def confusion_csv(self) -> Path:
+        return self.path / "confusion_matrix.csv"
+
+    @property
+    def confusion_png(self) -> Path:
+        return self.path / "confusion_matrix.png"
+
+
+def default_run_dir(cfg: Config, root: str | os.PathLike = "runs") -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(root) / f"{cfg.model.name}-{cfg.data.dataset}-{stamp}"
+
+
+def open_run(path: str | os.PathLike) -> RunDir:
+    """An existing run directory; a clear error when it is not one."""
+    run = RunDir(Path(path))
+    if not run.path.is_dir():
+        raise RunDirError(f"run directory {run.path} does not exist")
+    if not run.config.is_file():
+        raise RunDirError(f"{run.path} is not a cnnlab run directory (no config.json)")
+    return run
+
+
+def write_config(run: RunDir, cfg: Config, extra: dict | None = None) -> None:
+    payload = {"config": cfg.to_dict(), **(extra or {})}
+    write_json(run.config, payload)
+
+
+def read_config(run: RunDir) -> Config:
+    try:
+        raw = json.loads(run.config.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RunDirError(f"cannot read {run.config}: {exc}") from None
+    return Config.from_dict(raw["config"])
+
+
+def write_split(run: RunDir, train_idx: torch.Tensor, val_idx: torch.Tensor, seed: int) -> None:
+    write_json(run.split, {"seed": seed, "train": train_idx.tolist(), "val": val_idx.tolist()})
+
+
+def read_split(run: RunDir) -> tuple[torch.Tensor, torch.Tensor]:
+    raw = json.loads(run.split.read_text())
+    return torch.tensor(raw["train"], dtype=torch.long), torch.tensor(raw["val"], dtype=torch.long)
