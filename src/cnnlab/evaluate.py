@@ -98,10 +98,21 @@ def write_report(run_path: Path, report: TestReport, *, extra: dict[str, Any] | 
     save_figure(confusion_matrix_figure(report.confusion, report.classes), run_path / "confusion_matrix.png")
 
 
-def evaluate_run(
+@dataclass
+class RunTestLogits:
+    """A run's best checkpoint applied to its dataset's test set (nothing written)."""
+
+    run_path: Path
+    payload: dict[str, Any]  # the loaded best.pt (epoch, metrics, data info)
+    test: ImageSet  # the test set on the CPU, in file order
+    info: Any  # cnnlab.data.DatasetInfo
+    logits: torch.Tensor  # (N, classes), CPU float
+
+
+def run_test_logits(
     run_dir: str | Path, *, data_dir: str | None = None, device: str = "auto", batch_size: int = 1000
-) -> TestReport:
-    """Load a run's ``best.pt``, score it on its dataset's test set, and rewrite the report files."""
+) -> RunTestLogits:
+    """Load a run's ``best.pt`` and its dataset's test set, and return the test logits."""
     from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint
     from cnnlab.data import load_dataset
     from cnnlab.engine import resolve_device
@@ -117,6 +128,14 @@ def evaluate_run(
     model = model_from_checkpoint(payload, expect_dataset=cfg.data.dataset).to(dev)
     _, test, info = load_dataset(cfg.data.dataset, data_dir or cfg.data.data_dir, download=cfg.data.download)
     logits = predict_logits(model, test.to(dev), batch_size=batch_size)
-    report = score(logits, test.labels, info.classes)
-    write_report(run.path, report, extra={"checkpoint": "best.pt", "epoch": payload["epoch"], "dataset": info.name})
+    return RunTestLogits(run.path, payload, test, info, logits)
+
+
+def evaluate_run(
+    run_dir: str | Path, *, data_dir: str | None = None, device: str = "auto", batch_size: int = 1000
+) -> TestReport:
+    """Load a run's ``best.pt``, score it on its dataset's test set, and rewrite the report files."""
+    r = run_test_logits(run_dir, data_dir=data_dir, device=device, batch_size=batch_size)
+    report = score(r.logits, r.test.labels, r.info.classes)
+    write_report(r.run_path, report, extra={"checkpoint": "best.pt", "epoch": r.payload["epoch"], "dataset": r.info.name})
     return report
