@@ -7,4 +7,14 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "load"]
+
+
+def __getattr__(name: str):
+    # `cnnlab.load` imports torch and the model code only when first used, so `import cnnlab`
+    # (and `cnnlab --help`) stay light.
+    if name == "load":
+        from cnnlab.predict import load
+
+        return load
+    raise AttributeError(f"module 'cnnlab' has no attribute {name!r}")

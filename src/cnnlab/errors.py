@@ -35,6 +35,10 @@ class SaveError(CnnlabError):
     exit_code = 4
 
 
+class ImageError(CnnlabError):
+    """An input image that cannot be used: unreadable, truncated, not an image, too large, blank."""
+
+
 class NonFiniteLossError(CnnlabError):
     """Training produced a NaN or infinite loss."""
 

@@ -1,0 +1,414 @@
+"""Predict on your own images with a trained model.
+
+    predictor = cnnlab.load("runs/lenet5")         # a run directory or a .pt checkpoint
+    [p] = predictor.predict(Image.open("seven.png"))
+    p.labels, p.probs                                 # (['7', '1', '9'], [0.98, 0.01, 0.004])
+
+Images are preprocessed exactly as the model's training data was made (the
+recipe is stored in the checkpoint, see :mod:`cnnlab.preprocess`) and run
+through the network in batches. :meth:`Predictor.predict_files` works on files
+and folders and collects one error per unusable file instead of stopping.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+from PIL import Image
+
+from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint
+from cnnlab.errors import CheckpointError, ImageError, RunDirError
+from cnnlab.preprocess import IMAGE_SUFFIXES, check_spec, decode_image, preprocess, tensor_to_image
+
+ImageLike = Any  # PIL image, numpy array, torch tensor, path, or bytes
+
+
+@dataclass
+class Prediction:
+    """Top-k classes of one image, best first, and the tensor the network saw."""
+
+    labels: list[str]
+    probs: list[float]
+    indices: list[int]
+    input: torch.Tensor
+
+    @property
+    def label(self) -> str:
+        return self.labels[0]
+
+    @property
+    def prob(self) -> float:
+        return self.probs[0]
+
+
+@dataclass
+class FileResult:
+    """The outcome for one input file: a prediction, or the reason it failed."""
+
+    path: str
+    prediction: Prediction | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class FileResults:
+    results: list[FileResult] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # non-image files met inside folders
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [r for r in self.results if not r.ok]
+
+    def __iter__(self) -> Iterator[FileResult]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+
+class Predictor:
+    """A trained model plus everything needed to feed it raw images.
+
+    Attributes: ``model`` (eval mode), ``classes`` (names, by class index),
+    ``spec`` (the stored preprocessing, completed with the image size and
+    channels), ``model_info`` (the checkpoint's model entry plus dataset name,
+    epoch, metrics and source), ``device``, ``batch_size``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        classes: Sequence[str],
+        spec: dict,
+        model_info: dict | None = None,
+        *,
+        device: str | torch.device = "cpu",
+        batch_size: int = 256,
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.classes = [str(c) for c in classes]
+        self.spec = dict(check_spec(spec))
+        self.model_info = dict(model_info or {})
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+
+    def __repr__(self) -> str:
+        return (f"Predictor(model={self.model_info.get('name', type(self.model).__name__)!r}, "
+                f"classes={len(self.classes)}, style={self.spec.get('style')!r}, device={str(self.device)!r})")
+
+    # --- single images -------------------------------------------------------------------
+
+    def to_input(self, image: ImageLike, *, name: str | None = None) -> torch.Tensor:
+        """One image of any supported kind -> the (C, H, W) tensor the network sees.
+
+        * PIL images, paths and bytes are decoded and preprocessed as the training
+          data was made.
+        * numpy arrays and tensors are taken as pixels: (H, W), (H, W, C) or
+          (C, H, W); integer dtypes are 0..255, float dtypes are 0..1 (0..255 when
+          the values exceed 1). They go through the same preprocessing as files
+          (for an MNIST digit tensor that is the identity). Inputs that are already
+          preprocessed go to :meth:`predict_inputs` instead.
+        """
+        if isinstance(image, (np.ndarray, torch.Tensor)):
+            image = array_to_image(image, name=name)
+        img = decode_image(image, name=name)
+        return preprocess(img, self.spec)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        c = int(self.spec.get("channels", 1))
+        s = int(self.spec.get("image_size", 28))
+        return (c, s, s)
+
+    @torch.no_grad()
+    def logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Raw network outputs for a batch of preprocessed inputs (N, C, H, W), in batches."""
+        outs = []
+        for start in range(0, len(inputs), self.batch_size):
+            xb = inputs[start : start + self.batch_size].to(self.device, non_blocking=True)
+            outs.append(self.model(xb).float().cpu())
+        return torch.cat(outs) if outs else torch.empty(0, len(self.classes))
+
+    def predict(self, images: ImageLike | Iterable[ImageLike], top_k: int = 3) -> list[Prediction]:
+        """Top-``top_k`` predictions for one image or a sequence of images.
+
+        A single PIL image / path / array / tensor gives a one-element list. A
+        4-D array or tensor (N, ...) is a batch. Raises
+        :class:`~cnnlab.errors.ImageError` on the first unusable image; use
+        :meth:`predict_files` to collect errors per file instead.
+        """
+        items = _as_list(images)
+        inputs = [self.to_input(img, name=_name_of(img, i)) for i, img in enumerate(items)]
+        return self.predict_inputs(torch.stack(inputs) if inputs else torch.empty(0, *self.input_shape), top_k)
+
+    def predict_inputs(self, inputs: torch.Tensor, top_k: int = 3) -> list[Prediction]:
+        """Top-k predictions for already-preprocessed inputs (N, C, H, W)."""
+        k = max(1, min(int(top_k), len(self.classes)))
+        if len(inputs) == 0:
+            return []
+        probs = torch.softmax(self.logits(inputs), dim=1)
+        top_p, top_i = probs.topk(k, dim=1)
+        return [
+            Prediction(
+                labels=[self.classes[j] for j in idx],
+                probs=[float(p) for p in ps],
+                indices=[int(j) for j in idx],
+                input=inputs[n],
+            )
+            for n, (ps, idx) in enumerate(zip(top_p.tolist(), top_i.tolist()))
+        ]
+
+    # --- files and folders ---------------------------------------------------------------
+
+    def predict_files(
+        self,
+        paths: Iterable[str | os.PathLike],
+        top_k: int = 3,
+        *,
+        save_preprocessed: str | os.PathLike | None = None,
+        workers: int | None = None,
+        chunk: int | None = None,
+        on_result: Callable[[FileResult], None] | None = None,
+    ) -> FileResults:
+        """Predict every image file in ``paths`` (folders searched recursively).
+
+        Unusable files do not stop the run: each gets a :class:`FileResult` with
+        ``error`` naming the file and the reason. Files are decoded and
+        preprocessed by ``workers`` threads (PIL releases the GIL while
+        decoding) and run through the network ``chunk`` at a time.
+        ``save_preprocessed`` writes each network input as a PNG there.
+        ``on_result`` is called for every file, in input order, as soon as known.
+        """
+        found = find_images(paths)
+        out = FileResults(skipped=found.skipped)
+        results: list[FileResult] = [FileResult(p, error=e) for p, e in found.errors]
+        out.results.extend(results)
+        if on_result:
+            for r in results:
+                on_result(r)
+        workers = workers or min(4, os.cpu_count() or 1)
+        chunk = chunk or max(self.batch_size, 64)
+        save_dir = Path(save_preprocessed) if save_preprocessed else None
+        saved_names: set[str] = set()
+
+        def load_one(path: str) -> torch.Tensor | str:
+            try:
+                return self.to_input(Path(path), name=path)
+            except ImageError as exc:
+                return str(exc)
+
+        pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
+        try:
+            files = found.files
+            for start in range(0, len(files), chunk):
+                part = files[start : start + chunk]
+                loaded = list(pool.map(load_one, part)) if pool else [load_one(p) for p in part]
+                good = [(p, x) for p, x in zip(part, loaded) if isinstance(x, torch.Tensor)]
+                preds = iter(self.predict_inputs(torch.stack([x for _, x in good]), top_k) if good else [])
+                for path, x in zip(part, loaded):
+                    if isinstance(x, str):
+                        r = FileResult(path, error=_strip_label(x, path))
+                    else:
+                        r = FileResult(path, prediction=next(preds))
+                        if save_dir is not None:
+                            _save_input(save_dir, path, r.prediction.input, self.spec, saved_names)
+                    out.results.append(r)
+                    if on_result:
+                        on_result(r)
+        finally:
+            if pool:
+                pool.shutdown()
+        return out
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def load(
+    run_dir_or_checkpoint: str | os.PathLike,
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 256,
+) -> Predictor:
+    """A :class:`Predictor` from a run directory (its ``best.pt``) or a checkpoint file."""
+    from cnnlab.engine import resolve_device
+
+    path = Path(run_dir_or_checkpoint)
+    if path.is_dir():
+        ckpt = path / "best.pt"
+        if not ckpt.is_file():
+            raise RunDirError(f"{path} holds no best.pt; give a cnnlab run directory or a checkpoint file")
+    elif path.is_file():
+        ckpt = path
+    else:
+        raise RunDirError(f"{path} does not exist (expected a run directory or a .pt checkpoint)")
+    payload = load_checkpoint(ckpt)
+    data = payload.get("data") or {}
+    classes = data.get("classes")
+    if not classes:
+        raise CheckpointError(f"{ckpt} does not record its class names (data.classes)")
+    model_entry = payload.get("model") or {}
+    if len(classes) != model_entry.get("num_classes", len(classes)):
+        raise CheckpointError(f"{ckpt}: {len(classes)} class names for a model with {model_entry['num_classes']} outputs")
+    try:
+        spec = stored_spec(payload)
+    except ImageError as exc:
+        raise CheckpointError(f"{ckpt}: {exc}") from None
+    model = model_from_checkpoint(payload)
+    info = {
+        **model_entry,
+        "dataset": data.get("name"),
+        "epoch": payload.get("epoch"),
+        "metrics": payload.get("metrics", {}),
+        "checkpoint": str(ckpt),
+        "cnnlab_version": payload.get("cnnlab_version"),
+    }
+    dev = resolve_device(str(device)) if isinstance(device, str) else device
+    return Predictor(model, classes, spec, info, device=dev, batch_size=batch_size)
+
+
+def stored_spec(payload: dict) -> dict:
+    """The checkpoint's preprocessing spec, completed with its image size and channels."""
+    data = payload.get("data") or {}
+    spec = check_spec(data.get("preprocess"))
+    spec = dict(spec)
+    model = payload.get("model") or {}
+    spec.setdefault("image_size", int(data.get("image_size", model.get("image_size", 28))))
+    spec.setdefault("channels", int(data.get("channels", model.get("in_channels", 1))))
+    return spec
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+@dataclass
+class FoundImages:
+    files: list[str]
+    errors: list[tuple[str, str]]
+    skipped: list[str]
+
+
+def find_images(paths: Iterable[str | os.PathLike]) -> FoundImages:
+    """Expand files and folders (recursively, sorted) into the list of files to predict.
+
+    Files named explicitly are always tried. Inside folders, hidden files are
+    ignored, and a file that is not an image by content is skipped quietly
+    unless its name says it should be one (``.png``, ``.jpg``, ...): then it
+    is an error, like a broken image.
+    """
+    files: list[str] = []
+    errors: list[tuple[str, str]] = []
+    skipped: list[str] = []
+    seen: set[str] = set()
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            for sub in sorted(_walk(p)):
+                s = str(sub)
+                if s in seen:
+                    continue
+                seen.add(s)
+                if sub.suffix.lower() in IMAGE_SUFFIXES or _looks_like_image(sub):
+                    files.append(s)
+                else:
+                    skipped.append(s)
+        elif p.exists() or p.is_symlink():
+            if str(p) not in seen:
+                seen.add(str(p))
+                files.append(str(p))
+        else:
+            errors.append((str(p), "no such file or folder"))
+    return FoundImages(files, errors, skipped)
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for f in filenames:
+            if not f.startswith("."):
+                yield Path(dirpath) / f
+
+
+def _looks_like_image(path: Path) -> bool:
+    """Content sniffing for files in folders whose names do not say "image"."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return True  # let decoding report the real reason
+    magics = (b"\x89PNG", b"\xff\xd8\xff", b"BM", b"GIF8", b"II*\x00", b"MM\x00*", b"P5", b"P6", b"P4")
+    return head.startswith(magics) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+
+
+def array_to_image(a: np.ndarray | torch.Tensor, *, name: str | None = None) -> Image.Image:
+    """Pixels as an array/tensor -> PIL image (see :meth:`Predictor.to_input` for the conventions)."""
+    label = name or "<array>"
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu().numpy()
+    a = np.asarray(a)
+    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
+        a = a.transpose(1, 2, 0)  # (C, H, W) -> (H, W, C)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
+        raise ImageError(f"{label}: an image array must be (H, W), (H, W, C) or (C, H, W) with 1, 3 or 4 channels; "
+                         f"got shape {a.shape}")
+    if a.size == 0:
+        raise ImageError(f"{label}: the array is empty")
+    if a.dtype == np.bool_:
+        a = a.astype(np.uint8) * 255
+    elif np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all():
+            raise ImageError(f"{label}: the array holds NaN or infinite values")
+        a = a * 255.0 if float(a.max()) <= 1.0 else a
+        a = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+    elif np.issubdtype(a.dtype, np.integer):
+        a = np.clip(a, 0, 255).astype(np.uint8) if a.max() <= 255 else (a.astype(np.float64) / 257.0).round().astype(np.uint8)
+    else:
+        raise ImageError(f"{label}: unsupported array dtype {a.dtype}")
+    return Image.fromarray(np.ascontiguousarray(a))
+
+
+def _as_list(images: Any) -> list:
+    if isinstance(images, (Image.Image, str, bytes, bytearray, os.PathLike)):
+        return [images]
+    if isinstance(images, (np.ndarray, torch.Tensor)):
+        return list(images) if images.ndim == 4 else [images]
+    return list(images)
+
+
+def _name_of(img: Any, i: int) -> str:
+    if isinstance(img, (str, os.PathLike)):
+        return str(img)
+    return getattr(img, "filename", None) or f"image {i}"
+
+
+def _strip_label(message: str, path: str) -> str:
+    # ImageError messages start with "<path>: "; the file result keeps the path separately.
+    prefix = f"{path}: "
+    return message[len(prefix):] if message.startswith(prefix) else message
+
+
+def _save_input(folder: Path, path: str, x: torch.Tensor, spec: dict, used: set[str]) -> None:
+    from cnnlab.files import atomic_write
+
+    stem = Path(path).stem or "image"
+    name, n = f"{stem}.png", 1
+    while name in used:
+        n += 1
+        name = f"{stem}-{n}.png"
+    used.add(name)
+    with atomic_write(folder / name, "wb") as fh:
+        tensor_to_image(x, spec).save(fh, format="PNG")

@@ -1,0 +1,415 @@
+"""Turn any image a user has into exactly the tensor a trained model expects.
+
+Two steps, both usable on their own:
+
+* :func:`decode_image` reads bytes, a path or a PIL image, recognises the format by
+  content (never by extension), refuses decompression bombs, and returns a loaded
+  8-bit ``L`` or ``RGB`` image: 16-bit and float pixels are scaled down, palettes
+  expanded, EXIF rotation applied, transparency composited onto a background.
+* :func:`preprocess` applies the preprocessing stored with the model
+  (``payload["data"]["preprocess"]``) and returns the (C, H, W) float32 tensor
+  the network sees.
+
+Styles of ``spec``:
+
+``{"style": "mnist", "scale": 255.0}``
+    How MNIST itself was built: grayscale; dark-on-light images are inverted
+    (MNIST is light ink on black); the background level is subtracted and the
+    ink stretched to full contrast; crop to the ink's bounding box; scale to
+    fit a 20x20 box keeping the aspect ratio; paste into 28x28 so that the
+    centre of mass lands on the centre (pixel 14, as in MNIST; integer shift).
+    A digit already in MNIST form (a PNG of an MNIST test image) passes
+    through unchanged, bit for bit.
+``{"style": "resize", "mean": [...], "std": [...]}``
+    Other datasets: resize the shorter side to the model's image size, centre
+    crop, divide by ``scale`` (default 255), normalise per channel.
+
+Both accept optional ``image_size`` and ``channels`` (filled in from the
+checkpoint by :mod:`cnnlab.predict`) and ``mean``/``std``.
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from cnnlab.errors import ImageError
+
+#: Formats recognised by content. Deliberately a closed list: PIL's other plugins
+#: include ones that shell out (EPS via Ghostscript) or are rarely fuzzed.
+FORMATS = ("PNG", "JPEG", "MPO", "BMP", "DIB", "GIF", "TIFF", "WEBP", "PPM")
+#: File-name endings that mark a file as meant to be an image (used only to decide whether
+#: a non-image found inside a folder is an error or quietly skipped; decoding never looks at it).
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".gif", ".tif", ".tiff",
+                            ".webp", ".ppm", ".pgm", ".pbm", ".pnm", ".mpo"})
+#: Largest image accepted, in pixels (width x height): 40 megapixels, a large phone photo.
+#: Anything bigger is refused before its pixels are decoded, so a small file that
+#: expands to gigabytes (a decompression bomb) costs nothing.
+MAX_PIXELS = 40_000_000
+#: Largest input file read, in bytes.
+MAX_FILE_BYTES = 100 * 1024 * 1024
+
+STYLES = ("mnist", "resize")
+MNIST_BOX = 20      # digits are scaled to fit 20x20 ...
+MNIST_SIZE = 28     # ... and centred by mass in 28x28
+#: Estimated stroke width (px, at the 20x20 scale) below which downscaled strokes are
+#: thickened; MNIST's own strokes measure 1.5-2.8 px (10th-90th percentile, median 2.0).
+MIN_STROKE = 1.5
+TARGET_STROKE = 2.0
+
+
+# --- decoding ------------------------------------------------------------------------------
+
+
+def decode_image(
+    data: bytes | str | os.PathLike | Image.Image,
+    *,
+    name: str | None = None,
+    max_pixels: int = MAX_PIXELS,
+) -> Image.Image:
+    """Read an image by content and return it loaded, as 8-bit ``L`` or ``RGB``.
+
+    ``name`` is used in error messages (defaults to the path, or ``<bytes>``).
+    Raises :class:`~cnnlab.errors.ImageError` naming the input and the reason for
+    unreadable, empty, truncated, non-image and oversized inputs.
+    """
+    if isinstance(data, Image.Image):
+        label = name or "<image>"
+        _check_pixels(data.size, label, max_pixels)
+        return to_standard_mode(_first_frame(data), label)
+
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        label = name or "<bytes>"
+        raw = bytes(data)
+    elif isinstance(data, (str, os.PathLike)):
+        path = Path(data)
+        label = name or str(path)
+        raw = _read_file(path, label)
+    else:
+        raise ImageError(f"{name or '<input>'}: cannot read an image from a {type(data).__name__}")
+
+    if not raw:
+        raise ImageError(f"{label}: the file is empty")
+    if len(raw) > MAX_FILE_BYTES:
+        raise ImageError(f"{label}: the file is {len(raw) / 2**20:.0f} MiB, more than the "
+                         f"{MAX_FILE_BYTES // 2**20} MiB accepted")
+    try:
+        with warnings.catch_warnings():
+            # PIL warns (and above twice its limit, raises) on decompression bombs; both are errors here.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(raw), formats=FORMATS)
+            _check_pixels(img.size, label, max_pixels)
+            img.load()
+            img = _first_frame(img)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise ImageError(f"{label}: refused as a possible decompression bomb ({exc})") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{label}: not an image (or not one of the formats {', '.join(_format_names())})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct_error()) as exc:
+        # Truncated data, broken chunks, bad headers: PIL raises a mix of these.
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "truncated" in reason.lower() or isinstance(exc, EOFError):
+            reason = f"the image data is truncated ({reason})"
+        raise ImageError(f"{label}: cannot decode the image: {reason}") from None
+    except MemoryError:
+        raise ImageError(f"{label}: not enough memory to decode the image") from None
+    return to_standard_mode(img, label)
+
+
+def struct_error() -> type[Exception]:
+    import struct
+
+    return struct.error
+
+
+def _format_names() -> list[str]:
+    return ["PNG", "JPEG", "BMP", "GIF", "TIFF", "WebP", "PPM/PGM"]
+
+
+def _read_file(path: Path, label: str) -> bytes:
+    try:
+        if path.is_dir():
+            raise ImageError(f"{label}: is a folder, not an image file")
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ImageError(f"{label}: the file is {size / 2**20:.0f} MiB, more than the "
+                             f"{MAX_FILE_BYTES // 2**20} MiB accepted")
+        return path.read_bytes()
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(f"{label}: no such file") from None
+    except PermissionError:
+        raise ImageError(f"{label}: permission denied") from None
+    except OSError as exc:
+        raise ImageError(f"{label}: cannot read the file ({exc.strerror or exc})") from None
+
+
+def _check_pixels(size: tuple[int, int], label: str, max_pixels: int) -> None:
+    w, h = size
+    if w < 1 or h < 1:
+        raise ImageError(f"{label}: the image has no pixels ({w}x{h})")
+    if w * h > max_pixels:
+        raise ImageError(
+            f"{label}: the image is {w}x{h} = {w * h / 1e6:.1f} megapixels, more than the "
+            f"{max_pixels / 1e6:.0f} accepted (possible decompression bomb); scale it down first"
+        )
+
+
+def _first_frame(img: Image.Image) -> Image.Image:
+    # Animated GIF/WebP/PNG and multi-page TIFF: the first frame is the picture.
+    if getattr(img, "n_frames", 1) > 1:
+        img.seek(0)
+    try:
+        # Phone photos store their rotation in EXIF; apply it so the digit is upright.
+        img = ImageOps.exif_transpose(img) or img
+    except Exception:  # a broken EXIF block must not lose the picture
+        pass
+    return img
+
+
+def to_standard_mode(img: Image.Image, label: str = "<image>") -> Image.Image:
+    """Any PIL mode -> 8-bit ``L`` or ``RGB``; transparency composited onto a background.
+
+    * 16-bit (``I;16*``) and 32-bit (``I``) integer images are scaled from
+      0..65535 to 0..255 (values that all fit 0..255 are taken as 8-bit);
+      float (``F``) images in 0..1 are scaled by 255, otherwise treated like ``I``.
+    * Palette, ``1``, ``CMYK``, ``YCbCr``, ``LAB``, ``HSV`` go through PIL's conversion.
+    * Transparent pixels (an alpha channel, or a palette / ``tRNS`` transparent
+      colour) are composited onto the colour that contrasts with the visible
+      content: dark ink drawn on a transparent canvas lands on white, light ink on
+      black, so the drawing stays visible whatever colour it was made in.
+    """
+    mode = img.mode
+    if mode in ("L", "RGB") and "transparency" not in img.info:
+        return img
+    if mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(a).all():
+            raise ImageError(f"{label}: the image holds non-finite pixel values")
+        hi = float(a.max()) if a.size else 0.0
+        if mode == "F" and hi <= 1.0:
+            a = a * 255.0
+        elif hi > 255.0:
+            a = a * (255.0 / 65535.0)
+        return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+    if not has_alpha:
+        return img.convert("RGB" if mode not in ("1", "L", "P") or _palette_is_colour(img) else "L")
+    rgba = np.asarray(img.convert("RGBA"), dtype=np.float32)
+    alpha = rgba[..., 3:] / 255.0
+    rgb = rgba[..., :3]
+    luma = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    weight = alpha[..., 0]
+    if weight.sum() == 0:
+        raise ImageError(f"{label}: the image is fully transparent")
+    visible_luma = float((luma * weight).sum() / weight.sum())
+    background = 255.0 if visible_luma < 127.5 else 0.0
+    out = rgb * alpha + background * (1.0 - alpha)
+    out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    grey = mode in ("LA", "La") or (mode == "P" and not _palette_is_colour(img))
+    if grey:
+        return Image.fromarray(out[..., 0])
+    return Image.fromarray(out)
+
+
+def _palette_is_colour(img: Image.Image) -> bool:
+    if img.mode != "P":
+        return img.mode not in ("1", "L", "LA", "La", "I", "I;16", "F")
+    pal = img.getpalette() or []
+    rgb = np.asarray(pal[: len(pal) // 3 * 3], dtype=np.int16).reshape(-1, 3)
+    return bool((rgb.max(axis=1) != rgb.min(axis=1)).any())
+
+
+# --- preprocessing -------------------------------------------------------------------------
+
+
+def check_spec(spec: Any) -> dict:
+    """Validate a stored preprocessing spec; a clear error for missing or unknown ones."""
+    if not isinstance(spec, dict) or not spec:
+        raise ImageError(
+            "this model carries no preprocessing description (data.preprocess is missing), so cnnlab "
+            "cannot know how its training images were prepared; retrain it with this cnnlab version"
+        )
+    style = spec.get("style")
+    if style not in STYLES:
+        raise ImageError(
+            f"unknown preprocessing style {style!r} stored with the model; this cnnlab knows "
+            f"{', '.join(STYLES)} (upgrade cnnlab to use this model)"
+        )
+    for key in ("mean", "std"):
+        if key in spec and spec[key] is not None and not isinstance(spec[key], (list, tuple, float, int)):
+            raise ImageError(f"preprocessing {key} must be a number or a list, got {spec[key]!r}")
+    return spec
+
+
+def preprocess(img: Image.Image, spec: dict) -> torch.Tensor:
+    """The (C, H, W) float32 tensor the network sees for ``img``, per the model's ``spec``."""
+    spec = check_spec(spec)
+    img = to_standard_mode(img)
+    if spec["style"] == "mnist":
+        size = int(spec.get("image_size", MNIST_SIZE))
+        pixels = mnist_pixels(np.asarray(img.convert("L") if img.mode != "L" else img), size)
+        x = torch.from_numpy(pixels).unsqueeze(0)
+        channels = int(spec.get("channels", 1))
+        if channels != 1:
+            x = x.expand(channels, -1, -1)
+    else:
+        x = resize_pixels(img, spec)
+    x = x.to(torch.float32) / float(spec.get("scale", 255.0))
+    return _normalise(x, spec).contiguous()
+
+
+def _normalise(x: torch.Tensor, spec: dict) -> torch.Tensor:
+    mean, std = spec.get("mean"), spec.get("std")
+    if mean is None and std is None:
+        return x
+    c = x.shape[0]
+    m = torch.as_tensor(mean if mean is not None else 0.0, dtype=torch.float32).reshape(-1, 1, 1)
+    s = torch.as_tensor(std if std is not None else 1.0, dtype=torch.float32).reshape(-1, 1, 1)
+    if m.numel() not in (1, c) or s.numel() not in (1, c):
+        raise ImageError(f"preprocessing mean/std have {m.numel()}/{s.numel()} values for {c} channels")
+    return (x - m) / s
+
+
+def resize_pixels(img: Image.Image, spec: dict) -> torch.Tensor:
+    """Generic path: shorter side to ``image_size``, centre crop, as uint8-valued (C, H, W)."""
+    size = int(spec.get("image_size", 32))
+    channels = int(spec.get("channels", 3))
+    img = img.convert("L" if channels == 1 else "RGB")
+    w, h = img.size
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    if (nw, nh) != (w, h):
+        img = img.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    img = img.crop((left, top, left + size, top + size))
+    a = np.asarray(img, dtype=np.uint8)
+    a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+    if channels == 3 and a.shape[0] == 1:
+        a = np.repeat(a, 3, axis=0)
+    return torch.from_numpy(np.ascontiguousarray(a)).to(torch.float32)
+
+
+def mnist_pixels(gray: np.ndarray, size: int = MNIST_SIZE) -> np.ndarray:
+    """MNIST's construction on an 8-bit grayscale array -> float32 (size, size) in 0..255."""
+    a = np.asarray(gray, dtype=np.float32)
+    if a.ndim != 2:
+        raise ImageError(f"expected a 2-D grayscale image, got shape {a.shape}")
+    box = max(1, round(size * MNIST_BOX / MNIST_SIZE))
+
+    # 1. Polarity and background from the border: MNIST is light ink on a black background.
+    border = _border(a)
+    background = float(np.median(border))
+    if background > 127.5:
+        a = 255.0 - a
+        border = 255.0 - border
+        background = 255.0 - background
+    # Anything within the border's noise of the background is background: paper grain and
+    # JPEG ringing must not widen the bounding box or pull the centre of mass.
+    mad = float(np.median(np.abs(border - background)))
+    threshold = background + max(3.0 * 1.4826 * mad, 0.0)
+    ink = a > threshold
+    if not ink.any() or float(a.max()) - background < 16.0:
+        raise ImageError("the image is blank: no ink stands out from the background")
+
+    # 2. Background to 0 and the ink stretched to full contrast (a pencil scan becomes MNIST-like).
+    # (Ink already at full contrast, as MNIST's own peaks of 254/255 are, is left as it is.)
+    peak = float(a[ink].max())
+    gain = 1.0 if peak - background >= 254.0 else 255.0 / (peak - background)
+    a = np.where(ink, (a - background) * gain, 0.0).astype(np.float32)
+
+    # 3. Crop to the ink's bounding box.
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    a = a[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    ink = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+    # 4. Fit the box, keeping the aspect ratio.
+    h, w = a.shape
+    s = box / max(h, w)
+    if s != 1.0:
+        if s < 1.0:
+            a = _thicken(a, ink, s)
+        nh, nw = max(1, round(h * s)), max(1, round(w * s))
+        a = _resize_float(a, nw, nh)
+        top = float(a.max())
+        if top <= 0:
+            raise ImageError("the image is blank: the ink vanished when scaled to the digit box")
+        a = np.clip(a * (255.0 / top), 0.0, 255.0)
+        h, w = a.shape
+
+    # 5. Centre of mass to the centre (MNIST's digits sit at pixel 14.0 +- 0.5: an integer shift).
+    total = float(a.sum())
+    cy = float((a.sum(axis=1) * np.arange(h)).sum() / total)
+    cx = float((a.sum(axis=0) * np.arange(w)).sum() / total)
+    centre = size / 2.0
+    top = min(max(math.floor(centre - cy + 0.5), 0), size - h)
+    left = min(max(math.floor(centre - cx + 0.5), 0), size - w)
+    out = np.zeros((size, size), dtype=np.float32)
+    out[top : top + h, left : left + w] = a
+    return out
+
+
+def _border(a: np.ndarray) -> np.ndarray:
+    h, w = a.shape
+    t = max(1, min(h, w) // 20)
+    return np.concatenate([a[:t].ravel(), a[-t:].ravel(), a[:, :t].ravel(), a[:, -t:].ravel()])
+
+
+def _thicken(a: np.ndarray, ink: np.ndarray, s: float) -> np.ndarray:
+    """Widen strokes that would shrink below MNIST's stroke width when scaled by ``s``.
+
+    A pen line drawn on a large canvas is a fraction of a pixel wide at 20x20 and
+    would reach the network as a faint smudge. The stroke width is estimated as
+    2 x ink area / ink edge length; thin strokes get a grey dilation (max filter).
+    """
+    edges = int((ink[1:, :] != ink[:-1, :]).sum() + (ink[:, 1:] != ink[:, :-1]).sum())
+    edges += int(ink[0].sum() + ink[-1].sum() + ink[:, 0].sum() + ink[:, -1].sum())
+    if edges == 0:
+        return a
+    width = 2.0 * float(ink.sum()) / edges
+    if width * s >= MIN_STROKE:
+        return a
+    grow = int(round(TARGET_STROKE / s - width))
+    if grow < 1:
+        return a
+    from scipy.ndimage import maximum_filter
+
+    return maximum_filter(a, size=grow + 1, mode="constant", cval=0.0)
+
+
+def _resize_float(a: np.ndarray, width: int, height: int) -> np.ndarray:
+    # PIL's "F" mode resize is a proper antialiasing filter when shrinking (support scales with
+    # the factor), so a 1000-px photo and a 28-px digit both end up correctly averaged.
+    img = Image.fromarray(np.ascontiguousarray(a, dtype=np.float32))
+    out = img.resize((width, height), Image.Resampling.LANCZOS)
+    return np.clip(np.asarray(out, dtype=np.float32), 0.0, None)
+
+
+def tensor_to_image(x: torch.Tensor, spec: dict | None = None) -> Image.Image:
+    """A preprocessed (C, H, W) tensor back to an 8-bit image, for ``--save-preprocessed``.
+
+    Mean/std normalisation and ``scale`` are undone, so the picture shows the
+    pixels the network saw (on the 0..255 scale), not a rescaled visualisation.
+    """
+    spec = spec or {}
+    x = x.detach().to("cpu", torch.float32)
+    mean, std = spec.get("mean"), spec.get("std")
+    if std is not None:
+        x = x * torch.as_tensor(std, dtype=torch.float32).reshape(-1, 1, 1)
+    if mean is not None:
+        x = x + torch.as_tensor(mean, dtype=torch.float32).reshape(-1, 1, 1)
+    x = x * float(spec.get("scale", 255.0))
+    a = x.clamp(0, 255).round().to(torch.uint8).numpy()
+    if a.shape[0] == 1 or (spec.get("style") == "mnist"):
+        return Image.fromarray(a[0])
+    return Image.fromarray(np.ascontiguousarray(a.transpose(1, 2, 0)))
