@@ -53,3 +53,263 @@ def confusion_matrix_figure(cm: np.ndarray, classes: Sequence[str], title: str =
                                 color="white" if v > threshold else "black")
     fig.tight_layout()
     return fig
+
+
+# --- error analysis figures (cnnlab.analysis builds them all for `cnnlab analyze`) -----------
+
+RIGHT, WRONG = "#1a7f37", "#c62828"
+
+
+def _draw_image(ax, img: np.ndarray) -> None:
+    """One (C, H, W) uint8 image, grey for one channel, without ticks."""
+    img = np.asarray(img)
+    if img.ndim == 3 and img.shape[0] == 1:
+        ax.imshow(img[0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    elif img.ndim == 3:
+        ax.imshow(np.transpose(img[:3], (1, 2, 0)), interpolation="nearest")
+    else:
+        ax.imshow(img, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def gallery_figure(
+    rows: Sequence[Sequence[tuple[np.ndarray, str, str]]],
+    *,
+    ncols: int,
+    row_labels: Sequence[str] | None = None,
+    title: str | None = None,
+    cell: tuple[float, float] = (1.25, 1.5),
+    empty_text: str = "none",
+) -> Figure:
+    """A grid of images: ``rows`` of (image, caption, caption colour); empty rows say ``empty_text``."""
+    nrows = max(1, len(rows))
+    ncols = max(1, ncols)
+    fig = new_figure(cell[0] * ncols + (0.6 if row_labels else 0), cell[1] * nrows + (0.5 if title else 0))
+    axes = np.atleast_2d(fig.subplots(nrows, ncols, squeeze=False))
+    for r in range(nrows):
+        items = list(rows[r]) if r < len(rows) else []
+        for c in range(ncols):
+            ax = axes[r, c]
+            if c < len(items):
+                img, caption, color = items[c]
+                _draw_image(ax, img)
+                ax.set_title(caption, fontsize=8, color=color)
+            else:
+                ax.axis("off")
+        if not items:
+            axes[r, 0].text(0, 0.5, empty_text, fontsize=9, va="center", transform=axes[r, 0].transAxes)
+        if row_labels is not None and r < len(row_labels):
+            # The label goes on the first axes; turned-off axes hide their ylabel, so use text.
+            axes[r, 0].text(-0.15, 0.5, row_labels[r], fontsize=10, fontweight="bold", rotation=90,
+                            ha="right", va="center", transform=axes[r, 0].transAxes)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def misclassified_figure(
+    images: np.ndarray,
+    labels: np.ndarray,
+    probs: np.ndarray,
+    classes: Sequence[str],
+    *,
+    show: Sequence[str | int] | None = None,
+    per_class: int = 10,
+) -> Figure:
+    """The lesson's gallery in one call: a row per class in ``show``, up to ``per_class`` wrong test images.
+
+    Each image is titled "pred (prob)": the predicted class and its probability.
+    ``show`` takes class names or indices (``["8", "4", "9"]`` is the lesson's
+    3x10 figure); by default the three classes with the most errors. Images are
+    taken in test-set order, so the figure is stable.
+    """
+    from cnnlab.analysis import classes_with_most_errors, resolve_classes, select_misclassified
+
+    labels, probs = np.asarray(labels), np.asarray(probs)
+    preds = probs.argmax(axis=1)
+    rows_k = resolve_classes(show, classes) if show else classes_with_most_errors(labels, preds, len(classes))
+    chosen = select_misclassified(labels, preds, rows_k, per_class)
+    rows = [[(images[i], f"{classes[preds[i]]} ({probs[i, preds[i]]:.2f})", WRONG) for i in chosen[k]] for k in rows_k]
+    return gallery_figure(
+        rows, ncols=per_class, row_labels=[f"true {classes[k]}" for k in rows_k],
+        title="Misclassified test images: predicted class (probability)", empty_text="no errors",
+    )
+
+
+def top_losses_figure(
+    images: np.ndarray,
+    labels: np.ndarray,
+    probs: np.ndarray,
+    losses: np.ndarray,
+    classes: Sequence[str],
+    *,
+    k: int = 24,
+    ncols: int = 8,
+) -> Figure:
+    """The ``k`` test images with the highest loss: "true -> pred (prob)" and the loss; likely mislabelled."""
+    from cnnlab.analysis import top_losses
+
+    labels, probs = np.asarray(labels), np.asarray(probs)
+    preds = probs.argmax(axis=1)
+    idx = top_losses(losses, min(k, len(labels)))
+    items = [
+        (images[i], f"{classes[labels[i]]} \u2192 {classes[preds[i]]} ({probs[i, preds[i]]:.2f})\nloss {losses[i]:.2f}  #{i}",
+         WRONG if preds[i] != labels[i] else RIGHT)
+        for i in idx
+    ]
+    rows = [items[s : s + ncols] for s in range(0, len(items), ncols)] or [[]]
+    return gallery_figure(rows, ncols=ncols, title="Top losses: true \u2192 predicted (probability), loss, test index",
+                          cell=(1.35, 1.7))
+
+
+def samples_figure(
+    images: np.ndarray, labels: np.ndarray, classes: Sequence[str], *, ncols: int = 10, title: str | None = None
+) -> Figure:
+    """Labelled images in a grid (``cnnlab show-data``; the lesson's first figure)."""
+    items = [(img, classes[int(y)], "black") for img, y in zip(images, labels)]
+    ncols = max(1, min(ncols, len(items)))
+    rows = [items[s : s + ncols] for s in range(0, len(items), ncols)]
+    return gallery_figure(rows, ncols=ncols, title=title, cell=(1.1, 1.3))
+
+
+def disagreement_figure(
+    images: np.ndarray,
+    labels: np.ndarray,
+    probs_a: np.ndarray,
+    probs_b: np.ndarray,
+    classes: Sequence[str],
+    indices: Sequence[int],
+    *,
+    ncols: int = 8,
+) -> Figure:
+    """Test images where runs A and B predict different classes: true label, A's and B's "pred (prob)"."""
+    pa, pb = np.asarray(probs_a).argmax(axis=1), np.asarray(probs_b).argmax(axis=1)
+    items = []
+    for i in indices:
+        caption = (f"true {classes[labels[i]]}  #{i}\nA {classes[pa[i]]} ({probs_a[i, pa[i]]:.2f})"
+                   f"  B {classes[pb[i]]} ({probs_b[i, pb[i]]:.2f})")
+        # Colour says who was right: green A, blue B, red neither.
+        color = RIGHT if pa[i] == labels[i] else ("#1f5fbf" if pb[i] == labels[i] else WRONG)
+        items.append((images[i], caption, color))
+    rows = [items[s : s + ncols] for s in range(0, len(items), ncols)] or [[]]
+    return gallery_figure(
+        rows, ncols=ncols, cell=(1.6, 1.8), empty_text="the two runs agree on every test image",
+        title=f"Where A and B disagree ({len(items)} shown; green: A right, blue: B right, red: both wrong)",
+    )
+
+
+def per_class_figure(confusion: np.ndarray, classes: Sequence[str]) -> Figure:
+    """Per-class accuracy (= recall) and precision bars, with the overall accuracy as a line."""
+    from cnnlab.analysis import per_class_rates
+
+    cm = np.asarray(confusion)
+    rates = per_class_rates(cm)
+    k = len(classes)
+    fig = new_figure(min(max(6.0, 0.32 * k + 2), 30.0), 4.2)
+    ax = fig.subplots()
+    x = np.arange(k)
+    ax.bar(x - 0.2, rates["recall"], 0.4, label="accuracy (recall)", color="#3b75af")
+    ax.bar(x + 0.2, rates["precision"], 0.4, label="precision", color="#f0a04b")
+    total = cm.sum()
+    if total:
+        ax.axhline(np.trace(cm) / total, color="black", lw=0.8, ls="--", label="overall accuracy")
+    low = float(min(rates["recall"].min(), rates["precision"].min())) if k else 0.0
+    # Zoom in on the top of the scale: at 99% accuracy, bars from 0 would all look the same.
+    ax.set_ylim(max(0.0, low - 0.05 * max(1.0 - low, 0.2)) if low > 0.5 else 0.0, 1.0)
+    step = max(1, k // 40)
+    ax.set_xticks(x[::step], [classes[i] for i in x[::step]], rotation=90 if k > 20 else 0, fontsize=8 if k > 20 else 10)
+    if k <= 20:
+        for i, v in enumerate(rates["recall"]):
+            ax.text(i - 0.2, v, f"{v:.3f}", ha="center", va="bottom", fontsize=6, rotation=90)
+    ax.set_xlabel("class")
+    ax.set_ylabel("rate on the test set")
+    ax.set_title("Per-class accuracy (recall) and precision")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14 if k <= 20 else -0.22), ncol=3, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def reliability_figure(confidences: np.ndarray, correct: np.ndarray, *, n_bins: int = 15) -> Figure:
+    """Reliability diagram: accuracy against confidence per bin, the gap to the diagonal, and bin sizes."""
+    from cnnlab.analysis import reliability_bins
+
+    b = reliability_bins(confidences, correct, n_bins)
+    centers = (b.edges[:-1] + b.edges[1:]) / 2
+    width = 1.0 / n_bins
+    fig = new_figure(5.5, 6.0)
+    ax, ax2 = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    has = b.counts > 0
+    acc, conf = np.nan_to_num(b.accuracy), np.nan_to_num(b.confidence)
+    ax.bar(centers[has], acc[has], width, color="#3b75af", edgecolor="white", label="accuracy")
+    ax.bar(centers[has], np.abs(conf - acc)[has], width, bottom=np.minimum(acc, conf)[has], color=WRONG, alpha=0.35,
+           edgecolor=WRONG, label="gap to confidence")
+    ax.plot([0, 1], [0, 1], ls="--", color="gray", lw=1, label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"Reliability diagram (ECE {b.ece:.4f}, {n_bins} bins)")
+    ax.legend(fontsize=8, loc="upper left")
+    ax2.bar(centers, np.maximum(b.counts, 0), width, color="gray", edgecolor="white")
+    if b.counts.max(initial=0) > 0:
+        ax2.set_yscale("log")
+    ax2.set_xlabel("confidence (probability of the predicted class)")
+    ax2.set_ylabel("images")
+    fig.tight_layout()
+    return fig
+
+
+def confidence_histogram_figure(confidences: np.ndarray, correct: np.ndarray, *, bins: int = 20) -> Figure:
+    """Histograms of the confidence of correct and of wrong predictions (log counts)."""
+    conf, ok = np.asarray(confidences, dtype=float), np.asarray(correct, dtype=bool)
+    edges = np.linspace(0, 1, bins + 1)
+    fig = new_figure(9.0, 3.6)
+    axes = fig.subplots(1, 2, sharex=True)
+    for ax, mask, name, color in ((axes[0], ok, "correct", RIGHT), (axes[1], ~ok, "wrong", WRONG)):
+        values = conf[mask]
+        ax.hist(values, bins=edges, color=color, alpha=0.8, edgecolor="white")
+        if len(values):
+            ax.set_yscale("log")
+            ax.axvline(values.mean(), color="black", ls="--", lw=0.8)
+            ax.set_title(f"{name}: {len(values)} images, mean confidence {values.mean():.3f}", fontsize=10)
+        else:
+            ax.set_title(f"{name}: no images", fontsize=10)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("images")
+    fig.tight_layout()
+    return fig
+
+
+def training_curves_figure(rows: Sequence[dict]) -> Figure:
+    """Loss and accuracy per epoch from ``metrics.csv`` rows, train against validation, best epoch marked.
+
+    ``rows`` are dicts as :func:`cnnlab.analysis.read_metrics` returns them; a
+    missing train column (``--no-train-eval``) is simply not drawn.
+    """
+    from cnnlab.analysis import best_epoch
+
+    fig = new_figure(10.0, 3.8)
+    axes = fig.subplots(1, 2)
+    epochs = [r["epoch"] for r in rows]
+    best = best_epoch(rows)
+    for ax, metric, label in ((axes[0], "loss", "loss (mean cross-entropy)"), (axes[1], "acc", "accuracy")):
+        for split, color in (("train", "#3b75af"), ("val", "#f0a04b")):
+            pts = [(e, r.get(f"{split}_{metric}")) for e, r in zip(epochs, rows) if r.get(f"{split}_{metric}") is not None]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", ms=4, color=color, label="validation" if split == "val" else "train")
+        if best is not None:
+            ax.axvline(best, color="gray", ls="--", lw=1, label=f"best epoch ({best})")
+            row = next(r for r in rows if r["epoch"] == best)
+            if row.get(f"val_{metric}") is not None:
+                ax.plot([best], [row[f"val_{metric}"]], marker="*", ms=14, color="#c62828", zorder=5)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_xticks(epochs if len(epochs) <= 20 else epochs[:: max(1, len(epochs) // 10)])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_title("Loss per epoch")
+    axes[1].set_title("Accuracy per epoch")
+    fig.tight_layout()
+    return fig
