@@ -73,13 +73,13 @@ def test_user_mistakes_are_one_line_without_traceback(args, message, tmp_path):
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
 
 
-def test_existing_run_is_not_overwritten(tiny_config, tmp_path):
+def test_a_different_run_is_never_overwritten(tiny_config, tmp_path):
     from cnnlab.errors import RunDirError
     from cnnlab.train import train
 
     run_dir = tmp_path / "run"
     train(tiny_config.override("train", epochs=1), run_dir, log=lambda s: None)
-    before = (run_dir / "best.pt").read_bytes()
-    with pytest.raises(RunDirError):
-        train(tiny_config.override("train", epochs=1), run_dir, log=lambda s: None)
-    assert (run_dir / "best.pt").read_bytes() == before
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    with pytest.raises(RunDirError, match="optim.lr"):
+        train(tiny_config.override("train", epochs=1).override("optim", lr=0.01), run_dir, log=lambda s: None)
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before

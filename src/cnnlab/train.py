@@ -2,23 +2,41 @@
 
     data (decoded once, split with a saved seed) -> model -> ignite trainer
     -> after every epoch: train/val loss and accuracy, best checkpoint by
-       validation loss, a metrics.csv row and a one-line summary
+       validation loss, a full-state last.pt, a metrics.csv row, a one-line summary
     -> the best checkpoint scored on the test set (report.txt/json, confusion matrix)
+
+Work is never lost: ``last.pt`` (model, optimizer, trainer position, every RNG,
+best-so-far, metrics history) is written atomically after every epoch and on
+Ctrl-C/SIGTERM, and calling ``train`` again on the same run directory resumes
+from it, bit-identically on CPU.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import platform
+import random
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
+import numpy as np
 import torch
 import torch.nn as nn
 from ignite.engine import Engine, Events
 
 from cnnlab import __version__
-from cnnlab.checkpoint import load_checkpoint, make_payload, model_from_checkpoint, save_checkpoint
+from cnnlab.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    make_payload,
+    model_from_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
 from cnnlab.config import Config
 from cnnlab.data import DataBundle, TensorBatches, prepare_data
 from cnnlab.engine import (
@@ -29,13 +47,27 @@ from cnnlab.engine import (
     resolve_device,
     run_evaluation,
 )
-from cnnlab.errors import RunDirError
+from cnnlab.errors import CnnlabError, RunDirError
 from cnnlab.evaluate import TestReport, predict_logits, score, write_report
 from cnnlab.files import write_csv
 from cnnlab.models import create_model, get_model_entry
-from cnnlab.runs import RunDir, default_run_dir, write_config, write_split
+from cnnlab.runs import RunDir, default_run_dir, read_config, write_config, write_split
 
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "best"]
+
+# Config keys that may differ when a run is resumed: they change how, not what, is computed.
+RESUMABLE_CHANGES = (
+    "train.epochs", "train.progress", "train.threads", "train.device", "train.eval_batch_size",
+    "data.data_dir", "data.download",
+)
+
+
+class Interrupted(CnnlabError):
+    """Training was stopped by SIGINT/SIGTERM after saving ``last.pt``."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass
@@ -46,36 +78,42 @@ class TrainResult:
     history: list[dict]
     test: TestReport
     seconds: float
+    resumed_from: int = 0  # epoch the run resumed after (0: a fresh run)
 
 
 def setup_runtime(cfg: Config) -> torch.device:
-    """Device and thread count; returns the device."""
+    """Device, threads, seeds and (optionally) deterministic kernels; returns the device."""
     device = resolve_device(cfg.train.device)
     torch.set_num_threads(cfg.train.threads or default_threads())
+    seed = cfg.train.seed
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # model init; the split and the shuffling have their own generators
+    if cfg.train.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by cuBLAS for determinism
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
     return device
 
 
 def train(cfg: Config, run_dir: str | Path | None = None, *, log: Callable[[str], None] = print) -> TrainResult:
-    """Train as ``cfg`` says, write the run directory, and score the best model on the test set."""
+    """Train as ``cfg`` says into ``run_dir``; resume if it holds an unfinished run of the same config.
+
+    Returns the best epoch, the metrics history and the test report of the best checkpoint.
+    """
     cfg.validate()
     get_model_entry(cfg.model.name)  # fail on a typo before any data is read
     t0 = time.perf_counter()
-    device = setup_runtime(cfg)
     run = RunDir(Path(run_dir) if run_dir else default_run_dir(cfg))
-    if run.best.exists() or run.config.exists():
-        raise RunDirError(f"{run.path} already holds a run; choose another --run-dir")
-
+    resume = check_run_dir(run, cfg)
+    device = setup_runtime(cfg)
     data = prepare_data(cfg.data, device)
-    torch.manual_seed(cfg.train.seed)  # model init; the split and shuffling have their own generators
     model = build_model(cfg, data).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg.optim, model.parameters(), device)
     loss_fn = nn.CrossEntropyLoss(reduction=cfg.train.loss_reduction)
-
-    run.path.mkdir(parents=True, exist_ok=True)
-    write_config(run, cfg, {"provenance": provenance(device)})
-    write_split(run, data.train_indices, data.val_indices, cfg.data.split_seed)
 
     trainer = create_trainer(model, optimizer, loss_fn)
     evaluator = create_evaluator(model)
@@ -84,21 +122,53 @@ def train(cfg: Config, run_dir: str | Path | None = None, *, log: Callable[[str]
     eval_train = TensorBatches(data.train, t.eval_batch_size, channels_last=t.channels_last)
     eval_val = TensorBatches(data.val, t.eval_batch_size, channels_last=t.channels_last)
 
+    history: list[dict] = []
+    best = {"loss": float("inf"), "epoch": 0}
+    resumed_from = 0
+    if resume is not None:
+        state = resume
+        if not torch.equal(state["split"]["val"], data.val_indices) or not torch.equal(state["split"]["train"], data.train_indices):
+            raise RunDirError(f"{run.last} was trained on a different train/validation split; start a new --run-dir")
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        trainer.load_state_dict({**state["trainer"], "max_epochs": t.epochs})
+        restore_rng_state(state["rng"])
+        history = [dict(row) for row in state["history"]]
+        best.update(loss=state["best"]["loss"], epoch=state["best"]["epoch"])
+        resumed_from = trainer.state.iteration / len(train_batches)
+        log(f"resuming {run.path} from epoch {resumed_from:g} (iteration {trainer.state.iteration})")
+    else:
+        run.path.mkdir(parents=True, exist_ok=True)
+        write_config(run, cfg, {"provenance": provenance(device)})
+        write_split(run, data.train_indices, data.val_indices, cfg.data.split_seed)
+
     pbar = None
     if t.progress:
         from ignite.handlers import ProgressBar
 
+        per_image = t.batch_size if t.loss_reduction == "sum" else 1
         pbar = ProgressBar(persist=False, desc="train")
-        pbar.attach(trainer, output_transform=lambda loss: {"loss": loss / (t.batch_size if t.loss_reduction == "sum" else 1)})
+        pbar.attach(trainer, output_transform=lambda loss: {"loss": loss / per_image})
     say = pbar.log_message if pbar is not None else log
 
-    history: list[dict] = []
-    best = {"loss": float("inf"), "epoch": 0}
+    def save_last() -> None:
+        save_checkpoint(run.last, make_payload(
+            model, model_name=cfg.model.name, data_info=data.info.to_dict(), config=cfg.to_dict(),
+            epoch=trainer.state.epoch, metrics=history[-1] if history else {}, kind="last",
+            optimizer=optimizer.state_dict(),
+            trainer={"iteration": trainer.state.iteration, "epoch_length": len(train_batches)},
+            rng=capture_rng_state(),
+            split={"train": data.train_indices.cpu(), "val": data.val_indices.cpu(), "seed": cfg.data.split_seed},
+            best=dict(best),
+            history=history,
+        ))
+
     clock = {"start": time.perf_counter()}
 
     @trainer.on(Events.EPOCH_STARTED)
     def _start_epoch(engine: Engine) -> None:
-        train_batches.set_epoch(engine.state.epoch)
+        # Mid-epoch resume (after Ctrl-C) continues the same permutation where it stopped.
+        train_batches.set_epoch(engine.state.epoch, start_batch=engine.state.iteration % len(train_batches))
         clock["start"] = time.perf_counter()
 
     @trainer.on(Events.EPOCH_COMPLETED)
@@ -111,7 +181,7 @@ def train(cfg: Config, run_dir: str | Path | None = None, *, log: Callable[[str]
         m = run_evaluation(evaluator, eval_val)
         row["val_loss"], row["val_acc"] = m["loss"], m["accuracy"]
         row["lr"] = optimizer.param_groups[0]["lr"]
-        row["best"] = row["val_loss"] < best["loss"]
+        row["best"] = row["val_loss"] < best["loss"]  # NaN never counts as best
         if row["best"]:
             best.update(loss=row["val_loss"], epoch=epoch)
             save_checkpoint(run.best, make_payload(
@@ -120,13 +190,101 @@ def train(cfg: Config, run_dir: str | Path | None = None, *, log: Callable[[str]
             ))
         row["epoch_time_s"] = round(time.perf_counter() - clock["start"], 3)
         history.append(row)
+        save_last()
         write_metrics(run, history)
         say(format_epoch(row, t.epochs))
 
-    trainer.run(train_batches, max_epochs=t.epochs)
+    if t.tensorboard:  # registered after _end_epoch, so each epoch's metrics row already exists
+        from cnnlab.tracking import attach_tensorboard
+
+        attach_tensorboard(trainer, model, optimizer, run.path / "tensorboard", history=history, train_cfg=t)
+
+    with stop_on_signals(trainer) as stopped:
+        if trainer.state.iteration < t.epochs * len(train_batches):
+            trainer.run(train_batches, max_epochs=t.epochs)
+        if stopped:
+            save_last()
+            signame, code = stopped[0]
+            raise Interrupted(
+                f"{signame}: stopped at epoch {trainer.state.epoch}, iteration {trainer.state.iteration}; "
+                f"saved {run.last}. Resume with: cnnlab train --resume {run.path}",
+                code,
+            )
 
     report = evaluate_checkpoint(run, data, device, batch_size=t.eval_batch_size)
-    return TrainResult(run, best["epoch"], best["loss"], history, report, time.perf_counter() - t0)
+    return TrainResult(run, best["epoch"], best["loss"], history, report, time.perf_counter() - t0, int(resumed_from))
+
+
+def check_run_dir(run: RunDir, cfg: Config) -> dict | None:
+    """Decide between a fresh run and a resume; never touch a run that holds something else.
+
+    Returns the ``last.pt`` payload to resume from, or None for a fresh start.
+    """
+    if not run.path.exists():
+        return None
+    if run.path.is_file():
+        raise RunDirError(f"run directory {run.path} is a file; choose another --run-dir")
+    if not run.config.exists():
+        if any(run.path.iterdir()):
+            raise RunDirError(f"{run.path} is not empty and holds no cnnlab run; choose another --run-dir")
+        return None
+    saved = read_config(run)
+    diff = saved.differences(cfg, ignore=RESUMABLE_CHANGES)
+    if diff:
+        raise RunDirError(
+            f"{run.path} holds a run with a different config ({', '.join(diff)} differ); "
+            "use another --run-dir, or `cnnlab train --resume` to continue it as configured"
+        )
+    if not run.last.exists():
+        if run.best.exists():
+            raise RunDirError(f"{run.path} has best.pt but no last.pt to resume from; choose another --run-dir")
+        return None  # stopped before the first epoch ended: nothing to lose, start again
+    return load_checkpoint(run.last)
+
+
+def resume_config(run_dir: str | Path, **changes: object) -> Config:
+    """The config a run was started with, with only resumable settings (epochs, device, ...) changed."""
+    from cnnlab.runs import open_run
+
+    cfg = read_config(open_run(run_dir))
+    for dotted, value in changes.items():
+        if value is None:
+            continue
+        section, key = dotted.split(".")
+        if dotted not in RESUMABLE_CHANGES:
+            raise RunDirError(f"--resume continues a run as it was configured; {dotted} cannot be changed")
+        cfg = cfg.override(section, **{key: value})
+    return cfg
+
+
+@contextlib.contextmanager
+def stop_on_signals(trainer: Engine) -> Iterator[list[tuple[str, int]]]:
+    """Ctrl-C / SIGTERM finish the current step, then stop the trainer (the caller saves).
+
+    Yields a list that holds ``(signal name, exit code)`` once a signal arrived.
+    Only the main thread can install handlers; elsewhere this does nothing.
+    """
+    stopped: list[tuple[str, int]] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield stopped
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if not stopped:
+            stopped.append((signal.Signals(signum).name, 128 + signum))
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def _maybe_stop(engine: Engine) -> None:
+        if stopped:
+            engine.terminate()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stopped
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        trainer.remove_event_handler(_maybe_stop, Events.ITERATION_COMPLETED)
 
 
 def build_model(cfg: Config, data: DataBundle) -> nn.Module:
