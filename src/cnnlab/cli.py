@@ -67,19 +67,46 @@ def cli() -> None:
 @click.option("--no-train-eval", is_flag=True, help="Skip the per-epoch evaluation on the training set.")
 @click.option("--no-channels-last", is_flag=True, help="Keep NCHW activations (slower on CPU; bit-level differences only).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--tensorboard", is_flag=True,
+              help='Write TensorBoard events to RUN/tensorboard/ (needs: pip install "cnnlab[tensorboard]").')
+@click.option("--deterministic", is_flag=True, help="Deterministic kernels everywhere (needed for bit-exact CUDA resume).")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None,
+              help="Continue the run in this directory from its last.pt (only --epochs, --device, "
+                   "--threads, --data-dir, --no-progress may change).")
 @friendly_errors
 def train(**opts: Any) -> None:
     """Train a model; by default the lesson's recipe (LeNet-5, MNIST, Adam 1e-3, batch 32, 5 epochs).
 
-    After every epoch it prints train and validation loss/accuracy and keeps the
-    best checkpoint by validation loss; at the end the best model is scored on
-    the test set and the classification report is printed.
+    After every epoch it prints train and validation loss/accuracy, keeps the
+    best checkpoint by validation loss and a full-state last.pt; at the end the
+    best model is scored on the test set and the classification report is
+    printed. Running the same command again on the same --run-dir resumes an
+    interrupted run (Ctrl-C saves and exits with 130).
     """
     from cnnlab.config import Config
+    from cnnlab.train import resume_config
     from cnnlab.train import train as run_training
+    from cnnlab.tracking import require_tensorboard
 
-    cfg = config_from_options(Config(), opts)
-    result = run_training(cfg, opts["run_dir"], log=click.echo)
+    if opts.get("tensorboard"):
+        require_tensorboard()  # before any data is read or a run folder is made
+
+    run_dir = opts["run_dir"]
+    if opts["resume_dir"]:
+        if run_dir and Path(run_dir) != Path(opts["resume_dir"]):
+            raise click.UsageError("--resume RUN_DIR and --run-dir name different folders; give only --resume")
+        run_dir = opts["resume_dir"]
+        changes = {"train.epochs": opts["epochs"], "train.device": opts["device"], "train.threads": opts["threads"],
+                   "data.data_dir": opts["data_dir"], "train.progress": False if opts["no_progress"] else None}
+        fixed = [k for k, v in opts.items() if v not in (None, False) and k not in
+                 ("epochs", "device", "threads", "data_dir", "no_progress", "resume_dir", "run_dir")]
+        if fixed:
+            names = ", ".join("--" + k.replace("_", "-").replace("model-name", "model") for k in fixed)
+            raise click.UsageError(f"--resume continues a run as it was configured; {names} cannot be changed")
+        cfg = resume_config(run_dir, **changes)
+    else:
+        cfg = config_from_options(Config(), opts)
+    result = run_training(cfg, run_dir, log=click.echo)
     click.echo(f"\nbest epoch {result.best_epoch} (val loss {result.best_val_loss:.4f}); test set:")
     click.echo(result.test.text)
     click.echo(f"test accuracy {result.test.accuracy:.2%}   run: {result.run.path}   ({result.seconds:.1f}s)")
@@ -98,6 +125,8 @@ def config_from_options(cfg: Any, opts: dict[str, Any]) -> Any:
         train_eval=False if opts.get("no_train_eval") else None,
         channels_last=False if opts.get("no_channels_last") else None,
         progress=False if opts.get("no_progress") else None,
+        deterministic=True if opts.get("deterministic") else None,
+        tensorboard=True if opts.get("tensorboard") else None,
     )
 
 
@@ -117,6 +146,115 @@ def evaluate(run_dir: str, data_dir: str | None, device: str, batch_size: int) -
     report = evaluate_run(run_dir, data_dir=data_dir, device=device, batch_size=batch_size)
     click.echo(report.text)
     click.echo(f"test accuracy {report.accuracy:.2%}  loss {report.loss:.4f}  ({report.num_images} images)")
+
+
+# --- serve ---------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=False))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. The default serves this machine only; 0.0.0.0 opens it to your network.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port (0: any free port).")
+@click.option("--max-upload-mb", type=click.FloatRange(min=0.001), default=5.0, show_default=True,
+              help="Largest request body accepted, in MiB; bigger uploads get HTTP 413.")
+@friendly_errors
+def serve(run_dir: str, host: str, port: int, max_upload_mb: float) -> None:
+    """Serve a page where you draw a digit and watch the model classify it live.
+
+    RUN_DIR is a run directory (or a checkpoint file). The page has a drawing
+    canvas (mouse and touch), an upload button, live top-k probabilities and
+    the 28x28 image the model saw; the JSON API is POST /api/predict and
+    GET /api/model, documented at /docs. Needs the serve extra:
+    pip install 'cnnlab[serve]'.
+    """
+    from cnnlab.serve import serve as run_server
+
+    run_server(run_dir, host=host, port=port, max_bytes=int(max_upload_mb * 1024 * 1024), log=click.echo)
+
+
+# --- analyze / show-data / compare ---------------------------------------------------------
+
+
+@cli.command(context_settings={"allow_extra_args": True})
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--classes", default=None, metavar="CLASS...",
+              help="Rows of the misclassified gallery: class names or indices (`--classes 8 4 9` or `8,4,9`).  "
+                   "[default: the 3 classes with the most errors]")
+@click.option("--per-class", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Wrong images shown per gallery row.")
+@click.option("--top-k", type=click.IntRange(min=1), default=24, show_default=True, help="Images in the top-losses gallery.")
+@click.option("--bins", type=click.IntRange(min=1), default=15, show_default=True, help="Calibration (ECE) bins.")
+@click.option("--no-html", is_flag=True, help="Skip analysis/index.html.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Dataset folder (default: the run's).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--batch-size", type=int, default=1000, show_default=True, help="Evaluation batch size.")
+@click.pass_context
+@friendly_errors
+def analyze(ctx: click.Context, run_dir: str, classes: str | None, per_class: int, top_k: int, bins: int,
+            no_html: bool, data_dir: str | None, device: str, batch_size: int) -> None:
+    """Study a run's mistakes on the test set; everything is written to RUN_DIR/analysis/.
+
+    Confusion matrix (counts and row-normalised), a gallery of misclassified
+    images per class titled "pred (prob)", the top-losses gallery (likely
+    mislabelled images), the most-confused pairs (printed, and as CSV),
+    per-class accuracy, calibration (ECE, reliability diagram, confidence
+    histograms), training curves, and one self-contained index.html. The
+    lesson's figure: cnnlab analyze RUN_DIR --classes 8 4 9 --per-class 10
+    """
+    from cnnlab.analysis import analyze_run
+
+    if ctx.args and classes is None:
+        raise click.UsageError(f"unexpected arguments: {' '.join(ctx.args)}")
+    wanted = [c for part in [classes or "", *ctx.args] for c in part.split(",") if c.strip()] or None
+    result = analyze_run(run_dir, classes=wanted, per_class=per_class, top_k=top_k, n_bins=bins, html=not no_html,
+                         data_dir=data_dir, device=device, batch_size=batch_size)
+    click.echo(result.text())
+
+
+@cli.command("show-data")
+@click.option("--dataset", default="mnist", show_default=True, help="Dataset name.")
+@click.option("--n", "n", type=click.IntRange(min=1), default=10, show_default=True, help="Number of images.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Which random images (same seed, same images).")
+@click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True, help="Dataset split.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="PNG to write.  [default: DATASET_samples.png]")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Dataset folder.  [default: $CNNLAB_DATA_DIR, else ~/.cache/cnnlab/data]")
+@click.option("--no-download", is_flag=True, help="Never download; fail if the files are missing.")
+@friendly_errors
+def show_data(dataset: str, n: int, seed: int, split: str, out: str | None, data_dir: str | None, no_download: bool) -> None:
+    """Save a grid of random labelled images from a dataset (the lesson's first figure)."""
+    from cnnlab.analysis import show_data as save_samples
+
+    path = save_samples(dataset, out=out or f"{dataset}_samples.png", data_dir=data_dir, n=n, seed=seed, split=split,
+                        download=not no_download)
+    click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("run_a", type=click.Path(file_okay=False))
+@click.argument("run_b", type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Folder for compare.json and disagreements.png.  [default: RUN_A/analysis/compare-<RUN_B name>]")
+@click.option("--max-images", type=click.IntRange(min=0), default=40, show_default=True,
+              help="Disagreement images drawn.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Dataset folder (default: each run's).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--batch-size", type=int, default=1000, show_default=True, help="Evaluation batch size.")
+@friendly_errors
+def compare(run_a: str, run_b: str, out: str | None, max_images: int, data_dir: str | None, device: str,
+            batch_size: int) -> None:
+    """Which of two runs is better on the test set, and is the difference significant?
+
+    Prints both test accuracies and their difference, runs McNemar's exact test
+    on the paired predictions, and draws the images where the runs disagree.
+    Runs scored on different test sets are refused.
+    """
+    from cnnlab.analysis import compare_runs
+
+    result = compare_runs(run_a, run_b, out=out, max_images=max_images, data_dir=data_dir, device=device,
+                          batch_size=batch_size)
+    click.echo(result.text())
 
 
 def main() -> None:
