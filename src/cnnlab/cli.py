@@ -148,6 +148,101 @@ def evaluate(run_dir: str, data_dir: str | None, device: str, batch_size: int) -
     click.echo(f"test accuracy {report.accuracy:.2%}  loss {report.loss:.4f}  ({report.num_images} images)")
 
 
+# --- predict / export ----------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("model", type=click.Path())
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True, help="Classes reported per image.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="Write the predictions to this CSV or JSON file (by suffix; see --format).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default=None,
+              help="Output file format.  [default: from the --output suffix, else csv]")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --output file / --save-preprocessed files.")
+@click.option("--save-preprocessed", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Write each network input (what the model actually saw) as a PNG into DIR.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="Images per forward pass.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Decoding threads.  [default: cores, at most 4]")
+@click.option("--device", default="cpu", show_default=True, help="cpu, auto, cuda or cuda:N.")
+@click.option("--quiet", "-q", is_flag=True, help="No table on screen (errors and the summary are still printed).")
+@friendly_errors
+def predict(model: str, inputs: tuple[str, ...], top_k: int, output: str | None, fmt: str | None, overwrite: bool,
+            save_preprocessed: str | None, batch_size: int, workers: int | None, device: str, quiet: bool) -> None:
+    """Predict the class of your own images with a trained model.
+
+    MODEL is a run directory (its best.pt) or a checkpoint file. INPUTS are image
+    files and folders (searched recursively); PNG, JPEG, BMP, GIF, TIFF and WebP
+    are recognised by content, in any mode (grayscale, RGB, RGBA, palette, 16-bit).
+    Each image is prepared the way the model's training data was (for MNIST:
+    inverted if dark-on-light, cropped to the ink, fitted to 20x20, centred by
+    mass in 28x28). A file that cannot be used gets one error line and the others
+    are still predicted; the exit code is 1 when any file failed.
+
+    Example: cnnlab predict runs/lenet5 my_digit.png scans/ --top-k 3 -o preds.csv
+    """
+    from cnnlab.predict import check_folder_free, check_output_free, format_table, load, write_results
+
+    check_output_free(output, overwrite)
+    check_folder_free(save_preprocessed, overwrite)
+    predictor = load(model, device=device, batch_size=batch_size)
+
+    def report_error(result: Any) -> None:
+        if result.error:
+            click.echo(f"error: {result.path}: {result.error}", err=True)
+
+    results = predictor.predict_files(inputs, top_k, save_preprocessed=save_preprocessed, workers=workers,
+                                      on_result=report_error)
+    if not quiet and (table := format_table(results, top_k)):
+        click.echo(table)
+    if output:
+        write_results(results, output, predictor, top_k, fmt)
+    failed = len(results.failed)
+    summary = f"{len(results) - failed} predicted, {failed} failed"
+    if results.skipped:
+        summary += f", {len(results.skipped)} non-image file(s) in folders skipped"
+    if output:
+        summary += f"; wrote {output}"
+    if save_preprocessed:
+        summary += f"; network inputs in {save_preprocessed}/"
+    click.echo(summary, err=True)
+    if failed or not len(results):
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("model", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), default="onnx", show_default=True,
+              help="Export format.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="File to write.  [default: model.onnx / model.torchscript.pt next to the checkpoint]")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+@click.option("--opset", type=click.IntRange(min=7), default=None, help="ONNX opset.  [default: 17]")
+@click.option("--verify-images", multiple=True, type=click.Path(), metavar="PATH",
+              help="Images/folders to compare the export on.  [default: the dataset's test images]")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Dataset folder (default: the run's).")
+@click.option("--verify-count", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Test images used for the comparison.")
+@friendly_errors
+def export(model: str, fmt: str, output: str | None, overwrite: bool, opset: int | None,
+           verify_images: tuple[str, ...], data_dir: str | None, verify_count: int) -> None:
+    """Export a trained model to ONNX or TorchScript, checked against PyTorch.
+
+    MODEL is a run directory (its best.pt) or a checkpoint file. The exported
+    model takes a float32 batch (N, C, H, W) of any size N, already preprocessed,
+    and returns logits; it carries the class names and the preprocessing recipe as
+    metadata. After exporting, the file is loaded back (ONNX with onnxruntime when
+    installed, else onnx's reference evaluator) and its outputs are compared with
+    PyTorch's on real inputs; the largest difference is reported and the file is
+    written only if they agree.
+    """
+    from cnnlab.export import export_model
+
+    result = export_model(model, fmt, output, overwrite=overwrite, opset=opset, verify_images=list(verify_images),
+                          data_dir=data_dir, verify_count=verify_count)
+    click.echo(result.summary())
+
+
 # --- serve ---------------------------------------------------------------------------------
 
 

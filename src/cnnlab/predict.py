@@ -412,3 +412,109 @@ def _save_input(folder: Path, path: str, x: torch.Tensor, spec: dict, used: set[
     used.add(name)
     with atomic_write(folder / name, "wb") as fh:
         tensor_to_image(x, spec).save(fh, format="PNG")
+
+
+# --- reporting -----------------------------------------------------------------------------
+
+
+def result_rows(results: Iterable[FileResult], top_k: int) -> tuple[list[str], list[list[Any]]]:
+    """CSV header and rows: path, label_1, prob_1, ..., label_k, prob_k, error."""
+    header = ["path"]
+    for i in range(1, top_k + 1):
+        header += [f"label_{i}", f"prob_{i}"]
+    header.append("error")
+    rows = []
+    for r in results:
+        row: list[Any] = [r.path]
+        p = r.prediction
+        for i in range(top_k):
+            if p is not None and i < len(p.labels):
+                row += [p.labels[i], f"{p.probs[i]:.6f}"]
+            else:
+                row += ["", ""]
+        row.append(r.error or "")
+        rows.append(row)
+    return header, rows
+
+
+def results_json(results: Iterable[FileResult], predictor: Predictor, top_k: int) -> dict:
+    return {
+        "model": predictor.model_info.get("checkpoint"),
+        "classes": predictor.classes,
+        "top_k": top_k,
+        "results": [
+            {
+                "path": r.path,
+                "labels": r.prediction.labels if r.prediction else None,
+                "probs": [round(p, 6) for p in r.prediction.probs] if r.prediction else None,
+                "error": r.error,
+            }
+            for r in results
+        ],
+    }
+
+
+def output_format(path: str | os.PathLike, fmt: str | None = None) -> str:
+    """``csv`` or ``json``: ``fmt`` when given, else from the file name (default csv)."""
+    if fmt:
+        return fmt
+    return "json" if Path(path).suffix.lower() == ".json" else "csv"
+
+
+def check_output_free(path: str | os.PathLike | None, overwrite: bool, what: str = "output file") -> None:
+    """Refuse to replace an existing file unless ``overwrite``; checked before any work is done."""
+    from cnnlab.errors import SaveError
+
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise SaveError(f"{what} {p} is a folder; give a file name")
+    if p.exists() and not overwrite:
+        raise SaveError(f"{what} {p} already exists; pass --overwrite to replace it")
+
+
+def write_results(
+    results: FileResults, path: str | os.PathLike, predictor: Predictor, top_k: int, fmt: str | None = None
+) -> None:
+    """Write predictions (and per-file errors) as CSV or JSON, atomically."""
+    from cnnlab.files import write_csv, write_json
+
+    if output_format(path, fmt) == "json":
+        write_json(path, results_json(results, predictor, top_k))
+    else:
+        header, rows = result_rows(results, top_k)
+        write_csv(path, header, rows)
+
+
+def format_table(results: Iterable[FileResult], top_k: int, *, max_path: int = 60) -> str:
+    """A plain-text table: one line per predicted file, top-k as ``label (prob)``."""
+    ok = [r for r in results if r.prediction is not None]
+    if not ok:
+        return ""
+
+    def short(p: str) -> str:
+        return p if len(p) <= max_path else "..." + p[-(max_path - 3):]
+
+    paths = [short(r.path) for r in ok]
+    width = max(len("path"), *(len(p) for p in paths))
+    cells = [[f"{lab} ({prob:.1%})" for lab, prob in zip(r.prediction.labels, r.prediction.probs)] for r in ok]
+    k = max(len(c) for c in cells)
+    col = max([len("top-1")] + [len(c) for row in cells for c in row])
+    lines = [f"{'path':<{width}}  " + "  ".join(f"{f'top-{i + 1}':<{col}}" for i in range(k))]
+    for p, row in zip(paths, cells):
+        lines.append(f"{p:<{width}}  " + "  ".join(f"{c:<{col}}" for c in row))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def check_folder_free(path: str | os.PathLike | None, overwrite: bool) -> None:
+    """``--save-preprocessed`` must be a new or empty folder unless ``overwrite``."""
+    from cnnlab.errors import SaveError
+
+    if path is None:
+        return
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise SaveError(f"--save-preprocessed {p} is a file; give a folder")
+    if p.is_dir() and any(p.iterdir()) and not overwrite:
+        raise SaveError(f"--save-preprocessed folder {p} is not empty; pass --overwrite to write into it anyway")

@@ -44,7 +44,7 @@ from cnnlab.errors import ImageError
 
 #: Formats recognised by content. Deliberately a closed list: PIL's other plugins
 #: include ones that shell out (EPS via Ghostscript) or are rarely fuzzed.
-FORMATS = ("PNG", "JPEG", "MPO", "BMP", "DIB", "GIF", "TIFF", "WEBP", "PPM")
+FORMATS = ("PNG", "JPEG", "BMP", "DIB", "GIF", "TIFF", "WEBP", "PPM")
 #: File-name endings that mark a file as meant to be an image (used only to decide whether
 #: a non-image found inside a folder is an error or quietly skipped; decoding never looks at it).
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".gif", ".tif", ".tiff",
@@ -63,6 +63,8 @@ MNIST_SIZE = 28     # ... and centred by mass in 28x28
 #: thickened; MNIST's own strokes measure 1.5-2.8 px (10th-90th percentile, median 2.0).
 MIN_STROKE = 1.5
 TARGET_STROKE = 2.0
+#: Fraction of the ink/background contrast below which a pixel counts as background.
+NOISE_FLOOR = 0.1
 
 
 # --- decoding ------------------------------------------------------------------------------
@@ -306,6 +308,10 @@ def mnist_pixels(gray: np.ndarray, size: int = MNIST_SIZE) -> np.ndarray:
     if a.ndim != 2:
         raise ImageError(f"expected a 2-D grayscale image, got shape {a.shape}")
     box = max(1, round(size * MNIST_BOX / MNIST_SIZE))
+    if is_mnist_form(a, size, box):
+        # Already built the MNIST way (e.g. an MNIST test digit saved as PNG): re-cropping and
+        # re-centring could only move it by rounding, so it is used exactly as it is.
+        return a.copy()
 
     # 1. Polarity and background from the border: MNIST is light ink on a black background.
     border = _border(a)
@@ -314,19 +320,18 @@ def mnist_pixels(gray: np.ndarray, size: int = MNIST_SIZE) -> np.ndarray:
         a = 255.0 - a
         border = 255.0 - border
         background = 255.0 - background
-    # Anything within the border's noise of the background is background: paper grain and
-    # JPEG ringing must not widen the bounding box or pull the centre of mass.
-    mad = float(np.median(np.abs(border - background)))
-    threshold = background + max(3.0 * 1.4826 * mad, 0.0)
-    ink = a > threshold
-    if not ink.any() or float(a.max()) - background < 16.0:
+    contrast = float(a.max()) - background
+    if contrast < 16.0:
         raise ImageError("the image is blank: no ink stands out from the background")
+    # Paper grain, JPEG ringing and sensor noise must not widen the bounding box or pull the
+    # centre of mass: ink is what stands out from the background by more than the border's
+    # own noise (3 robust standard deviations) and more than NOISE_FLOOR of the contrast.
+    mad = float(np.median(np.abs(border - background)))
+    threshold = background + max(3.0 * 1.4826 * mad, NOISE_FLOOR * contrast)
+    ink = a > threshold
 
     # 2. Background to 0 and the ink stretched to full contrast (a pencil scan becomes MNIST-like).
-    # (Ink already at full contrast, as MNIST's own peaks of 254/255 are, is left as it is.)
-    peak = float(a[ink].max())
-    gain = 1.0 if peak - background >= 254.0 else 255.0 / (peak - background)
-    a = np.where(ink, (a - background) * gain, 0.0).astype(np.float32)
+    a = np.where(ink, (a - background) * (255.0 / contrast), 0.0).astype(np.float32)
 
     # 3. Crop to the ink's bounding box.
     rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
@@ -357,6 +362,20 @@ def mnist_pixels(gray: np.ndarray, size: int = MNIST_SIZE) -> np.ndarray:
     out = np.zeros((size, size), dtype=np.float32)
     out[top : top + h, left : left + w] = a
     return out
+
+
+def is_mnist_form(a: np.ndarray, size: int = MNIST_SIZE, box: int = MNIST_BOX) -> bool:
+    """Whether ``a`` already is an MNIST-built digit: size x size, light ink on an exactly black
+    border, ink within the box, centre of mass within half a pixel of the centre."""
+    if a.shape != (size, size) or float(_border(a).max()) != 0.0 or float(a.max()) < 128.0:
+        return False
+    rows, cols = np.flatnonzero(a.any(axis=1)), np.flatnonzero(a.any(axis=0))
+    if max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 > box:
+        return False
+    total = float(a.sum())
+    cy = float((a.sum(axis=1) * np.arange(size)).sum() / total)
+    cx = float((a.sum(axis=0) * np.arange(size)).sum() / total)
+    return abs(cy - size / 2.0) <= 0.5 and abs(cx - size / 2.0) <= 0.5
 
 
 def _border(a: np.ndarray) -> np.ndarray:
