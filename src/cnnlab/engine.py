@@ -55,6 +55,67 @@ def build_optimizer(cfg: OptimConfig, params: Iterable[torch.nn.Parameter], devi
     raise ConfigError(f"unknown optimizer {cfg.name!r}; available: adam, adamw, sgd")
 
 
+class LRSchedule:
+    """The learning rate as a pure function of the iteration number (1-based, as ignite counts).
+
+    Being stateless, it needs nothing saved to resume: the trainer's iteration
+    count is enough. ``onecycle`` follows ``torch.optim.lr_scheduler.OneCycleLR``'s
+    learning-rate curve (cosine warm-up from lr/25 to lr, cosine down to lr/1e4;
+    momentum is not cycled); ``cosine`` anneals lr -> min_lr over all iterations;
+    ``step`` multiplies lr by ``step_gamma`` every ``step_epochs`` epochs.
+    """
+
+    def __init__(self, cfg: OptimConfig, steps_per_epoch: int, epochs: int) -> None:
+        if cfg.schedule not in ("constant", "onecycle", "cosine", "step"):
+            raise ConfigError(f"unknown schedule {cfg.schedule!r}; available: constant, onecycle, cosine, step")
+        self.cfg = cfg
+        self.steps_per_epoch = max(1, steps_per_epoch)
+        self.total = max(1, self.steps_per_epoch * epochs)
+
+    @property
+    def per_iteration(self) -> bool:
+        return self.cfg.schedule != "constant"
+
+    def lr_at(self, iteration: int) -> float:
+        c, lr = self.cfg, self.cfg.lr
+        step = min(max(iteration - 1, 0), self.total - 1)  # 0-based position of this update
+        if c.schedule == "constant":
+            return lr
+        if c.schedule == "step":
+            return lr * c.step_gamma ** (step // self.steps_per_epoch // c.step_epochs)
+        if c.schedule == "cosine":
+            return c.min_lr + (lr - c.min_lr) * 0.5 * (1 + math.cos(math.pi * step / max(1, self.total - 1)))
+        # onecycle
+        start, end = lr / 25.0, lr / 25.0 / 1e4
+        warm = max(1, int(c.warmup_pct * self.total) - 1)
+        if step <= warm:
+            return _cos_between(start, lr, step / warm)
+        return _cos_between(lr, end, (step - warm) / max(1, self.total - 1 - warm))
+
+    def apply(self, optimizer: torch.optim.Optimizer, iteration: int) -> None:
+        lr = self.lr_at(iteration)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+
+def _cos_between(a: float, b: float, frac: float) -> float:
+    return b + (a - b) * 0.5 * (1 + math.cos(math.pi * min(max(frac, 0.0), 1.0)))
+
+
+def build_scheduler(
+    cfg: OptimConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int, trainer: Engine | None = None
+) -> LRSchedule:
+    """The configured schedule; with ``trainer`` it also sets the lr before every iteration."""
+    schedule = LRSchedule(cfg, steps_per_epoch, epochs)
+    if trainer is not None and schedule.per_iteration:
+
+        @trainer.on(Events.ITERATION_STARTED)
+        def _set_lr(engine: Engine) -> None:
+            schedule.apply(optimizer, engine.state.iteration)
+
+    return schedule
+
+
 def create_train_step(
     model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module
 ) -> Callable[[Engine, Any], float]:
@@ -111,7 +172,9 @@ def run_evaluation(evaluator: Engine, batches: Iterable) -> dict[str, float]:
 __all__ = [
     "Engine",
     "Events",
+    "LRSchedule",
     "build_optimizer",
+    "build_scheduler",
     "create_evaluator",
     "create_train_step",
     "create_trainer",

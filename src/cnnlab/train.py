@@ -41,16 +41,18 @@ from cnnlab.config import Config
 from cnnlab.data import DataBundle, TensorBatches, prepare_data
 from cnnlab.engine import (
     build_optimizer,
+    build_scheduler,
     create_evaluator,
     create_trainer,
     default_threads,
     resolve_device,
     run_evaluation,
 )
-from cnnlab.errors import CnnlabError, RunDirError
+from cnnlab.errors import CnnlabError, ConfigError, RunDirError
 from cnnlab.evaluate import TestReport, predict_logits, score, write_report
+from cnnlab.augment import attach_augmentation, build_augmenter
 from cnnlab.files import write_csv
-from cnnlab.models import create_model, get_model_entry
+from cnnlab.models import check_pretrained, create_model, get_model_entry
 from cnnlab.runs import RunDir, default_run_dir, read_config, write_config, write_split
 
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "best"]
@@ -104,6 +106,8 @@ def train(cfg: Config, run_dir: str | Path | None = None, *, log: Callable[[str]
     """
     cfg.validate()
     get_model_entry(cfg.model.name)  # fail on a typo before any data is read
+    if cfg.model.pretrained:
+        check_pretrained(cfg.model.name)
     t0 = time.perf_counter()
     run = RunDir(Path(run_dir) if run_dir else default_run_dir(cfg))
     resume = check_run_dir(run, cfg)
@@ -113,7 +117,7 @@ def train(cfg: Config, run_dir: str | Path | None = None, *, log: Callable[[str]
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg.optim, model.parameters(), device)
-    loss_fn = nn.CrossEntropyLoss(reduction=cfg.train.loss_reduction)
+    loss_fn = nn.CrossEntropyLoss(reduction=cfg.train.loss_reduction, label_smoothing=cfg.train.label_smoothing)
 
     trainer = create_trainer(model, optimizer, loss_fn)
     evaluator = create_evaluator(model)
@@ -121,6 +125,9 @@ def train(cfg: Config, run_dir: str | Path | None = None, *, log: Callable[[str]
     train_batches = TensorBatches(data.train, t.batch_size, shuffle=True, seed=t.seed, channels_last=t.channels_last)
     eval_train = TensorBatches(data.train, t.eval_batch_size, channels_last=t.channels_last)
     eval_val = TensorBatches(data.val, t.eval_batch_size, channels_last=t.channels_last)
+    # Recipe options: the lr schedule and augmentation are functions of the iteration number.
+    build_scheduler(cfg.optim, optimizer, len(train_batches), t.epochs, trainer)
+    attach_augmentation(trainer, build_augmenter(t.augment, cfg.data.dataset, t.seed))
 
     history: list[dict] = []
     best = {"loss": float("inf"), "epoch": 0}
@@ -193,6 +200,14 @@ def train(cfg: Config, run_dir: str | Path | None = None, *, log: Callable[[str]
         save_last()
         write_metrics(run, history)
         say(format_epoch(row, t.epochs))
+
+    if t.patience:  # early stopping on validation loss; after _end_epoch, which updates `best`
+
+        @trainer.on(Events.EPOCH_COMPLETED)
+        def _early_stop(engine: Engine) -> None:
+            if engine.state.epoch - best["epoch"] >= t.patience and engine.state.epoch < t.epochs:
+                say(f"early stop: no better validation loss for {t.patience} epochs (best: epoch {best['epoch']})")
+                engine.terminate()
 
     if t.tensorboard:  # registered after _end_epoch, so each epoch's metrics row already exists
         from cnnlab.tracking import attach_tensorboard
@@ -288,12 +303,16 @@ def stop_on_signals(trainer: Engine) -> Iterator[list[tuple[str, int]]]:
 
 
 def build_model(cfg: Config, data: DataBundle) -> nn.Module:
-    return create_model(
-        cfg.model.name,
-        in_channels=data.info.channels,
-        num_classes=len(data.info.classes),
-        image_size=data.info.image_size,
-    )
+    try:
+        return create_model(
+            cfg.model.name,
+            in_channels=data.info.channels,
+            num_classes=len(data.info.classes),
+            image_size=data.info.image_size,
+            **({"pretrained": True} if cfg.model.pretrained else {}),
+        )
+    except ValueError as exc:  # a model that cannot take this image size
+        raise ConfigError(f"{exc}; choose another model or resize the images with --image-size") from None
 
 
 def evaluate_checkpoint(run: RunDir, data: DataBundle, device: torch.device, *, batch_size: int = 1000) -> TestReport:

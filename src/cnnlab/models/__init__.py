@@ -10,6 +10,23 @@ from __future__ import annotations
 from cnnlab.models.registry import create_model, get_model_entry, list_models, register_model
 
 # Importing the family modules registers their models.
-from cnnlab.models import lenet  # noqa: F401,E402
+from cnnlab.models import classic, lenet, modern  # noqa: F401,E402
 
-__all__ = ["create_model", "get_model_entry", "list_models", "register_model"]
+
+
+def supports_pretrained(name: str) -> bool:
+    """Whether a registered model can load torchvision's ImageNet weights (``pretrained=True``)."""
+    import inspect
+
+    return "pretrained" in inspect.signature(get_model_entry(name).fn).parameters
+
+
+def check_pretrained(name: str) -> None:
+    if not supports_pretrained(name):
+        from cnnlab.errors import ConfigError
+
+        have = ", ".join(n for n in list_models() if supports_pretrained(n))
+        raise ConfigError(f"model {name!r} has no pretrained weights; --pretrained works with {have}")
+
+
+__all__ = ["check_pretrained", "create_model", "get_model_entry", "list_models", "register_model", "supports_pretrained"]

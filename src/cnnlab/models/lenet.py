@@ -54,3 +54,41 @@ class Lenet5(nn.Module):
 @register_model("lenet5", "LeNet-5 as in the lesson: ReLU, max pooling, 61,706 parameters on MNIST")
 def lenet5(in_channels: int = 1, num_classes: int = 10, image_size: int = 28) -> nn.Module:
     return Lenet5(in_channels, num_classes, image_size)
+
+
+class Lenet5Classic(nn.Module):
+    """LeNet-5 in the style of LeCun et al. (1998): tanh units and average ("subsampling") pooling.
+
+    Same layer sizes as :class:`Lenet5` (so the two are directly comparable); what
+    differs is the nonlinearity and the pooling, which is how the network was
+    built before ReLU and max pooling became the default.
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: int = 28):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 6, 5, padding=2),
+            nn.Tanh(),
+            nn.AvgPool2d(2),
+            nn.Conv2d(6, 16, 5),
+            nn.Tanh(),
+            nn.AvgPool2d(2),
+        )
+        side = ((image_size // 2) - 4) // 2
+        if side < 1:
+            raise ValueError(f"LeNet-5 needs images of at least 12x12 pixels, got {image_size}")
+        self.classifier = nn.Sequential(
+            nn.Linear(16 * side * side, 120),
+            nn.Tanh(),
+            nn.Linear(120, 84),
+            nn.Tanh(),
+            nn.Linear(84, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+@register_model("lenet5-classic", "LeNet-5 as LeCun 1998 built it: tanh, average pooling, 61,706 parameters on MNIST")
+def lenet5_classic(in_channels: int = 1, num_classes: int = 10, image_size: int = 28) -> nn.Module:
+    return Lenet5Classic(in_channels, num_classes, image_size)
