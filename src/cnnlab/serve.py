@@ -1,0 +1,533 @@
+"""``cnnlab serve``: a local web page that classifies what you draw, and a small JSON API.
+
+    GET  /               the drawing page (canvas, clear, upload, live top-k bars, the 28x28 input)
+    POST /api/predict    an image (raw body or multipart ``file``) -> top-k labels + the input it saw
+    GET  /api/model      what the model is and how it preprocesses images
+    GET  /docs, /openapi.json
+
+Every image goes through :mod:`cnnlab.predict`, so it is preprocessed exactly as
+``cnnlab predict`` does, with the spec stored in the checkpoint.
+
+Safe by default: it binds to 127.0.0.1; a request body larger than ``max_bytes``
+is refused from its Content-Length header before anything is read, and a body
+without one (chunked) is cut off as soon as it passes the limit; images with
+more than ``max_pixels`` pixels are refused before they are decoded; every
+refusal is a 4xx JSON error and the server keeps serving. Request bodies are
+kept in memory; the only exception is Starlette's multipart parser, which
+spools an uploaded part above 1 MiB to an anonymous temporary file in the
+system temp folder that is deleted when the request ends.
+
+FastAPI, uvicorn and python-multipart come with the ``serve`` extra:
+``pip install -e ".[serve]"``.
+"""
+
+import base64
+import dataclasses
+import io
+import ipaddress
+import logging
+import os
+import socket
+import threading
+import warnings
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+from cnnlab.errors import CnnlabError
+
+DEFAULT_MAX_BYTES = 5 * 1024 * 1024  # a phone photo of a digit fits; a canvas PNG is ~10 KB
+DEFAULT_MAX_PIXELS = 25_000_000  # 5000 x 5000: refuse decompression bombs before decoding
+DEFAULT_TOP_K = 3
+
+# Content types accepted as a raw image body; anything else (text, JSON, forms) gets 415.
+_RAW_TYPES = ("image/", "application/octet-stream")
+# The page's own files; served from memory by name, so no request path ever reaches the file system.
+_WEB_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
+              "style.css": "text/css; charset=utf-8"}
+# The page needs nothing from other origins; the API docs (/docs) keep FastAPI's defaults.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
+                               "base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+log = logging.getLogger("cnnlab.serve")
+
+
+def _require_web_stack() -> None:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+
+        try:
+            import python_multipart  # noqa: F401  (python-multipart >= 0.0.13)
+        except ImportError:
+            import multipart  # noqa: F401  (older python-multipart)
+    except ImportError as exc:
+        raise CnnlabError(
+            f"cnnlab serve needs FastAPI, uvicorn and python-multipart ({exc.name} is missing); "
+            "install them with: pip install 'cnnlab[serve]'  (or pip install -e \".[serve]\" in a checkout)"
+        ) from None
+
+
+class ApiError(Exception):
+    """A refused request: becomes ``{"error": code, "detail": detail}`` with ``status``."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+
+
+class BodyTooLarge(Exception):
+    """Raised from ``receive`` the moment a body passes the limit."""
+
+
+def _human_bytes(n: int) -> str:
+    for unit, size in (("MiB", 1024 * 1024), ("KiB", 1024)):
+        if n >= size:
+            return f"{n / size:g} {unit}"
+    return f"{n} bytes"
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies above ``max_bytes`` without reading them whole.
+
+    A declared Content-Length above the limit is answered with 413 at once; the
+    body is never read. Otherwise ``receive`` counts bytes as they arrive and
+    raises :class:`BodyTooLarge` as soon as the count passes the limit (chunked
+    uploads, or a client that lies about its length).
+    """
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            try:
+                length = int(declared)
+            except ValueError:
+                await _send_json(send, 400, "bad_request", "invalid Content-Length header")
+                return
+            if length > self.max_bytes:
+                await _send_json(send, 413, "too_large", self._message(length))
+                return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise BodyTooLarge(self._message(None))
+            return message
+
+        async def tracking_send(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge as exc:
+            # Normally the endpoint turns this into a 413 itself; this is the fallback.
+            if started:
+                raise
+            await _send_json(send, 413, "too_large", str(exc))
+
+    def _message(self, length: int | None) -> str:
+        size = f"{_human_bytes(length)} " if length is not None else ""
+        return f"the request body {size}is larger than this server's limit of {_human_bytes(self.max_bytes)}"
+
+
+async def _send_json(send: Callable, status: int, code: str, detail: str) -> None:
+    import json
+
+    body = json.dumps({"error": code, "detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON values from whatever a predictor exposes (dicts, dataclasses, tensors, paths)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if hasattr(value, "tolist"):  # tensors, numpy arrays and scalars
+        return _jsonable(value.tolist())
+    return str(value)
+
+
+def input_png(tensor: Any, spec: Any = None) -> str:
+    """The preprocessed (C, H, W) tensor the network saw, as a ``data:image/png;base64`` URL.
+
+    The stored normalisation is undone (``x * std + mean``, then ``* scale``:
+    the inverse of ``pixels / scale``), so the picture shows the network's input
+    on the 0..255 scale: white ink on black for MNIST.
+    """
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    spec = spec if isinstance(spec, dict) else {}
+    x = tensor.detach().to("cpu", torch.float32)
+    if x.dim() == 2:
+        x = x.unsqueeze(0)
+    if spec.get("std") is not None:
+        x = x * torch.as_tensor(spec["std"], dtype=torch.float32).reshape(-1, 1, 1)
+    if spec.get("mean") is not None:
+        x = x + torch.as_tensor(spec["mean"], dtype=torch.float32).reshape(-1, 1, 1)
+    x = x * float(spec.get("scale", 255.0))
+    a = x.clamp(0, 255).round().to(torch.uint8).numpy()
+    img = Image.fromarray(a[0]) if a.shape[0] == 1 else Image.fromarray(np.ascontiguousarray(a[:3].transpose(1, 2, 0)))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _describe_model(predictor: Any, source: Any) -> dict:
+    """The predictor's model entry, plus its size and the run's test accuracy when known."""
+    import json
+
+    info = _jsonable(dict(getattr(predictor, "model_info", {}) or {}))
+    if info.get("checkpoint"):
+        # The page needs the file's name, not where it lives on the server's disk.
+        info["checkpoint"] = Path(str(info["checkpoint"])).name
+    model = getattr(predictor, "model", None)
+    if model is not None:
+        info["parameters"] = sum(p.numel() for p in model.parameters())
+    if isinstance(source, (str, os.PathLike)):
+        report = Path(source) / "report.json"
+        try:
+            info["test_accuracy"] = float(json.loads(report.read_text())["accuracy"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # a bare checkpoint, or a run without a test report
+    return info
+
+
+def _web_file(name: str) -> bytes:
+    return resources.files("cnnlab").joinpath("web", name).read_bytes()
+
+
+_PREDICT_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "An image (PNG, JPEG, ...): either the raw bytes with an image/* or "
+                       "application/octet-stream Content-Type, or a multipart/form-data upload "
+                       "in a field named `file`.",
+        "content": {
+            "multipart/form-data": {
+                "schema": {"type": "object", "required": ["file"],
+                           "properties": {"file": {"type": "string", "format": "binary"}}}
+            },
+            "image/png": {"schema": {"type": "string", "format": "binary"}},
+            "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+def create_app(
+    source: Any,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    default_top_k: int = DEFAULT_TOP_K,
+) -> Any:
+    """The FastAPI app for a run directory (or checkpoint path, or an already loaded Predictor)."""
+    _require_web_stack()
+    from fastapi import FastAPI, Query, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, Response
+    from pydantic import BaseModel, Field
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    from cnnlab import __version__
+    from cnnlab.errors import ImageError
+    from cnnlab.preprocess import decode_image
+
+    if max_bytes < 1:
+        raise CnnlabError(f"the request size limit must be at least 1 byte, got {max_bytes}")
+    if isinstance(source, (str, os.PathLike)):
+        from cnnlab.predict import load
+
+        predictor = load(source)
+    else:
+        predictor = source
+    classes = [str(c) for c in predictor.classes]
+    default_top_k = max(1, min(default_top_k, len(classes)))
+    model_info = {
+        "model": _describe_model(predictor, source),
+        "classes": classes,
+        "preprocess": _jsonable(getattr(predictor, "spec", {})),
+        "default_top_k": default_top_k,
+        "max_bytes": max_bytes,
+        "max_pixels": max_pixels,
+        "cnnlab_version": __version__,
+    }
+    pages = {name: _web_file(name) for name in _WEB_FILES}
+    # One forward pass at a time: the model is shared and LeNet inference takes about a millisecond.
+    model_lock = threading.Lock()
+
+    class Candidate(BaseModel):
+        label: str = Field(description="class name")
+        index: int = Field(description="class index in the model's output")
+        prob: float = Field(description="softmax probability")
+
+    class PredictResponse(BaseModel):
+        label: str = Field(description="the most probable class")
+        prob: float = Field(description="its probability")
+        top_k: list[Candidate] = Field(description="the k most probable classes, best first")
+        input_png: str = Field(description="the preprocessed image the network saw, as a data:image/png;base64 URL")
+        input_shape: list[int] = Field(description="its shape (C, H, W)")
+        source_size: list[int] = Field(description="the uploaded image's width and height")
+
+    class ErrorResponse(BaseModel):
+        error: str = Field(description="a short code: too_large, unsupported_type, not_an_image, ...")
+        detail: str = Field(description="what was wrong, in one sentence")
+
+    errors = {code: {"model": ErrorResponse} for code in (400, 413, 415)}
+
+    app = FastAPI(
+        title="cnnlab serve",
+        version=__version__,
+        description="Classify an image with a trained cnnlab model. The page at `/` lets you draw one.",
+    )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_bytes)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse({"error": exc.code, "detail": exc.detail}, status_code=exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
+        return JSONResponse({"error": code, "detail": str(exc.detail)}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return JSONResponse({"error": "invalid_request", "detail": f"{where}: {first.get('msg', 'invalid value')}"},
+                            status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error while answering %s %s", request.method, request.url.path)
+        return JSONResponse({"error": "internal", "detail": "internal server error; see the server log"},
+                            status_code=500)
+
+    def page(name: str) -> Response:
+        return Response(pages[name], media_type=_WEB_FILES[name], headers=_PAGE_HEADERS)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> Response:
+        return page("index.html")
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(name: str) -> Response:
+        if name not in pages or name == "index.html":
+            raise ApiError(404, "not_found", f"no such file: {name}")
+        return page(name)
+
+    @app.get("/api/model", summary="Model information")
+    def get_model() -> dict:
+        """The model, its classes and the preprocessing stored with it, plus this server's limits."""
+        return model_info
+
+    async def read_image_bytes(request: Request) -> bytes:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        try:
+            if ctype == "multipart/form-data":
+                try:
+                    form = await request.form(max_files=1, max_fields=10)
+                except StarletteHTTPException as exc:
+                    raise ApiError(400, "bad_multipart", f"could not read the multipart upload: {exc.detail}") from None
+                upload = form.get("file")
+                if upload is None or isinstance(upload, str):
+                    raise ApiError(400, "no_file", "the multipart upload has no file in a field named 'file'")
+                try:
+                    return await upload.read()
+                finally:
+                    await form.close()  # deletes a spooled temporary file at once
+            if ctype.startswith(_RAW_TYPES):
+                chunks = [chunk async for chunk in request.stream()]
+                return b"".join(chunks)
+        except BodyTooLarge as exc:
+            raise ApiError(413, "too_large", str(exc)) from None
+        shown = ctype or "none"
+        raise ApiError(415, "unsupported_type",
+                       f"Content-Type {shown} is not accepted; send an image (image/png, image/jpeg, ... or "
+                       "application/octet-stream) as the body, or as multipart/form-data in a field named 'file'")
+
+    def classify(data: bytes, top_k: int) -> dict:
+        from PIL import Image
+
+        if not data:
+            raise ApiError(400, "empty", "the request holds no image (empty body)")
+        try:  # the header alone gives the size, so a decompression bomb is refused before decoding
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(io.BytesIO(data)) as probe:
+                    width, height = probe.size
+        except Image.DecompressionBombError:
+            raise ApiError(413, "too_many_pixels", f"the image has more than {max_pixels:,} pixels") from None
+        except Image.UnidentifiedImageError:
+            raise ApiError(400, "not_an_image", "not an image: no image format recognises these bytes") from None
+        except Exception:
+            width = height = 0  # a broken header: decode_image gives the reason
+        if width * height > max_pixels:
+            raise ApiError(413, "too_many_pixels",
+                           f"the image is {width}x{height} = {width * height:,} pixels; "
+                           f"this server accepts at most {max_pixels:,}")
+        try:
+            img = decode_image(data)
+        except ImageError as exc:
+            raise ApiError(400, "not_an_image", str(exc)) from None
+        except Image.DecompressionBombError:
+            raise ApiError(413, "too_many_pixels", f"the image has more than {max_pixels:,} pixels") from None
+        try:
+            with model_lock:
+                pred = predictor.predict([img], top_k=top_k)[0]
+        except ImageError as exc:
+            raise ApiError(400, "not_an_image", str(exc)) from None
+        top = [{"label": str(lab), "index": int(i), "prob": float(p)}
+               for lab, i, p in zip(pred.labels, pred.indices, pred.probs)]
+        return {
+            "label": top[0]["label"],
+            "prob": top[0]["prob"],
+            "top_k": top,
+            "input_png": input_png(pred.input, getattr(predictor, "spec", None)),
+            "input_shape": [int(s) for s in pred.input.shape],
+            "source_size": [int(img.width), int(img.height)],
+        }
+
+    @app.post(
+        "/api/predict",
+        summary="Classify an image",
+        response_model=PredictResponse,
+        responses=errors,
+        openapi_extra=_PREDICT_BODY_DOC,
+    )
+    async def predict_endpoint(
+        request: Request,
+        top_k: int = Query(default_top_k, ge=1, le=len(classes), description="how many classes to return"),
+    ) -> dict:
+        """Classify one image, preprocessed exactly as `cnnlab predict` does."""
+        data = await read_image_bytes(request)
+        # Decoding and the forward pass are CPU work: keep them off the event loop.
+        return await run_in_threadpool(classify, data, top_k)
+
+    return app
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket; a clear error when the address is taken or unknown."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise CnnlabError(f"cannot listen on {host}:{port}: unknown host ({exc.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        hint = "; choose another --port" if exc.errno in (98, 48, 10048) else ""
+        raise CnnlabError(f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}") from None
+    sock.setblocking(False)
+    return sock
+
+
+def make_server(app: Any, *, log_level: str = "info") -> Any:
+    """A uvicorn server for ``app`` (run it with ``server.run(sockets=[bind_socket(...)])``)."""
+    import uvicorn
+
+    # Caps on concurrent connections and idle keep-alive: a local demo, not a public service.
+    config = uvicorn.Config(app, log_level=log_level, limit_concurrency=64, timeout_keep_alive=5,
+                            server_header=False, proxy_headers=False)
+    return uvicorn.Server(config)
+
+
+class BackgroundServer:
+    """A server running in a daemon thread (notebooks, tests); ``stop()`` or use it as a context manager."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, *, log_level: str = "warning") -> None:
+        self._sock = bind_socket(host, port)
+        bound_host, self.port = self._sock.getsockname()[:2]
+        self.host = f"[{bound_host}]" if ":" in bound_host else bound_host
+        self.url = f"http://{self.host}:{self.port}"
+        self.server = make_server(app, log_level=log_level)
+        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]},
+                                        name="cnnlab-serve", daemon=True)
+        self._thread.start()
+        # Wait for the startup to finish, so the first request never races it.
+        while not self.server.started and self._thread.is_alive():
+            self._thread.join(0.01)
+        if not self.server.started:
+            self.stop()
+            raise CnnlabError(f"the server on {self.url} did not start; see the log above")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(10)
+        self._sock.close()
+
+    def __enter__(self) -> "BackgroundServer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def serve(
+    run_dir: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    log: Callable[[str], None] = print,
+) -> None:
+    """Load a run's model and serve the drawing page and API until Ctrl+C."""
+    _require_web_stack()
+    app = create_app(run_dir, max_bytes=max_bytes)
+    sock = bind_socket(host, port)
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    if not is_loopback(host):
+        log(f"warning: listening on {host}, not on this machine only: anyone who can reach this "
+            "machine can use the server")
+    log(f"serving {run_dir} on http://{shown}:{bound_port}/  (API docs: /docs; Ctrl+C to stop)")
+    try:
+        make_server(app).run(sockets=[sock])
+    finally:
+        sock.close()
