@@ -62,6 +62,19 @@ def tiny_config(tiny_mnist: Path):
     return cfg.override("train", epochs=2, progress=False, threads=1)
 
 
+@pytest.fixture(scope="session")
+def tiny_trained_run(tiny_mnist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run directory trained once per session (2 epochs on the tiny data): for predict/export tests."""
+    from cnnlab.config import Config
+    from cnnlab.train import train
+
+    cfg = Config().override("data", data_dir=str(tiny_mnist), val_size=100, download=False)
+    cfg = cfg.override("train", epochs=2, progress=False, threads=1)
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    train(cfg, run_dir, log=lambda _msg: None)
+    return run_dir
+
+
 @pytest.fixture(autouse=True)
 def _no_env_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
     # Tests must never pick up a developer's real data folder by accident.

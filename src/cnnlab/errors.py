@@ -39,6 +39,10 @@ class ImageError(CnnlabError):
     """An input image that cannot be used: unreadable, truncated, not an image, too large, blank."""
 
 
+class ExportError(CnnlabError):
+    """A model that cannot be exported, or whose export does not reproduce PyTorch's outputs."""
+
+
 class NonFiniteLossError(CnnlabError):
     """Training produced a NaN or infinite loss."""
 

@@ -65,6 +65,8 @@ MIN_STROKE = 1.5
 TARGET_STROKE = 2.0
 #: Fraction of the ink/background contrast below which a pixel counts as background.
 NOISE_FLOOR = 0.1
+#: Fraction of the ink mass, at each side, that may fall outside the bounding box (stray specks).
+BBOX_TRIM = 0.002
 
 
 # --- decoding ------------------------------------------------------------------------------
@@ -295,7 +297,7 @@ def resize_pixels(img: Image.Image, spec: dict) -> torch.Tensor:
         img = img.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=3.0)
     left, top = (nw - size) // 2, (nh - size) // 2
     img = img.crop((left, top, left + size, top + size))
-    a = np.asarray(img, dtype=np.uint8)
+    a = np.array(img, dtype=np.uint8)  # a writable copy: torch.from_numpy needs one
     a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
     if channels == 3 and a.shape[0] == 1:
         a = np.repeat(a, 3, axis=0)
@@ -325,18 +327,19 @@ def mnist_pixels(gray: np.ndarray, size: int = MNIST_SIZE) -> np.ndarray:
         raise ImageError("the image is blank: no ink stands out from the background")
     # Paper grain, JPEG ringing and sensor noise must not widen the bounding box or pull the
     # centre of mass: ink is what stands out from the background by more than the border's
-    # own noise (3 robust standard deviations) and more than NOISE_FLOOR of the contrast.
+    # own noise (5 robust standard deviations) and more than NOISE_FLOOR of the contrast.
     mad = float(np.median(np.abs(border - background)))
-    threshold = background + max(3.0 * 1.4826 * mad, NOISE_FLOOR * contrast)
+    threshold = background + max(5.0 * 1.4826 * mad, NOISE_FLOOR * contrast)
     ink = a > threshold
 
     # 2. Background to 0 and the ink stretched to full contrast (a pencil scan becomes MNIST-like).
     a = np.where(ink, (a - background) * (255.0 / contrast), 0.0).astype(np.float32)
 
-    # 3. Crop to the ink's bounding box.
-    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
-    a = a[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    ink = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    # 3. Crop to the ink's bounding box. Stray specks (dust, noise spikes) far from the digit carry
+    # almost no ink mass: rows/columns holding the outermost BBOX_TRIM of the mass are left out.
+    r0, r1 = _mass_span(a.sum(axis=1))
+    c0, c1 = _mass_span(a.sum(axis=0))
+    a, ink = a[r0 : r1 + 1, c0 : c1 + 1], ink[r0 : r1 + 1, c0 : c1 + 1]
 
     # 4. Fit the box, keeping the aspect ratio.
     h, w = a.shape
@@ -376,6 +379,16 @@ def is_mnist_form(a: np.ndarray, size: int = MNIST_SIZE, box: int = MNIST_BOX) -
     cy = float((a.sum(axis=1) * np.arange(size)).sum() / total)
     cx = float((a.sum(axis=0) * np.arange(size)).sum() / total)
     return abs(cy - size / 2.0) <= 0.5 and abs(cx - size / 2.0) <= 0.5
+
+
+def _mass_span(profile: np.ndarray) -> tuple[int, int]:
+    """First and last index of a mass profile once BBOX_TRIM of the mass is dropped at each end."""
+    cum = np.cumsum(profile, dtype=np.float64)
+    total = cum[-1]
+    lo = int(np.searchsorted(cum, BBOX_TRIM * total, side="right"))
+    hi = int(np.searchsorted(cum, (1.0 - BBOX_TRIM) * total, side="left"))
+    lo = min(lo, int(np.flatnonzero(profile)[-1]))
+    return lo, max(lo, min(hi, len(profile) - 1))
 
 
 def _border(a: np.ndarray) -> np.ndarray:

@@ -1,0 +1,361 @@
+"""Ship a trained model: TorchScript or ONNX, checked against PyTorch before it is written.
+
+Both exports take a float32 batch ``input`` of shape (N, C, H, W) with any N
+(a dynamic batch dimension), already preprocessed exactly as
+:func:`cnnlab.preprocess.preprocess` does, and return ``logits`` (N, classes);
+softmax gives probabilities.
+
+ONNX uses PyTorch's TorchScript-based exporter (``dynamo=False``): it needs only
+the ``onnx`` package, while the torch.export-based default of torch >= 2.9 also
+needs ``onnxscript``. The opset is :data:`ONNX_OPSET` (17; onnxruntime >= 1.11
+runs it). Metadata is stored in the model's ``metadata_props``: ``cnnlab``
+(everything, as JSON), ``classes`` (JSON list) and ``preprocess`` (JSON).
+
+TorchScript is ``torch.jit.trace`` saved with an extra file ``cnnlab.json``
+holding the same metadata (read it with ``torch.jit.load(path,
+_extra_files={"cnnlab.json": ""})``). ``torch.jit`` is deprecated in recent
+PyTorch releases but still loads in Python and in LibTorch (C++).
+
+Before writing, the exported bytes are loaded back (ONNX with onnxruntime when
+installed, else ``onnx.reference.ReferenceEvaluator``), run on real inputs (the
+model's test images, or ``verify_images``) at batch size 1 and in larger
+batches, and compared with the PyTorch model; the largest differences are
+reported and an export that disagrees is refused.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from cnnlab import __version__
+from cnnlab.errors import CnnlabError, ConfigError, DataError, ExportError
+
+ONNX_OPSET = 17
+FORMATS = ("onnx", "torchscript")
+SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+#: Largest accepted |exported - pytorch| logit difference, relative to the logits' scale.
+RTOL = 1e-4
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+
+
+@dataclass
+class Verification:
+    """How the exported model compares with PyTorch on the same inputs."""
+
+    runtime: str
+    inputs: str
+    num_inputs: int
+    batch_sizes: list[int]
+    max_abs_logit_diff: float
+    max_abs_prob_diff: float
+    top1_agree: int
+    logit_scale: float
+
+    @property
+    def ok(self) -> bool:
+        return self.top1_agree == self.num_inputs and self.max_abs_logit_diff <= RTOL * max(1.0, self.logit_scale)
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    format: str
+    metadata: dict
+    verification: Verification
+    size_bytes: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        v = self.verification
+        opset = f", opset {self.metadata['onnx_opset']}" if self.format == "onnx" else ""
+        lines = [
+            f"exported {self.format}{opset} to {self.path} ({self.size_bytes / 1024:.0f} KiB); "
+            f"input {self.metadata['input']['name']} {self.metadata['input']['shape']} float32 "
+            f"-> {self.metadata['output']['name']} [N, {len(self.metadata['classes'])}]",
+            f"verified with {v.runtime} on {v.num_inputs} {v.inputs} (batch sizes {', '.join(map(str, v.batch_sizes))}): "
+            f"largest |logit difference| {v.max_abs_logit_diff:.3g}, largest |probability difference| "
+            f"{v.max_abs_prob_diff:.3g}, top-1 agrees on {v.top1_agree}/{v.num_inputs}",
+        ]
+        lines += self.notes
+        return "\n".join(lines)
+
+
+def default_output(source: Path, fmt: str) -> Path:
+    """``RUN_DIR/model.onnx`` for a run directory, ``CHECKPOINT_STEM.onnx`` next to a checkpoint file."""
+    if source.is_dir():
+        return source / f"model{SUFFIX[fmt]}"
+    return source.with_name(source.name.removesuffix(".pt") + SUFFIX[fmt])
+
+
+def export_model(
+    source: str | os.PathLike,
+    fmt: str = "onnx",
+    output: str | os.PathLike | None = None,
+    *,
+    overwrite: bool = False,
+    opset: int | None = None,
+    verify_images: Sequence[str | os.PathLike] | None = None,
+    data_dir: str | os.PathLike | None = None,
+    verify_count: int = 1000,
+) -> ExportResult:
+    """Export the model of a run directory or checkpoint; verify; write atomically.
+
+    The output is never replaced unless ``overwrite``. Raises :class:`ExportError`
+    when the export fails or disagrees with PyTorch (nothing is written then).
+    """
+    from cnnlab.files import write_bytes
+    from cnnlab.predict import check_output_free, load
+
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}; choose {' or '.join(FORMATS)}")
+    src = Path(source)
+    out = Path(output) if output else default_output(src, fmt)
+    check_output_free(out, overwrite)
+    opset = opset or ONNX_OPSET
+
+    predictor = load(src, device="cpu")
+    model = predictor.model.eval()
+    metadata = build_metadata(predictor, fmt, opset)
+    inputs, described, notes = verification_inputs(predictor, verify_images, data_dir, verify_count)
+
+    example = inputs[: min(len(inputs), 8)]
+    if fmt == "onnx":
+        data = to_onnx(model, example, metadata, opset)
+        runner, runtime = onnx_runner(data)
+    else:
+        data = to_torchscript(model, example, metadata)
+        runner, runtime = torchscript_runner(data)
+
+    verification = compare(model, runner, inputs, runtime=runtime, described=described)
+    if not verification.ok:
+        raise ExportError(
+            f"the {fmt} export does not reproduce PyTorch: largest |logit difference| "
+            f"{verification.max_abs_logit_diff:.3g}, top-1 agrees on {verification.top1_agree}/"
+            f"{verification.num_inputs} inputs; nothing was written"
+        )
+    write_bytes(out, data)
+    return ExportResult(out, fmt, metadata, verification, len(data), notes)
+
+
+def build_metadata(predictor: Any, fmt: str, opset: int) -> dict:
+    c, h, w = predictor.input_shape
+    info = predictor.model_info
+    meta = {
+        "producer": f"cnnlab {__version__}",
+        "format": fmt,
+        "model": {k: info.get(k) for k in ("name", "in_channels", "num_classes", "image_size")},
+        "dataset": info.get("dataset"),
+        "classes": list(predictor.classes),
+        "preprocess": dict(predictor.spec),
+        "input": {"name": INPUT_NAME, "shape": ["N", c, h, w], "dtype": "float32",
+                  "note": "preprocessed as cnnlab.preprocess.preprocess(image, preprocess) does"},
+        "output": {"name": OUTPUT_NAME, "shape": ["N", len(predictor.classes)],
+                   "note": "logits; softmax gives class probabilities, in the order of classes"},
+        "epoch": info.get("epoch"),
+        "metrics": info.get("metrics"),
+        "torch_version": str(torch.__version__),
+    }
+    if fmt == "onnx":
+        meta["onnx_opset"] = opset
+    return meta
+
+
+# --- inputs to compare on --------------------------------------------------------------------
+
+
+def verification_inputs(
+    predictor: Any,
+    verify_images: Sequence[str | os.PathLike] | None,
+    data_dir: str | os.PathLike | None,
+    count: int,
+) -> tuple[torch.Tensor, str, list[str]]:
+    """Real inputs, preprocessed as prediction does: given images, else the dataset's test images.
+
+    Random inputs are used only when neither is available, and the result says so.
+    """
+    notes: list[str] = []
+    if verify_images:
+        results = predictor.predict_files(verify_images, top_k=1)
+        good = [r.prediction.input for r in results if r.ok]
+        for r in results.failed:
+            notes.append(f"note: skipped {r.path} for verification: {r.error}")
+        if not good:
+            raise ExportError("none of the --verify-images could be used; see the notes above" if notes
+                              else "--verify-images named no image files")
+        return torch.stack(good[:count]), "of your images", notes
+
+    test = _test_images(predictor, data_dir, count)
+    if test is not None:
+        # The very path `cnnlab predict` takes: uint8 pixels -> PIL -> stored preprocessing.
+        inputs = torch.stack([predictor.to_input(img) for img in test])
+        return inputs, f"{predictor.model_info.get('dataset')} test images", notes
+    g = torch.Generator().manual_seed(0)
+    notes.append("note: the dataset's test images were not found (give --data-dir or --verify-images); "
+                 "compared on random inputs instead")
+    return torch.rand((min(count, 256), *predictor.input_shape), generator=g), "random inputs", notes
+
+
+def _test_images(predictor: Any, data_dir: str | os.PathLike | None, count: int) -> torch.Tensor | None:
+    from cnnlab.checkpoint import load_checkpoint
+    from cnnlab.data import load_dataset
+
+    dataset = predictor.model_info.get("dataset")
+    if data_dir is None:
+        try:
+            payload = load_checkpoint(predictor.model_info["checkpoint"])
+            data_dir = ((payload.get("config") or {}).get("data") or {}).get("data_dir")
+        except CnnlabError:
+            data_dir = None
+    try:
+        _, test, _ = load_dataset(dataset, data_dir, download=False)
+    except (CnnlabError, OSError, RuntimeError, ValueError):
+        return None
+    return test.images[:count]
+
+
+# --- exporters -------------------------------------------------------------------------------
+
+
+def to_onnx(model: nn.Module, example: torch.Tensor, metadata: dict, opset: int) -> bytes:
+    """ONNX bytes with a dynamic batch dimension and the metadata in ``metadata_props``."""
+    try:
+        import onnx
+    except ImportError:
+        raise ExportError("ONNX export needs the onnx package: pip install 'cnnlab[export]' "
+                          "(or: pip install onnx onnxruntime)") from None
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            # The TorchScript-based exporter is deprecated in favour of dynamo (which needs onnxscript).
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model, (example,), buf, dynamo=False, opset_version=opset,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "N"}, OUTPUT_NAME: {0: "N"}},
+                do_constant_folding=True,
+            )
+    except Exception as exc:  # the exporter raises many types; all mean "cannot export"
+        raise ExportError(f"torch.onnx.export failed (opset {opset}): {_first_line(exc)}") from None
+    proto = onnx.load_from_string(buf.getvalue())
+    proto.producer_name, proto.producer_version = "cnnlab", __version__
+    proto.doc_string = (f"{metadata['model']['name']} trained on {metadata['dataset']}; input {INPUT_NAME} "
+                        f"{metadata['input']['shape']} float32, preprocessed per metadata 'preprocess'; "
+                        f"output {OUTPUT_NAME} (softmax for probabilities)")
+    props = {"cnnlab": json.dumps(metadata), "classes": json.dumps(metadata["classes"]),
+             "preprocess": json.dumps(metadata["preprocess"])}
+    del proto.metadata_props[:]
+    for key, value in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(proto)
+    return proto.SerializeToString()
+
+
+def to_torchscript(model: nn.Module, example: torch.Tensor, metadata: dict) -> bytes:
+    """A traced TorchScript module with ``cnnlab.json`` as an extra file."""
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit is deprecated but still supported
+            traced = torch.jit.trace(model, example, check_trace=False)
+            torch.jit.save(traced, buf, _extra_files={"cnnlab.json": json.dumps(metadata)})
+    except Exception as exc:
+        raise ExportError(f"torch.jit.trace failed: {_first_line(exc)}") from None
+    return buf.getvalue()
+
+
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+def onnx_runner(data: bytes) -> tuple[Runner, str]:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        import onnx
+        from onnx.reference import ReferenceEvaluator
+
+        ref = ReferenceEvaluator(onnx.load_from_string(data))
+        return (lambda x: ref.run(None, {INPUT_NAME: x})[0]), f"onnx {onnx.__version__} reference evaluator"
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+    return (lambda x: session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]), f"onnxruntime {ort.__version__}"
+
+
+def torchscript_runner(data: bytes) -> tuple[Runner, str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = torch.jit.load(io.BytesIO(data), map_location="cpu")
+    module.eval()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return module(torch.from_numpy(x)).numpy()
+
+    return run, f"torch.jit.load (torch {torch.__version__})"
+
+
+def compare(model: nn.Module, runner: Runner, inputs: torch.Tensor, *, runtime: str, described: str,
+            batch: int = 256) -> Verification:
+    """Run both on ``inputs``: the first few one by one (batch size 1), the rest in batches."""
+    model.eval()
+    with torch.no_grad():
+        expected = torch.cat([model(inputs[i : i + batch]) for i in range(0, len(inputs), batch)]).float()
+    singles = min(4, len(inputs))
+    chunks = [inputs[i : i + 1] for i in range(singles)]
+    chunks += [inputs[i : i + batch] for i in range(singles, len(inputs), batch)]
+    try:
+        got = torch.cat([torch.from_numpy(np.asarray(runner(c.numpy().astype(np.float32)))) for c in chunks]).float()
+    except Exception as exc:
+        raise ExportError(f"the exported model failed to run in {runtime}: {_first_line(exc)}") from None
+    if got.shape != expected.shape:
+        raise ExportError(f"the exported model returned shape {tuple(got.shape)}, PyTorch {tuple(expected.shape)}")
+    diff = (got - expected).abs()
+    prob_diff = (torch.softmax(got, 1) - torch.softmax(expected, 1)).abs()
+    sizes = sorted({len(c) for c in chunks})
+    return Verification(
+        runtime=runtime,
+        inputs=described,
+        num_inputs=len(inputs),
+        batch_sizes=sizes,
+        max_abs_logit_diff=float(diff.max()) if diff.numel() else 0.0,
+        max_abs_prob_diff=float(prob_diff.max()) if prob_diff.numel() else 0.0,
+        top1_agree=int((got.argmax(1) == expected.argmax(1)).sum()),
+        logit_scale=float(expected.abs().max()) if expected.numel() else 1.0,
+    )
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The cnnlab metadata stored in an exported ``.onnx`` or TorchScript file."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p} does not exist")
+    if p.suffix == ".onnx":
+        import onnx
+
+        proto = onnx.load(str(p), load_external_data=False)
+        props = {e.key: e.value for e in proto.metadata_props}
+        if "cnnlab" not in props:
+            raise DataError(f"{p} carries no cnnlab metadata")
+        return json.loads(props["cnnlab"])
+    extra = {"cnnlab.json": ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.load(str(p), map_location="cpu", _extra_files=extra)
+    if not extra["cnnlab.json"]:
+        raise DataError(f"{p} carries no cnnlab metadata")
+    return json.loads(extra["cnnlab.json"])
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
