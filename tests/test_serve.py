@@ -130,7 +130,7 @@ def test_bad_images_get_a_400_json_error(client: TestClient) -> None:
     assert r.status_code == 400 and r.json()["error"] == "not_an_image"
     blank = png_bytes(Image.new("L", (100, 100), 0))  # no ink: nothing to classify
     r = client.post("/api/predict", content=blank, headers={"Content-Type": "image/png"})
-    assert r.status_code == 400 and "blank" in r.json()["detail"]
+    assert r.status_code == 400 and r.json()["error"] == "unusable_image" and "blank" in r.json()["detail"]
     r = client.post("/api/predict", content=b"", headers={"Content-Type": "image/png"})
     assert r.status_code == 400 and r.json()["error"] == "empty"
 

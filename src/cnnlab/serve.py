@@ -25,7 +25,6 @@ import base64
 import dataclasses
 import io
 import ipaddress
-import logging
 import os
 import socket
 import threading
@@ -53,8 +52,6 @@ _PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
-
-log = logging.getLogger("cnnlab.serve")
 
 
 def _require_web_stack() -> None:
@@ -88,7 +85,7 @@ class BodyTooLarge(Exception):
 def _human_bytes(n: int) -> str:
     for unit, size in (("MiB", 1024 * 1024), ("KiB", 1024)):
         if n >= size:
-            return f"{n / size:g} {unit}"
+            return f"{n / size:.3g} {unit}"
     return f"{n} bytes"
 
 
@@ -151,7 +148,7 @@ class BodyLimitMiddleware:
 async def _send_json(send: Callable, status: int, code: str, detail: str) -> None:
     import json
 
-    body = json.dumps({"error": code, "detail": detail}).encode()
+    body = json.dumps({"error": code, "detail": detail}, separators=(",", ":")).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close")]})
@@ -176,25 +173,13 @@ def _jsonable(value: Any) -> Any:
 def input_png(tensor: Any, spec: Any = None) -> str:
     """The preprocessed (C, H, W) tensor the network saw, as a ``data:image/png;base64`` URL.
 
-    The stored normalisation is undone (``x * std + mean``, then ``* scale``:
-    the inverse of ``pixels / scale``), so the picture shows the network's input
-    on the 0..255 scale: white ink on black for MNIST.
+    :func:`cnnlab.preprocess.tensor_to_image` undoes the stored normalisation (as
+    ``cnnlab predict --save-preprocessed`` does), so the picture shows the
+    network's input on the 0..255 scale: white ink on black for MNIST.
     """
-    import numpy as np
-    import torch
-    from PIL import Image
+    from cnnlab.preprocess import tensor_to_image
 
-    spec = spec if isinstance(spec, dict) else {}
-    x = tensor.detach().to("cpu", torch.float32)
-    if x.dim() == 2:
-        x = x.unsqueeze(0)
-    if spec.get("std") is not None:
-        x = x * torch.as_tensor(spec["std"], dtype=torch.float32).reshape(-1, 1, 1)
-    if spec.get("mean") is not None:
-        x = x + torch.as_tensor(spec["mean"], dtype=torch.float32).reshape(-1, 1, 1)
-    x = x * float(spec.get("scale", 255.0))
-    a = x.clamp(0, 255).round().to(torch.uint8).numpy()
-    img = Image.fromarray(a[0]) if a.shape[0] == 1 else Image.fromarray(np.ascontiguousarray(a[:3].transpose(1, 2, 0)))
+    img = tensor_to_image(tensor, spec if isinstance(spec, dict) else None)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
@@ -300,10 +285,10 @@ def create_app(
         source_size: list[int] = Field(description="the uploaded image's width and height")
 
     class ErrorResponse(BaseModel):
-        error: str = Field(description="a short code: too_large, unsupported_type, not_an_image, ...")
+        error: str = Field(description="a short code: too_large, too_many_pixels, unsupported_type, not_an_image, unusable_image, ...")
         detail: str = Field(description="what was wrong, in one sentence")
 
-    errors = {code: {"model": ErrorResponse} for code in (400, 413, 415)}
+    errors = {code: {"model": ErrorResponse} for code in (400, 413, 415, 422)}
 
     app = FastAPI(
         title="cnnlab serve",
@@ -331,7 +316,7 @@ def create_app(
 
     @app.exception_handler(Exception)
     async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error while answering %s %s", request.method, request.url.path)
+        # A bug, not a bad request: Starlette re-raises after this answer, so the server logs the traceback.
         return JSONResponse({"error": "internal", "detail": "internal server error; see the server log"},
                             status_code=500)
 
@@ -407,8 +392,8 @@ def create_app(
         try:
             with model_lock:
                 pred = predictor.predict([img], top_k=top_k)[0]
-        except ImageError as exc:
-            raise ApiError(400, "not_an_image", str(exc)) from None
+        except ImageError as exc:  # decoded, but nothing to classify (a blank canvas, a flat photo)
+            raise ApiError(400, "unusable_image", str(exc)) from None
         top = [{"label": str(lab), "index": int(i), "prob": float(p)}
                for lab, i, p in zip(pred.labels, pred.indices, pred.probs)]
         return {
