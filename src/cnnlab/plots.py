@@ -222,7 +222,8 @@ def per_class_figure(confusion: np.ndarray, classes: Sequence[str]) -> Figure:
     ax.set_xticks(x[::step], [classes[i] for i in x[::step]], rotation=90 if k > 20 else 0, fontsize=8 if k > 20 else 10)
     if k <= 20:
         for i, v in enumerate(rates["recall"]):
-            ax.text(i - 0.2, v, f"{v:.3f}", ha="center", va="bottom", fontsize=6, rotation=90)
+            # Inside the bar's top: above it the label would collide with the title at 1.0.
+            ax.text(i - 0.2, v, f"{v:.3f} ", ha="center", va="top", fontsize=6, rotation=90, color="white")
     ax.set_xlabel("class")
     ax.set_ylabel("rate on the test set")
     ax.set_title("Per-class accuracy (recall) and precision")

@@ -67,11 +67,16 @@ def attach_tensorboard(
         per_image = train_cfg.batch_size
     Path(log_dir).mkdir(parents=True, exist_ok=True)
     tb = TensorboardLogger(log_dir=str(log_dir))
-    every = Events.ITERATION_COMPLETED(every=max(1, log_every))
+    every = max(1, log_every)
+
+    def due(engine: Engine, iteration: int) -> bool:
+        # Every `log_every` iterations, and at least once per epoch (its last batch) for short epochs.
+        return iteration % every == 0 or iteration % max(1, engine.state.epoch_length or every) == 0
+
     tb.attach(trainer, log_handler=OutputHandler(tag="training", output_transform=lambda loss: {"batch_loss": loss / per_image}),
-              event_name=every)
-    tb.attach(trainer, log_handler=OptimizerParamsHandler(optimizer, param_name="lr", tag="lr"),
-              event_name=Events.ITERATION_STARTED(every=max(1, log_every)))
+              event_name=Events.ITERATION_COMPLETED(event_filter=due))
+    tb.attach(trainer, log_handler=OptimizerParamsHandler(optimizer, param_name="lr"),
+              event_name=Events.ITERATION_COMPLETED(event_filter=due))
     # Gradients of the epoch's last batch are still in .grad at EPOCH_COMPLETED.
     tb.attach(trainer, log_handler=WeightsHistHandler(model), event_name=Events.EPOCH_COMPLETED)
     tb.attach(trainer, log_handler=GradsHistHandler(model), event_name=Events.EPOCH_COMPLETED)
