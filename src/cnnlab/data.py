@@ -83,6 +83,8 @@ class DatasetInfo:
     image_size: int
     # How raw images become network input, so prediction can repeat it exactly.
     preprocess: dict = field(default_factory=dict)
+    # Folder datasets with a val/ folder: the pool's last val_count images are the validation set.
+    val_count: int | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -184,9 +186,16 @@ def load_mnist(root: str | os.PathLike, *, train: bool, download: bool = True) -
     return ImageSet(images, ds.targets.clone(), [str(i) for i in range(10)])
 
 
-def load_dataset(name: str, data_dir: str | os.PathLike | None, *, download: bool = True) -> tuple[ImageSet, ImageSet, DatasetInfo]:
+def load_dataset(
+    name: str, data_dir: str | os.PathLike | None, *, download: bool = True, image_size: int | None = None
+) -> tuple[ImageSet, ImageSet, DatasetInfo]:
     """Return (training pool, test set, info) for a dataset name."""
+    from cnnlab import datasets  # the other datasets (fashion-mnist, cifar10, folder:PATH, ...)
+
     root = resolve_data_dir(data_dir)
+    if name != "mnist" or image_size not in (None, 28):
+        if datasets.is_known(name):
+            return datasets.load(name, root, download=download, image_size=image_size)
     if name == "mnist":
         train = load_mnist(root, train=True, download=download)
         test = load_mnist(root, train=False, download=download)
@@ -199,7 +208,9 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None, *, download: boo
 
 
 def list_datasets() -> list[str]:
-    return ["mnist"]
+    from cnnlab import datasets
+
+    return [name for name, _ in datasets.describe()]
 
 
 # --- splitting -----------------------------------------------------------------------------
@@ -219,8 +230,15 @@ def split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch
 
 def prepare_data(cfg: DataConfig, device: torch.device | str = "cpu") -> DataBundle:
     """Load a dataset, split it as configured, and move it to ``device``."""
-    pool, test, info = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download)
-    train_idx, val_idx = split_indices(len(pool), cfg.val_size, cfg.split_seed)
+    pool, test, info = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, image_size=cfg.image_size)
+    if info.val_count:  # a dataset with its own validation images (folder:PATH with val/)
+        n = len(pool)
+        train_idx, val_idx = torch.arange(n - info.val_count), torch.arange(n - info.val_count, n)
+    else:
+        val_size = cfg.val_size
+        if val_size == DataConfig.val_size and len(pool) <= val_size:
+            val_size = max(1, len(pool) // 5)  # the MNIST-sized default on a small dataset: hold out 20%
+        train_idx, val_idx = split_indices(len(pool), val_size, cfg.split_seed)
     if cfg.subset is not None:
         train_idx = train_idx[: cfg.subset]
     return DataBundle(
@@ -287,6 +305,8 @@ class TensorBatches:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
             order = torch.randperm(n, generator=g)
         if order is not None and self.world_size > 1:
+            if self.shuffle:  # training: equal shards (see _num_items); the leftover images change every epoch
+                order = order[: n - n % self.world_size]
             order = order[self.rank :: self.world_size]
         if order is not None:
             order = order.to(self.data.images.device)
@@ -294,7 +314,11 @@ class TensorBatches:
 
     def _num_items(self) -> int:
         n = len(self.data)
-        if self.world_size > 1:
+        if self.world_size > 1 and self.shuffle:
+            # Every rank must take the same number of training steps, or one would wait forever
+            # for the others' gradients: drop the last n % world_size images of each permutation.
+            n = n // self.world_size
+        elif self.world_size > 1:  # evaluation: an exact partition, so the reduced metrics count every image once
             n = len(range(self.rank, n, self.world_size))
         return n
 

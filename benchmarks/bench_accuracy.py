@@ -1,0 +1,106 @@
+"""Test accuracy of a recipe over several seeds: mean, spread, and every run's numbers.
+
+    python benchmarks/bench_accuracy.py --data-dir ../shared/data --recipe mnist-smallcnn \
+        --seeds 0 1 2 --threads 1 --out benchmarks/results/accuracy_smallcnn.json
+
+Each seed is a full ``cnnlab`` training run (model init, shuffling and
+augmentation seeded; the 50k/10k split is the lesson's, the same for all
+seeds); the best-by-validation checkpoint is scored once on the 10k test set.
+The JSON holds the recipe, the per-seed results and provenance (versions,
+git commit, machine, threads, wall time).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from cnnlab import __version__
+from cnnlab.config import load_recipe
+from cnnlab.files import write_json
+from cnnlab.train import train
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recipe", default="mnist-smallcnn")
+    ap.add_argument("--data-dir", required=True)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="CPU threads per run (1 is fastest on a shared 2-core machine: no oversubscription)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--out", default="benchmarks/results/accuracy.json")
+    args = ap.parse_args()
+
+    cfg = load_recipe(args.recipe).override("data", data_dir=args.data_dir, download=False)
+    cfg = cfg.override("train", epochs=args.epochs, threads=args.threads, device=args.device, progress=False,
+                       train_eval=False)
+    runs = []
+    t_all = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-acc-") as tmp:
+        for seed in args.seeds:
+            run_cfg = cfg.override("train", seed=seed)
+            t0 = time.perf_counter()
+            result = train(run_cfg, Path(tmp) / f"seed{seed}", log=lambda s: print(f"  [seed {seed}] {s}", flush=True))
+            runs.append({
+                "seed": seed,
+                "test_accuracy": result.test.accuracy,
+                "test_loss": result.test.loss,
+                "best_epoch": result.best_epoch,
+                "best_val_loss": result.best_val_loss,
+                "val_accuracy": [row["val_acc"] for row in result.history],
+                "seconds": round(time.perf_counter() - t0, 1),
+            })
+            print(f"seed {seed}: test accuracy {result.test.accuracy:.4%} ({runs[-1]['seconds']}s)", flush=True)
+    accs = [r["test_accuracy"] for r in runs]
+    summary = {
+        "mean": statistics.fmean(accs),
+        "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+        "min": min(accs),
+        "max": max(accs),
+        "n": len(accs),
+    }
+    out = {
+        "benchmark": "test accuracy over seeds",
+        "recipe": args.recipe,
+        "config": cfg.to_dict(),
+        "summary": summary,
+        "runs": runs,
+        "provenance": {
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "cnnlab_version": __version__,
+            "git_commit": git_commit(),
+            "torch": str(torch.__version__),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "threads": args.threads,
+            "wall_seconds": round(time.perf_counter() - t_all, 1),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    }
+    write_json(args.out, out)
+    print(f"{args.recipe}: test accuracy {summary['mean']:.4%} +- {summary['std']:.4%} (std over {len(accs)} seeds; "
+          f"min {summary['min']:.4%}, max {summary['max']:.4%}) -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""Datasets beyond MNIST, each read once into the same uint8 tensors as MNIST.
+
+* torchvision's sets: ``fashion-mnist``, ``kmnist``, ``emnist`` (the balanced
+  split, 47 classes), ``cifar10``, ``cifar100``, ``svhn``, read (and, when
+  allowed, downloaded) by torchvision's own dataset classes, checksums included;
+* ``folder:PATH``: your own images, one folder per class under ``PATH/train/``
+  (optional ``val/`` and ``test/``; without them a seeded split is made);
+* ``digits``: scikit-learn's bundled 8x8 handwritten digits (1,797 images, no
+  download), scaled to 0..255 and resized to MNIST's 28x28 so every model and
+  recipe made for MNIST applies unchanged.
+
+Every loader returns ``(training pool, test set, DatasetInfo)``, exactly as
+:func:`cnnlab.data.load_dataset` does for MNIST; the class names travel in the
+info (and so in every checkpoint), together with a ``preprocess`` spec that
+says how a raw image becomes network input:
+``{"style": "resize", "size": S, "channels": C, "scale": 255.0, "mean": [0..], "std": [1..], "ink": ...}``
+(pixels resized to SxS, divided by ``scale``, then ``(x - mean) / std``; cnnlab
+normalises inside the models, so mean/std are 0/1 here).
+"""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cnnlab.data import DatasetInfo, ImageSet, load_mnist
+from cnnlab.errors import ConfigError, DataError
+
+TORCHVISION_SETS = ("fashion-mnist", "kmnist", "emnist", "cifar10", "cifar100", "svhn")
+NAMES = ("mnist", *TORCHVISION_SETS, "digits")
+# Held-out test share and seed where a dataset has no test set of its own (digits, folders without test/).
+TEST_FRACTION = 0.2
+TEST_SPLIT_SEED = 1234
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".pbm"}
+
+
+def is_known(name: str) -> bool:
+    return name in NAMES or name.startswith("folder:")
+
+
+def describe() -> list[tuple[str, str]]:
+    """(name, one-line description) of every dataset, for help texts."""
+    return [
+        ("mnist", "handwritten digits, 1x28x28, 10 classes, 60k/10k"),
+        ("fashion-mnist", "Zalando clothing photos, 1x28x28, 10 classes, 60k/10k"),
+        ("kmnist", "Kuzushiji (cursive Japanese) characters, 1x28x28, 10 classes, 60k/10k"),
+        ("emnist", "EMNIST balanced: digits and letters, 1x28x28, 47 classes, 112.8k/18.8k"),
+        ("cifar10", "small colour photos, 3x32x32, 10 classes, 50k/10k"),
+        ("cifar100", "small colour photos, 3x32x32, 100 classes, 50k/10k"),
+        ("svhn", "house numbers from Street View, 3x32x32, 10 classes, 73k/26k"),
+        ("digits", "scikit-learn's bundled 8x8 digits (offline), resized to 1x28x28, 1,797 images"),
+        ("folder:PATH", "your images: PATH/train/CLASS/*.png (optional val/, test/)"),
+    ]
+
+
+def load(name: str, root: Path, *, download: bool = True, image_size: int | None = None) -> tuple[ImageSet, ImageSet, DatasetInfo]:
+    """(pool, test, info) for any dataset name except plain MNIST at its own size."""
+    if name.startswith("folder:"):
+        return load_folder(name[len("folder:"):], image_size=image_size)
+    if name == "digits":
+        pool, test = load_digits()
+        return _finish(name, pool, test, image_size or 28, ink="light-on-dark")
+    if name == "mnist":
+        pool, test = load_mnist(root, train=True, download=download), load_mnist(root, train=False, download=download)
+        return _finish(name, pool, test, image_size, ink="light-on-dark")
+    if name in TORCHVISION_SETS:
+        pool, test = (load_torchvision(name, root, train=t, download=download) for t in (True, False))
+        ink = "light-on-dark" if name in ("fashion-mnist", "kmnist", "emnist") else None
+        return _finish(name, pool, test, image_size, ink=ink)
+    raise ConfigError(f"unknown dataset {name!r}; available: {', '.join(n for n, _ in describe())}")
+
+
+def _finish(name: str, pool: ImageSet, test: ImageSet, image_size: int | None, *, ink: str | None,
+            val_count: int | None = None) -> tuple[ImageSet, ImageSet, DatasetInfo]:
+    if image_size is not None:
+        pool = ImageSet(resize_images(pool.images, image_size), pool.labels, pool.classes)
+        test = ImageSet(resize_images(test.images, image_size), test.labels, test.classes)
+    c, h, _ = pool.shape
+    spec: dict[str, Any] = {"style": "resize", "size": h, "channels": c, "scale": 255.0,
+                            "mean": [0.0] * c, "std": [1.0] * c}
+    if ink:
+        spec["ink"] = ink  # as in the training images; a user's dark-on-light image must be inverted
+    return pool, test, DatasetInfo(name, list(pool.classes), c, h, spec, val_count=val_count)
+
+
+def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> uint8 (N, C, size, size), bilinear with antialiasing; chunked to bound memory."""
+    if images.shape[-2:] == (size, size):
+        return images
+    out = [
+        F.interpolate(chunk.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        .round_().clamp_(0, 255).to(torch.uint8)
+        for chunk in images.split(4096)
+    ]
+    return torch.cat(out) if out else images.new_zeros((0, images.shape[1], size, size))
+
+
+# --- torchvision sets --------------------------------------------------------------------------
+
+
+def _tv_class(name: str) -> tuple[Callable[..., Any], dict[str, Any], str, str]:
+    """torchvision class, its extra arguments, its root below DATA_DIR, and which files it needs."""
+    from torchvision import datasets as tvd
+
+    if name == "fashion-mnist":
+        return tvd.FashionMNIST, {}, "", "FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte"
+    if name == "kmnist":
+        return tvd.KMNIST, {}, "", "KMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte"
+    if name == "emnist":
+        return tvd.EMNIST, {"split": "balanced"}, "", "EMNIST/raw/emnist-balanced-{train,test}-{images-idx3,labels-idx1}-ubyte"
+    if name == "cifar10":
+        return tvd.CIFAR10, {}, "", "cifar-10-batches-py/ (data_batch_1..5, test_batch, batches.meta)"
+    if name == "cifar100":
+        return tvd.CIFAR100, {}, "", "cifar-100-python/ (train, test, meta)"
+    if name == "svhn":
+        return tvd.SVHN, {}, "svhn", "svhn/train_32x32.mat and svhn/test_32x32.mat"
+    raise ConfigError(f"unknown dataset {name!r}")
+
+
+def load_torchvision(name: str, root: Path, *, train: bool, download: bool = True) -> ImageSet:
+    """Read one split of a torchvision dataset into an :class:`ImageSet`."""
+    cls, kwargs, sub, files = _tv_class(name)
+    where = Path(root) / sub if sub else Path(root)
+    if name == "svhn":
+        kwargs = {"split": "train" if train else "test"}
+    else:
+        kwargs = {**kwargs, "train": train}
+    try:
+        ds = cls(root=str(where), download=download, **kwargs)
+    except Exception as exc:  # RuntimeError (not found / corrupted), URLError, OSError, pickle/scipy errors
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        how = f"could not be read or downloaded ({reason})" if download else f"could not be read ({reason}; downloading is off)"
+        raise DataError(
+            f"{name} is not in {Path(root)} and {how}. Put {files} under {Path(root)}/ "
+            "(as torchvision downloads them), or point --data-dir at the folder that holds them."
+        ) from None
+    if name == "svhn":
+        images = torch.from_numpy(np.ascontiguousarray(ds.data))  # torchvision gives (N, 3, 32, 32)
+        labels = torch.from_numpy(np.asarray(ds.labels, dtype=np.int64))
+        classes = [str(i) for i in range(10)]
+    elif name in ("cifar10", "cifar100"):
+        images = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))  # HWC -> CHW
+        labels = torch.as_tensor(ds.targets, dtype=torch.long)
+        classes = list(ds.classes)
+    else:
+        data = ds.data
+        if name == "emnist":
+            # EMNIST's files store every image transposed; flip it back so letters stand upright.
+            data = data.transpose(1, 2)
+        images = data.unsqueeze(1).contiguous()
+        labels = ds.targets.clone()
+        classes = [str(c) for c in ds.classes]
+    return ImageSet(images.to(torch.uint8), labels.long(), classes)
+
+
+# --- scikit-learn digits -----------------------------------------------------------------------
+
+
+def load_digits() -> tuple[ImageSet, ImageSet]:
+    """scikit-learn's 1,797 8x8 digits (0..16 ink) as uint8 0..255; a seeded 80/20 pool/test split."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    images = torch.from_numpy(np.rint(d.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)).unsqueeze(1)
+    labels = torch.from_numpy(d.target.astype(np.int64))
+    full = ImageSet(images, labels, [str(i) for i in range(10)])
+    pool_idx, test_idx = seeded_split(len(full), TEST_FRACTION, TEST_SPLIT_SEED)
+    return full.subset(pool_idx), full.subset(test_idx)
+
+
+def seeded_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kept, held-out) indices: a random ``fraction`` of ``n`` held out, seeded."""
+    held = max(1, int(round(n * fraction)))
+    if held >= n:
+        raise DataError(f"{n} images are too few to hold out a test set; add images or a test/ folder")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[: n - held].sort().values, perm[n - held :].sort().values
+
+
+# --- folder:PATH -------------------------------------------------------------------------------
+
+
+def _class_folders(split_dir: Path) -> dict[str, list[Path]]:
+    out: dict[str, list[Path]] = {}
+    for d in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(f for f in d.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        out[d.name] = files
+    return out
+
+
+def load_folder(path: str, *, image_size: int | None = None) -> tuple[ImageSet, ImageSet, DatasetInfo]:
+    """Images in ``PATH/train/CLASS/`` (optional ``val/`` and ``test/``), decoded once at one size.
+
+    * classes are the sorted folder names of ``train/``;
+    * images with any colour become 3-channel RGB sets, all-grey sets stay 1-channel;
+    * every image is resized to ``image_size`` (default: the images' own size when they
+      all share one square size, else 32) by bilinear squashing, as prediction does;
+    * without ``test/``, a seeded 20% of ``train/`` is the test set; without ``val/``,
+      the validation set is split off the pool as for every dataset (``--val-size``).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DataError(f"folder dataset {root} does not exist (expected {root}/train/CLASS/image.png ...)")
+    train_dir = root / "train" if (root / "train").is_dir() else root
+    splits = {"train": _class_folders(train_dir)}
+    classes = list(splits["train"])
+    if not classes:
+        raise DataError(f"{train_dir} has no class folders; put each class's images in {train_dir}/CLASS_NAME/")
+    empty = [c for c, files in splits["train"].items() if not files]
+    if empty:
+        raise DataError(f"class folder(s) {', '.join(empty)} in {train_dir} hold no images "
+                        f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+    if len(classes) < 2:
+        raise DataError(f"{train_dir} has only one class folder ({classes[0]}); a classifier needs at least two")
+    for split in ("val", "test"):
+        if train_dir != root and (root / split).is_dir():
+            found = _class_folders(root / split)
+            unknown = sorted(set(found) - set(classes))
+            if unknown:
+                raise DataError(f"{root / split} has class folder(s) {', '.join(unknown)} that {train_dir} lacks")
+            splits[split] = found
+
+    # Pass 1: headers only (mode and size), to choose the channel count and the common size.
+    modes, sizes = set(), Counter()
+    for files in (f for split in splits.values() for f in split.values()):
+        for f in files:
+            try:
+                with Image.open(f) as im:
+                    modes.add(im.mode)
+                    sizes[im.size] += 1
+            except (UnidentifiedImageError, OSError) as exc:
+                raise DataError(f"cannot read image {f}: {exc}") from None
+    grey = modes <= {"1", "L", "LA", "I", "I;16", "F"}
+    channels = 1 if grey else 3
+    if image_size is None:
+        (w, h), = sizes.most_common(1)[0][:1]
+        image_size = w if len(sizes) == 1 and w == h else 32
+
+    def read(split: dict[str, list[Path]]) -> ImageSet:
+        arrays, labels = [], []
+        for k, c in enumerate(classes):
+            for f in split.get(c, []):
+                with Image.open(f) as im:
+                    im = im.convert("L" if grey else "RGB")
+                    if im.size != (image_size, image_size):
+                        im = im.resize((image_size, image_size), Image.Resampling.BILINEAR)
+                    a = np.asarray(im, dtype=np.uint8)
+                arrays.append(a[None] if grey else a.transpose(2, 0, 1))
+                labels.append(k)
+        if not arrays:
+            return ImageSet(torch.zeros((0, channels, image_size, image_size), dtype=torch.uint8),
+                            torch.zeros(0, dtype=torch.long), classes)
+        return ImageSet(torch.from_numpy(np.stack(arrays)), torch.tensor(labels), classes)
+
+    pool = read(splits["train"])
+    if "test" in splits:
+        test = read(splits["test"])
+    else:
+        keep, held = seeded_split(len(pool), TEST_FRACTION, TEST_SPLIT_SEED)
+        pool, test = pool.subset(keep), pool.subset(held)
+    val_count = None
+    if "val" in splits:
+        val = read(splits["val"])
+        if len(val):
+            pool = ImageSet(torch.cat([pool.images, val.images]), torch.cat([pool.labels, val.labels]), classes)
+            val_count = len(val)
+    return _finish(f"folder:{root}", pool, test, None, ink=None, val_count=val_count)
