@@ -137,6 +137,16 @@ def test_draw_a_digit_and_see_the_prediction(browser, served_run: Path, tmp_path
             "let s = 0; for (let i = 0; i < d.length; i += 4) s += d[i]; return s;", canvas)
         assert ink == 0
 
+        # Live: with the button still held mid-stroke, the bars already update (debounced requests).
+        done = int(browser.find_element("tag name", "body").get_attribute("data-predictions"))
+        held = ActionChains(browser).move_to_element_with_offset(canvas, -40, -60).click_and_hold()
+        for x, y in ((-20, -20), (0, 20), (10, 60)):
+            held.move_to_element_with_offset(canvas, x, y)
+        held.perform()
+        assert _wait_for_prediction(browser, done + 1) in classes
+        ActionChains(browser).move_to_element_with_offset(canvas, 20, 90).release().perform()
+        browser.find_element("id", "clear").click()
+
         # Touch: a finger draws a "1" through pointer events (touch-action: none keeps the page still).
         done = int(browser.find_element("tag name", "body").get_attribute("data-predictions"))
         finger = PointerInput(interaction.POINTER_TOUCH, "finger")
