@@ -129,17 +129,28 @@ def test_mean_std_and_image_size_from_spec():
 # --- generic resize path -------------------------------------------------------------------
 
 
-def test_resize_style_resizes_centre_crops_and_normalises():
-    spec = {"style": "resize", "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.2, 0.25], "image_size": 32, "channels": 3}
+def test_resize_style_squashes_like_the_training_images_and_normalises():
+    spec = {"style": "resize", "size": 32, "channels": 3, "scale": 255.0, "mean": [0.5, 0.4, 0.3],
+            "std": [0.2, 0.2, 0.25]}
     img = Image.new("RGB", (96, 64), (255, 128, 0))
-    img.paste((0, 0, 255), (0, 0, 8, 64))  # a blue band on the left, cropped away by the centre crop
+    img.paste((0, 0, 255), (0, 0, 9, 64))  # a blue band: 3 of 32 columns after squashing (no crop)
     x = preprocess(img, spec)
     assert x.shape == (3, 32, 32)
     expected = (torch.tensor([255, 128, 0]) / 255.0 - torch.tensor([0.5, 0.4, 0.3])) / torch.tensor([0.2, 0.2, 0.25])
     assert torch.allclose(x[:, 16, 16], expected, atol=1e-5)
-    assert torch.allclose(x[:, :, 0].mean(1), expected, atol=1e-5)
+    blue = (torch.tensor([0, 0, 255]) / 255.0 - torch.tensor([0.5, 0.4, 0.3])) / torch.tensor([0.2, 0.2, 0.25])
+    assert torch.allclose(x[:, 16, 0], blue, atol=1e-5)
     back = np.asarray(tensor_to_image(x, spec))
     assert back.shape == (32, 32, 3) and tuple(back[16, 16]) == (255, 128, 0)
+
+
+def test_resize_style_inverts_to_the_training_polarity():
+    light_on_dark = {"style": "resize", "size": 28, "channels": 1, "ink": "light-on-dark"}
+    dark = preprocess(draw_seven(ink=0, paper=255), light_on_dark)
+    light = preprocess(draw_seven(ink=255, paper=0), light_on_dark)
+    assert torch.allclose(dark, light) and float(dark[0, 0, 0]) == 0.0 and float(dark.max()) > 0.5
+    no_ink = preprocess(draw_seven(ink=0, paper=255), {"style": "resize", "size": 28, "channels": 1})
+    assert float(no_ink[0, 0, 0]) == 1.0  # without "ink" the pixels are used as they are
 
 
 def test_grayscale_resize_style_for_one_channel_models():

@@ -285,7 +285,7 @@ def stored_spec(payload: dict) -> dict:
     spec = check_spec(data.get("preprocess"))
     spec = dict(spec)
     model = payload.get("model") or {}
-    spec.setdefault("image_size", int(data.get("image_size", model.get("image_size", 28))))
+    spec.setdefault("image_size", int(spec.get("size") or data.get("image_size", model.get("image_size", 28))))
     spec.setdefault("channels", int(data.get("channels", model.get("in_channels", 1))))
     return spec
 
