@@ -438,7 +438,7 @@ def analyze_run(
         "run": str(run_path),
         "checkpoint": "best.pt",
         "epoch": r.payload.get("epoch"),
-        "accuracy": report.accuracy,
+        "accuracy": float(correct.mean()) if len(pred) else math.nan,  # float64: 0.9885, not 0.98849999
         "loss": report.loss,
         "num_images": len(pred),
         "errors": int((~correct).sum()),
