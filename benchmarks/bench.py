@@ -1,0 +1,314 @@
+"""cnnlab speed and accuracy against the lesson's own pipeline, measured side by side.
+
+Every speed figure is a ratio against ../shared/bench/seed_reference.py run in the
+same invocation, interleaved (reference, cnnlab, reference, cnnlab, ...), because
+absolute times on a shared machine swing by 2x from minute to minute. Medians of
+the repeats are reported; every raw measurement is kept in the JSON.
+
+    python benchmarks/bench.py lesson     --data-dir ../shared/data --repeats 3
+    python benchmarks/bench.py fast       --data-dir ../shared/data --seeds 5
+    python benchmarks/bench.py flops
+    python benchmarks/bench.py throughput --data-dir ../shared/data
+
+Each prints a table and writes benchmarks/results/<name>.json with provenance.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+REFERENCE = REPO.parent / "shared" / "bench" / "seed_reference.py"
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def provenance() -> dict:
+    import torch
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = ""
+    cpu = ""
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": commit,
+        "python": platform.python_version(),
+        "torch": str(torch.__version__),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    }
+
+
+def run_json_lines(cmd: list[str], timeout: float = 3600) -> tuple[float, list[dict], str]:
+    """Run a command; return (wall seconds, JSON objects it printed, stderr tail)."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}")
+    objs = []
+    for line in proc.stdout.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                objs.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+    return wall, objs, proc.stderr[-500:]
+
+
+def reference(data_dir: str, epochs: int, *, no_train_eval: bool = False) -> dict:
+    if not REFERENCE.exists():
+        raise SystemExit(f"the reference {REFERENCE} is missing")
+    cmd = [sys.executable, str(REFERENCE), "--data-dir", data_dir, "--epochs", str(epochs)]
+    if no_train_eval:
+        cmd.append("--no-train-eval")
+    wall, objs, _ = run_json_lines(cmd)
+    summary = next(o for o in objs if o.get("summary"))
+    epochs_ = [o for o in objs if "epoch" in o and not o.get("summary")]
+    return {"wall_s": wall, "inner_s": summary["total_s"], "test_acc": summary["test_acc"],
+            "val_acc": epochs_[-1]["valid_acc"] if epochs_ else None,
+            "best_val_acc": max((e["valid_acc"] for e in epochs_), default=None)}
+
+
+CNNLAB_RUNNER = r"""
+import json, sys, tempfile
+from cnnlab.config import Config, load_recipe
+from cnnlab.train import train
+args = json.loads(sys.argv[1])
+cfg = load_recipe(args["recipe"]) if args.get("recipe") else Config()
+for section, values in args.get("override", {}).items():
+    cfg = cfg.override(section, **values)
+with tempfile.TemporaryDirectory() as tmp:
+    r = train(cfg, tmp + "/run", log=lambda s: None)
+best = next(h for h in r.history if h["epoch"] == r.best_epoch)
+print(json.dumps({"inner_s": r.seconds, "test_acc": r.test.accuracy, "val_acc": r.history[-1]["val_acc"],
+                  "best_val_acc": best["val_acc"], "best_epoch": r.best_epoch,
+                  "epoch_s": [h["epoch_time_s"] for h in r.history]}))
+"""
+
+
+def cnnlab(data_dir: str, recipe: str | None = None, **override: dict) -> dict:
+    args = {"recipe": recipe, "override": {"data": {"data_dir": data_dir}, **override}}
+    args["override"].setdefault("train", {})["progress"] = False
+    wall, objs, _ = run_json_lines([sys.executable, "-c", CNNLAB_RUNNER, json.dumps(args)])
+    return {"wall_s": wall, **objs[-1]}
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def spread(xs: list[float]) -> str:
+    return f"{median(xs):.4f} (min {min(xs):.4f}, max {max(xs):.4f})" if xs else "-"
+
+
+def save(name: str, result: dict) -> Path:
+    out = HERE / "results" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"provenance": provenance(), **result}, indent=2) + "\n")
+    return out
+
+
+# --- benchmarks ----------------------------------------------------------------------------
+
+
+def bench_lesson(a: argparse.Namespace) -> None:
+    """The lesson's exact recipe (5 epochs, train+val eval every epoch, test report): ours vs the reference."""
+    pairs = []
+    for i in range(a.repeats):
+        order = ["ref", "ours"] if i % 2 == 0 else ["ours", "ref"]
+        pair = {}
+        for who in order:
+            pair[who] = reference(a.data_dir, a.epochs) if who == "ref" else cnnlab(a.data_dir, train={"epochs": a.epochs})
+            print(f"  repeat {i + 1} {who:4s}: wall {pair[who]['wall_s']:.1f}s  test acc {pair[who]['test_acc']:.4f}", flush=True)
+        pair["ratio_wall"] = pair["ref"]["wall_s"] / pair["ours"]["wall_s"]
+        pair["ratio_inner"] = pair["ref"]["inner_s"] / pair["ours"]["inner_s"]
+        pairs.append(pair)
+    summary = {
+        "ref_wall_s": median([p["ref"]["wall_s"] for p in pairs]),
+        "ours_wall_s": median([p["ours"]["wall_s"] for p in pairs]),
+        "speedup_wall": median([p["ratio_wall"] for p in pairs]),
+        "speedup_in_process": median([p["ratio_inner"] for p in pairs]),
+        "ref_test_acc": [p["ref"]["test_acc"] for p in pairs],
+        "ours_test_acc": [p["ours"]["test_acc"] for p in pairs],
+        "ref_val_acc": [p["ref"]["val_acc"] for p in pairs],
+        "ours_val_acc": [p["ours"]["val_acc"] for p in pairs],
+    }
+    print()
+    print(f"lesson recipe, {a.epochs} epochs, {a.repeats} interleaved repeats (median)")
+    print(f"{'':22s}{'reference':>14s}{'cnnlab':>14s}")
+    print(f"{'wall time (s)':22s}{summary['ref_wall_s']:14.1f}{summary['ours_wall_s']:14.1f}")
+    print(f"{'test accuracy':22s}{median(summary['ref_test_acc']):14.4f}{median(summary['ours_test_acc']):14.4f}")
+    print(f"{'final val accuracy':22s}{median(summary['ref_val_acc']):14.4f}{median(summary['ours_val_acc']):14.4f}")
+    print(f"speed-up: {summary['speedup_wall']:.2f}x end to end (process wall), "
+          f"{summary['speedup_in_process']:.2f}x in-process (after imports)")
+    print(f"results: {save(a.name or 'lesson', {'summary': summary, 'pairs': pairs})}")
+
+
+def bench_fast(a: argparse.Namespace) -> None:
+    """Time to the lesson's accuracy with the `fast` recipe (and to 99% with `fast99`), over seeds."""
+    ref = reference(a.data_dir, 5)
+    print(f"  reference: in-process {ref['inner_s']:.1f}s, wall {ref['wall_s']:.1f}s, test acc {ref['test_acc']:.4f}", flush=True)
+    out: dict = {"reference": ref, "recipes": {}}
+    for recipe, target in (("fast", 0.989), ("fast99", 0.990)):
+        runs = []
+        for seed in range(a.seeds):
+            r = cnnlab(a.data_dir, recipe, train={"seed": seed})
+            runs.append(r)
+            print(f"  {recipe} seed {seed}: in-process {r['inner_s']:.2f}s  test acc {r['test_acc']:.4f}", flush=True)
+        ref2 = reference(a.data_dir, 5)  # bracket the cnnlab runs with reference runs
+        ref_s = median([ref["inner_s"], ref2["inner_s"]])
+        t = median([r["inner_s"] for r in runs])
+        out["recipes"][recipe] = {
+            "target": target, "runs": runs, "reference_after": ref2,
+            "median_s": t, "speedup": ref_s / t,
+            "all_reached": all(r["test_acc"] >= target for r in runs),
+            "test_acc": [r["test_acc"] for r in runs],
+        }
+        ref = ref2
+    print()
+    for recipe, r in out["recipes"].items():
+        print(f"{recipe:7s} target {r['target']:.3f}: median {r['median_s']:.2f}s, {r['speedup']:.1f}x faster than the "
+              f"reference's full run; test acc {spread(r['test_acc'])}; every seed reached it: {r['all_reached']}")
+    print(f"results: {save(a.name or 'fast', out)}")
+
+
+def bench_flops(a: argparse.Namespace) -> None:
+    """LeNet-5 training FLOP/s at batch 256 against a large float32 matmul, in the same process."""
+    import torch
+    import torch.nn as nn
+
+    from cnnlab.engine import build_optimizer, default_threads
+    from cnnlab.config import OptimConfig
+    from cnnlab.models import create_model
+
+    torch.set_num_threads(a.threads or default_threads())
+    n = 2048
+    x, y = torch.randn(n, n), torch.randn(n, n)
+    rates = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(5):
+            x @ y
+        rates.append(5 * 2 * n**3 / (time.perf_counter() - t0))
+    peak = max(rates)
+
+    model = create_model("lenet5").to(memory_format=torch.channels_last)
+    macs, first = layer_macs(model, (1, 28, 28))
+    # forward + weight gradients + input gradients (none for the first layer: the input needs none)
+    flop_per_image = 2 * (3 * macs - first)
+    opt = build_optimizer(OptimConfig(), model.parameters(), torch.device("cpu"))
+    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    xb = torch.rand(a.batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    yb = torch.randint(0, 10, (a.batch,))
+    step_rates = []
+    for rep in range(6):
+        t0 = time.perf_counter()
+        for _ in range(40):
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model(xb), yb).backward()
+            opt.step()
+        if rep:
+            step_rates.append(40 * a.batch * flop_per_image / (time.perf_counter() - t0))
+    train_rate = median(step_rates)
+    result = {"matmul_flops": peak, "lenet_train_flops": train_rate, "fraction": train_rate / peak,
+              "flop_per_image": flop_per_image, "macs_per_image": macs, "batch": a.batch,
+              "threads": torch.get_num_threads()}
+    print(f"float32 matmul {n}x{n}: {peak / 1e9:.1f} GFLOP/s (best of 5)")
+    print(f"LeNet-5 training, batch {a.batch}: {train_rate / 1e9:.1f} GFLOP/s "
+          f"({flop_per_image / 1e6:.2f} MFLOP per image) = {result['fraction']:.0%} of the matmul rate")
+    print(f"results: {save(a.name or 'flops', result)}")
+
+
+def layer_macs(model, shape: tuple[int, int, int]) -> tuple[int, int]:
+    """Multiply-adds of conv and linear layers for one image, and those of the first layer."""
+    import torch
+    import torch.nn as nn
+
+    counts: list[int] = []
+
+    def hook(mod, inp, out):
+        if isinstance(mod, nn.Conv2d):
+            counts.append(out.numel() * mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1])
+        elif isinstance(mod, nn.Linear):
+            counts.append(mod.in_features * mod.out_features)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        model(torch.zeros(1, *shape))
+    for h in handles:
+        h.remove()
+    return sum(counts), counts[0]
+
+
+def bench_throughput(a: argparse.Namespace) -> None:
+    """Evaluation throughput on the 10k MNIST test set (images per second), ours vs DataLoader+ToTensor."""
+    import torch
+    import torch.utils.data as tdata
+    import torchvision.transforms as transforms
+    from torchvision.datasets import MNIST
+
+    from cnnlab.data import load_mnist
+    from cnnlab.engine import default_threads
+    from cnnlab.evaluate import predict_logits
+    from cnnlab.models import create_model
+
+    torch.set_num_threads(a.threads or default_threads())
+    model = create_model("lenet5").eval()
+    test = load_mnist(a.data_dir, train=False, download=False)
+    ref_ds = MNIST(a.data_dir, train=False, download=False, transform=transforms.ToTensor())
+    ours, ref = [], []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for xb, _ in tdata.DataLoader(ref_ds, batch_size=512):
+                model(xb)
+        ref.append(len(ref_ds) / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        predict_logits(model, test, batch_size=1000, channels_last=True)
+        ours.append(len(test) / (time.perf_counter() - t0))
+    result = {"ours_images_per_s": median(ours), "reference_images_per_s": median(ref), "ratio": median(ours) / median(ref)}
+    print(f"test-set evaluation: cnnlab {result['ours_images_per_s']:,.0f} img/s, "
+          f"DataLoader+ToTensor {result['reference_images_per_s']:,.0f} img/s ({result['ratio']:.1f}x)")
+    print(f"results: {save(a.name or 'throughput', result)}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="bench", required=True)
+    for name, fn in (("lesson", bench_lesson), ("fast", bench_fast), ("flops", bench_flops), ("throughput", bench_throughput)):
+        s = sub.add_parser(name, help=fn.__doc__)
+        s.set_defaults(fn=fn)
+        s.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
+        s.add_argument("--name", default=None, help="results file name (default: the benchmark's)")
+        s.add_argument("--threads", type=int, default=None)
+    sub.choices["lesson"].add_argument("--repeats", type=int, default=3)
+    sub.choices["lesson"].add_argument("--epochs", type=int, default=5)
+    sub.choices["fast"].add_argument("--seeds", type=int, default=5)
+    sub.choices["flops"].add_argument("--batch", type=int, default=256)
+    a = p.parse_args()
+    a.fn(a)
+
+
+if __name__ == "__main__":
+    main()
