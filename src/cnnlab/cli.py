@@ -73,6 +73,30 @@ def cli() -> None:
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None,
               help="Continue the run in this directory from its last.pt (only --epochs, --device, "
                    "--threads, --data-dir, --no-progress may change).")
+@click.option("--nproc", type=click.IntRange(min=1), default=None,
+              help="Train data-parallel in N local processes (DistributedDataParallel; gloo on CPU, nccl on GPU). "
+                   "--batch-size is per process. Under torchrun leave this out.")
+@click.option("--recipe", default=None,
+              help="Start from a named recipe (tutorial, mnist-smallcnn, cifar10-resnet18) or a TOML file; "
+                   "other flags override it.  [default: tutorial, the lesson's]")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="A TOML config file (same as --recipe FILE).")
+@click.option("--image-size", type=int, default=None, help="Resize images to this side once, at load time.")
+@click.option("--pretrained", is_flag=True, default=None,
+              help="Start from torchvision's ImageNet weights (alexnet, vgg11, googlenet, resnet18).")
+@click.option("--momentum", type=float, default=None, help="SGD momentum.  [default: 0.9]")
+@click.option("--nesterov", is_flag=True, default=None, help="SGD with Nesterov momentum.")
+@click.option("--schedule", type=click.Choice(["constant", "onecycle", "cosine", "step"]), default=None,
+              help="Learning-rate schedule.  [default: constant]")
+@click.option("--step-epochs", type=int, default=None, help="step schedule: epochs between lr drops.  [default: 10]")
+@click.option("--step-gamma", type=float, default=None, help="step schedule: lr factor at each drop.  [default: 0.1]")
+@click.option("--label-smoothing", type=float, default=None, help="Label smoothing of the training loss.  [default: 0]")
+@click.option("--loss-reduction", type=click.Choice(["sum", "mean"]), default=None,
+              help="Training loss per batch: summed (the lesson's) or mean.  [default: sum]")
+@click.option("--augment", default=None,
+              help="Batched augmentation: none, auto (the dataset's preset), shift, affine, crop, crop-flip, "
+                   "with overrides as NAME:key=value,...  [default: none]")
+@click.option("--patience", type=int, default=None, help="Early stopping: epochs without a better validation loss.")
 @friendly_errors
 def train(**opts: Any) -> None:
     """Train a model; by default the lesson's recipe (LeNet-5, MNIST, Adam 1e-3, batch 32, 5 epochs).
@@ -82,10 +106,15 @@ def train(**opts: Any) -> None:
     best model is scored on the test set and the classification report is
     printed. Running the same command again on the same --run-dir resumes an
     interrupted run (Ctrl-C saves and exits with 130).
+
+    Several processes: `cnnlab train --nproc 2 ...` on one machine, or
+    `torchrun --nproc_per_node=4 -m cnnlab train ...` (also across machines);
+    see the README section "Scale out with torchrun".
     """
     from cnnlab.config import Config
+    from cnnlab.distributed import launch
+    from cnnlab.runs import default_run_dir
     from cnnlab.train import resume_config
-    from cnnlab.train import train as run_training
     from cnnlab.tracking import require_tensorboard
 
     if opts.get("tensorboard"):
@@ -99,20 +128,49 @@ def train(**opts: Any) -> None:
         changes = {"train.epochs": opts["epochs"], "train.device": opts["device"], "train.threads": opts["threads"],
                    "data.data_dir": opts["data_dir"], "train.progress": False if opts["no_progress"] else None}
         fixed = [k for k, v in opts.items() if v not in (None, False) and k not in
-                 ("epochs", "device", "threads", "data_dir", "no_progress", "resume_dir", "run_dir")]
+                 ("epochs", "device", "threads", "data_dir", "no_progress", "resume_dir", "run_dir", "nproc")]
         if fixed:
             names = ", ".join("--" + k.replace("_", "-").replace("model-name", "model") for k in fixed)
             raise click.UsageError(f"--resume continues a run as it was configured; {names} cannot be changed")
         cfg = resume_config(run_dir, **changes)
     else:
-        cfg = config_from_options(Config(), opts)
+        cfg = config_from_options(base_config(opts), opts)
+    run_dir = run_dir or default_run_dir(cfg)  # named once, so spawned workers agree on it
+    code = launch(train_and_report, cfg, run_dir, nproc=opts["nproc"])
+    if code:
+        sys.exit(code)
+
+
+def train_and_report(cfg: Any, run_dir: Any) -> None:
+    """One training process (of one, or of several): train, then rank 0 prints the test report."""
+    from cnnlab.distributed import is_main
+    from cnnlab.train import train as run_training
+
     result = run_training(cfg, run_dir, log=click.echo)
-    click.echo(f"\nbest epoch {result.best_epoch} (val loss {result.best_val_loss:.4f}); test set:")
-    click.echo(result.test.text)
-    click.echo(f"test accuracy {result.test.accuracy:.2%}   run: {result.run.path}   ({result.seconds:.1f}s)")
+    if is_main():
+        click.echo(f"\nbest epoch {result.best_epoch} (val loss {result.best_val_loss:.4f}); test set:")
+        click.echo(result.test.text)
+        click.echo(f"test accuracy {result.test.accuracy:.2%}   run: {result.run.path}   ({result.seconds:.1f}s)")
+
+
+def base_config(opts: dict[str, Any]) -> Any:
+    """The recipe (--recipe / --config) that command-line flags then override; the lesson's by default."""
+    from cnnlab.config import Config, load_recipe
+
+    if opts.get("recipe") and opts.get("config_file"):
+        raise click.UsageError("give either --recipe or --config, not both")
+    source = opts.get("recipe") or opts.get("config_file")
+    return load_recipe(source) if source else Config()
 
 
 def config_from_options(cfg: Any, opts: dict[str, Any]) -> Any:
+    cfg = cfg.override("data", image_size=opts.get("image_size"))
+    cfg = cfg.override("model", pretrained=opts.get("pretrained"))
+    cfg = cfg.override("optim", momentum=opts.get("momentum"), nesterov=opts.get("nesterov"),
+                       schedule=opts.get("schedule"), step_epochs=opts.get("step_epochs"),
+                       step_gamma=opts.get("step_gamma"))
+    cfg = cfg.override("train", label_smoothing=opts.get("label_smoothing"), augment=opts.get("augment"),
+                       patience=opts.get("patience"), loss_reduction=opts.get("loss_reduction"))
     cfg = cfg.override("data", dataset=opts.get("dataset"), data_dir=opts.get("data_dir"),
                        val_size=opts.get("val_size"), split_seed=opts.get("split_seed"), subset=opts.get("subset"),
                        download=False if opts.get("no_download") else None)
@@ -350,6 +408,86 @@ def compare(run_a: str, run_b: str, out: str | None, max_images: int, data_dir: 
     result = compare_runs(run_a, run_b, out=out, max_images=max_images, data_dir=data_dir, device=device,
                           batch_size=batch_size)
     click.echo(result.text())
+
+
+# --- models, layers, visualize ---------------------------------------------------------------
+
+
+def _input_shape(input_text: str | None, dataset: str | None) -> tuple[tuple[int, int, int], int]:
+    from cnnlab.datasets import input_shape
+    from cnnlab.layers import parse_shape
+
+    if input_text and dataset:
+        raise click.UsageError("give either --input or --dataset, not both")
+    if dataset:
+        return input_shape(dataset)
+    return (parse_shape(input_text) if input_text else (1, 28, 28)), 10
+
+
+@cli.command()
+@click.option("--input", "input_text", default=None, help="Input shape CxHxW.  [default: 1x28x28]")
+@click.option("--dataset", default=None, help="Use this dataset's input shape and class count instead.")
+@friendly_errors
+def models(input_text: str | None, dataset: str | None) -> None:
+    """List the models with their parameters and multiply-adds (MACs) for one input image."""
+    from cnnlab.layers import models_table
+
+    shape, classes = _input_shape(input_text, dataset)
+    click.echo(models_table(shape, classes))
+
+
+@cli.command()
+@click.argument("model", required=False)
+@click.option("--input", "input_text", default=None, help="Input shape CxHxW for MODEL.  [default: 1x28x28]")
+@click.option("--dataset", default=None, help="Use this dataset's input shape and class count for MODEL.")
+@click.option("--conv", "conv_kernel", type=int, default=None, help="Output size of a Conv2d with this kernel size.")
+@click.option("--pool", "pool_kernel", type=int, default=None, help="Output size of a pooling layer with this kernel size.")
+@click.option("--size", type=int, default=28, show_default=True, help="Input side for --conv/--pool.")
+@click.option("--stride", type=int, default=None, help="Stride for --conv/--pool.  [default: 1 / the kernel size]")
+@click.option("--padding", type=int, default=0, show_default=True, help="Padding for --conv/--pool.")
+@click.option("--dilation", type=int, default=1, show_default=True, help="Dilation for --conv/--pool.")
+@click.option("--ceil-mode", is_flag=True, help="--pool: round the output size up, as ceil_mode=True does.")
+@click.option("--pool-example", is_flag=True, help="Show a worked 4x4 example of max and average pooling.")
+@friendly_errors
+def layers(model: str | None, input_text: str | None, dataset: str | None, conv_kernel: int | None,
+           pool_kernel: int | None, size: int, stride: int | None, padding: int, dilation: int, ceil_mode: bool,
+           pool_example: bool) -> None:
+    """Explore layers: each layer of MODEL with output shape, parameters and MACs, or conv/pool arithmetic.
+
+    `cnnlab layers lenet5` lists LeNet-5 layer by layer (416,520 MACs for one 28x28 image).
+    `cnnlab layers --conv 5 --padding 2 --size 28` and `cnnlab layers --pool 2 --size 28` work out
+    output sizes with PyTorch's formulas; --pool also shows a worked example of max and average pooling.
+    """
+    from cnnlab import layers as lx
+
+    if not (model or conv_kernel or pool_kernel or pool_example):
+        raise click.UsageError("name a MODEL, or give --conv K, --pool K or --pool-example")
+    if model:
+        shape, classes = _input_shape(input_text, dataset)
+        click.echo(lx.summarize_model(model, shape, classes).to_text())
+    if conv_kernel is not None:
+        click.echo(lx.explain_conv(size, conv_kernel, 1 if stride is None else stride, padding, dilation))
+    if pool_kernel is not None:
+        click.echo(lx.explain_pool(size, pool_kernel, stride, padding, dilation, ceil_mode))
+    if pool_kernel is not None or pool_example:
+        click.echo("")
+        click.echo(lx.pooling_example())
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Where the PNGs go.  [default: RUN_DIR/visualize]")
+@click.option("--index", type=int, default=0, show_default=True, help="Which test image to follow through the network.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Dataset folder (default: the run's).")
+@click.option("--max-maps", type=int, default=32, show_default=True, help="At most this many feature maps per layer.")
+@friendly_errors
+def visualize(run_dir: str, out_dir: str | None, index: int, data_dir: str | None, max_maps: int) -> None:
+    """Write PNGs of the first conv layer's filters and of every conv layer's feature maps for one test image."""
+    from cnnlab.visualize import visualize_run
+
+    for path in visualize_run(run_dir, out_dir, index=index, data_dir=data_dir, max_maps=max_maps):
+        click.echo(str(path))
 
 
 def main() -> None:

@@ -272,3 +272,25 @@ def load_folder(path: str, *, image_size: int | None = None) -> tuple[ImageSet, 
             pool = ImageSet(torch.cat([pool.images, val.images]), torch.cat([pool.labels, val.labels]), classes)
             val_count = len(val)
     return _finish(f"folder:{root}", pool, test, None, ink=None, val_count=val_count)
+
+
+# (channels, side, classes) of the named datasets, known without reading them.
+SHAPES: dict[str, tuple[int, int, int]] = {
+    "mnist": (1, 28, 10),
+    "fashion-mnist": (1, 28, 10),
+    "kmnist": (1, 28, 10),
+    "emnist": (1, 28, 47),
+    "digits": (1, 28, 10),
+    "cifar10": (3, 32, 10),
+    "cifar100": (3, 32, 100),
+    "svhn": (3, 32, 10),
+}
+
+
+def input_shape(name: str) -> tuple[tuple[int, int, int], int]:
+    """((C, H, W), classes) of a named dataset, without reading it."""
+    if name not in SHAPES:
+        raise ConfigError(f"no known input shape for dataset {name!r}; use --input CxHxW "
+                          f"(known: {', '.join(SHAPES)})")
+    c, s, k = SHAPES[name]
+    return (c, s, s), k

@@ -126,7 +126,8 @@ def run_test_logits(
     payload = load_checkpoint(run.best)
     dev = resolve_device(device)
     model = model_from_checkpoint(payload, expect_dataset=cfg.data.dataset).to(dev)
-    _, test, info = load_dataset(cfg.data.dataset, data_dir or cfg.data.data_dir, download=cfg.data.download)
+    _, test, info = load_dataset(cfg.data.dataset, data_dir or cfg.data.data_dir, download=cfg.data.download,
+                                 image_size=cfg.data.image_size)
     logits = predict_logits(model, test.to(dev), batch_size=batch_size)
     return RunTestLogits(run.path, payload, test, info, logits)
 

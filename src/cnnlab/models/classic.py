@@ -138,8 +138,25 @@ def fit_pools(size: int, path: list[tuple[nn.Module, str]]) -> int:
 
 
 def _build(arch: str, builder: Callable[..., nn.Module], pretrained: bool, **kwargs: Any) -> nn.Module:
-    weights = load_weights(arch) if pretrained else None
-    return builder(weights=weights, **kwargs)
+    if pretrained:
+        return builder(weights=load_weights(arch), **kwargs)
+    if arch not in ("alexnet", "vgg11"):
+        return builder(weights=None, **kwargs)
+    # AlexNet's and VGG's ImageNet classifiers (58M / 120M weights) are replaced anyway: build the
+    # network on the meta device so they are never allocated, then initialise the features as
+    # torchvision does (PyTorch's defaults for AlexNet, Kaiming normal for VGG).
+    with torch.device("meta"):
+        m = builder(weights=None, **kwargs)
+    m.classifier = nn.Identity()
+    m.to_empty(device="cpu")
+    for layer in m.features:
+        if isinstance(layer, nn.Conv2d):
+            if arch == "vgg11":
+                nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(layer.bias)
+            else:
+                layer.reset_parameters()
+    return m
 
 
 def _alexnet(in_channels: int, num_classes: int, image_size: int, pretrained: bool) -> nn.Module:

@@ -51,6 +51,6 @@ class SmallCNN(nn.Module):
         return self.classifier(self.pool(self.features(x)))
 
 
-@register_model("smallcnn", "a small modern CNN: 3x3 conv-BN-ReLU blocks, global average pooling (>= 99.6% on MNIST)")
+@register_model("smallcnn", "a small modern CNN: 3x3 conv-BN-ReLU blocks, global average pooling, 140k parameters")
 def smallcnn(in_channels: int = 1, num_classes: int = 10, image_size: int = 28) -> nn.Module:
     return SmallCNN(in_channels, num_classes, image_size)
