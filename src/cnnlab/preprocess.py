@@ -33,6 +33,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ MAX_PIXELS = 40_000_000
 MAX_FILE_BYTES = 100 * 1024 * 1024
 
 STYLES = ("mnist", "resize")
+_OPEN_LOCK = threading.Lock()
 MNIST_BOX = 20      # digits are scaled to fit 20x20 ...
 MNIST_SIZE = 28     # ... and centred by mass in 28x28
 #: Estimated stroke width (px, at the 20x20 scale) below which downscaled strokes are
@@ -106,13 +108,15 @@ def decode_image(
         raise ImageError(f"{label}: the file is {len(raw) / 2**20:.0f} MiB, more than the "
                          f"{MAX_FILE_BYTES // 2**20} MiB accepted")
     try:
-        with warnings.catch_warnings():
-            # PIL warns (and above twice its limit, raises) on decompression bombs; both are errors here.
+        # PIL warns (and above twice its limit, raises) on decompression bombs while reading the
+        # header; both are errors here. The warnings filter is process-global, so the header read
+        # is serialised (it is cheap); the expensive decoding below runs in parallel.
+        with _OPEN_LOCK, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(raw), formats=FORMATS)
-            _check_pixels(img.size, label, max_pixels)
-            img.load()
-            img = _first_frame(img)
+        _check_pixels(img.size, label, max_pixels)
+        img.load()
+        img = _first_frame(img)
     except ImageError:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
