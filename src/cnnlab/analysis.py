@@ -562,7 +562,8 @@ def compare_runs(
     out_dir = Path(out) if out is not None else Path(ra.run_path) / "analysis" / f"compare-{Path(rb.run_path).resolve().name}"
     cmp.out_dir = out_dir
     shown = disagree[: max(0, max_images)]
-    fig = plots.disagreement_figure(pa.images, pa.labels, pa.probs, pb.probs, pa.classes, shown)
+    fig = plots.disagreement_figure(pa.images, pa.labels, pa.probs, pb.probs, pa.classes, shown,
+                                 total=len(disagree))
     save_figure(fig, out_dir / "disagreements.png")
     cmp.files["disagreements"] = out_dir / "disagreements.png"
     write_json(out_dir / "compare.json", cmp.to_dict())

@@ -183,8 +183,12 @@ def disagreement_figure(
     indices: Sequence[int],
     *,
     ncols: int = 8,
+    total: int | None = None,
 ) -> Figure:
-    """Test images where runs A and B predict different classes: true label, A's and B's "pred (prob)"."""
+    """Test images where runs A and B predict different classes: true label, A's and B's "pred (prob)".
+
+    ``total`` is the number of disagreements when ``indices`` shows only some of them.
+    """
     pa, pb = np.asarray(probs_a).argmax(axis=1), np.asarray(probs_b).argmax(axis=1)
     items = []
     for i in indices:
@@ -196,7 +200,8 @@ def disagreement_figure(
     rows = [items[s : s + ncols] for s in range(0, len(items), ncols)] or [[]]
     return gallery_figure(
         rows, ncols=ncols, cell=(1.6, 1.8), empty_text="the two runs agree on every test image",
-        title=f"Where A and B disagree ({len(items)} shown; green: A right, blue: B right, red: both wrong)",
+        title=f"Where A and B disagree ({len(items)} of {len(items) if total is None else total} shown; "
+              "green: A right, blue: B right, red: both wrong)",
     )
 
 
