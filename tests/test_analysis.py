@@ -211,6 +211,10 @@ def test_cli_analyze_takes_classes_like_the_lesson(two_runs):
     assert result.exit_code == 0, result.output
     assert "test accuracy" in result.output and "ECE (15 bins)" in result.output
     assert json.loads((run / "analysis" / "summary.json").read_text())["gallery_classes"] == ["8", "4", "9"]
+    # Classes before the run folder work too, and "8,4" lists are split.
+    result = CliRunner().invoke(cli, ["analyze", "--classes", "7,3", "2", str(run), "--per-class", "1", "--no-html"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "analysis" / "summary.json").read_text())["gallery_classes"] == ["7", "3", "2"]
     result = CliRunner().invoke(cli, ["analyze", str(run), "--classes", "ten"])
     assert result.exit_code == 2 and "unknown class 'ten'" in result.output
 

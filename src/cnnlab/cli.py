@@ -357,6 +357,12 @@ def analyze(ctx: click.Context, run_dir: str, classes: str | None, per_class: in
     """
     from cnnlab.analysis import analyze_run
 
+    dirs = [a for a in ctx.args if Path(a).is_dir()]
+    if classes is not None and not Path(run_dir).is_dir() and len(dirs) == 1:
+        # `--classes 8 4 9 RUN_DIR`: click took the second class for RUN_DIR; put them back in place.
+        ctx.args.remove(dirs[0])
+        ctx.args.insert(0, run_dir)
+        run_dir = dirs[0]
     if ctx.args and classes is None:
         raise click.UsageError(f"unexpected arguments: {' '.join(ctx.args)}")
     wanted = [c for part in [classes or "", *ctx.args] for c in part.split(",") if c.strip()] or None
