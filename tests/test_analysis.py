@@ -294,3 +294,16 @@ def test_tensorboard_missing_names_the_extra(tiny_mnist, tmp_path, monkeypatch):
     assert result.exit_code == 2
     assert 'pip install "cnnlab[tensorboard]"' in result.output
     assert not (tmp_path / "run").exists()  # refused before a run folder was made
+
+
+def test_tensorboard_logger_does_not_swallow_training_errors(tiny_mnist, tmp_path):
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed: pip install 'cnnlab[tensorboard]'")
+    from cnnlab.config import Config
+    from cnnlab.errors import NonFiniteLossError
+    from cnnlab.train import train
+
+    cfg = Config().override("data", data_dir=str(tiny_mnist), val_size=100, download=False).override("optim", lr=1e9)
+    cfg = cfg.override("train", epochs=1, progress=False, threads=1, tensorboard=True)
+    with pytest.raises(NonFiniteLossError):
+        train(cfg, tmp_path / "run", log=lambda line: None)
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
