@@ -237,7 +237,9 @@ def predict(model: str, inputs: tuple[str, ...], top_k: int, output: str | None,
     mass in 28x28). A file that cannot be used gets one error line and the others
     are still predicted; the exit code is 1 when any file failed.
 
-    Example: cnnlab predict runs/lenet5 my_digit.png scans/ --top-k 3 -o preds.csv
+    \b
+    Example:
+      cnnlab predict runs/lenet5 my_digit.png scans/ --top-k 3 -o preds.csv
     """
     from cnnlab.predict import check_folder_free, check_output_free, format_table, load, write_results
 
@@ -277,7 +279,7 @@ def predict(model: str, inputs: tuple[str, ...], top_k: int, output: str | None,
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
 @click.option("--opset", type=click.IntRange(min=7), default=None, help="ONNX opset.  [default: 17]")
 @click.option("--verify-images", multiple=True, type=click.Path(), metavar="PATH",
-              help="Images/folders to compare the export on.  [default: the dataset's test images]")
+              help="Image or folder to compare the export on (repeatable).  [default: the dataset's test images]")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Dataset folder (default: the run's).")
 @click.option("--verify-count", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Test images used for the comparison.")
