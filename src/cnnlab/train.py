@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 from ignite.engine import Engine, Events
 
-from cnnlab import __version__
+from cnnlab import __version__, distributed
 from cnnlab.checkpoint import (
     capture_rng_state,
     load_checkpoint,
@@ -105,29 +105,37 @@ def train(cfg: Config, run_dir: str | Path | None = None, *, log: Callable[[str]
     Returns the best epoch, the metrics history and the test report of the best checkpoint.
     """
     cfg.validate()
+    # Under torchrun or `cnnlab train --nproc N` this is one process of several: join them.
+    distributed.ensure_initialized(cfg.train.device)
+    log = distributed.main_only(log)  # only rank 0 prints
     get_model_entry(cfg.model.name)  # fail on a typo before any data is read
     if cfg.model.pretrained:
         check_pretrained(cfg.model.name)
     t0 = time.perf_counter()
     run = RunDir(Path(run_dir) if run_dir else default_run_dir(cfg))
     resume = check_run_dir(run, cfg)
-    device = setup_runtime(cfg)
+    device = distributed.device_for_rank(setup_runtime(cfg))
     data = prepare_data(cfg.data, device)
+    distributed.check_run_agreement(data.train_indices, data.val_indices, resume)
+    rank, world = distributed.rank(), distributed.world_size()
     model = build_model(cfg, data).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg.optim, model.parameters(), device)
     loss_fn = nn.CrossEntropyLoss(reduction=cfg.train.loss_reduction, label_smoothing=cfg.train.label_smoothing)
 
-    trainer = create_trainer(model, optimizer, loss_fn)
+    trainer = create_trainer(distributed.wrap_model(model, device), optimizer, loss_fn)
     evaluator = create_evaluator(model)
     t = cfg.train
-    train_batches = TensorBatches(data.train, t.batch_size, shuffle=True, seed=t.seed, channels_last=t.channels_last)
-    eval_train = TensorBatches(data.train, t.eval_batch_size, channels_last=t.channels_last)
-    eval_val = TensorBatches(data.val, t.eval_batch_size, channels_last=t.channels_last)
+    # Distributed: t.batch_size is per process; each rank trains on its shard of every epoch's permutation
+    # and evaluates its part of each set (ignite's metrics sum over the ranks).
+    shard = {"rank": rank, "world_size": world}
+    train_batches = TensorBatches(data.train, t.batch_size, shuffle=True, seed=t.seed, channels_last=t.channels_last, **shard)
+    eval_train = TensorBatches(data.train, t.eval_batch_size, channels_last=t.channels_last, **shard)
+    eval_val = TensorBatches(data.val, t.eval_batch_size, channels_last=t.channels_last, **shard)
     # Recipe options: the lr schedule and augmentation are functions of the iteration number.
     build_scheduler(cfg.optim, optimizer, len(train_batches), t.epochs, trainer)
-    attach_augmentation(trainer, build_augmenter(t.augment, cfg.data.dataset, t.seed))
+    attach_augmentation(trainer, build_augmenter(t.augment, cfg.data.dataset, distributed.rank_seed(t.seed)))
 
     history: list[dict] = []
     best = {"loss": float("inf"), "epoch": 0}
@@ -138,19 +146,19 @@ def train(cfg: Config, run_dir: str | Path | None = None, *, log: Callable[[str]
             raise RunDirError(f"{run.last} was trained on a different train/validation split; start a new --run-dir")
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
-        trainer.load_state_dict({**state["trainer"], "max_epochs": t.epochs})
+        trainer.load_state_dict({**distributed.resume_position(state["trainer"], len(train_batches)), "max_epochs": t.epochs})
         restore_rng_state(state["rng"])
         history = [dict(row) for row in state["history"]]
         best.update(loss=state["best"]["loss"], epoch=state["best"]["epoch"])
         resumed_from = trainer.state.iteration / len(train_batches)
         log(f"resuming {run.path} from epoch {resumed_from:g} (iteration {trainer.state.iteration})")
-    else:
+    elif distributed.is_main():  # only rank 0 writes files
         run.path.mkdir(parents=True, exist_ok=True)
         write_config(run, cfg, {"provenance": provenance(device)})
         write_split(run, data.train_indices, data.val_indices, cfg.data.split_seed)
 
     pbar = None
-    if t.progress:
+    if t.progress and distributed.is_main():
         from ignite.handlers import ProgressBar
 
         per_image = t.batch_size if t.loss_reduction == "sum" else 1
@@ -159,11 +167,13 @@ def train(cfg: Config, run_dir: str | Path | None = None, *, log: Callable[[str]
     say = pbar.log_message if pbar is not None else log
 
     def save_last() -> None:
+        if not distributed.is_main():
+            return
         save_checkpoint(run.last, make_payload(
             model, model_name=cfg.model.name, data_info=data.info.to_dict(), config=cfg.to_dict(),
             epoch=trainer.state.epoch, metrics=history[-1] if history else {}, kind="last",
             optimizer=optimizer.state_dict(),
-            trainer={"iteration": trainer.state.iteration, "epoch_length": len(train_batches)},
+            trainer={"iteration": trainer.state.iteration, "epoch_length": len(train_batches), "world_size": world},
             rng=capture_rng_state(),
             split={"train": data.train_indices.cpu(), "val": data.val_indices.cpu(), "seed": cfg.data.split_seed},
             best=dict(best),
@@ -191,14 +201,16 @@ def train(cfg: Config, run_dir: str | Path | None = None, *, log: Callable[[str]
         row["best"] = row["val_loss"] < best["loss"]  # NaN never counts as best
         if row["best"]:
             best.update(loss=row["val_loss"], epoch=epoch)
-            save_checkpoint(run.best, make_payload(
-                model, model_name=cfg.model.name, data_info=data.info.to_dict(), config=cfg.to_dict(),
-                epoch=epoch, metrics={k: v for k, v in row.items() if isinstance(v, float)},
-            ))
+            if distributed.is_main():
+                save_checkpoint(run.best, make_payload(
+                    model, model_name=cfg.model.name, data_info=data.info.to_dict(), config=cfg.to_dict(),
+                    epoch=epoch, metrics={k: v for k, v in row.items() if isinstance(v, float)},
+                ))
         row["epoch_time_s"] = round(time.perf_counter() - clock["start"], 3)
         history.append(row)
         save_last()
-        write_metrics(run, history)
+        if distributed.is_main():
+            write_metrics(run, history)
         say(format_epoch(row, t.epochs))
 
     if t.patience:  # early stopping on validation loss; after _end_epoch, which updates `best`
@@ -209,7 +221,7 @@ def train(cfg: Config, run_dir: str | Path | None = None, *, log: Callable[[str]
                 say(f"early stop: no better validation loss for {t.patience} epochs (best: epoch {best['epoch']})")
                 engine.terminate()
 
-    if t.tensorboard:  # registered after _end_epoch, so each epoch's metrics row already exists
+    if t.tensorboard and distributed.is_main():  # registered after _end_epoch, so each epoch's metrics row already exists
         from cnnlab.tracking import attach_tensorboard
 
         attach_tensorboard(trainer, model, optimizer, run.path / "tensorboard", history=history, train_cfg=t)
@@ -217,16 +229,18 @@ def train(cfg: Config, run_dir: str | Path | None = None, *, log: Callable[[str]
     with stop_on_signals(trainer) as stopped:
         if trainer.state.iteration < t.epochs * len(train_batches):
             trainer.run(train_batches, max_epochs=t.epochs)
-        if stopped:
+        if distributed.any_rank(bool(stopped)):  # every rank stops, even one that saw no signal
             save_last()
-            signame, code = stopped[0]
+            signame, code = stopped[0] if stopped else ("SIGTERM", 128 + signal.SIGTERM)
             raise Interrupted(
                 f"{signame}: stopped at epoch {trainer.state.epoch}, iteration {trainer.state.iteration}; "
                 f"saved {run.last}. Resume with: cnnlab train --resume {run.path}",
                 code,
             )
 
-    report = evaluate_checkpoint(run, data, device, batch_size=t.eval_batch_size)
+    # Rank 0 scores best.pt and writes the report; the other ranks get the same report object.
+    report = evaluate_checkpoint(run, data, device, batch_size=t.eval_batch_size) if distributed.is_main() else None
+    report = distributed.broadcast_object(report)
     return TrainResult(run, best["epoch"], best["loss"], history, report, time.perf_counter() - t0, int(resumed_from))
 
 
@@ -290,7 +304,7 @@ def stop_on_signals(trainer: Engine) -> Iterator[list[tuple[str, int]]]:
 
     @trainer.on(Events.ITERATION_COMPLETED)
     def _maybe_stop(engine: Engine) -> None:
-        if stopped:
+        if distributed.stop_agreed(bool(stopped), engine.state.iteration):
             engine.terminate()
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -351,5 +365,6 @@ def provenance(device: torch.device) -> dict:
         "platform": platform.platform(),
         "device": str(device),
         "threads": torch.get_num_threads(),
+        "world_size": distributed.world_size(),  # processes; the global batch is train.batch_size x world_size
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
