@@ -37,3 +37,13 @@ def test_disk_full_is_a_clear_error_naming_the_path(tmp_path, monkeypatch):
     assert str(target) in str(err.value) and "disk is full" in str(err.value)
     assert target.read_text().strip().endswith("}") and '"v": 1' in target.read_text()
     assert len(list(tmp_path.iterdir())) == 1
+
+
+def test_written_files_get_normal_permissions(tmp_path):
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    target = tmp_path / "index.html"
+    write_text(target, "<html></html>")
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's private 0600

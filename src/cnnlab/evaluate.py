@@ -68,7 +68,7 @@ def score(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> Tes
     }
     loss = float(F.cross_entropy(logits.float(), labels)) if len(labels) else math.nan
     return TestReport(
-        accuracy=float((preds == labels).float().mean()) if len(labels) else math.nan,
+        accuracy=float((preds == labels).double().mean()) if len(labels) else math.nan,
         loss=loss,
         classes=list(classes),
         text=text,

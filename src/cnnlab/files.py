@@ -21,6 +21,17 @@ from typing import IO, Any, Iterator, Sequence
 from cnnlab.errors import SaveError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; cnnlab's outputs (reports, figures, checkpoints) should get the
+# permissions any other new file gets, so a report can be shared or served.
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def _fsync_dir(folder: Path) -> None:
     # The rename itself is only durable once the directory entry is flushed.
     with contextlib.suppress(OSError):
@@ -47,6 +58,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
     tmp = Path(tmp_name)
     try:
         kwargs = {"encoding": "utf-8", "newline": ""} if mode == "w" else {}
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, mode, **kwargs) as fh:
             yield fh
             fh.flush()
