@@ -126,9 +126,11 @@ def train(**opts: Any) -> None:
             raise click.UsageError("--resume RUN_DIR and --run-dir name different folders; give only --resume")
         run_dir = opts["resume_dir"]
         changes = {"train.epochs": opts["epochs"], "train.device": opts["device"], "train.threads": opts["threads"],
-                   "data.data_dir": opts["data_dir"], "train.progress": False if opts["no_progress"] else None}
+                   "data.data_dir": opts["data_dir"], "train.progress": False if opts["no_progress"] else None,
+                   "train.tensorboard": True if opts.get("tensorboard") else None}
         fixed = [k for k, v in opts.items() if v not in (None, False) and k not in
-                 ("epochs", "device", "threads", "data_dir", "no_progress", "resume_dir", "run_dir", "nproc")]
+                 ("epochs", "device", "threads", "data_dir", "no_progress", "resume_dir", "run_dir", "nproc",
+                  "tensorboard")]
         if fixed:
             names = ", ".join("--" + k.replace("_", "-").replace("model-name", "model") for k in fixed)
             raise click.UsageError(f"--resume continues a run as it was configured; {names} cannot be changed")

@@ -59,7 +59,7 @@ METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr
 
 # Config keys that may differ when a run is resumed: they change how, not what, is computed.
 RESUMABLE_CHANGES = (
-    "train.epochs", "train.progress", "train.threads", "train.device", "train.eval_batch_size",
+    "train.epochs", "train.progress", "train.threads", "train.device", "train.eval_batch_size", "train.tensorboard",
     "data.data_dir", "data.download",
 )
 
