@@ -54,6 +54,7 @@ def main() -> None:
     cfg = cfg.override("train", epochs=args.epochs, threads=args.threads, device=args.device, progress=False,
                        train_eval=False)
     runs = []
+    commit = git_commit()  # the code that ran, not whatever is checked out when it ends
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-acc-") as tmp:
         for seed in args.seeds:
@@ -87,7 +88,7 @@ def main() -> None:
         "provenance": {
             "command": " ".join([Path(sys.executable).name, *sys.argv]),
             "cnnlab_version": __version__,
-            "git_commit": git_commit(),
+            "git_commit": commit,
             "torch": str(torch.__version__),
             "python": platform.python_version(),
             "platform": platform.platform(),
