@@ -79,8 +79,8 @@ class ExportResult:
         opset = f", opset {self.metadata['onnx_opset']}" if self.format == "onnx" else ""
         lines = [
             f"exported {self.format}{opset} to {self.path} ({self.size_bytes / 1024:.0f} KiB); "
-            f"input {self.metadata['input']['name']} {self.metadata['input']['shape']} float32 "
-            f"-> {self.metadata['output']['name']} [N, {len(self.metadata['classes'])}]",
+            f"input {self.metadata['input']['name']} [{', '.join(map(str, self.metadata['input']['shape']))}] "
+            f"float32 -> {self.metadata['output']['name']} [N, {len(self.metadata['classes'])}]",
             f"verified with {v.runtime} on {v.num_inputs} {v.inputs} (batch sizes {', '.join(map(str, v.batch_sizes))}): "
             f"largest |logit difference| {v.max_abs_logit_diff:.3g}, largest |probability difference| "
             f"{v.max_abs_prob_diff:.3g}, top-1 agrees on {v.top1_agree}/{v.num_inputs}",
