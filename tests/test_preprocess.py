@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 
@@ -298,6 +299,8 @@ def test_bad_paths(tmp_path):
         decode_image(tmp_path / "missing.png")
     with pytest.raises(ImageError, match="is a folder"):
         decode_image(tmp_path)
+    with pytest.raises(ImageError, match="not a regular file"):
+        decode_image("/dev/zero")
     link = tmp_path / "dangling.png"
     link.symlink_to(tmp_path / "gone.png")
     with pytest.raises(ImageError, match=f"{link}: no such file"):
@@ -307,3 +310,15 @@ def test_bad_paths(tmp_path):
 def test_fully_transparent_image_is_an_error():
     with pytest.raises(ImageError, match="fully transparent"):
         decode_image(encode(Image.new("RGBA", (20, 20), (0, 0, 0, 0)), "PNG"), name="clear.png")
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root can read any file")
+def test_unreadable_file_is_an_error(tmp_path):
+    path = tmp_path / "secret.png"
+    path.write_bytes(GOOD_PNG)
+    path.chmod(0)
+    try:
+        with pytest.raises(ImageError, match="secret.png: permission denied"):
+            decode_image(path)
+    finally:
+        path.chmod(0o644)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import stat
 import threading
 import warnings
 from pathlib import Path
@@ -148,11 +149,15 @@ def _read_file(path: Path, label: str) -> bytes:
     try:
         if path.is_dir():
             raise ImageError(f"{label}: is a folder, not an image file")
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise ImageError(f"{label}: the file is {size / 2**20:.0f} MiB, more than the "
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            # A FIFO or a device (/dev/zero) would block or never end.
+            raise ImageError(f"{label}: not a regular file")
+        if st.st_size > MAX_FILE_BYTES:
+            raise ImageError(f"{label}: the file is {st.st_size / 2**20:.0f} MiB, more than the "
                              f"{MAX_FILE_BYTES // 2**20} MiB accepted")
-        return path.read_bytes()
+        with path.open("rb") as fh:
+            return fh.read(MAX_FILE_BYTES + 1)  # a file growing while read is caught by the size check
     except ImageError:
         raise
     except FileNotFoundError:
