@@ -12,7 +12,6 @@ git commit, machine, threads, wall time).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics

@@ -174,7 +174,7 @@ def _update(section_obj: Any, values: Mapping[str, Any], section: str) -> Any:
 # --- recipes (TOML) ------------------------------------------------------------------------
 
 
-def recipe_dir() -> "Path":
+def recipe_dir():  # -> pathlib.Path
     """The folder of named recipes shipped with the package."""
     from pathlib import Path
 

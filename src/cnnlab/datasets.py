@@ -19,7 +19,6 @@ normalises inside the models, so mean/std are 0/1 here).
 """
 from __future__ import annotations
 
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable

@@ -11,8 +11,14 @@ Two tools from the lesson's first section:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cnnlab.errors import ConfigError
+
+if TYPE_CHECKING:  # torch is imported only where a model is summarised
+    import torch
+    import torch.nn as nn
 
 
 class ShapeError(ConfigError):
@@ -116,9 +122,6 @@ def pooling_example(values: list[list[float]] | None = None, kernel: int = 2) ->
 
 
 # --- model summary ----------------------------------------------------------------------------
-
-
-from dataclasses import dataclass  # noqa: E402
 
 
 @dataclass
