@@ -322,3 +322,20 @@ def test_unreadable_file_is_an_error(tmp_path):
             decode_image(path)
     finally:
         path.chmod(0o644)
+
+
+def test_read_errors_are_reported_even_as_root(tmp_path, monkeypatch):
+    import pathlib
+
+    path = tmp_path / "locked.png"
+    path.write_bytes(GOOD_PNG)
+    real_open = pathlib.Path.open
+
+    def refuse(self, *args, **kwargs):
+        if self.name == "locked.png":
+            raise PermissionError(13, "Permission denied")
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "open", refuse)
+    with pytest.raises(ImageError, match="locked.png: permission denied"):
+        decode_image(path)
