@@ -322,11 +322,12 @@ def test_worker_errors_are_printed_once(monkeypatch: pytest.MonkeyPatch, capsys:
     def fails(exc: Exception) -> None:
         raise exc
 
-    disagreement = distributed.DistributedError("the processes disagree about x")
+    disagreement = distributed.DisagreementError("the processes disagree about x")
     monkeypatch.setenv("RANK", "1")
     assert distributed.run_worker(fails, (disagreement,)) == 2
     assert distributed.run_worker(fails, (ConfigError("bad value"),)) == 2
-    assert capsys.readouterr().err == "error (rank 1): bad value\n"  # a rank's own error, not the shared one
+    assert distributed.run_worker(fails, (distributed.DistributedError("no GPU 3"),)) == 2
+    assert capsys.readouterr().err == "error (rank 1): bad value\nerror (rank 1): no GPU 3\n"  # its own errors only
     monkeypatch.setenv("RANK", "0")
     assert distributed.run_worker(fails, (disagreement,)) == 2
     assert capsys.readouterr().err == "error: the processes disagree about x\n"

@@ -32,7 +32,13 @@ TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
 
 class DistributedError(CnnlabError):
-    """Processes of one distributed run disagree, or the distributed setup is unusable."""
+    """The distributed setup is unusable, or the processes of one run disagree."""
+
+
+class DisagreementError(DistributedError):
+    """The processes of one run hold different values where they must agree."""
+
+    raised_on_every_rank = True  # so rank 0 alone reports it
 
 
 # --- where are we? -------------------------------------------------------------------------
@@ -228,7 +234,7 @@ def rank_seed(seed: int) -> int:
 
 
 def same_on_all_ranks(value: str, what: str, hint: str = "") -> None:
-    """Raise :class:`DistributedError` on every rank unless every rank holds the same ``value``.
+    """Raise :class:`DisagreementError` on every rank unless every rank holds the same ``value``.
 
     A collective call: every rank must reach it.
     """
@@ -239,7 +245,7 @@ def same_on_all_ranks(value: str, what: str, hint: str = "") -> None:
     values = idist.all_gather(value)
     odd = [r for r, v in enumerate(values) if v != values[0]]
     if odd:
-        raise DistributedError(
+        raise DisagreementError(
             f"the processes disagree about {what}: rank 0 has {values[0]!r}, rank {odd[0]} has {values[odd[0]]!r}"
             + (f"; {hint}" if hint else "")
         )
@@ -359,7 +365,7 @@ def run_worker(fn: Callable[..., Any], args: tuple) -> int:
         me = int(os.environ.get("RANK", "0"))
         if me == 0:
             print(f"error: {exc}", file=sys.stderr, flush=True)
-        elif not isinstance(exc, DistributedError):  # disagreements are raised identically on every rank
+        elif not getattr(exc, "raised_on_every_rank", False):  # e.g. a disagreement: rank 0 said it already
             print(f"error (rank {me}): {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
     finally:

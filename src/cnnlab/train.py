@@ -67,6 +67,8 @@ RESUMABLE_CHANGES = (
 class Interrupted(CnnlabError):
     """Training was stopped by SIGINT/SIGTERM after saving ``last.pt``."""
 
+    raised_on_every_rank = True  # distributed runs stop together: rank 0 alone reports it
+
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
@@ -231,6 +233,7 @@ def train(cfg: Config, run_dir: str | Path | None = None, *, log: Callable[[str]
             trainer.run(train_batches, max_epochs=t.epochs)
         if distributed.any_rank(bool(stopped)):  # every rank stops, even one that saw no signal
             save_last()
+            distributed.barrier()  # no rank exits (and gets its launcher to kill the rest) before last.pt is saved
             signame, code = stopped[0] if stopped else ("SIGTERM", 128 + signal.SIGTERM)
             raise Interrupted(
                 f"{signame}: stopped at epoch {trainer.state.epoch}, iteration {trainer.state.iteration}; "
