@@ -1,7 +1,6 @@
 """Export round trips: TorchScript and ONNX reproduce PyTorch, carry metadata, take any batch size."""
 from __future__ import annotations
 
-import io
 import json
 import warnings
 from pathlib import Path

@@ -124,7 +124,7 @@ def decode_image(
         raise ImageError(f"{label}: refused as a possible decompression bomb ({exc})") from None
     except UnidentifiedImageError:
         raise ImageError(f"{label}: not an image (or not one of the formats {', '.join(_format_names())})") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct_error()) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, _struct_error()) as exc:
         # Truncated data, broken chunks, bad headers: PIL raises a mix of these.
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "truncated" in reason.lower() or isinstance(exc, EOFError):
@@ -135,7 +135,7 @@ def decode_image(
     return to_standard_mode(img, label)
 
 
-def struct_error() -> type[Exception]:
+def _struct_error() -> type[Exception]:
     import struct
 
     return struct.error
