@@ -323,3 +323,17 @@ def test_real_mnist_test_digits_saved_as_png_predict_like_the_tensors(real_run, 
     assert torch.equal(from_files, probs.argmax(1))
     assert np.allclose([r.prediction.probs[0] for r in results], probs.max(1).values.numpy(), atol=1e-6)
     assert float((from_files == labels).float().mean()) > 0.7  # a real classifier (chance: 0.1)
+
+
+def test_cli_predict_keeps_input_order_and_reports_an_empty_folder(tiny_trained_run, folder, tmp_path):
+    out = tmp_path / "p.csv"
+    proc = run_cli("predict", str(tiny_trained_run), str(folder / "a.png"), str(tmp_path / "missing.png"),
+                   str(folder / "sub" / "c.png"), "-o", str(out))
+    assert proc.returncode == 1
+    rows = list(csv.DictReader(out.open()))
+    assert [Path(r["path"]).name for r in rows] == ["a.png", "missing.png", "c.png"]
+    assert rows[1]["error"] == "no such file" and rows[0]["label_1"] and rows[2]["label_1"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = run_cli("predict", str(tiny_trained_run), str(empty))
+    assert proc.returncode == 1 and f"error: no image files found in {empty}" in proc.stderr

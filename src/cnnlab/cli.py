@@ -268,6 +268,8 @@ def predict(model: str, inputs: tuple[str, ...], top_k: int, output: str | None,
     if save_preprocessed:
         summary += f"; network inputs in {save_preprocessed}/"
     click.echo(summary, err=True)
+    if not len(results):
+        click.echo(f"error: no image files found in {', '.join(inputs)}", err=True)
     if failed or not len(results):
         sys.exit(1)
 

@@ -208,6 +208,8 @@ class Predictor:
                 return self.to_input(Path(path), name=path)
             except ImageError as exc:
                 return str(exc)
+            except Exception as exc:  # noqa: BLE001 - one odd file must not end a run over thousands
+                return f"{path}: unexpected error while reading the image ({type(exc).__name__}: {exc})"
 
         pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
         try:
@@ -303,7 +305,7 @@ class FoundImages:
 def find_images(paths: Iterable[str | os.PathLike]) -> FoundImages:
     """Expand files and folders (recursively, sorted) into the list of files to predict.
 
-    Files named explicitly are always tried. Inside folders, hidden files are
+    Files named explicitly are always tried (a missing one fails when decoded). Inside folders, hidden files are
     ignored, and a file that is not an image by content is skipped quietly
     unless its name says it should be one (``.png``, ``.jpg``, ...): then it
     is an error, like a broken image.
@@ -324,12 +326,11 @@ def find_images(paths: Iterable[str | os.PathLike]) -> FoundImages:
                     files.append(s)
                 else:
                     skipped.append(s)
-        elif p.exists() or p.is_symlink():
-            if str(p) not in seen:
-                seen.add(str(p))
-                files.append(str(p))
-        else:
-            errors.append((str(p), "no such file or folder"))
+        elif str(p) not in seen:
+            # Named files are always tried, missing ones included: decoding reports the reason in
+            # its place, so results keep the order the user gave.
+            seen.add(str(p))
+            files.append(str(p))
     return FoundImages(files, errors, skipped)
 
 
