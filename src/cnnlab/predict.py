@@ -193,11 +193,6 @@ class Predictor:
         """
         found = find_images(paths)
         out = FileResults(skipped=found.skipped)
-        results: list[FileResult] = [FileResult(p, error=e) for p, e in found.errors]
-        out.results.extend(results)
-        if on_result:
-            for r in results:
-                on_result(r)
         workers = workers or min(4, os.cpu_count() or 1)
         chunk = chunk or max(self.batch_size, 64)
         save_dir = Path(save_preprocessed) if save_preprocessed else None
@@ -298,7 +293,6 @@ def stored_spec(payload: dict) -> dict:
 @dataclass
 class FoundImages:
     files: list[str]
-    errors: list[tuple[str, str]]
     skipped: list[str]
 
 
@@ -311,7 +305,6 @@ def find_images(paths: Iterable[str | os.PathLike]) -> FoundImages:
     is an error, like a broken image.
     """
     files: list[str] = []
-    errors: list[tuple[str, str]] = []
     skipped: list[str] = []
     seen: set[str] = set()
     for raw in paths:
@@ -331,7 +324,7 @@ def find_images(paths: Iterable[str | os.PathLike]) -> FoundImages:
             # its place, so results keep the order the user gave.
             seen.add(str(p))
             files.append(str(p))
-    return FoundImages(files, errors, skipped)
+    return FoundImages(files, skipped)
 
 
 def _walk(root: Path) -> Iterator[Path]:
