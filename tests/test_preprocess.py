@@ -339,3 +339,15 @@ def test_read_errors_are_reported_even_as_root(tmp_path, monkeypatch):
     monkeypatch.setattr(pathlib.Path, "open", refuse)
     with pytest.raises(ImageError, match="locked.png: permission denied"):
         decode_image(path)
+
+
+def test_pure_noise_is_a_clear_error_not_a_crash():
+    import numpy as np
+    from PIL import Image
+
+    from cnnlab.errors import ImageError
+    from cnnlab.preprocess import preprocess
+
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 300), dtype=np.uint8))
+    with pytest.raises(ImageError, match="no ink stands out"):
+        preprocess(noise, {"style": "mnist", "scale": 255.0})

@@ -352,6 +352,8 @@ def mnist_pixels(gray: np.ndarray, size: int = MNIST_SIZE, *, passthrough: bool 
     mad = float(np.median(np.abs(border - background)))
     threshold = background + max(5.0 * 1.4826 * mad, NOISE_FLOOR * contrast)
     ink = a > threshold
+    if not ink.any():
+        raise ImageError("no ink stands out from the background noise (is this a digit?)")
 
     # 2. Background to 0 and the ink stretched to full contrast (a pencil scan becomes MNIST-like).
     a = np.where(ink, (a - background) * (255.0 / contrast), 0.0).astype(np.float32)
