@@ -368,6 +368,15 @@ def run_worker(fn: Callable[..., Any], args: tuple) -> int:
         elif not getattr(exc, "raised_on_every_rank", False):  # e.g. a disagreement: rank 0 said it already
             print(f"error (rank {me}): {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
+    except torch.distributed.DistError as exc:  # another process died, or the network failed
+        me = int(os.environ.get("RANK", "0"))
+        print(
+            f"error (rank {me}): lost contact with the other processes ({_first_line(exc)[:200]}); "
+            "last.pt holds the last finished epoch: the same command resumes from it "
+            "(torchrun --max-restarts does so by itself)",
+            file=sys.stderr, flush=True,
+        )
+        return 1
     finally:
         with contextlib.suppress(Exception):
             finalize()
