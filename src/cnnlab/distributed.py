@@ -368,7 +368,9 @@ def run_worker(fn: Callable[..., Any], args: tuple) -> int:
         elif not getattr(exc, "raised_on_every_rank", False):  # e.g. a disagreement: rank 0 said it already
             print(f"error (rank {me}): {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
-    except torch.distributed.DistError as exc:  # another process died, or the network failed
+    except RuntimeError as exc:
+        if not _lost_peer(exc):
+            raise
         me = int(os.environ.get("RANK", "0"))
         print(
             f"error (rank {me}): lost contact with the other processes ({_first_line(exc)[:200]}); "
@@ -380,6 +382,15 @@ def run_worker(fn: Callable[..., Any], args: tuple) -> int:
     finally:
         with contextlib.suppress(Exception):
             finalize()
+
+
+# How gloo/NCCL report a process that died (the error reaches Python as a plain RuntimeError
+# from inside backward(), so the type alone does not tell).
+PEER_LOST = ("remote worker", "Connection reset by peer", "Connection closed by peer", "Broken pipe")
+
+
+def _lost_peer(exc: BaseException) -> bool:
+    return isinstance(exc, torch.distributed.DistError) or any(m in str(exc) for m in PEER_LOST)
 
 
 def spawn(fn: Callable[..., Any], *args: Any, nproc: int) -> int:
