@@ -28,10 +28,13 @@ from cnnlab import distributed
 from cnnlab.config import Config
 from cnnlab.errors import ConfigError, RunDirError
 
-pytestmark = pytest.mark.skipif(
-    not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
-    reason="this PyTorch build has no gloo backend",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+        reason="this PyTorch build has no gloo backend",
+    ),
+    pytest.mark.timeout(300),  # a sandbox that silently drops loopback connections must not hang CI
+]
 
 EPOCHS = 2
 GLOO_FAILURES = ("could not join the gloo process group", "RendezvousConnectionError", "Address already in use")
