@@ -358,6 +358,7 @@ def launch(fn: Callable[..., Any], *args: Any, nproc: int | None = None) -> int:
 
 def run_worker(fn: Callable[..., Any], args: tuple) -> int:
     """One distributed worker: run, report a user error once, leave the group, return the exit code."""
+    leave = True
     try:
         fn(*args)
         return 0
@@ -371,6 +372,7 @@ def run_worker(fn: Callable[..., Any], args: tuple) -> int:
     except RuntimeError as exc:
         if not _lost_peer(exc):
             raise
+        leave = False  # tearing down a group with a dead member can block (NCCL); the process exits anyway
         me = int(os.environ.get("RANK", "0"))
         print(
             f"error (rank {me}): lost contact with the other processes ({_first_line(exc)[:200]}); "
@@ -380,8 +382,9 @@ def run_worker(fn: Callable[..., Any], args: tuple) -> int:
         )
         return 1
     finally:
-        with contextlib.suppress(Exception):
-            finalize()
+        if leave:
+            with contextlib.suppress(Exception):
+                finalize()
 
 
 # How gloo/NCCL report a process that died (the error reaches Python as a plain RuntimeError
