@@ -12,6 +12,7 @@ git commit, machine, threads, wall time).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -37,17 +38,54 @@ def git_commit() -> str | None:
         return None
 
 
+def summarize(accs: list[float]) -> dict:
+    return {
+        "mean": statistics.fmean(accs),
+        "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+        "min": min(accs),
+        "max": max(accs),
+        "n": len(accs),
+    }
+
+
+def combine(paths: list[str], out_path: str) -> None:
+    """One summary over the runs of several result files (refused unless their configs match, seeds aside)."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    first = parts[0]
+    for p, part in zip(paths[1:], parts[1:]):
+        if part["config"] != first["config"] or part["recipe"] != first["recipe"]:
+            raise SystemExit(f"{p} ran another recipe/config than {paths[0]}; not combining")
+    runs = sorted((r for part in parts for r in part["runs"]), key=lambda r: r["seed"])
+    seeds = [r["seed"] for r in runs]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"seeds repeat across the files: {seeds}")
+    summary = summarize([r["test_accuracy"] for r in runs])
+    out = {**first, "summary": summary, "runs": runs,
+           "combined_from": [{"file": p, "provenance": part["provenance"]} for p, part in zip(paths, parts)]}
+    out.pop("provenance", None)
+    write_json(out_path, out)
+    print(f"{first['recipe']}: test accuracy {summary['mean']:.4%} +- {summary['std']:.4%} (std over {len(runs)} "
+          f"seeds {seeds}; min {summary['min']:.4%}, max {summary['max']:.4%}) -> {out_path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", default="mnist-smallcnn")
-    ap.add_argument("--data-dir", required=True)
+    ap.add_argument("--data-dir", help="the folder holding MNIST/raw (required unless --combine)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
     ap.add_argument("--threads", type=int, default=1,
                     help="CPU threads per run (1 is fastest on a shared 2-core machine: no oversubscription)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default="benchmarks/results/accuracy.json")
+    ap.add_argument("--combine", nargs="+", metavar="JSON", default=None,
+                    help="instead of training, merge result files of the same recipe and config (other seeds)")
     args = ap.parse_args()
+    if args.combine:
+        combine(args.combine, args.out)
+        return
+    if not args.data_dir:
+        ap.error("--data-dir is required")
 
     cfg = load_recipe(args.recipe).override("data", data_dir=args.data_dir, download=False)
     cfg = cfg.override("train", epochs=args.epochs, threads=args.threads, device=args.device, progress=False,
@@ -71,13 +109,7 @@ def main() -> None:
             })
             print(f"seed {seed}: test accuracy {result.test.accuracy:.4%} ({runs[-1]['seconds']}s)", flush=True)
     accs = [r["test_accuracy"] for r in runs]
-    summary = {
-        "mean": statistics.fmean(accs),
-        "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-        "min": min(accs),
-        "max": max(accs),
-        "n": len(accs),
-    }
+    summary = summarize(accs)
     out = {
         "benchmark": "test accuracy over seeds",
         "recipe": args.recipe,
