@@ -49,7 +49,7 @@ def cli() -> None:
 @click.option("--model", "model_name", default=None, help="Model name (see `cnnlab models`).  [default: lenet5]")
 @click.option("--epochs", type=int, default=None, help="Training epochs.  [default: 5]")
 @click.option("--batch-size", type=int, default=None, help="Training batch size.  [default: 32]")
-@click.option("--eval-batch-size", type=int, default=None, help="Evaluation batch size (speed only).  [default: 1000]")
+@click.option("--eval-batch-size", type=int, default=None, help="Evaluation batch size (speed only).  [default: 500]")
 @click.option("--lr", type=float, default=None, help="Learning rate.  [default: 0.001]")
 @click.option("--optimizer", type=click.Choice(["adam", "adamw", "sgd"]), default=None, help="Optimizer.  [default: adam]")
 @click.option("--weight-decay", type=float, default=None, help="Weight decay.  [default: 0]")
@@ -58,7 +58,7 @@ def cli() -> None:
 @click.option("--val-size", type=int, default=None, help="Validation images held out of the training set.  [default: 10000]")
 @click.option("--subset", type=int, default=None, help="Train on only the first N training images (quick tries).")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N.  [default: auto]")
-@click.option("--threads", type=int, default=None, help="CPU threads.  [default: all cores, at most 8]")
+@click.option("--threads", type=int, default=None, help="CPU threads.  [default: 1 on machines with <= 2 cores, else all cores up to 8]")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Dataset folder.  [default: $CNNLAB_DATA_DIR, else ~/.cache/cnnlab/data]")
 @click.option("--run-dir", type=click.Path(file_okay=False), default=None,

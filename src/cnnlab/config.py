@@ -52,7 +52,7 @@ class OptimConfig:
 class TrainConfig:
     epochs: int = 5
     batch_size: int = 32
-    eval_batch_size: int = 1000  # evaluation batch size changes speed only, never the metrics
+    eval_batch_size: int = 500  # evaluation batch size changes speed only, never the metrics
     seed: int = 0  # model init and shuffling; the split has its own seed
     loss_reduction: str = "sum"  # the lesson's CrossEntropyLoss(reduction="sum")
     label_smoothing: float = 0.0  # training loss only; validation/test loss stay plain cross-entropy

@@ -8,6 +8,7 @@ reaches the weights, and the step returns a Python float for the progress bar.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Callable, Iterable
 
 import torch
@@ -29,28 +30,31 @@ def resolve_device(name: str) -> torch.device:
 
 
 def default_threads() -> int:
-    """Intra-op threads: all cores, up to 8.
+    """Intra-op threads: 1 on machines with 2 cores or fewer, else all cores up to 8.
 
-    LeNet-sized layers gain nothing from more threads than that, and on a
-    shared 2-core machine the default (every core) is also the fastest
-    (measured in benchmarks/README.md).
+    On a shared 2-core machine two OpenMP threads spin-wait for each other
+    whenever anything else runs: a batch-32 LeNet step then takes 40-100 ms
+    instead of 4-5 ms with one thread (benchmarks/README.md, "Threads"). On a
+    quiet machine one thread costs little at these layer sizes. Beyond 8
+    threads LeNet-sized layers gain nothing.
     """
-    return max(1, min(8, torch.get_num_threads()))
+    cores = os.cpu_count() or 1
+    return 1 if cores <= 2 else min(8, cores)
 
 
 def build_optimizer(cfg: OptimConfig, params: Iterable[torch.nn.Parameter], device: torch.device) -> torch.optim.Optimizer:
     """Adam (the lesson's), AdamW or SGD with momentum/Nesterov."""
     params = list(params)
-    # The single-tensor loop is the slow path on CPU; the foreach kernels compute the same update
-    # with one call per step instead of one per parameter tensor.
-    fast = {"foreach": True}
+    # The single-tensor loop is the slow path on CPU; fused (Adam/AdamW) and foreach (SGD) kernels
+    # compute the same update with one call per step instead of one per parameter tensor.
     if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fast)
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fast)
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     if cfg.name == "sgd":
         return torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay, **fast
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay,
+            foreach=True,
         )
     raise ConfigError(f"unknown optimizer {cfg.name!r}; available: adam, adamw, sgd")
 
