@@ -135,3 +135,30 @@ def test_channels_and_size_flow_to_the_model(tmp_path):
     assert payload["model"]["in_channels"] == 3 and payload["model"]["image_size"] == 16
     assert payload["data"]["classes"] == ["cat", "dog"]
     assert payload["data"]["preprocess"]["style"] == "resize"
+
+
+def test_schedule_and_augmentation_resume_bit_exactly(tiny_config, tmp_path):
+    """The lr schedule and the augmentation are functions of the iteration: a resumed run matches."""
+    import torch
+
+    from cnnlab.checkpoint import load_checkpoint
+    from cnnlab.train import train
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_first_epoch(line: str) -> None:
+        if line.startswith("epoch 1/"):
+            raise Crash(line)
+
+    cfg = tiny_config.override("optim", schedule="onecycle", lr=0.003).override(
+        "train", epochs=2, augment="affine", label_smoothing=0.1, train_eval=False)
+    full = train(cfg, tmp_path / "full", log=lambda s: None)
+    with pytest.raises(Crash):
+        train(cfg, tmp_path / "resumed", log=crash_after_first_epoch)
+    resumed = train(cfg, tmp_path / "resumed", log=lambda s: None)
+    assert resumed.resumed_from == 1
+    a = load_checkpoint(tmp_path / "full" / "last.pt")["state_dict"]
+    b = load_checkpoint(tmp_path / "resumed" / "last.pt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["lr"] for r in resumed.history] == [r["lr"] for r in full.history]
