@@ -9,6 +9,7 @@ the repeats are reported; every raw measurement is kept in the JSON.
     python benchmarks/bench.py fast       --data-dir ../shared/data --seeds 5
     python benchmarks/bench.py flops
     python benchmarks/bench.py throughput --data-dir ../shared/data
+    python benchmarks/bench.py threads    --data-dir ../shared/data
 
 Each prints a table and writes benchmarks/results/<name>.json with provenance.
 """
@@ -293,10 +294,62 @@ def bench_throughput(a: argparse.Namespace) -> None:
     print(f"results: {save(a.name or 'throughput', result)}")
 
 
+def bench_threads(a: argparse.Namespace) -> None:
+    """Batch-32 LeNet-5 training steps and evaluation with 1 vs 2 (..) threads, interleaved in one process."""
+    import torch
+    import torch.nn as nn
+
+    from cnnlab.config import OptimConfig
+    from cnnlab.data import TensorBatches, load_mnist
+    from cnnlab.engine import build_optimizer
+    from cnnlab.models import create_model
+
+    pool = load_mnist(a.data_dir, train=True, download=False)
+    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+
+    def steps(threads: int, n: int = 300) -> float:
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        model = create_model("lenet5").to(memory_format=torch.channels_last)
+        opt = build_optimizer(OptimConfig(), model.parameters(), torch.device("cpu"))
+        it = iter(TensorBatches(pool, 32, shuffle=True, channels_last=True))
+        t0 = 0.0
+        for i in range(n + 20):
+            if i == 20:
+                t0 = time.perf_counter()
+            x, y = next(it)
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), y)
+            loss.item()
+            loss.backward()
+            opt.step()
+        return (time.perf_counter() - t0) / n * 1e3
+
+    def evaluate(threads: int, n: int = 20_000) -> float:
+        torch.set_num_threads(threads)
+        model = create_model("lenet5").eval().to(memory_format=torch.channels_last)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for x, _ in TensorBatches(pool.subset(range(n)), 500, channels_last=True):
+                model(x)
+        return (time.perf_counter() - t0) / n * 1e6
+
+    counts = sorted({1, 2, os.cpu_count() or 1})
+    raw: dict[str, list[float]] = {}
+    for _ in range(a.repeats):
+        for th in counts:
+            raw.setdefault(f"train_ms_per_step_{th}t", []).append(steps(th))
+            raw.setdefault(f"eval_us_per_image_{th}t", []).append(evaluate(th))
+    for k, v in raw.items():
+        print(f"{k:26s} median {median(v):8.2f}   runs {[round(x, 2) for x in v]}")
+    print(f"results: {save(a.name or 'threads', {'raw': raw, 'median': {k: median(v) for k, v in raw.items()}})}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="bench", required=True)
-    for name, fn in (("lesson", bench_lesson), ("fast", bench_fast), ("flops", bench_flops), ("throughput", bench_throughput)):
+    for name, fn in (("lesson", bench_lesson), ("fast", bench_fast), ("flops", bench_flops), ("throughput", bench_throughput),
+                     ("threads", bench_threads)):
         s = sub.add_parser(name, help=fn.__doc__)
         s.set_defaults(fn=fn)
         s.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
@@ -306,6 +359,7 @@ def main() -> None:
     sub.choices["lesson"].add_argument("--epochs", type=int, default=5)
     sub.choices["fast"].add_argument("--seeds", type=int, default=5)
     sub.choices["flops"].add_argument("--batch", type=int, default=256)
+    sub.choices["threads"].add_argument("--repeats", type=int, default=3)
     a = p.parse_args()
     a.fn(a)
 
