@@ -1,40 +1,18 @@
 """The analysis report (RUN/analysis/index.html) renders in a real browser: headless Chromium.
 
-Uses Debian's ``chromium`` and ``chromium-driver`` through Selenium. Without them
-the test skips with the reason, unless ``$CNNLAB_REQUIRE_BROWSER`` is set (CI sets
-it once it has installed them), where it fails instead. Set
+See tests/browser.py for how Chromium is found (and when the test skips). Set
 ``$CNNLAB_SCREENSHOT_DIR`` to keep the screenshot.
 """
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-
-def _missing(reason: str) -> None:
-    if os.environ.get("CNNLAB_REQUIRE_BROWSER"):
-        pytest.fail(f"browser test required ($CNNLAB_REQUIRE_BROWSER) but {reason}")
-    pytest.skip(reason)
-
-
-def _find_browser() -> tuple[str, str]:
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        _missing("selenium is not installed (pip install -e '.[dev]')")
-    browser = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
-    driver = shutil.which("chromedriver") or next(
-        (p for p in ("/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver") if os.path.exists(p)), None)
-    if browser is None or driver is None:
-        _missing("Debian's chromium and chromium-driver are not installed "
-                 "(apt-get install -y --no-install-recommends chromium chromium-driver)")
-    return browser, driver
+from browser import headless_chromium
 
 
 @pytest.fixture(scope="module")
@@ -52,27 +30,7 @@ def report(tiny_mnist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def browser():
-    chromium, chromedriver = _find_browser()
-    from selenium import webdriver
-    from selenium.common.exceptions import WebDriverException
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="cnnlab-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
-                 f"--user-data-dir={profile}", "--window-size=1280,2000"):
-        options.add_argument(flag)
-    try:
-        driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
-    except WebDriverException as exc:
-        shutil.rmtree(profile, ignore_errors=True)
-        _missing(f"chromium did not start: {str(exc).strip().splitlines()[0]}")
-    driver.set_page_load_timeout(60)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
+    yield from headless_chromium("1280,2000")
 
 
 def test_html_report_renders_with_all_images_in_headless_chromium(report: Path, browser, tmp_path):

@@ -21,24 +21,11 @@ from conftest import synthetic_digits  # noqa: E402
 MAX_BYTES = 64 * 1024
 
 
-@pytest.fixture(scope="session")
-def served_run(tiny_mnist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run trained for 2 epochs on the tiny synthetic MNIST (a few seconds)."""
-    from cnnlab.config import Config
-    from cnnlab.train import train
-
-    cfg = Config().override("data", data_dir=str(tiny_mnist), val_size=100, download=False)
-    cfg = cfg.override("train", epochs=2, progress=False, threads=1)
-    run = tmp_path_factory.mktemp("serve") / "run"
-    train(cfg, run, log=lambda line: None)
-    return run
-
-
 @pytest.fixture(scope="module")
-def predictor(served_run: Path):
+def predictor(tiny_trained_run: Path):
     from cnnlab.predict import load
 
-    return load(served_run)
+    return load(tiny_trained_run)
 
 
 @pytest.fixture(scope="module")
@@ -203,11 +190,11 @@ def test_page_static_files_and_openapi(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
 
 
-def test_requests_write_nothing_to_disk(predictor, served_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_requests_write_nothing_to_disk(predictor, tiny_trained_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from cnnlab.serve import create_app
 
     monkeypatch.chdir(tmp_path)
-    before = sorted(p for p in served_run.rglob("*"))
+    before = sorted(p for p in tiny_trained_run.rglob("*"))
     with TestClient(create_app(predictor)) as c:  # default 5 MiB limit: a 2 MiB part is spooled by Starlette
         pixels = np.random.default_rng(0).integers(0, 40, (900, 900, 3), dtype=np.uint8)  # noise: PNG cannot shrink it
         pixels[300:400, 150:750] = 255  # and a bright bar, like the synthetic digits
@@ -215,7 +202,7 @@ def test_requests_write_nothing_to_disk(predictor, served_run: Path, tmp_path: P
         assert len(big_png) > 1024 * 1024
         assert c.post("/api/predict", files={"file": ("big.png", big_png, "image/png")}).status_code == 200
         assert c.post("/api/predict", content=png_bytes(digit_image(0)), headers={"Content-Type": "image/png"}).status_code == 200
-    assert sorted(p for p in served_run.rglob("*")) == before
+    assert sorted(p for p in tiny_trained_run.rglob("*")) == before
     assert list(tmp_path.iterdir()) == []
 
 

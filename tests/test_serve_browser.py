@@ -1,19 +1,16 @@
 """End to end: headless Chromium draws a digit on the `cnnlab serve` page and reads the prediction.
 
-Uses Debian's ``chromium`` and ``chromium-driver`` through Selenium. Without them
-the test skips with the reason, unless ``$CNNLAB_REQUIRE_BROWSER`` is set (CI sets
-it once it has installed them), where it fails instead.
+See tests/browser.py for how Chromium is found (and when the test skips).
 """
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from browser import headless_chromium
 from conftest import synthetic_digits
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install -e '.[serve]'")
@@ -21,61 +18,9 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed: pip ins
 SCREENSHOT_ENV = "CNNLAB_SCREENSHOT_DIR"  # set it to keep the screenshot after the test
 
 
-def _missing(reason: str) -> None:
-    if os.environ.get("CNNLAB_REQUIRE_BROWSER"):
-        pytest.fail(f"browser test required ($CNNLAB_REQUIRE_BROWSER) but {reason}")
-    pytest.skip(reason)
-
-
-def _find_browser() -> tuple[str, str]:
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        _missing("selenium is not installed (pip install -e '.[dev]')")
-    browser = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
-    driver = shutil.which("chromedriver") or next(
-        (p for p in ("/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver") if os.path.exists(p)), None)
-    if browser is None or driver is None:
-        _missing("Debian's chromium and chromium-driver are not installed "
-                 "(apt-get install -y --no-install-recommends chromium chromium-driver)")
-    return browser, driver
-
-
-@pytest.fixture(scope="module")
-def served_run(tiny_mnist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from cnnlab.config import Config
-    from cnnlab.train import train
-
-    cfg = Config().override("data", data_dir=str(tiny_mnist), val_size=100, download=False)
-    cfg = cfg.override("train", epochs=2, progress=False, threads=1)
-    run = tmp_path_factory.mktemp("serve-browser") / "run"
-    train(cfg, run, log=lambda line: None)
-    return run
-
-
 @pytest.fixture
 def browser():
-    chromium, chromedriver = _find_browser()
-    from selenium import webdriver
-    from selenium.common.exceptions import WebDriverException
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="cnnlab-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
-                 f"--user-data-dir={profile}", "--window-size=900,640"):
-        options.add_argument(flag)
-    try:
-        driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
-    except WebDriverException as exc:
-        shutil.rmtree(profile, ignore_errors=True)
-        _missing(f"chromium did not start: {str(exc).strip().splitlines()[0]}")
-    driver.set_page_load_timeout(60)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
+    yield from headless_chromium("900,640")
 
 
 def _wait_for_prediction(driver, count: int, timeout: float = 60) -> str:
@@ -98,7 +43,7 @@ def _stroke(actions, canvas, points: list[tuple[int, int]]) -> None:
     actions.release().perform()
 
 
-def test_draw_a_digit_and_see_the_prediction(browser, served_run: Path, tmp_path: Path) -> None:
+def test_draw_a_digit_and_see_the_prediction(browser, tiny_trained_run: Path, tmp_path: Path) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.actions.action_builder import ActionBuilder
     from selenium.webdriver.common.actions.pointer_input import PointerInput
@@ -108,7 +53,7 @@ def test_draw_a_digit_and_see_the_prediction(browser, served_run: Path, tmp_path
     from cnnlab.serve import BackgroundServer, create_app
 
     classes = [str(i) for i in range(10)]
-    with BackgroundServer(create_app(served_run)) as server:
+    with BackgroundServer(create_app(tiny_trained_run)) as server:
         browser.get(server.url + "/")
         WebDriverWait(browser, 30).until(lambda d: "loading" not in d.find_element("id", "model-info").text)
         canvas = browser.find_element("id", "pad")
