@@ -59,10 +59,10 @@ def provenance() -> dict:
     }
 
 
-def run_json_lines(cmd: list[str], timeout: float = 3600) -> tuple[float, list[dict], str]:
+def run_json_lines(cmd: list[str], timeout: float = 3600, env: dict | None = None) -> tuple[float, list[dict], str]:
     """Run a command; return (wall seconds, JSON objects it printed, stderr tail)."""
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}")
@@ -77,13 +77,15 @@ def run_json_lines(cmd: list[str], timeout: float = 3600) -> tuple[float, list[d
     return wall, objs, proc.stderr[-500:]
 
 
-def reference(data_dir: str, epochs: int, *, no_train_eval: bool = False) -> dict:
+def reference(data_dir: str, epochs: int, *, no_train_eval: bool = False, threads: int | None = None) -> dict:
+    """Run the lesson's script unchanged; ``threads`` only sets OMP_NUM_THREADS in its environment."""
     if not REFERENCE.exists():
         raise SystemExit(f"the reference {REFERENCE} is missing")
     cmd = [sys.executable, str(REFERENCE), "--data-dir", data_dir, "--epochs", str(epochs)]
     if no_train_eval:
         cmd.append("--no-train-eval")
-    wall, objs, _ = run_json_lines(cmd)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
+    wall, objs, _ = run_json_lines(cmd, env=env)
     summary = next(o for o in objs if o.get("summary"))
     epochs_ = [o for o in objs if "epoch" in o and not o.get("summary")]
     return {"wall_s": wall, "inner_s": summary["total_s"], "test_acc": summary["test_acc"],
@@ -134,35 +136,47 @@ def save(name: str, result: dict) -> Path:
 
 
 def bench_lesson(a: argparse.Namespace) -> None:
-    """The lesson's exact recipe (5 epochs, train+val eval every epoch, test report): ours vs the reference."""
+    """The lesson's exact recipe (5 epochs, train+val eval every epoch, test report): ours vs the reference.
+
+    The reference runs as written (torch's default threads: every core). With
+    ``--ref-1thread`` it also runs with OMP_NUM_THREADS=1, to show how much of the
+    speed-up is cnnlab's code and how much its thread choice.
+    """
+    who_all = ["ref", "ours"] + (["ref1t"] if a.ref_1thread else [])
     pairs = []
     for i in range(a.repeats):
-        order = ["ref", "ours"] if i % 2 == 0 else ["ours", "ref"]
-        pair = {}
+        order = who_all[i % len(who_all):] + who_all[: i % len(who_all)]
+        pair: dict = {"loadavg_before": os.getloadavg()[0]}
         for who in order:
-            pair[who] = reference(a.data_dir, a.epochs) if who == "ref" else cnnlab(a.data_dir, train={"epochs": a.epochs})
-            print(f"  repeat {i + 1} {who:4s}: wall {pair[who]['wall_s']:.1f}s  test acc {pair[who]['test_acc']:.4f}", flush=True)
-        pair["ratio_wall"] = pair["ref"]["wall_s"] / pair["ours"]["wall_s"]
-        pair["ratio_inner"] = pair["ref"]["inner_s"] / pair["ours"]["inner_s"]
+            if who == "ours":
+                pair[who] = cnnlab(a.data_dir, train={"epochs": a.epochs})
+            else:
+                pair[who] = reference(a.data_dir, a.epochs, threads=1 if who == "ref1t" else None)
+            print(f"  repeat {i + 1} {who:5s}: wall {pair[who]['wall_s']:.1f}s  in-process {pair[who]['inner_s']:.1f}s  "
+                  f"test acc {pair[who]['test_acc']:.4f}  (load {os.getloadavg()[0]:.1f})", flush=True)
+        for who in [w for w in who_all if w != "ours"]:
+            pair[f"ratio_wall_{who}"] = pair[who]["wall_s"] / pair["ours"]["wall_s"]
+            pair[f"ratio_inner_{who}"] = pair[who]["inner_s"] / pair["ours"]["inner_s"]
         pairs.append(pair)
-    summary = {
-        "ref_wall_s": median([p["ref"]["wall_s"] for p in pairs]),
-        "ours_wall_s": median([p["ours"]["wall_s"] for p in pairs]),
-        "speedup_wall": median([p["ratio_wall"] for p in pairs]),
-        "speedup_in_process": median([p["ratio_inner"] for p in pairs]),
-        "ref_test_acc": [p["ref"]["test_acc"] for p in pairs],
-        "ours_test_acc": [p["ours"]["test_acc"] for p in pairs],
-        "ref_val_acc": [p["ref"]["val_acc"] for p in pairs],
-        "ours_val_acc": [p["ours"]["val_acc"] for p in pairs],
-    }
+    summary: dict = {}
+    for who in who_all:
+        summary[f"{who}_wall_s"] = median([p[who]["wall_s"] for p in pairs])
+        summary[f"{who}_test_acc"] = [p[who]["test_acc"] for p in pairs]
+        summary[f"{who}_val_acc"] = [p[who]["val_acc"] for p in pairs]
+        if who != "ours":
+            summary[f"speedup_wall_vs_{who}"] = median([p[f"ratio_wall_{who}"] for p in pairs])
+            summary[f"speedup_in_process_vs_{who}"] = median([p[f"ratio_inner_{who}"] for p in pairs])
+    names = {"ref": "reference", "ref1t": "reference 1 thr", "ours": "cnnlab"}
     print()
     print(f"lesson recipe, {a.epochs} epochs, {a.repeats} interleaved repeats (median)")
-    print(f"{'':22s}{'reference':>14s}{'cnnlab':>14s}")
-    print(f"{'wall time (s)':22s}{summary['ref_wall_s']:14.1f}{summary['ours_wall_s']:14.1f}")
-    print(f"{'test accuracy':22s}{median(summary['ref_test_acc']):14.4f}{median(summary['ours_test_acc']):14.4f}")
-    print(f"{'final val accuracy':22s}{median(summary['ref_val_acc']):14.4f}{median(summary['ours_val_acc']):14.4f}")
-    print(f"speed-up: {summary['speedup_wall']:.2f}x end to end (process wall), "
-          f"{summary['speedup_in_process']:.2f}x in-process (after imports)")
+    print(f"{'':22s}" + "".join(f"{names[w]:>17s}" for w in who_all))
+    print(f"{'wall time (s)':22s}" + "".join(f"{summary[w + '_wall_s']:17.1f}" for w in who_all))
+    print(f"{'test accuracy':22s}" + "".join(f"{median(summary[w + '_test_acc']):17.4f}" for w in who_all))
+    print(f"{'final val accuracy':22s}" + "".join(f"{median(summary[w + '_val_acc']):17.4f}" for w in who_all))
+    for who in who_all:
+        if who != "ours":
+            print(f"speed-up vs {names[who]}: {summary['speedup_wall_vs_' + who]:.2f}x end to end (process wall), "
+                  f"{summary['speedup_in_process_vs_' + who]:.2f}x in-process (after imports)")
     print(f"results: {save(a.name or 'lesson', {'summary': summary, 'pairs': pairs})}")
 
 
@@ -357,6 +371,8 @@ def main() -> None:
         s.add_argument("--threads", type=int, default=None)
     sub.choices["lesson"].add_argument("--repeats", type=int, default=3)
     sub.choices["lesson"].add_argument("--epochs", type=int, default=5)
+    sub.choices["lesson"].add_argument("--ref-1thread", action="store_true",
+                                       help="also run the reference with OMP_NUM_THREADS=1")
     sub.choices["fast"].add_argument("--seeds", type=int, default=5)
     sub.choices["flops"].add_argument("--batch", type=int, default=256)
     sub.choices["threads"].add_argument("--repeats", type=int, default=3)
