@@ -10,6 +10,7 @@ the repeats are reported; every raw measurement is kept in the JSON.
     python benchmarks/bench.py flops
     python benchmarks/bench.py throughput --data-dir ../shared/data
     python benchmarks/bench.py threads    --data-dir ../shared/data
+    python benchmarks/bench.py profile    --data-dir ../shared/data
 
 Each prints a table and writes benchmarks/results/<name>.json with provenance.
 """
@@ -359,11 +360,53 @@ def bench_threads(a: argparse.Namespace) -> None:
     print(f"results: {save(a.name or 'threads', {'raw': raw, 'median': {k: median(v) for k, v in raw.items()}})}")
 
 
+def bench_profile(a: argparse.Namespace) -> None:
+    """Where a batch-32 LeNet-5 training step spends its time (torch.profiler, self CPU time per op)."""
+    import torch
+    import torch.nn as nn
+    from torch.profiler import ProfilerActivity, profile
+
+    from cnnlab.config import OptimConfig
+    from cnnlab.data import TensorBatches, load_mnist
+    from cnnlab.engine import build_optimizer, default_threads
+    from cnnlab.models import create_model
+
+    torch.set_num_threads(a.threads or default_threads())
+    pool = load_mnist(a.data_dir, train=True, download=False)
+    model = create_model("lenet5").to(memory_format=torch.channels_last)
+    opt = build_optimizer(OptimConfig(), model.parameters(), torch.device("cpu"))
+    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    it = iter(TensorBatches(pool, 32, shuffle=True, channels_last=True))
+
+    def step() -> None:
+        x, y = next(it)
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.item()
+        loss.backward()
+        opt.step()
+
+    for _ in range(30):
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(200):
+            step()
+    rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in rows)
+    table = [{"op": e.key, "calls_per_step": e.count / 200, "us_per_step": e.self_cpu_time_total / 200,
+              "share": e.self_cpu_time_total / total} for e in rows[:15]]
+    print(f"{'op (self CPU time)':45s}{'us/step':>10s}{'share':>8s}{'calls':>7s}")
+    for r in table:
+        print(f"{r['op'][:44]:45s}{r['us_per_step']:10.0f}{r['share']:8.1%}{r['calls_per_step']:7.1f}")
+    print(f"total {total / 200 / 1e3:.2f} ms per step (profiled, {torch.get_num_threads()} thread(s))")
+    print(f"results: {save(a.name or 'profile', {'top_ops': table, 'ms_per_step': total / 200 / 1e3})}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="bench", required=True)
     for name, fn in (("lesson", bench_lesson), ("fast", bench_fast), ("flops", bench_flops), ("throughput", bench_throughput),
-                     ("threads", bench_threads)):
+                     ("threads", bench_threads), ("profile", bench_profile)):
         s = sub.add_parser(name, help=fn.__doc__)
         s.set_defaults(fn=fn)
         s.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
