@@ -113,6 +113,9 @@ def test_early_stopping_on_validation_loss(tiny_mnist, tmp_path):
     result, cfg, rows = _train(["--epochs", "6", "--patience", "1", "--lr", "1e-12"], tiny_mnist, tmp_path / "run")
     assert len(rows) == 2 and "early stop: no better validation loss for 1 epochs" in result.output
     assert cfg["train"]["patience"] == 1
+    # Running the same command again resumes a run that is over: no extra epoch.
+    result, cfg, rows = _train(["--epochs", "6", "--patience", "1", "--lr", "1e-12"], tiny_mnist, tmp_path / "run")
+    assert result.exit_code == 0 and len(rows) == 2
 
 
 def test_named_recipe_and_conflicting_sources(tiny_mnist, tmp_path):

@@ -228,8 +228,10 @@ def train(cfg: Config, run_dir: str | Path | None = None, *, log: Callable[[str]
 
         attach_tensorboard(trainer, model, optimizer, run.path / "tensorboard", history=history, train_cfg=t)
 
+    # A resumed run that had already stopped early stays stopped (no extra epoch).
+    stopped_early = bool(t.patience and history and trainer.state.epoch - best["epoch"] >= t.patience)
     with stop_on_signals(trainer) as stopped:
-        if trainer.state.iteration < t.epochs * len(train_batches):
+        if trainer.state.iteration < t.epochs * len(train_batches) and not stopped_early:
             trainer.run(train_batches, max_epochs=t.epochs)
         if distributed.any_rank(bool(stopped)):  # every rank stops, even one that saw no signal
             save_last()
