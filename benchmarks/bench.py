@@ -150,7 +150,8 @@ def bench_lesson(a: argparse.Namespace) -> None:
         pair: dict = {"loadavg_before": os.getloadavg()[0]}
         for who in order:
             if who == "ours":
-                pair[who] = cnnlab(a.data_dir, train={"epochs": a.epochs})
+                train = {"epochs": a.epochs, **({"threads": a.threads} if a.threads else {})}
+                pair[who] = cnnlab(a.data_dir, train=train)
             else:
                 pair[who] = reference(a.data_dir, a.epochs, threads=1 if who == "ref1t" else None)
             print(f"  repeat {i + 1} {who:5s}: wall {pair[who]['wall_s']:.1f}s  in-process {pair[who]['inner_s']:.1f}s  "
