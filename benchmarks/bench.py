@@ -17,16 +17,15 @@ Each prints a table and writes benchmarks/results/<name>.json with provenance.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from provenance import machine_provenance
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -39,22 +38,8 @@ REFERENCE = REPO.parent / "shared" / "bench" / "seed_reference.py"
 def provenance() -> dict:
     import torch
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = ""
-    cpu = ""
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     return {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": commit,
-        "python": platform.python_version(),
-        "torch": str(torch.__version__),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
+        **machine_provenance(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
@@ -408,7 +393,7 @@ def main() -> None:
     sub = p.add_subparsers(dest="bench", required=True)
     for name, fn in (("lesson", bench_lesson), ("fast", bench_fast), ("flops", bench_flops), ("throughput", bench_throughput),
                      ("threads", bench_threads), ("profile", bench_profile)):
-        s = sub.add_parser(name, help=fn.__doc__)
+        s = sub.add_parser(name, help=(fn.__doc__ or "").replace("%", "%%"))  # argparse formats help with %
         s.set_defaults(fn=fn)
         s.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
         s.add_argument("--name", default=None, help="results file name (default: the benchmark's)")

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime as dt
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -30,28 +28,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from provenance import machine_provenance
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
 
 def provenance(argv: list[str]) -> dict:
-    import torch
-
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    cpu = ""
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": commit,
-        "python": platform.python_version(),
-        "torch": str(torch.__version__),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "command": " ".join(["python", "benchmarks/bench_distributed.py", *argv]),
-    }
+    return {**machine_provenance(), "command": " ".join(["python", "benchmarks/bench_distributed.py", *argv])}
 
 
 def run_once(name: str, nproc: int, threads: int | None, args: argparse.Namespace, workdir: Path) -> dict:

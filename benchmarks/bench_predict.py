@@ -21,16 +21,16 @@ Writes benchmarks/results/predict.json (with provenance) and prints a summary.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from provenance import machine_provenance
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -39,20 +39,9 @@ REPO = HERE.parent
 def provenance() -> dict:
     import torch
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    cpu = ""
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     return {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": commit,
-        "python": platform.python_version(),
-        "torch": str(torch.__version__),
+        **machine_provenance(),
         "torch_threads": torch.get_num_threads(),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
         "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "command": " ".join(["python", "benchmarks/bench_predict.py", *sys.argv[1:]]),
     }
