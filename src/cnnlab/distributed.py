@@ -361,6 +361,7 @@ def run_worker(fn: Callable[..., Any], args: tuple) -> int:
     leave = True
     try:
         fn(*args)
+        _leave_together()
         return 0
     except CnnlabError as exc:
         me = int(os.environ.get("RANK", "0"))
@@ -385,6 +386,22 @@ def run_worker(fn: Callable[..., Any], args: tuple) -> int:
         if leave:
             with contextlib.suppress(Exception):
                 finalize()
+
+
+def _leave_together(timeout_s: float = 60.0) -> None:
+    """Wait until every rank has finished before any of them leaves the group.
+
+    A gloo rank whose peer has already closed its connections can abort while
+    tearing down its own (seen once in CI as exit 134 after a finished run). A
+    monitored barrier cannot hang: a rank that never arrives (it failed) is
+    reported after ``timeout_s`` and ignored here, since the process exits anyway.
+    """
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_backend() == "gloo":
+        import datetime
+
+        with contextlib.suppress(Exception):
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=timeout_s))
 
 
 # How gloo/NCCL report a process that died (the error reaches Python as a plain RuntimeError
