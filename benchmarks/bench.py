@@ -295,35 +295,50 @@ def bench_throughput(a: argparse.Namespace) -> None:
     print(f"results: {save(a.name or 'throughput', result)}")
 
 
-def bench_threads(a: argparse.Namespace) -> None:
-    """Batch-32 LeNet-5 training steps and evaluation with 1 vs 2 (..) threads, interleaved in one process."""
+def lesson_step(pool):
+    """A fresh LeNet-5 + the lesson's optimizer and loss; returns a function running one batch-32 step."""
     import torch
     import torch.nn as nn
 
     from cnnlab.config import OptimConfig
-    from cnnlab.data import TensorBatches, load_mnist
+    from cnnlab.data import TensorBatches
     from cnnlab.engine import build_optimizer
     from cnnlab.models import create_model
 
-    pool = load_mnist(a.data_dir, train=True, download=False)
+    model = create_model("lenet5").to(memory_format=torch.channels_last)
+    opt = build_optimizer(OptimConfig(), model.parameters(), torch.device("cpu"))
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    it = iter(TensorBatches(pool, 32, shuffle=True, channels_last=True))
+
+    def step() -> None:
+        x, y = next(it)
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.item()
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def bench_threads(a: argparse.Namespace) -> None:
+    """Batch-32 LeNet-5 training steps and evaluation with 1 vs 2 (..) threads, interleaved in one process."""
+    import torch
+
+    from cnnlab.data import TensorBatches, load_mnist
+    from cnnlab.models import create_model
+
+    pool = load_mnist(a.data_dir, train=True, download=False)
 
     def steps(threads: int, n: int = 300) -> float:
         torch.set_num_threads(threads)
         torch.manual_seed(0)
-        model = create_model("lenet5").to(memory_format=torch.channels_last)
-        opt = build_optimizer(OptimConfig(), model.parameters(), torch.device("cpu"))
-        it = iter(TensorBatches(pool, 32, shuffle=True, channels_last=True))
-        t0 = 0.0
-        for i in range(n + 20):
-            if i == 20:
-                t0 = time.perf_counter()
-            x, y = next(it)
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
-            loss.item()
-            loss.backward()
-            opt.step()
+        step = lesson_step(pool)
+        for _ in range(20):
+            step()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            step()
         return (time.perf_counter() - t0) / n * 1e3
 
     def evaluate(threads: int, n: int = 20_000) -> float:
@@ -349,28 +364,13 @@ def bench_threads(a: argparse.Namespace) -> None:
 def bench_profile(a: argparse.Namespace) -> None:
     """Where a batch-32 LeNet-5 training step spends its time (torch.profiler, self CPU time per op)."""
     import torch
-    import torch.nn as nn
     from torch.profiler import ProfilerActivity, profile
 
-    from cnnlab.config import OptimConfig
-    from cnnlab.data import TensorBatches, load_mnist
-    from cnnlab.engine import build_optimizer, default_threads
-    from cnnlab.models import create_model
+    from cnnlab.data import load_mnist
+    from cnnlab.engine import default_threads
 
     torch.set_num_threads(a.threads or default_threads())
-    pool = load_mnist(a.data_dir, train=True, download=False)
-    model = create_model("lenet5").to(memory_format=torch.channels_last)
-    opt = build_optimizer(OptimConfig(), model.parameters(), torch.device("cpu"))
-    loss_fn = nn.CrossEntropyLoss(reduction="sum")
-    it = iter(TensorBatches(pool, 32, shuffle=True, channels_last=True))
-
-    def step() -> None:
-        x, y = next(it)
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
-        loss.item()
-        loss.backward()
-        opt.step()
+    step = lesson_step(load_mnist(a.data_dir, train=True, download=False))
 
     for _ in range(30):
         step()
