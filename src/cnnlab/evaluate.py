@@ -109,13 +109,10 @@ class RunTestLogits:
     logits: torch.Tensor  # (N, classes), CPU float
 
 
-def run_test_logits(
-    run_dir: str | Path, *, data_dir: str | None = None, device: str = "auto", batch_size: int = 1000
-) -> RunTestLogits:
-    """Load a run's ``best.pt`` and its dataset's test set, and return the test logits."""
-    from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint
+def load_best_and_test_set(run_dir: str | Path, *, data_dir: str | None = None) -> tuple:
+    """A run's (path, config, ``best.pt`` payload, test set, dataset info); clear errors when missing."""
+    from cnnlab.checkpoint import load_checkpoint
     from cnnlab.data import load_dataset
-    from cnnlab.engine import resolve_device
     from cnnlab.errors import RunDirError
     from cnnlab.runs import open_run, read_config
 
@@ -124,12 +121,23 @@ def run_test_logits(
     if not run.best.is_file():
         raise RunDirError(f"{run.path} has no best.pt yet; train it first (cnnlab train --run-dir {run.path})")
     payload = load_checkpoint(run.best)
-    dev = resolve_device(device)
-    model = model_from_checkpoint(payload, expect_dataset=cfg.data.dataset).to(dev)
     _, test, info = load_dataset(cfg.data.dataset, data_dir or cfg.data.data_dir, download=cfg.data.download,
                                  image_size=cfg.data.image_size)
+    return run.path, cfg, payload, test, info
+
+
+def run_test_logits(
+    run_dir: str | Path, *, data_dir: str | None = None, device: str = "auto", batch_size: int = 1000
+) -> RunTestLogits:
+    """Load a run's ``best.pt`` and its dataset's test set, and return the test logits."""
+    from cnnlab.checkpoint import model_from_checkpoint
+    from cnnlab.engine import resolve_device
+
+    run_path, cfg, payload, test, info = load_best_and_test_set(run_dir, data_dir=data_dir)
+    dev = resolve_device(device)
+    model = model_from_checkpoint(payload, expect_dataset=cfg.data.dataset).to(dev)
     logits = predict_logits(model, test.to(dev), batch_size=batch_size)
-    return RunTestLogits(run.path, payload, test, info, logits)
+    return RunTestLogits(run_path, payload, test, info, logits)
 
 
 def evaluate_run(

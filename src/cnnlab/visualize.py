@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 from matplotlib.figure import Figure
 
-from cnnlab.errors import ConfigError, RunDirError
+from cnnlab.errors import ConfigError
 from cnnlab.files import save_figure
 from cnnlab.plots import new_figure
 
@@ -136,18 +136,12 @@ def first_conv(model: nn.Module) -> nn.Conv2d:
 def visualize_run(run_dir: str | Path, out_dir: str | Path | None = None, *, index: int = 0,
                   data_dir: str | None = None, max_maps: int = 32) -> list[Path]:
     """Write filters.png, input.png and one maps_NN_<layer>.png per conv layer; returns the paths."""
-    from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint
-    from cnnlab.data import load_dataset, to_float
-    from cnnlab.runs import open_run, read_config
+    from cnnlab.checkpoint import model_from_checkpoint
+    from cnnlab.data import to_float
+    from cnnlab.evaluate import load_best_and_test_set
 
-    run = open_run(run_dir)
-    cfg = read_config(run)
-    if not run.best.is_file():
-        raise RunDirError(f"{run.path} has no best.pt yet; train it first (cnnlab train --run-dir {run.path})")
-    payload = load_checkpoint(run.best)
+    run_path, _, payload, test, info = load_best_and_test_set(run_dir, data_dir=data_dir)
     model = model_from_checkpoint(payload)
-    _, test, info = load_dataset(cfg.data.dataset, data_dir or cfg.data.data_dir, download=cfg.data.download,
-                                 image_size=cfg.data.image_size)
     if not 0 <= index < len(test):
         raise ConfigError(f"--index must be between 0 and {len(test) - 1} for this test set, got {index}")
     x = to_float(test.images[index : index + 1])
@@ -157,7 +151,7 @@ def visualize_run(run_dir: str | Path, out_dir: str | Path | None = None, *, ind
     pred = info.classes[int(logits.argmax())]
     prob = float(torch.softmax(logits, 0).max())
 
-    out = Path(out_dir) if out_dir else run.path / "visualize"
+    out = Path(out_dir) if out_dir else run_path / "visualize"
     written: list[Path] = []
 
     def save(fig: Figure, name: str) -> None:
