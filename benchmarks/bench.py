@@ -79,8 +79,13 @@ def reference(data_dir: str, epochs: int, *, no_train_eval: bool = False, thread
             "best_val_acc": max((e["valid_acc"] for e in epochs_), default=None)}
 
 
+# "In-process" time starts after imports, as the reference's does (its torch, torchvision,
+# ignite and numpy imports come before its timer). cnnlab imports torchvision and
+# scikit-learn lazily, inside train(), so the runner imports them first; the process wall
+# time still counts every import on both sides.
 CNNLAB_RUNNER = r"""
 import json, sys, tempfile
+import sklearn.metrics, torchvision.datasets  # noqa: F401  (imported before the timer, as in the reference)
 from cnnlab.config import Config, load_recipe
 from cnnlab.train import train
 args = json.loads(sys.argv[1])

@@ -49,7 +49,7 @@ def cli() -> None:
 @click.option("--model", "model_name", default=None, help="Model name (see `cnnlab models`).  [default: lenet5]")
 @click.option("--epochs", type=int, default=None, help="Training epochs.  [default: 5]")
 @click.option("--batch-size", type=int, default=None, help="Training batch size.  [default: 32]")
-@click.option("--eval-batch-size", type=int, default=None, help="Evaluation batch size (speed only).  [default: 500]")
+@click.option("--eval-batch-size", type=int, default=None, help="Evaluation batch size (speed only).  [default: 256]")
 @click.option("--lr", type=float, default=None, help="Learning rate.  [default: 0.001]")
 @click.option("--optimizer", type=click.Choice(["adam", "adamw", "sgd"]), default=None, help="Optimizer.  [default: adam]")
 @click.option("--weight-decay", type=float, default=None, help="Weight decay.  [default: 0]")
