@@ -102,7 +102,7 @@ print(json.dumps({"inner_s": r.seconds, "test_acc": r.test.accuracy, "val_acc": 
 
 
 def cnnlab(data_dir: str, recipe: str | None = None, **override: dict) -> dict:
-    args = {"recipe": recipe, "override": {"data": {"data_dir": data_dir}, **override}}
+    args = {"recipe": recipe, "override": {**override, "data": {"data_dir": data_dir, **override.get("data", {})}}}
     args["override"].setdefault("train", {})["progress"] = False
     wall, objs, _ = run_json_lines([sys.executable, "-c", CNNLAB_RUNNER, json.dumps(args)])
     return {"wall_s": wall, **objs[-1]}

@@ -20,3 +20,44 @@ def test_fast_recipes_keep_the_lessons_network_and_learn(name, tiny_mnist, tmp_p
     assert result.test.accuracy > 0.5  # the tiny synthetic digits are learnable; chance is 0.1
     lrs = [row["lr"] for row in result.history]
     assert lrs[-1] < max(lrs)  # the one-cycle schedule has come down at the end
+
+
+def test_bf16_autocast_is_opt_in_and_trains(tiny_config, tmp_path):
+    assert load_recipe("tutorial").train.amp == "off" and load_recipe("fast").train.amp == "off"
+    result = train(tiny_config.override("train", amp="bf16", epochs=3), tmp_path / "run", log=lambda line: None)
+    assert result.history[-1]["val_loss"] < result.history[0]["val_loss"]
+    assert result.test.accuracy > 0.5
+    # Weights, optimizer state and the checkpoint stay float32: only the forward pass is autocast.
+    import torch
+
+    from cnnlab.checkpoint import load_checkpoint
+
+    state = load_checkpoint(tmp_path / "run" / "best.pt")["state_dict"]
+    assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
+
+
+def test_compile_trains_and_saves_a_plain_checkpoint(tiny_config, tmp_path):
+    import shutil
+
+    import torch
+
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("torch.compile on CPU needs a C++ compiler")
+    from cnnlab.checkpoint import load_checkpoint
+    from cnnlab.models import create_model
+
+    cfg = tiny_config.override("train", compile="default", epochs=2).override("data", subset=200)
+    result = train(cfg, tmp_path / "run", log=lambda line: None)
+    assert result.test.accuracy > 0.3
+    state = load_checkpoint(tmp_path / "run" / "best.pt")["state_dict"]
+    assert not any(k.startswith("_orig_mod.") for k in state)  # loads into the plain model
+    create_model("lenet5").load_state_dict(state)
+    assert torch.compiler.is_compiling() is False
+
+
+@pytest.mark.parametrize("key, value", [("amp", "fp16"), ("compile", "fast")])
+def test_speed_options_reject_unknown_values(tiny_config, key, value):
+    from cnnlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"train.{key} must be one of"):
+        tiny_config.override("train", **{key: value}).validate()

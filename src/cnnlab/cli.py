@@ -70,6 +70,11 @@ def cli() -> None:
 @click.option("--tensorboard", is_flag=True,
               help='Write TensorBoard events to RUN/tensorboard/ (needs: pip install "cnnlab[tensorboard]").')
 @click.option("--deterministic", is_flag=True, help="Deterministic kernels everywhere (needed for bit-exact CUDA resume).")
+@click.option("--amp", type=click.Choice(["off", "bf16"]), default=None,
+              help="bf16: forward passes under bfloat16 autocast (GPU speed; changes numerics).  [default: off]")
+@click.option("--compile", "compile_mode", type=click.Choice(["off", "default", "reduce-overhead", "max-autotune"]),
+              default=None, help="torch.compile the model (reduce-overhead: CUDA graphs; changes numerics "
+                                 "slightly, first epoch pays the compile time).  [default: off]")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None,
               help="Continue the run in this directory from its last.pt (only --epochs, --device, "
                    "--threads, --data-dir, --no-progress may change).")
@@ -187,6 +192,7 @@ def config_from_options(cfg: Any, opts: dict[str, Any]) -> Any:
         progress=False if opts.get("no_progress") else None,
         deterministic=True if opts.get("deterministic") else None,
         tensorboard=True if opts.get("tensorboard") else None,
+        amp=opts.get("amp"), compile=opts.get("compile_mode"),
     )
 
 

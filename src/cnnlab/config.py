@@ -68,6 +68,11 @@ class TrainConfig:
     # arithmetic is the same up to float rounding (accuracy effect measured in benchmarks/).
     channels_last: bool = True
     threads: int | None = None  # None: a sensible choice for the machine
+    # Opt-in speed options that change the numerics (off in every recipe; for GPUs):
+    # amp "bf16" runs forward passes under bfloat16 autocast (weights, optimizer and loss stay
+    # float32); compile is torch.compile's mode: off | default | reduce-overhead (CUDA graphs) | max-autotune.
+    amp: str = "off"
+    compile: str = "off"
     progress: bool = True
     tensorboard: bool = False  # ignite TensorboardLogger events in RUN/tensorboard/ (the tensorboard extra)
     # Deterministic kernels everywhere (torch.use_deterministic_algorithms); CPU runs are
@@ -134,6 +139,10 @@ class Config:
             _positive("train.threads", t.threads)
         if not (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:")):
             raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {t.device!r}")
+        if t.amp not in AMP_MODES:
+            raise ConfigError(f"train.amp must be one of {', '.join(AMP_MODES)}, got {t.amp!r}")
+        if t.compile not in COMPILE_MODES:
+            raise ConfigError(f"train.compile must be one of {', '.join(COMPILE_MODES)}, got {t.compile!r}")
         self._validate_recipe_options()
 
     def _validate_recipe_options(self) -> None:
@@ -158,6 +167,8 @@ class Config:
 
 
 SCHEDULES = ("constant", "onecycle", "cosine", "step")
+AMP_MODES = ("off", "bf16")
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 
 
 def _positive(name: str, value: int) -> None:

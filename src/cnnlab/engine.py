@@ -120,14 +120,33 @@ def build_scheduler(
     return schedule
 
 
+def autocast(device: torch.device, amp: str) -> Any:
+    """The forward pass's autocast context: bfloat16 for ``amp="bf16"``, a no-op for ``"off"``."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp == "bf16")
+
+
+def compile_model(model: nn.Module, mode: str) -> nn.Module:
+    """``torch.compile(model, mode=mode)``, or ``model`` itself for ``mode="off"``.
+
+    The compiled wrapper shares the model's parameters, so checkpoints keep saving
+    ``model.state_dict()`` (no ``_orig_mod.`` prefixes) and load into a plain model.
+    """
+    if mode == "off":
+        return model
+    return torch.compile(model, mode=None if mode == "default" else mode)  # type: ignore[return-value]
+
+
 def create_train_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module
+    model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, amp: str = "off"
 ) -> Callable[[Engine, Any], float]:
     def train_step(engine: Engine, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
         model.train()
         x, y = batch
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
+        with autocast(x.device, amp):
+            logits = model(x)
+        # The loss in float32 (autocast would pick it anyway); bf16 has no loss scaling to undo.
+        loss = loss_fn(logits.float(), y)
         value = loss.item()
         if not math.isfinite(value):
             raise NonFiniteLossError(
@@ -142,12 +161,12 @@ def create_train_step(
     return train_step
 
 
-def create_trainer(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module) -> Engine:
+def create_trainer(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, amp: str = "off") -> Engine:
     """An ignite ``Engine`` running the lesson's training step."""
-    return Engine(create_train_step(model, optimizer, loss_fn))
+    return Engine(create_train_step(model, optimizer, loss_fn, amp))
 
 
-def create_evaluator(model: nn.Module) -> Engine:
+def create_evaluator(model: nn.Module, amp: str = "off") -> Engine:
     """An ignite ``Engine`` with ``loss`` (mean cross-entropy per image) and ``accuracy`` metrics.
 
     The lesson attaches ``Loss(criterion)`` with the *summed* criterion; ignite's
@@ -160,7 +179,9 @@ def create_evaluator(model: nn.Module) -> Engine:
     def eval_step(engine: Engine, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         model.eval()
         x, y = batch
-        return model(x), y
+        with autocast(x.device, amp):
+            logits = model(x)
+        return logits.float(), y
 
     evaluator = Engine(eval_step)
     Loss(nn.CrossEntropyLoss()).attach(evaluator, "loss")
@@ -177,6 +198,8 @@ __all__ = [
     "Engine",
     "Events",
     "LRSchedule",
+    "autocast",
+    "compile_model",
     "build_optimizer",
     "build_scheduler",
     "create_evaluator",

@@ -42,6 +42,7 @@ from cnnlab.data import DataBundle, TensorBatches, prepare_data
 from cnnlab.engine import (
     build_optimizer,
     build_scheduler,
+    compile_model,
     create_evaluator,
     create_trainer,
     default_threads,
@@ -126,9 +127,11 @@ def train(cfg: Config, run_dir: str | Path | None = None, *, log: Callable[[str]
     optimizer = build_optimizer(cfg.optim, model.parameters(), device)
     loss_fn = nn.CrossEntropyLoss(reduction=cfg.train.loss_reduction, label_smoothing=cfg.train.label_smoothing)
 
-    trainer = create_trainer(distributed.wrap_model(model, device), optimizer, loss_fn)
-    evaluator = create_evaluator(model)
     t = cfg.train
+    # Opt-in speed options (amp, compile) wrap only the forward passes; `model` itself is what
+    # checkpoints save and load, so a compiled run's files load into a plain model.
+    trainer = create_trainer(compile_model(distributed.wrap_model(model, device), t.compile), optimizer, loss_fn, t.amp)
+    evaluator = create_evaluator(compile_model(model, t.compile), t.amp)
     # Distributed: t.batch_size is per process; each rank trains on its shard of every epoch's permutation
     # and evaluates its part of each set (ignite's metrics sum over the ranks).
     shard = {"rank": rank, "world_size": world}
