@@ -11,6 +11,7 @@ the repeats are reported; every raw measurement is kept in the JSON.
     python benchmarks/bench.py throughput --data-dir ../shared/data
     python benchmarks/bench.py threads    --data-dir ../shared/data
     python benchmarks/bench.py profile    --data-dir ../shared/data
+    python benchmarks/bench.py malloc     --data-dir ../shared/data
 
 Each prints a table and writes benchmarks/results/<name>.json with provenance.
 """
@@ -292,7 +293,7 @@ def bench_throughput(a: argparse.Namespace) -> None:
                 model(xb)
         ref.append(len(ref_ds) / (time.perf_counter() - t0))
         t0 = time.perf_counter()
-        predict_logits(model, test, batch_size=1000, channels_last=True)
+        predict_logits(model, test, batch_size=256, channels_last=True)
         ours.append(len(test) / (time.perf_counter() - t0))
     result = {"ours_images_per_s": median(ours), "reference_images_per_s": median(ref), "ratio": median(ours) / median(ref)}
     print(f"test-set evaluation: cnnlab {result['ours_images_per_s']:,.0f} img/s, "
@@ -393,11 +394,77 @@ def bench_profile(a: argparse.Namespace) -> None:
     print(f"results: {save(a.name or 'profile', {'top_ops': table, 'ms_per_step': total / 200 / 1e3})}")
 
 
+MALLOC_PROBE = r"""
+import json, sys, time
+import torch, torch.nn as nn
+from cnnlab.data import TensorBatches, load_mnist
+from cnnlab.engine import create_evaluator, run_evaluation, tune_malloc
+from cnnlab.models import create_model
+torch.set_num_threads(1)
+print("tuned", tune_malloc(), file=sys.stderr)  # a no-op under CNNLAB_NO_MALLOC_TUNING=1
+out = {}
+for bs in (32, 64, 128, 256):
+    torch.manual_seed(0)
+    m = create_model("lenet5").to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(m.parameters(), 1e-3, fused=True)
+    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    x = torch.rand(bs, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (bs,))
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(m(x), y)
+        loss.item()
+        loss.backward()
+        opt.step()
+    for _ in range(10):
+        step()
+    n = max(20, 4000 // bs)
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            step()
+        best = min(best, (time.perf_counter() - t0) / n)
+    out[f"train_ms_per_step_bs{bs}"] = best * 1e3
+test = load_mnist(sys.argv[1], train=False, download=False)
+m = create_model("lenet5").to(memory_format=torch.channels_last)
+ev = create_evaluator(m)
+for bs in (256, 1000):
+    batches = TensorBatches(test, bs, channels_last=True)
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        run_evaluation(ev, batches)
+        best = min(best, time.perf_counter() - t0)
+    out[f"eval_images_per_s_bs{bs}"] = len(test) / best
+print(json.dumps(out))
+"""
+
+
+def bench_malloc(a: argparse.Namespace) -> None:
+    """LeNet-5 training steps and test-set evaluation with and without cnnlab's glibc malloc tuning."""
+    raw: dict[str, dict[str, list[float]]] = {"default": {}, "tuned": {}}
+    for _ in range(a.repeats):
+        for name in ("default", "tuned"):
+            env = {**os.environ, "CNNLAB_NO_MALLOC_TUNING": "1" if name == "default" else "0"}
+            _, objs, _ = run_json_lines([sys.executable, "-c", MALLOC_PROBE, a.data_dir], env=env)
+            for k, v in objs[-1].items():
+                raw[name].setdefault(k, []).append(v)
+    med = {name: {k: median(v) for k, v in d.items()} for name, d in raw.items()}
+    print(f"{'1 thread, median of ' + str(a.repeats):32s}{'glibc default':>15s}{'cnnlab tuned':>15s}{'speed-up':>10s}")
+    for k in med["default"]:
+        d, t = med["default"][k], med["tuned"][k]
+        gain = d / t if k.startswith("train") else t / d
+        print(f"{k:32s}{d:15.2f}{t:15.2f}{gain:9.2f}x")
+    print(f"results: {save(a.name or 'malloc', {'raw': raw, 'median': med})}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="bench", required=True)
     for name, fn in (("lesson", bench_lesson), ("fast", bench_fast), ("flops", bench_flops), ("throughput", bench_throughput),
-                     ("threads", bench_threads), ("profile", bench_profile)):
+                     ("threads", bench_threads), ("profile", bench_profile),
+                     ("malloc", bench_malloc)):
         s = sub.add_parser(name, help=(fn.__doc__ or "").replace("%", "%%"))  # argparse formats help with %
         s.set_defaults(fn=fn)
         s.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
@@ -410,6 +477,7 @@ def main() -> None:
     sub.choices["fast"].add_argument("--seeds", type=int, default=5)
     sub.choices["flops"].add_argument("--batch", type=int, default=256)
     sub.choices["threads"].add_argument("--repeats", type=int, default=3)
+    sub.choices["malloc"].add_argument("--repeats", type=int, default=3)
     a = p.parse_args()
     a.fn(a)
 

@@ -48,6 +48,7 @@ from cnnlab.engine import (
     default_threads,
     resolve_device,
     run_evaluation,
+    tune_malloc,
 )
 from cnnlab.errors import CnnlabError, ConfigError, RunDirError
 from cnnlab.evaluate import TestReport, predict_logits, score, write_report
@@ -90,6 +91,7 @@ def setup_runtime(cfg: Config) -> torch.device:
     """Device, threads, seeds and (optionally) deterministic kernels; returns the device."""
     device = resolve_device(cfg.train.device)
     torch.set_num_threads(cfg.train.threads or default_threads())
+    tune_malloc()
     seed = cfg.train.seed
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -337,7 +339,7 @@ def build_model(cfg: Config, data: DataBundle) -> nn.Module:
         raise ConfigError(f"{exc}; choose another model or resize the images with --image-size") from None
 
 
-def evaluate_checkpoint(run: RunDir, data: DataBundle, device: torch.device, *, batch_size: int = 1000) -> TestReport:
+def evaluate_checkpoint(run: RunDir, data: DataBundle, device: torch.device, *, batch_size: int = 256) -> TestReport:
     """Score ``best.pt`` on the test set and write the report files."""
     payload = load_checkpoint(run.best)
     model = model_from_checkpoint(payload).to(device)
