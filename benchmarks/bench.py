@@ -206,11 +206,12 @@ def bench_flops(a: argparse.Namespace) -> None:
     import torch
     import torch.nn as nn
 
-    from cnnlab.engine import build_optimizer, default_threads
+    from cnnlab.engine import build_optimizer, default_threads, tune_malloc
     from cnnlab.config import OptimConfig
     from cnnlab.models import create_model
 
     torch.set_num_threads(a.threads or default_threads())
+    tune_malloc()  # as cnnlab's train() does
     n = 2048
     x, y = torch.randn(n, n), torch.randn(n, n)
     rates = []
