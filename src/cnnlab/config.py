@@ -52,8 +52,8 @@ class OptimConfig:
 class TrainConfig:
     epochs: int = 5
     batch_size: int = 32
-    # Speed only, never the metrics. 256, not more: on a CPU, LeNet-5 evaluates ~1.5x faster in
-    # batches of <= 384 than of 500+ (the activations stay in cache; benchmarks/README.md).
+    # Speed only, never the metrics. 256, not more: on a CPU, LeNet-5 evaluates about 3x faster
+    # in batches of 256 than of 1000 (benchmarks/README.md, "Memory allocator").
     eval_batch_size: int = 256
     seed: int = 0  # model init and shuffling; the split has its own seed
     loss_reduction: str = "sum"  # the lesson's CrossEntropyLoss(reduction="sum")
