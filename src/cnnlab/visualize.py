@@ -35,6 +35,19 @@ def _norm(a: np.ndarray) -> np.ndarray:
     return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
 
 
+def _tile_grid(images: Sequence[np.ndarray], tile: float, pad_w: float, pad_h: float, **imshow: object) -> Figure:
+    """One image per tile in a near-square grid, each titled with its index; spare tiles left blank."""
+    rows, cols = _grid(len(images))
+    fig = new_figure(tile * cols + pad_w, tile * rows + pad_h)
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for i, ax in enumerate(axes):
+        ax.set_axis_off()
+        if i < len(images):
+            ax.imshow(images[i], interpolation="nearest", **imshow)
+            ax.set_title(str(i), fontsize=7)
+    return fig
+
+
 def filters_figure(weight: torch.Tensor, title: str = "first conv layer filters") -> Figure:
     """One tile per output channel of a conv weight (out, in, kh, kw).
 
@@ -45,14 +58,7 @@ def filters_figure(weight: torch.Tensor, title: str = "first conv layer filters"
     w = weight.detach().float().cpu().numpy()
     out_c, in_c = w.shape[:2]
     if in_c == 3:
-        rows, cols = _grid(out_c)
-        fig = new_figure(1.1 * cols + 0.5, 1.1 * rows + 0.6)
-        axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
-        for i, ax in enumerate(axes):
-            ax.set_axis_off()
-            if i < out_c:
-                ax.imshow(_norm(w[i].transpose(1, 2, 0)), interpolation="nearest")
-                ax.set_title(str(i), fontsize=7)
+        fig = _tile_grid([_norm(k.transpose(1, 2, 0)) for k in w], 1.1, 0.5, 0.6)
     else:
         shown_in = min(in_c, 8)
         rows, cols = out_c, shown_in
@@ -77,14 +83,7 @@ def feature_maps_figure(maps: torch.Tensor, title: str, max_maps: int = 32) -> F
     """The (C, H, W) activations of one image after one layer, one tile per channel."""
     m = maps.detach().float().cpu().numpy()
     n = min(len(m), max_maps)
-    rows, cols = _grid(n)
-    fig = new_figure(1.2 * cols + 0.4, 1.2 * rows + 0.7)
-    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
-    for i, ax in enumerate(axes):
-        ax.set_axis_off()
-        if i < n:
-            ax.imshow(m[i], cmap="viridis", interpolation="nearest")
-            ax.set_title(str(i), fontsize=7)
+    fig = _tile_grid(m[:n], 1.2, 0.4, 0.7, cmap="viridis")
     shown = f"first {n} of {len(m)}" if n < len(m) else f"{len(m)}"
     fig.suptitle(f"{title}: {shown} channels, {m.shape[1]}x{m.shape[2]}")
     return fig
