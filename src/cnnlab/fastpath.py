@@ -30,10 +30,7 @@ def _conv_ok(m: nn.Conv2d) -> bool:
 
 
 def _pool_ok(m: nn.MaxPool2d) -> bool:
-    def pair(v: int | tuple[int, ...]) -> tuple[int, ...]:
-        return (v, v) if isinstance(v, int) else tuple(v)
-
-    return pair(m.padding) == (0, 0) and pair(m.dilation) == (1, 1) and not m.ceil_mode and not m.return_indices
+    return _pair(m.padding) == [0, 0] and _pair(m.dilation) == [1, 1] and not m.ceil_mode and not m.return_indices
 
 
 def supports_fast_inference(model: nn.Module) -> bool:
