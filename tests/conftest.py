@@ -53,26 +53,34 @@ def tiny_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_mnist_folder(tmp_path_factory.mktemp("data"))
 
 
-@pytest.fixture
-def tiny_config(tiny_mnist: Path):
+def tiny_run_config(data_dir: Path, **train: object):
+    """The lesson's recipe on a tiny data folder: 100 validation images, 2 epochs, 1 thread, quiet.
+
+    ``train`` overrides the [train] section (epochs, seed, train_eval, ...).
+    """
     from cnnlab.config import Config
 
-    cfg = Config()
-    cfg = cfg.override("data", data_dir=str(tiny_mnist), val_size=100, download=False)
-    return cfg.override("train", epochs=2, progress=False, threads=1)
+    cfg = Config().override("data", data_dir=str(data_dir), val_size=100, download=False)
+    return cfg.override("train", **{"epochs": 2, "progress": False, "threads": 1, **train})
+
+
+def train_tiny_run(data_dir: Path, run_dir: Path, **train: object) -> Path:
+    """Train :func:`tiny_run_config` into ``run_dir`` and return it."""
+    from cnnlab.train import train as train_run
+
+    train_run(tiny_run_config(data_dir, **train), run_dir, log=lambda _msg: None)
+    return run_dir
+
+
+@pytest.fixture
+def tiny_config(tiny_mnist: Path):
+    return tiny_run_config(tiny_mnist)
 
 
 @pytest.fixture(scope="session")
 def tiny_trained_run(tiny_mnist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run directory trained once per session (2 epochs on the tiny data): for predict/export tests."""
-    from cnnlab.config import Config
-    from cnnlab.train import train
-
-    cfg = Config().override("data", data_dir=str(tiny_mnist), val_size=100, download=False)
-    cfg = cfg.override("train", epochs=2, progress=False, threads=1)
-    run_dir = tmp_path_factory.mktemp("trained") / "run"
-    train(cfg, run_dir, log=lambda _msg: None)
-    return run_dir
+    return train_tiny_run(tiny_mnist, tmp_path_factory.mktemp("trained") / "run")
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from cnnlab import analysis as A
 from cnnlab.cli import cli
-from conftest import make_mnist_folder
+from conftest import make_mnist_folder, tiny_run_config, train_tiny_run
 
 
 def _known_predictions(n: int = 600, k: int = 10, seed: int = 0):
@@ -163,13 +163,7 @@ def test_read_metrics_and_best_epoch(tmp_path):
 
 
 def _train(data_dir: Path, run: Path, *, seed: int = 0, epochs: int = 1, **train_opts) -> Path:
-    from cnnlab.config import Config
-    from cnnlab.train import train
-
-    cfg = Config().override("data", data_dir=str(data_dir), val_size=100, download=False)
-    cfg = cfg.override("train", epochs=epochs, progress=False, threads=1, seed=seed, **train_opts)
-    train(cfg, run, log=lambda line: None)
-    return run
+    return train_tiny_run(data_dir, run, epochs=epochs, seed=seed, **train_opts)
 
 
 @pytest.fixture(scope="module")
@@ -298,12 +292,10 @@ def test_tensorboard_missing_names_the_extra(tiny_mnist, tmp_path, monkeypatch):
 
 def test_tensorboard_logger_does_not_swallow_training_errors(tiny_mnist, tmp_path):
     pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed: pip install 'cnnlab[tensorboard]'")
-    from cnnlab.config import Config
     from cnnlab.errors import NonFiniteLossError
     from cnnlab.train import train
 
-    cfg = Config().override("data", data_dir=str(tiny_mnist), val_size=100, download=False).override("optim", lr=1e9)
-    cfg = cfg.override("train", epochs=1, progress=False, threads=1, tensorboard=True)
+    cfg = tiny_run_config(tiny_mnist, epochs=1, tensorboard=True).override("optim", lr=1e9)
     with pytest.raises(NonFiniteLossError):
         train(cfg, tmp_path / "run", log=lambda line: None)
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))

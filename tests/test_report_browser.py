@@ -13,18 +13,14 @@ import pytest
 from PIL import Image
 
 from browser import headless_chromium
+from conftest import train_tiny_run
 
 
 @pytest.fixture(scope="module")
 def report(tiny_mnist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from cnnlab.analysis import analyze_run
-    from cnnlab.config import Config
-    from cnnlab.train import train
 
-    cfg = Config().override("data", data_dir=str(tiny_mnist), val_size=100, download=False)
-    cfg = cfg.override("train", epochs=2, progress=False, threads=1)
-    run = tmp_path_factory.mktemp("report-browser") / "run"
-    train(cfg, run, log=lambda line: None)
+    run = train_tiny_run(tiny_mnist, tmp_path_factory.mktemp("report-browser") / "run")
     return analyze_run(run, per_class=5, top_k=8).files["html"]
 
 

@@ -9,19 +9,13 @@ from PIL import Image
 from cnnlab.cli import cli
 from cnnlab.errors import RunDirError
 from cnnlab.models import create_model
-from cnnlab.train import train
 from cnnlab.visualize import conv_activations, feature_maps_figure, filters_figure, visualize_run
+from conftest import train_tiny_run
 
 
 @pytest.fixture(scope="module")
 def lenet_run(tmp_path_factory, tiny_mnist):
-    from cnnlab.config import Config
-
-    cfg = Config().override("data", data_dir=str(tiny_mnist), val_size=100, download=False)
-    cfg = cfg.override("train", epochs=1, progress=False, threads=1, train_eval=False)
-    path = tmp_path_factory.mktemp("runs") / "lenet"
-    train(cfg, path, log=lambda s: None)
-    return path
+    return train_tiny_run(tiny_mnist, tmp_path_factory.mktemp("runs") / "lenet", epochs=1, train_eval=False)
 
 
 def test_visualize_writes_filters_and_each_conv_layers_maps(lenet_run, tmp_path):
