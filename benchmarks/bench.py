@@ -302,8 +302,9 @@ def bench_throughput(a: argparse.Namespace) -> None:
     print(f"results: {save(a.name or 'throughput', result)}")
 
 
-def lesson_step(pool):
-    """A fresh LeNet-5 + the lesson's optimizer and loss; returns a function running one batch-32 step."""
+def lesson_step(pool, batch_size: int = 32):
+    """A fresh LeNet-5 + the lesson's optimizer and loss; returns a function running one training step
+    on the next shuffled batch of ``pool`` (batch 32 unless told)."""
     import torch
     import torch.nn as nn
 
@@ -315,10 +316,16 @@ def lesson_step(pool):
     model = create_model("lenet5").to(memory_format=torch.channels_last)
     opt = build_optimizer(OptimConfig(), model.parameters(), torch.device("cpu"))
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
-    it = iter(TensorBatches(pool, 32, shuffle=True, channels_last=True))
+    batches = TensorBatches(pool, batch_size, shuffle=True, drop_last=True, channels_last=True)
+    it = iter(batches)
 
     def step() -> None:
-        x, y = next(it)
+        nonlocal it
+        try:
+            x, y = next(it)
+        except StopIteration:  # a long measurement runs past one epoch of the pool
+            it = iter(batches)
+            x, y = next(it)
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(model(x), y)
         loss.item()
@@ -397,26 +404,19 @@ def bench_profile(a: argparse.Namespace) -> None:
 
 MALLOC_PROBE = r"""
 import json, sys, time
-import torch, torch.nn as nn
+import torch
+sys.path.insert(0, "benchmarks")
+from bench import lesson_step
 from cnnlab.data import TensorBatches, load_mnist
 from cnnlab.engine import create_evaluator, run_evaluation, tune_malloc
 from cnnlab.models import create_model
 torch.set_num_threads(1)
 print("tuned", tune_malloc(), file=sys.stderr)  # a no-op under CNNLAB_NO_MALLOC_TUNING=1
 out = {}
+pool = load_mnist(sys.argv[1], train=True, download=False)
 for bs in (32, 64, 128, 256):
     torch.manual_seed(0)
-    m = create_model("lenet5").to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(m.parameters(), 1e-3, fused=True)
-    loss_fn = nn.CrossEntropyLoss(reduction="sum")
-    x = torch.rand(bs, 1, 28, 28).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (bs,))
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(m(x), y)
-        loss.item()
-        loss.backward()
-        opt.step()
+    step = lesson_step(pool, bs)
     for _ in range(10):
         step()
     n = max(20, 4000 // bs)
