@@ -75,9 +75,18 @@ def reference(data_dir: str, epochs: int, *, no_train_eval: bool = False, thread
     wall, objs, _ = run_json_lines(cmd, env=env)
     summary = next(o for o in objs if o.get("summary"))
     epochs_ = [o for o in objs if "epoch" in o and not o.get("summary")]
+    # Its per-epoch lines give the training part (train_s) and the whole epoch (epoch_s).
+    train_s, epoch_s = sum(e["train_s"] for e in epochs_), sum(e["epoch_s"] for e in epochs_)
     return {"wall_s": wall, "inner_s": summary["total_s"], "test_acc": summary["test_acc"],
             "val_acc": epochs_[-1]["valid_acc"] if epochs_ else None,
-            "best_val_acc": max((e["valid_acc"] for e in epochs_), default=None)}
+            "best_val_acc": max((e["valid_acc"] for e in epochs_), default=None),
+            "phases_s": phases(train_s, epoch_s - train_s, summary["total_s"] - epoch_s)}
+
+
+def phases(training: float, evaluation: float, rest: float) -> dict:
+    """Where a run's in-process time went: training steps, the per-epoch evaluation passes, and the
+    rest (data loading, model set-up, checkpoints, the test-set report)."""
+    return {"training": round(training, 2), "evaluation": round(evaluation, 2), "rest": round(rest, 2)}
 
 
 # "In-process" time starts after imports, as the reference's does (its torch, torchvision,
@@ -98,7 +107,7 @@ with tempfile.TemporaryDirectory() as tmp:
 best = next(h for h in r.history if h["epoch"] == r.best_epoch)
 print(json.dumps({"inner_s": r.seconds, "test_acc": r.test.accuracy, "val_acc": r.history[-1]["val_acc"],
                   "best_val_acc": best["val_acc"], "best_epoch": r.best_epoch,
-                  "epoch_s": [h["epoch_time_s"] for h in r.history]}))
+                  "epoch_s": [h["epoch_time_s"] for h in r.history], "eval_s": [h["eval_time_s"] for h in r.history]}))
 """
 
 
@@ -106,7 +115,9 @@ def cnnlab(data_dir: str, recipe: str | None = None, **override: dict) -> dict:
     args = {"recipe": recipe, "override": {**override, "data": {"data_dir": data_dir, **override.get("data", {})}}}
     args["override"].setdefault("train", {})["progress"] = False
     wall, objs, _ = run_json_lines([sys.executable, "-c", CNNLAB_RUNNER, json.dumps(args)])
-    return {"wall_s": wall, **objs[-1]}
+    r = objs[-1]
+    epoch_s, eval_s = sum(r["epoch_s"]), sum(r["eval_s"])
+    return {"wall_s": wall, **r, "phases_s": phases(epoch_s - eval_s, eval_s, r["inner_s"] - epoch_s)}
 
 
 def median(xs: list[float]) -> float:
@@ -125,6 +136,9 @@ def save(name: str, result: dict) -> Path:
 
 
 # --- benchmarks ----------------------------------------------------------------------------
+
+
+PHASES = {"training": "  training steps (s)", "evaluation": "  eval passes (s)", "rest": "  everything else (s)"}
 
 
 def bench_lesson(a: argparse.Namespace) -> None:
@@ -156,6 +170,7 @@ def bench_lesson(a: argparse.Namespace) -> None:
         summary[f"{who}_wall_s"] = median([p[who]["wall_s"] for p in pairs])
         summary[f"{who}_test_acc"] = [p[who]["test_acc"] for p in pairs]
         summary[f"{who}_val_acc"] = [p[who]["val_acc"] for p in pairs]
+        summary[f"{who}_phases_s"] = {k: median([p[who]["phases_s"][k] for p in pairs]) for k in PHASES}
         if who != "ours":
             summary[f"speedup_wall_vs_{who}"] = median([p[f"ratio_wall_{who}"] for p in pairs])
             summary[f"speedup_in_process_vs_{who}"] = median([p[f"ratio_inner_{who}"] for p in pairs])
@@ -166,6 +181,8 @@ def bench_lesson(a: argparse.Namespace) -> None:
     print(f"{'wall time (s)':22s}" + "".join(f"{summary[w + '_wall_s']:17.1f}" for w in who_all))
     print(f"{'test accuracy':22s}" + "".join(f"{median(summary[w + '_test_acc']):17.4f}" for w in who_all))
     print(f"{'final val accuracy':22s}" + "".join(f"{median(summary[w + '_val_acc']):17.4f}" for w in who_all))
+    for k in PHASES:  # where the in-process time went
+        print(f"{PHASES[k]:22s}" + "".join(f"{summary[w + '_phases_s'][k]:17.1f}" for w in who_all))
     for who in who_all:
         if who != "ours":
             print(f"speed-up vs {names[who]}: {summary['speedup_wall_vs_' + who]:.2f}x end to end (process wall), "

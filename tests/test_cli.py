@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -50,6 +51,8 @@ def test_train_then_evaluate_end_to_end(tiny_mnist, tmp_path):
     assert len(split["train"]) == 500 and len(split["val"]) == 100
     rows = (run_dir / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,train_loss,train_acc,val_loss,val_acc") and len(rows) == 3
+    for row in csv.DictReader(rows):  # the evaluation passes are part of the epoch's time
+        assert 0 < float(row["eval_time_s"]) < float(row["epoch_time_s"])
     report = json.loads((run_dir / "report.json").read_text())
     assert report["num_images"] == 200 and 0.0 <= report["accuracy"] <= 1.0
     assert set(report["per_class"]["3"]) == {"precision", "recall", "f1", "support"}

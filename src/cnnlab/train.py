@@ -57,7 +57,8 @@ from cnnlab.files import write_csv
 from cnnlab.models import check_pretrained, create_model, get_model_entry
 from cnnlab.runs import RunDir, default_run_dir, read_config, write_config, write_split
 
-METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "best"]
+# epoch_time_s is the whole epoch; eval_time_s the part of it spent in the train/val evaluation passes.
+METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "eval_time_s", "best"]
 
 # Config keys that may differ when a run is resumed: they change how, not what, is computed.
 RESUMABLE_CHANGES = (
@@ -199,11 +200,13 @@ def train(cfg: Config, run_dir: str | Path | None = None, *, log: Callable[[str]
     def _end_epoch(engine: Engine) -> None:
         epoch = engine.state.epoch
         row: dict = {"epoch": epoch}
+        eval_start = time.perf_counter()
         if t.train_eval:
             m = run_evaluation(evaluator, eval_train)
             row["train_loss"], row["train_acc"] = m["loss"], m["accuracy"]
         m = run_evaluation(evaluator, eval_val)
         row["val_loss"], row["val_acc"] = m["loss"], m["accuracy"]
+        eval_seconds = time.perf_counter() - eval_start
         row["lr"] = optimizer.param_groups[0]["lr"]
         row["best"] = row["val_loss"] < best["loss"]  # NaN never counts as best
         if row["best"]:
@@ -214,6 +217,7 @@ def train(cfg: Config, run_dir: str | Path | None = None, *, log: Callable[[str]
                     epoch=epoch, metrics={k: v for k, v in row.items() if isinstance(v, float)},
                 ))
         row["epoch_time_s"] = round(time.perf_counter() - clock["start"], 3)
+        row["eval_time_s"] = round(eval_seconds, 3)
         history.append(row)
         save_last()
         if distributed.is_main():
