@@ -12,6 +12,7 @@ the repeats are reported; every raw measurement is kept in the JSON.
     python benchmarks/bench.py threads    --data-dir ../shared/data
     python benchmarks/bench.py profile    --data-dir ../shared/data
     python benchmarks/bench.py malloc     --data-dir ../shared/data
+    python benchmarks/bench.py tried      --data-dir ../shared/data
 
 Each prints a table and writes benchmarks/results/<name>.json with provenance.
 """
@@ -319,9 +320,10 @@ def bench_throughput(a: argparse.Namespace) -> None:
     print(f"results: {save(a.name or 'throughput', result)}")
 
 
-def lesson_step(pool, batch_size: int = 32):
+def lesson_step(pool, batch_size: int = 32, *, channels_last: bool = True, forward=None):
     """A fresh LeNet-5 + the lesson's optimizer and loss; returns a function running one training step
-    on the next shuffled batch of ``pool`` (batch 32 unless told)."""
+    on the next shuffled batch of ``pool`` (batch 32 unless told). ``forward(model)``, if given,
+    returns the function to run instead of ``model(x)``; the step function's ``.model`` is the model."""
     import torch
     import torch.nn as nn
 
@@ -330,10 +332,13 @@ def lesson_step(pool, batch_size: int = 32):
     from cnnlab.engine import build_optimizer
     from cnnlab.models import create_model
 
-    model = create_model("lenet5").to(memory_format=torch.channels_last)
+    model = create_model("lenet5")
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    fwd = forward(model) if forward else model
     opt = build_optimizer(OptimConfig(), model.parameters(), torch.device("cpu"))
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
-    batches = TensorBatches(pool, batch_size, shuffle=True, drop_last=True, channels_last=True)
+    batches = TensorBatches(pool, batch_size, shuffle=True, drop_last=True, channels_last=channels_last)
     it = iter(batches)
 
     def step() -> None:
@@ -344,12 +349,101 @@ def lesson_step(pool, batch_size: int = 32):
             it = iter(batches)
             x, y = next(it)
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
+        loss = loss_fn(fwd(x), y)
         loss.item()
         loss.backward()
         opt.step()
 
+    step.model = model  # type: ignore[attr-defined]
     return step
+
+
+def _pool_then_relu(model):
+    """LeNet-5's features with each ReLU moved after its max-pool: max-pool and ReLU commute, so the
+    values and gradients are the same, and ReLU touches a quarter of the elements."""
+    import torch
+
+    f = model.features
+
+    def forward(x):
+        z = torch.relu(f[2](f[0](x)))
+        z = torch.relu(f[5](f[3](z)))
+        return model.classifier(torch.flatten(z, 1))
+
+    return forward
+
+
+def _onednn_pool_then_relu(model):
+    """As :func:`_pool_then_relu`, with the max-pools run by oneDNN (``mkldnn_max_pool2d``, which
+    has its own backward) on oneDNN tensors; the features come back as dense NCHW tensors."""
+    import torch
+
+    f = model.features
+
+    def pool(z):
+        return torch.mkldnn_max_pool2d(z.to_mkldnn(), [2, 2], [2, 2]).to_dense()
+
+    def forward(x):
+        z = torch.relu(pool(f[0](x)))
+        z = torch.relu(pool(f[3](z)))
+        return model.classifier(torch.flatten(z, 1))
+
+    return forward
+
+
+def bench_tried(a: argparse.Namespace) -> None:
+    """Exact alternatives to the lesson's training step that were tried and not kept, measured
+    against cnnlab's step (channels-last) at batch 32 and 256: NCHW, ReLU after max-pool, and
+    oneDNN's max-pool. Each variant is checked bit for bit against the eager step of its layout."""
+    import torch
+
+    from cnnlab.data import load_mnist
+    from cnnlab.engine import default_threads, tune_malloc
+
+    torch.set_num_threads(a.threads or default_threads())
+    tune_malloc()
+    pool = load_mnist(a.data_dir, train=True, download=False)
+    variants = {  # name: (channels_last, forward, the variant it must equal bit for bit)
+        "cnnlab (channels-last)": (True, None, None),
+        "NCHW": (False, None, None),
+        "ReLU after pool (channels-last)": (True, _pool_then_relu, "cnnlab (channels-last)"),
+        "ReLU after pool (NCHW)": (False, _pool_then_relu, "NCHW"),
+        "oneDNN pool + ReLU after (NCHW)": (False, _onednn_pool_then_relu, "NCHW"),
+        "oneDNN pool + ReLU after (ch-last)": (True, _onednn_pool_then_relu, "cnnlab (channels-last)"),
+    }
+    result: dict = {"threads": torch.get_num_threads(), "batches": {}}
+    for bs in (32, 256):
+        steps = {}
+        for name, (cl, fwd, _) in variants.items():
+            torch.manual_seed(0)  # the same initial weights and batch order for every variant
+            steps[name] = lesson_step(pool, bs, channels_last=cl, forward=fwd)
+        n = max(5, 3200 // bs)
+        for step in steps.values():  # warm-up, and the same number of updates before the check
+            for _ in range(n):
+                step()
+        times: dict = {name: [] for name in steps}
+        for _ in range(a.repeats):  # interleaved blocks of n steps
+            for name, step in steps.items():
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    step()
+                times[name].append((time.perf_counter() - t0) / n * 1e3)
+        base = median(times["cnnlab (channels-last)"])
+        rows = {}
+        for name, (_, _, twin) in variants.items():
+            same = None
+            if twin:
+                same = all(torch.equal(p, q) for p, q in zip(steps[name].model.parameters(), steps[twin].model.parameters()))
+            rows[name] = {"ms_per_step": median(times[name]), "speedup": base / median(times[name]),
+                          "bit_identical_to": twin if same else None, "all_ms": times[name]}
+            if twin and not same:
+                print(f"  warning: {name} differs from {twin}")
+        result["batches"][str(bs)] = rows
+        print(f"batch {bs}, median of {a.repeats} interleaved blocks of {n} steps:")
+        for name, r in rows.items():
+            check = f"  bit-identical to {r['bit_identical_to']}" if r["bit_identical_to"] else ""
+            print(f"  {name:34s}{r['ms_per_step']:8.2f} ms/step  {r['speedup']:5.2f}x{check}")
+    print(f"results: {save(a.name or 'tried', result)}")
 
 
 def bench_threads(a: argparse.Namespace) -> None:
@@ -482,7 +576,7 @@ def main() -> None:
     sub = p.add_subparsers(dest="bench", required=True)
     for name, fn in (("lesson", bench_lesson), ("fast", bench_fast), ("flops", bench_flops), ("throughput", bench_throughput),
                      ("threads", bench_threads), ("profile", bench_profile),
-                     ("malloc", bench_malloc)):
+                     ("malloc", bench_malloc), ("tried", bench_tried)):
         s = sub.add_parser(name, help=(fn.__doc__ or "").replace("%", "%%"))  # argparse formats help with %
         s.set_defaults(fn=fn)
         s.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
@@ -496,6 +590,7 @@ def main() -> None:
     sub.choices["flops"].add_argument("--batch", type=int, default=256)
     sub.choices["threads"].add_argument("--repeats", type=int, default=3)
     sub.choices["malloc"].add_argument("--repeats", type=int, default=3)
+    sub.choices["tried"].add_argument("--repeats", type=int, default=7)
     a = p.parse_args()
     a.fn(a)
 
