@@ -68,3 +68,38 @@ def test_uses_the_weights_at_build_time_so_build_one_per_pass():
         model.features[0].weight.mul_(2)
         assert torch.equal(inference_forward(model)(x), model(x))
         assert not torch.equal(before(x), model(x))
+
+
+def test_relu_after_pooling_gives_the_same_logits_on_digit_like_images():
+    # Binary strokes on a zero background: many equal values and zeros in every pooling window,
+    # where moving the ReLU after the max-pool must still give exactly the eager model's logits.
+    model = trained_like_lenet()
+    torch.manual_seed(2)
+    x = (torch.rand(64, 1, 28, 28) > 0.8).float()
+    x[:8] = 0.0  # blank images: every conv output is its bias
+    with torch.no_grad():
+        assert torch.equal(inference_forward(model)(x), model(x))
+
+
+def test_hooks_still_run():
+    model = trained_like_lenet()
+    seen: list[tuple[int, ...]] = []
+    handle = model.features[1].register_forward_hook(lambda mod, inp, out: seen.append(tuple(out.shape)))
+    try:
+        assert not supports_fast_inference(model)
+        with torch.no_grad():
+            forward = inference_forward(model)
+            forward(torch.rand(3, 1, 28, 28))
+        assert seen == [(3, 6, 28, 28)]  # the ReLU ran, before its pool, as the model says
+    finally:
+        handle.remove()
+    assert supports_fast_inference(model)
+    # A hook registered after the path was built is honoured too.
+    with torch.no_grad():
+        forward = inference_forward(model)
+        handle = torch.nn.modules.module.register_module_forward_hook(lambda mod, inp, out: seen.append(("global",)))
+        try:
+            forward(torch.rand(2, 1, 28, 28))
+        finally:
+            handle.remove()
+    assert ("global",) in seen

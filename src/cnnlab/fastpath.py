@@ -8,9 +8,16 @@ weights reordered once per evaluation) instead of strided PyTorch tensors is
 in NCHW (tests/test_fastpath.py checks equality, and benchmarks/bench.py
 throughput measures the speed).
 
+A ReLU directly followed by a max-pool runs after the pool instead: the two
+commute exactly (ReLU is monotone, so the largest value of a window is the same
+either way, and so is every output), and ReLU then touches a quarter of the
+values: about 1.16x more images per second (benchmarks/README.md, "Evaluation
+throughput").
+
 A model opts in by declaring ``inference_parts = ("features", "classifier")``,
 a promise that its forward is ``classifier(flatten(features(x)))``. The path is
-used only where it is known to be exact: CPU, float32, no autograd, and a
+used only where it is known to be exact: CPU, float32, no autograd, no forward
+hooks (the path does not call the modules, so hooks would not run), and a
 ``features`` made only of Conv2d (zero padding, no groups), ReLU and
 MaxPool2d (no padding, dilation or ceil mode). Anything else runs the model
 itself.
@@ -49,7 +56,17 @@ def supports_fast_inference(model: nn.Module) -> bool:
             continue
         return False
     params = list(model.parameters())
-    return bool(params) and all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params)
+    return bool(params) and all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params) \
+        and not _has_forward_hooks(model)
+
+
+def _has_forward_hooks(model: nn.Module) -> bool:
+    """Whether a forward (pre-)hook is registered on any of ``model``'s modules, or globally."""
+    from torch.nn.modules import module as module_mod
+
+    if getattr(module_mod, "_global_forward_hooks", None) or getattr(module_mod, "_global_forward_pre_hooks", None):
+        return True
+    return any(getattr(m, "_forward_hooks", None) or getattr(m, "_forward_pre_hooks", None) for m in model.modules())
 
 
 def inference_forward(model: nn.Module) -> Forward:
@@ -59,8 +76,12 @@ def inference_forward(model: nn.Module) -> Forward:
     """
     if not supports_fast_inference(model):
         return model
+    layers = list(model.features)  # type: ignore[union-attr]
+    for i in range(len(layers) - 1):  # ReLU then max-pool == max-pool then ReLU, on 4x fewer values
+        if isinstance(layers[i], nn.ReLU) and isinstance(layers[i + 1], nn.MaxPool2d):
+            layers[i], layers[i + 1] = layers[i + 1], layers[i]
     steps: list[Forward] = []
-    for m in model.features:  # type: ignore[union-attr]
+    for m in layers:
         if isinstance(m, nn.Conv2d):
             steps.append(_conv_step(m))
         elif isinstance(m, nn.ReLU):
@@ -71,8 +92,8 @@ def inference_forward(model: nn.Module) -> Forward:
     classifier = model.classifier  # type: ignore[union-attr]
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != torch.float32:
-            return model(x)  # training, or an input the path was not built for
+        if torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != torch.float32 or _has_forward_hooks(model):
+            return model(x)  # training, an input the path was not built for, or hooks that must run
         z = x.contiguous().to_mkldnn()
         for step in steps:
             z = step(z)
