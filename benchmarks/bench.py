@@ -226,6 +226,7 @@ def bench_flops(a: argparse.Namespace) -> None:
 
     from cnnlab.engine import build_optimizer, default_threads, tune_malloc
     from cnnlab.config import OptimConfig
+    from cnnlab.fastpath import training_forward
     from cnnlab.models import create_model
 
     torch.set_num_threads(a.threads or default_threads())
@@ -244,6 +245,7 @@ def bench_flops(a: argparse.Namespace) -> None:
     macs, first = layer_macs(model, (1, 28, 28))
     # forward + weight gradients + input gradients (none for the first layer: the input needs none)
     flop_per_image = 2 * (3 * macs - first)
+    forward = training_forward(model)  # the forward pass cnnlab's trainer runs
     opt = build_optimizer(OptimConfig(), model.parameters(), torch.device("cpu"))
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
     xb = torch.rand(a.batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
@@ -253,7 +255,7 @@ def bench_flops(a: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         for _ in range(40):
             opt.zero_grad(set_to_none=True)
-            loss_fn(model(xb), yb).backward()
+            loss_fn(forward(xb), yb).backward()
             opt.step()
         if rep:
             step_rates.append(40 * a.batch * flop_per_image / (time.perf_counter() - t0))
@@ -322,20 +324,22 @@ def bench_throughput(a: argparse.Namespace) -> None:
 
 def lesson_step(pool, batch_size: int = 32, *, channels_last: bool = True, forward=None):
     """A fresh LeNet-5 + the lesson's optimizer and loss; returns a function running one training step
-    on the next shuffled batch of ``pool`` (batch 32 unless told). ``forward(model)``, if given,
-    returns the function to run instead of ``model(x)``; the step function's ``.model`` is the model."""
+    on the next shuffled batch of ``pool`` (batch 32 unless told), with the forward pass cnnlab's
+    trainer uses (``cnnlab.fastpath.training_forward``). ``forward(model)``, if given, returns the
+    function to run instead; the step function's ``.model`` is the model."""
     import torch
     import torch.nn as nn
 
     from cnnlab.config import OptimConfig
     from cnnlab.data import TensorBatches
     from cnnlab.engine import build_optimizer
+    from cnnlab.fastpath import training_forward
     from cnnlab.models import create_model
 
     model = create_model("lenet5")
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    fwd = forward(model) if forward else model
+    fwd = (forward or training_forward)(model)
     opt = build_optimizer(OptimConfig(), model.parameters(), torch.device("cpu"))
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
     batches = TensorBatches(pool, batch_size, shuffle=True, drop_last=True, channels_last=channels_last)
@@ -358,24 +362,15 @@ def lesson_step(pool, batch_size: int = 32, *, channels_last: bool = True, forwa
     return step
 
 
-def _pool_then_relu(model):
-    """LeNet-5's features with each ReLU moved after its max-pool: max-pool and ReLU commute, so the
-    values and gradients are the same, and ReLU touches a quarter of the elements."""
-    import torch
-
-    f = model.features
-
-    def forward(x):
-        z = torch.relu(f[2](f[0](x)))
-        z = torch.relu(f[5](f[3](z)))
-        return model.classifier(torch.flatten(z, 1))
-
-    return forward
+def _eager(model):
+    """The model's own forward, in the lesson's layer order (ReLU before each max-pool)."""
+    return model
 
 
 def _onednn_pool_then_relu(model):
-    """As :func:`_pool_then_relu`, with the max-pools run by oneDNN (``mkldnn_max_pool2d``, which
-    has its own backward) on oneDNN tensors; the features come back as dense NCHW tensors."""
+    """ReLU after each max-pool (as cnnlab's trainer runs LeNet-5), with the max-pools run by oneDNN
+    (``mkldnn_max_pool2d``, which has its own backward) on oneDNN tensors; the features come back
+    as dense NCHW tensors."""
     import torch
 
     f = model.features
@@ -392,9 +387,9 @@ def _onednn_pool_then_relu(model):
 
 
 def bench_tried(a: argparse.Namespace) -> None:
-    """Exact alternatives to the lesson's training step that were tried and not kept, measured
-    against cnnlab's step (channels-last) at batch 32 and 256: NCHW, ReLU after max-pool, and
-    oneDNN's max-pool. Each variant is checked bit for bit against the eager step of its layout."""
+    """Exact variants of the lesson's training step at batch 32 and 256, against the eager step in the
+    lesson's layer order: cnnlab's step (ReLU after max-pool), NCHW, and oneDNN's max-pool. Each variant
+    is checked bit for bit against the eager step of its memory layout."""
     import torch
 
     from cnnlab.data import load_mnist
@@ -403,13 +398,14 @@ def bench_tried(a: argparse.Namespace) -> None:
     torch.set_num_threads(a.threads or default_threads())
     tune_malloc()
     pool = load_mnist(a.data_dir, train=True, download=False)
-    variants = {  # name: (channels_last, forward, the variant it must equal bit for bit)
-        "cnnlab (channels-last)": (True, None, None),
-        "NCHW": (False, None, None),
-        "ReLU after pool (channels-last)": (True, _pool_then_relu, "cnnlab (channels-last)"),
-        "ReLU after pool (NCHW)": (False, _pool_then_relu, "NCHW"),
-        "oneDNN pool + ReLU after (NCHW)": (False, _onednn_pool_then_relu, "NCHW"),
-        "oneDNN pool + ReLU after (ch-last)": (True, _onednn_pool_then_relu, "cnnlab (channels-last)"),
+    eager_cl, eager_nchw = "eager, channels-last (lesson's order)", "eager, NCHW"
+    variants = {  # name: (channels_last, forward (None: cnnlab's), the variant it must equal bit for bit)
+        eager_cl: (True, _eager, None),
+        "cnnlab: ReLU after pool, channels-last": (True, None, eager_cl),
+        eager_nchw: (False, _eager, None),
+        "ReLU after pool, NCHW": (False, None, eager_nchw),
+        "oneDNN pool + ReLU after, NCHW": (False, _onednn_pool_then_relu, eager_nchw),
+        "oneDNN pool + ReLU after, ch-last": (True, _onednn_pool_then_relu, eager_cl),
     }
     result: dict = {"threads": torch.get_num_threads(), "batches": {}}
     for bs in (32, 256):
@@ -428,7 +424,7 @@ def bench_tried(a: argparse.Namespace) -> None:
                 for _ in range(n):
                     step()
                 times[name].append((time.perf_counter() - t0) / n * 1e3)
-        base = median(times["cnnlab (channels-last)"])
+        base = median(times[eager_cl])
         rows = {}
         for name, (_, _, twin) in variants.items():
             same = None
@@ -442,7 +438,7 @@ def bench_tried(a: argparse.Namespace) -> None:
         print(f"batch {bs}, median of {a.repeats} interleaved blocks of {n} steps:")
         for name, r in rows.items():
             check = f"  bit-identical to {r['bit_identical_to']}" if r["bit_identical_to"] else ""
-            print(f"  {name:34s}{r['ms_per_step']:8.2f} ms/step  {r['speedup']:5.2f}x{check}")
+            print(f"  {name:40s}{r['ms_per_step']:8.2f} ms/step  {r['speedup']:5.2f}x{check}")
     print(f"results: {save(a.name or 'tried', result)}")
 
 

@@ -5,7 +5,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from cnnlab.fastpath import inference_forward, supports_fast_inference
+from cnnlab.config import OptimConfig
+from cnnlab.engine import build_optimizer, create_train_step
+from cnnlab.fastpath import inference_forward, supports_fast_inference, training_forward
 from cnnlab.models import create_model
 
 
@@ -103,3 +105,49 @@ def test_hooks_still_run():
         finally:
             handle.remove()
     assert ("global",) in seen
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_training_steps_give_bit_identical_weights(channels_last):
+    """The trainer's step (ReLU after each max-pool) against the lesson's plain eager step."""
+    def steps(use_trainer: bool) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        model = create_model("lenet5")
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        opt = build_optimizer(OptimConfig(), model.parameters(), torch.device("cpu"))
+        loss_fn = nn.CrossEntropyLoss(reduction="sum")
+        step = create_train_step(model, opt, loss_fn)
+        gen = torch.Generator().manual_seed(1)
+        for i in range(20):
+            x = (torch.rand(32, 1, 28, 28, generator=gen) > 0.8).float()  # strokes on zeros: ties everywhere
+            x[:4] = 0.0
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = torch.randint(0, 10, (32,), generator=gen)
+            if use_trainer:
+                step(None, (x, y))  # type: ignore[arg-type]
+            else:
+                opt.zero_grad(set_to_none=True)
+                loss_fn(model(x), y).backward()
+                opt.step()
+        return [p.detach().clone() for p in model.parameters()]
+
+    assert all(torch.equal(a, b) for a, b in zip(steps(True), steps(False)))
+
+
+def test_training_forward_applies_only_where_it_is_exact():
+    smallcnn = create_model("smallcnn")
+    assert training_forward(smallcnn) is smallcnn  # not declared
+    classic = create_model("lenet5-classic")
+    assert training_forward(classic) is classic  # no ReLU/max-pool pair
+    model = create_model("lenet5")
+    forward = training_forward(model)
+    assert forward is not model
+    seen: list[str] = []
+    handle = model.features[1].register_forward_hook(lambda mod, inp, out: seen.append("relu"))
+    try:
+        out = forward(torch.rand(2, 1, 28, 28))
+    finally:
+        handle.remove()
+    assert seen == ["relu"] and out.requires_grad  # with a hook, the model itself ran

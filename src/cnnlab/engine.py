@@ -20,7 +20,7 @@ from ignite.metrics import Accuracy, Loss
 
 from cnnlab.config import OptimConfig
 from cnnlab.errors import ConfigError, NonFiniteLossError
-from cnnlab.fastpath import inference_forward
+from cnnlab.fastpath import inference_forward, training_forward
 
 
 def resolve_device(name: str) -> torch.device:
@@ -167,12 +167,14 @@ def compile_model(model: nn.Module, mode: str) -> nn.Module:
 def create_train_step(
     model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, amp: str = "off"
 ) -> Callable[[Engine, Any], float]:
+    forward = training_forward(model)  # the model's own results, bit for bit; faster on CPU for LeNet-5
+
     def train_step(engine: Engine, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
         model.train()
         x, y = batch
         optimizer.zero_grad(set_to_none=True)
         with autocast(x.device, amp):
-            logits = model(x)
+            logits = forward(x)
         # The loss in float32 (autocast would pick it anyway); bf16 has no loss scaling to undo.
         loss = loss_fn(logits.float(), y)
         value = loss.item()

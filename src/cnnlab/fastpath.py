@@ -1,4 +1,4 @@
-"""A faster CPU inference path for LeNet-style networks, with the eager model's exact results.
+"""Faster CPU paths for LeNet-style networks, with the eager model's exact results.
 
 Evaluation is a third of the lesson's run time (the whole training set and the
 validation set after every epoch). For a conv/ReLU/max-pool feature extractor,
@@ -8,19 +8,24 @@ weights reordered once per evaluation) instead of strided PyTorch tensors is
 in NCHW (tests/test_fastpath.py checks equality, and benchmarks/bench.py
 throughput measures the speed).
 
-A ReLU directly followed by a max-pool runs after the pool instead: the two
-commute exactly (ReLU is monotone, so the largest value of a window is the same
-either way, and so is every output), and ReLU then touches a quarter of the
-values: about 1.16x more images per second (benchmarks/README.md, "Evaluation
-throughput").
+Both paths, :func:`inference_forward` and :func:`training_forward`, run each
+ReLU that is directly followed by a max-pool after that pool instead. The two
+commute exactly. ReLU is monotone, so a window's largest value, and therefore
+every output, is the same either way. The gradient reaches the same input too:
+the window's first largest value, or no input at all when that value is not
+positive, because ReLU's gradient is zero there in both orders. ReLU then
+touches a quarter of the values. Evaluation gains about 1.16x in images per
+second (benchmarks/README.md, "Evaluation throughput"), and training steps give
+bit-identical weights (tests/test_fastpath.py).
 
 A model opts in by declaring ``inference_parts = ("features", "classifier")``,
-a promise that its forward is ``classifier(flatten(features(x)))``. The path is
-used only where it is known to be exact: CPU, float32, no autograd, no forward
-hooks (the path does not call the modules, so hooks would not run), and a
-``features`` made only of Conv2d (zero padding, no groups), ReLU and
-MaxPool2d (no padding, dilation or ceil mode). Anything else runs the model
-itself.
+a promise that its forward is ``classifier(flatten(features(x)))``. The paths
+are used only where they are known to be exact: on the CPU, with no forward
+hooks anywhere (the paths do not call the model itself, so its hooks would not
+run), and a ``features`` made only of Conv2d, ReLU and MaxPool2d (no padding,
+dilation, ceil mode or returned indices). Evaluation further needs float32, no
+autograd and convolutions with zero padding and no groups. Anything else runs
+the model itself.
 """
 from __future__ import annotations
 
@@ -40,24 +45,26 @@ def _pool_ok(m: nn.MaxPool2d) -> bool:
     return _pair(m.padding) == [0, 0] and _pair(m.dilation) == [1, 1] and not m.ceil_mode and not m.return_indices
 
 
-def supports_fast_inference(model: nn.Module) -> bool:
-    """Whether :func:`inference_forward` can replace ``model``'s forward exactly."""
+def _declared_features(model: nn.Module) -> list[nn.Module] | None:
+    """``model.features`` as a list when the model declares the two parts and the features are
+    only Conv2d, ReLU and plain MaxPool2d; else None."""
     if getattr(model, "inference_parts", None) != ("features", "classifier") or hasattr(model, "_orig_mod"):
-        return False  # not declared, or a torch.compile wrapper (which has its own fast path)
-    if not torch.backends.mkldnn.is_available():
-        return False
+        return None  # not declared, or a torch.compile wrapper (which has its own fast path)
     features = getattr(model, "features", None)
     if not isinstance(features, nn.Sequential) or not isinstance(getattr(model, "classifier", None), nn.Module):
-        return False
-    for m in features:
-        if isinstance(m, nn.Conv2d) and _conv_ok(m):
-            continue
-        if isinstance(m, nn.ReLU) or (isinstance(m, nn.MaxPool2d) and _pool_ok(m)):
-            continue
-        return False
-    params = list(model.parameters())
-    return bool(params) and all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params) \
-        and not _has_forward_hooks(model)
+        return None
+    if not all(isinstance(m, (nn.Conv2d, nn.ReLU)) or (isinstance(m, nn.MaxPool2d) and _pool_ok(m)) for m in features):
+        return None
+    return list(features)
+
+
+def _relu_after_pool(layers: list[nn.Module]) -> list[nn.Module]:
+    """``layers`` with every ReLU that directly precedes a MaxPool2d moved after it."""
+    layers = list(layers)
+    for i in range(len(layers) - 1):
+        if isinstance(layers[i], nn.ReLU) and isinstance(layers[i + 1], nn.MaxPool2d):
+            layers[i], layers[i + 1] = layers[i + 1], layers[i]
+    return layers
 
 
 def _has_forward_hooks(model: nn.Module) -> bool:
@@ -69,6 +76,41 @@ def _has_forward_hooks(model: nn.Module) -> bool:
     return any(getattr(m, "_forward_hooks", None) or getattr(m, "_forward_pre_hooks", None) for m in model.modules())
 
 
+def supports_fast_inference(model: nn.Module) -> bool:
+    """Whether :func:`inference_forward` can replace ``model``'s forward exactly."""
+    layers = _declared_features(model)
+    if layers is None or not torch.backends.mkldnn.is_available():
+        return False
+    if not all(_conv_ok(m) for m in layers if isinstance(m, nn.Conv2d)):
+        return False
+    params = list(model.parameters())
+    return bool(params) and all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params) \
+        and not _has_forward_hooks(model)
+
+
+def training_forward(model: nn.Module) -> Forward:
+    """``model``'s forward for training steps, with each ReLU run after the max-pool that follows it.
+
+    Values and gradients are those of ``model(x)`` bit for bit. Returns ``model``
+    itself when the model does not declare its parts or has no ReLU/max-pool pair;
+    the returned function falls back to ``model(x)`` off the CPU or while hooks are registered.
+    """
+    layers = _declared_features(model)
+    if layers is None or _relu_after_pool(layers) == layers:
+        return model
+    layers = _relu_after_pool(layers)
+    classifier = model.classifier  # type: ignore[union-attr]
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu" or _has_forward_hooks(model):
+            return model(x)
+        for m in layers:
+            x = m(x)
+        return classifier(torch.flatten(x, 1))
+
+    return forward
+
+
 def inference_forward(model: nn.Module) -> Forward:
     """A forward function for evaluation, valid until the weights change (build one per evaluation pass).
 
@@ -76,12 +118,8 @@ def inference_forward(model: nn.Module) -> Forward:
     """
     if not supports_fast_inference(model):
         return model
-    layers = list(model.features)  # type: ignore[union-attr]
-    for i in range(len(layers) - 1):  # ReLU then max-pool == max-pool then ReLU, on 4x fewer values
-        if isinstance(layers[i], nn.ReLU) and isinstance(layers[i + 1], nn.MaxPool2d):
-            layers[i], layers[i + 1] = layers[i + 1], layers[i]
     steps: list[Forward] = []
-    for m in layers:
+    for m in _relu_after_pool(list(model.features)):  # type: ignore[union-attr]
         if isinstance(m, nn.Conv2d):
             steps.append(_conv_step(m))
         elif isinstance(m, nn.ReLU):
