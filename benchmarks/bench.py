@@ -224,7 +224,8 @@ def bench_flops(a: argparse.Namespace) -> None:
     import torch
     import torch.nn as nn
 
-    from cnnlab.engine import build_optimizer, default_threads, tune_malloc
+    from cnnlab.engine import build_optimizer, default_threads
+    from cnnlab.runtime import tune_malloc
     from cnnlab.config import OptimConfig
     from cnnlab.fastpath import training_forward
     from cnnlab.models import create_model
@@ -393,7 +394,8 @@ def bench_tried(a: argparse.Namespace) -> None:
     import torch
 
     from cnnlab.data import load_mnist
-    from cnnlab.engine import default_threads, tune_malloc
+    from cnnlab.engine import default_threads
+    from cnnlab.runtime import tune_malloc
 
     torch.set_num_threads(a.threads or default_threads())
     tune_malloc()
@@ -515,7 +517,8 @@ import torch
 sys.path.insert(0, "benchmarks")
 from bench import lesson_step
 from cnnlab.data import TensorBatches, load_mnist
-from cnnlab.engine import create_evaluator, run_evaluation, tune_malloc
+from cnnlab.engine import create_evaluator, run_evaluation
+from cnnlab.runtime import tune_malloc
 from cnnlab.models import create_model
 torch.set_num_threads(1)
 print("tuned", tune_malloc(), file=sys.stderr)  # a no-op under CNNLAB_NO_MALLOC_TUNING=1

@@ -12,9 +12,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cnnlab.data import ImageSet, TensorBatches
-from cnnlab.engine import tune_malloc
 from cnnlab.fastpath import inference_forward
 from cnnlab.files import save_figure, write_csv, write_json, write_text
+from cnnlab.runtime import tune_malloc
 
 
 @dataclass

@@ -25,7 +25,7 @@ from PIL import Image
 from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint
 from cnnlab.errors import CheckpointError, ImageError, RunDirError
 from cnnlab.preprocess import IMAGE_SUFFIXES, check_spec, decode_image, preprocess, tensor_to_image
-from cnnlab.engine import tune_malloc
+from cnnlab.runtime import tune_malloc
 
 ImageLike = Any  # PIL image, numpy array, torch tensor, path, or bytes
 
@@ -96,7 +96,7 @@ class Predictor:
         device: str | torch.device = "cpu",
         batch_size: int = 256,
     ) -> None:
-        tune_malloc()  # reuse batch buffers (see cnnlab.engine.tune_malloc)
+        tune_malloc()  # reuse batch buffers (see cnnlab.runtime.tune_malloc)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.classes = [str(c) for c in classes]

@@ -48,7 +48,6 @@ from cnnlab.engine import (
     default_threads,
     resolve_device,
     run_evaluation,
-    tune_malloc,
 )
 from cnnlab.errors import CnnlabError, ConfigError, RunDirError
 from cnnlab.evaluate import TestReport, predict_logits, score, write_report
@@ -56,6 +55,7 @@ from cnnlab.augment import attach_augmentation, build_augmenter
 from cnnlab.files import write_csv
 from cnnlab.models import check_pretrained, create_model, get_model_entry
 from cnnlab.runs import RunDir, default_run_dir, read_config, write_config, write_split
+from cnnlab.runtime import tune_malloc
 
 # epoch_time_s is the whole epoch; eval_time_s the part of it spent in the train/val evaluation passes.
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "eval_time_s", "best"]
