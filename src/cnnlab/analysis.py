@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cnnlab.config import EVAL_BATCH_SIZE
 from cnnlab.errors import CnnlabError, ConfigError
 
 ECE_BINS = 15
@@ -303,7 +304,7 @@ def best_epoch(rows: Sequence[dict[str, Any]]) -> int | None:
 
 
 def predict_run(
-    run_dir: str | Path, *, data_dir: str | None = None, device: str = "auto", batch_size: int = 256
+    run_dir: str | Path, *, data_dir: str | None = None, device: str = "auto", batch_size: int = EVAL_BATCH_SIZE
 ) -> tuple[Predictions, Any]:
     """A run's best checkpoint on its test set: (:class:`Predictions`, evaluate's ``RunTestLogits``)."""
     from cnnlab.evaluate import run_test_logits
@@ -363,7 +364,7 @@ def analyze_run(
     n_bins: int = ECE_BINS,
     data_dir: str | None = None,
     device: str = "auto",
-    batch_size: int = 256,
+    batch_size: int = EVAL_BATCH_SIZE,
     html: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> AnalysisResult:
@@ -536,7 +537,7 @@ def compare_runs(
     max_images: int = 40,
     data_dir: str | None = None,
     device: str = "auto",
-    batch_size: int = 256,
+    batch_size: int = EVAL_BATCH_SIZE,
 ) -> Comparison:
     """Compare two runs' best checkpoints on their (identical) test set.
 

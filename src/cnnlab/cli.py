@@ -14,6 +14,7 @@ from typing import Any, Callable
 import click
 
 from cnnlab import __version__
+from cnnlab.config import EVAL_BATCH_SIZE
 from cnnlab.errors import CnnlabError
 
 
@@ -49,7 +50,7 @@ def cli() -> None:
 @click.option("--model", "model_name", default=None, help="Model name (see `cnnlab models`).  [default: lenet5]")
 @click.option("--epochs", type=int, default=None, help="Training epochs.  [default: 5]")
 @click.option("--batch-size", type=int, default=None, help="Training batch size.  [default: 32]")
-@click.option("--eval-batch-size", type=int, default=None, help="Evaluation batch size (speed only).  [default: 256]")
+@click.option("--eval-batch-size", type=int, default=None, help=f"Evaluation batch size (speed only).  [default: {EVAL_BATCH_SIZE}]")
 @click.option("--lr", type=float, default=None, help="Learning rate.  [default: 0.001]")
 @click.option("--optimizer", type=click.Choice(["adam", "adamw", "sgd"]), default=None, help="Optimizer.  [default: adam]")
 @click.option("--weight-decay", type=float, default=None, help="Weight decay.  [default: 0]")
@@ -203,7 +204,7 @@ def config_from_options(cfg: Any, opts: dict[str, Any]) -> Any:
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Dataset folder (default: the run's).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--batch-size", type=int, default=256, show_default=True, help="Evaluation batch size (speed only).")
+@click.option("--batch-size", type=int, default=EVAL_BATCH_SIZE, show_default=True, help="Evaluation batch size (speed only).")
 @friendly_errors
 def evaluate(run_dir: str, data_dir: str | None, device: str, batch_size: int) -> None:
     """Re-score a run's best checkpoint on the test set and rewrite its report files."""
@@ -353,7 +354,7 @@ def serve(run_dir: str, host: str, port: int, max_upload_mb: float) -> None:
 @click.option("--no-html", is_flag=True, help="Skip analysis/index.html.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Dataset folder (default: the run's).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--batch-size", type=int, default=256, show_default=True, help="Evaluation batch size (speed only).")
+@click.option("--batch-size", type=int, default=EVAL_BATCH_SIZE, show_default=True, help="Evaluation batch size (speed only).")
 @click.pass_context
 @friendly_errors
 def analyze(ctx: click.Context, run_dir: str, classes: str | None, per_class: int, top_k: int, bins: int,
@@ -411,7 +412,7 @@ def show_data(dataset: str, n: int, seed: int, split: str, out: str | None, data
               help="Disagreement images drawn.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Dataset folder (default: each run's).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--batch-size", type=int, default=256, show_default=True, help="Evaluation batch size (speed only).")
+@click.option("--batch-size", type=int, default=EVAL_BATCH_SIZE, show_default=True, help="Evaluation batch size (speed only).")
 @friendly_errors
 def compare(run_a: str, run_b: str, out: str | None, max_images: int, data_dir: str | None, device: str,
             batch_size: int) -> None:

@@ -14,6 +14,11 @@ from typing import Any, Mapping
 
 from cnnlab.errors import ConfigError
 
+# Evaluation batch size everywhere a batch size only changes speed (training's evaluation passes,
+# `cnnlab evaluate/analyze/compare`). 256, not more: on a CPU, LeNet-5 evaluates about 3x faster
+# in batches of 256 than of 1000 (benchmarks/README.md, "Memory allocator").
+EVAL_BATCH_SIZE = 256
+
 
 @dataclass
 class DataConfig:
@@ -52,9 +57,7 @@ class OptimConfig:
 class TrainConfig:
     epochs: int = 5
     batch_size: int = 32
-    # Speed only, never the metrics. 256, not more: on a CPU, LeNet-5 evaluates about 3x faster
-    # in batches of 256 than of 1000 (benchmarks/README.md, "Memory allocator").
-    eval_batch_size: int = 256
+    eval_batch_size: int = EVAL_BATCH_SIZE  # speed only, never the metrics
     seed: int = 0  # model init and shuffling; the split has its own seed
     loss_reduction: str = "sum"  # the lesson's CrossEntropyLoss(reduction="sum")
     label_smoothing: float = 0.0  # training loss only; validation/test loss stay plain cross-entropy

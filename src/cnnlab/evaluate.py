@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cnnlab.config import EVAL_BATCH_SIZE
 from cnnlab.data import ImageSet, TensorBatches
 from cnnlab.fastpath import inference_forward
 from cnnlab.files import save_figure, write_csv, write_json, write_text
@@ -42,7 +43,7 @@ class TestReport:
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, data: ImageSet, *, batch_size: int = 256, channels_last: bool = False) -> torch.Tensor:
+def predict_logits(model: nn.Module, data: ImageSet, *, batch_size: int = EVAL_BATCH_SIZE, channels_last: bool = False) -> torch.Tensor:
     """Logits for every image of ``data`` in order, as a CPU float tensor (N, classes)."""
     tune_malloc()  # process-wide and idempotent: batch buffers are reused instead of re-faulted
     model.eval()
@@ -131,7 +132,7 @@ def load_best_and_test_set(run_dir: str | Path, *, data_dir: str | None = None) 
 
 
 def run_test_logits(
-    run_dir: str | Path, *, data_dir: str | None = None, device: str = "auto", batch_size: int = 256
+    run_dir: str | Path, *, data_dir: str | None = None, device: str = "auto", batch_size: int = EVAL_BATCH_SIZE
 ) -> RunTestLogits:
     """Load a run's ``best.pt`` and its dataset's test set, and return the test logits."""
     from cnnlab.checkpoint import model_from_checkpoint
@@ -145,7 +146,7 @@ def run_test_logits(
 
 
 def evaluate_run(
-    run_dir: str | Path, *, data_dir: str | None = None, device: str = "auto", batch_size: int = 256
+    run_dir: str | Path, *, data_dir: str | None = None, device: str = "auto", batch_size: int = EVAL_BATCH_SIZE
 ) -> TestReport:
     """Load a run's ``best.pt``, score it on its dataset's test set, and rewrite the report files."""
     r = run_test_logits(run_dir, data_dir=data_dir, device=device, batch_size=batch_size)

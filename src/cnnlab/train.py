@@ -37,7 +37,7 @@ from cnnlab.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from cnnlab.config import Config
+from cnnlab.config import EVAL_BATCH_SIZE, Config
 from cnnlab.data import DataBundle, TensorBatches, prepare_data
 from cnnlab.engine import (
     build_optimizer,
@@ -343,7 +343,7 @@ def build_model(cfg: Config, data: DataBundle) -> nn.Module:
         raise ConfigError(f"{exc}; choose another model or resize the images with --image-size") from None
 
 
-def evaluate_checkpoint(run: RunDir, data: DataBundle, device: torch.device, *, batch_size: int = 256) -> TestReport:
+def evaluate_checkpoint(run: RunDir, data: DataBundle, device: torch.device, *, batch_size: int = EVAL_BATCH_SIZE) -> TestReport:
     """Score ``best.pt`` on the test set and write the report files."""
     payload = load_checkpoint(run.best)
     model = model_from_checkpoint(payload).to(device)
