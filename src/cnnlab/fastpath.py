@@ -95,10 +95,10 @@ def training_forward(model: nn.Module) -> Forward:
     itself when the model does not declare its parts or has no ReLU/max-pool pair;
     the returned function falls back to ``model(x)`` off the CPU or while hooks are registered.
     """
-    layers = _declared_features(model)
-    if layers is None or _relu_after_pool(layers) == layers:
+    declared = _declared_features(model)
+    layers = _relu_after_pool(declared) if declared is not None else None
+    if layers is None or layers == declared:
         return model
-    layers = _relu_after_pool(layers)
     classifier = model.classifier  # type: ignore[union-attr]
 
     def forward(x: torch.Tensor) -> torch.Tensor:
