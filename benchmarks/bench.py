@@ -97,8 +97,8 @@ def phases(training: float, evaluation: float, rest: float) -> dict:
 CNNLAB_RUNNER = r"""
 import json, sys, tempfile
 import sklearn.metrics, torchvision.datasets  # noqa: F401  (imported before the timer, as in the reference)
-from cnnlab.config import Config, load_recipe
-from cnnlab.train import train
+from cnnlab.core.config import Config, load_recipe
+from cnnlab.apps.api import train_config as train
 args = json.loads(sys.argv[1])
 cfg = load_recipe(args["recipe"]) if args.get("recipe") else Config()
 for section, values in args.get("override", {}).items():
@@ -224,10 +224,11 @@ def bench_flops(a: argparse.Namespace) -> None:
     import torch
     import torch.nn as nn
 
-    from cnnlab.engine import build_optimizer, default_threads
-    from cnnlab.runtime import tune_malloc
-    from cnnlab.config import OptimConfig
-    from cnnlab.fastpath import training_forward
+    from cnnlab.engine.step import build_optimizer
+    from cnnlab.core.runtime import default_threads
+    from cnnlab.accel.malloc import tune_malloc
+    from cnnlab.core.config import OptimConfig
+    from cnnlab.accel.fastpath import training_forward
     from cnnlab.models import create_model
 
     torch.set_num_threads(a.threads or default_threads())
@@ -298,9 +299,9 @@ def bench_throughput(a: argparse.Namespace) -> None:
     import torchvision.transforms as transforms
     from torchvision.datasets import MNIST
 
-    from cnnlab.data import load_mnist
-    from cnnlab.engine import default_threads
-    from cnnlab.evaluate import predict_logits
+    from cnnlab.data.mnist import load_mnist
+    from cnnlab.core.runtime import default_threads
+    from cnnlab.inference import predict_logits
     from cnnlab.models import create_model
 
     torch.set_num_threads(a.threads or default_threads())
@@ -331,10 +332,10 @@ def lesson_step(pool, batch_size: int = 32, *, channels_last: bool = True, forwa
     import torch
     import torch.nn as nn
 
-    from cnnlab.config import OptimConfig
-    from cnnlab.data import TensorBatches
-    from cnnlab.engine import build_optimizer
-    from cnnlab.fastpath import training_forward
+    from cnnlab.core.config import OptimConfig
+    from cnnlab.data.tensors import TensorBatches
+    from cnnlab.engine.step import build_optimizer
+    from cnnlab.accel.fastpath import training_forward
     from cnnlab.models import create_model
 
     model = create_model("lenet5")
@@ -393,9 +394,9 @@ def bench_tried(a: argparse.Namespace) -> None:
     is checked bit for bit against the eager step of its memory layout."""
     import torch
 
-    from cnnlab.data import load_mnist
-    from cnnlab.engine import default_threads
-    from cnnlab.runtime import tune_malloc
+    from cnnlab.data.mnist import load_mnist
+    from cnnlab.core.runtime import default_threads
+    from cnnlab.accel.malloc import tune_malloc
 
     torch.set_num_threads(a.threads or default_threads())
     tune_malloc()
@@ -448,7 +449,8 @@ def bench_threads(a: argparse.Namespace) -> None:
     """Batch-32 LeNet-5 training steps and evaluation with 1 vs 2 (..) threads, interleaved in one process."""
     import torch
 
-    from cnnlab.data import TensorBatches, load_mnist
+    from cnnlab.data.tensors import TensorBatches
+    from cnnlab.data.mnist import load_mnist
     from cnnlab.models import create_model
 
     pool = load_mnist(a.data_dir, train=True, download=False)
@@ -489,8 +491,8 @@ def bench_profile(a: argparse.Namespace) -> None:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from cnnlab.data import load_mnist
-    from cnnlab.engine import default_threads
+    from cnnlab.data.mnist import load_mnist
+    from cnnlab.core.runtime import default_threads
 
     torch.set_num_threads(a.threads or default_threads())
     step = lesson_step(load_mnist(a.data_dir, train=True, download=False))
@@ -518,7 +520,7 @@ sys.path.insert(0, "benchmarks")
 from bench import lesson_step
 from cnnlab.data import TensorBatches, load_mnist
 from cnnlab.engine import create_evaluator, run_evaluation
-from cnnlab.runtime import tune_malloc
+from cnnlab.accel.malloc import tune_malloc
 from cnnlab.models import create_model
 torch.set_num_threads(1)
 print("tuned", tune_malloc(), file=sys.stderr)  # a no-op under CNNLAB_NO_MALLOC_TUNING=1

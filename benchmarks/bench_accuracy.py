@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 
 from cnnlab import __version__
-from cnnlab.config import load_recipe
-from cnnlab.files import write_json
-from cnnlab.train import train
+from cnnlab.core.config import load_recipe
+from cnnlab.core.files import write_json
+from cnnlab.apps.api import train_config as train
 
 
 def git_commit() -> str | None:

@@ -63,9 +63,9 @@ def main() -> None:
     import torch
     from PIL import Image
 
-    from cnnlab.data import load_mnist
-    from cnnlab.predict import load
-    from cnnlab.preprocess import decode_image, mnist_pixels, preprocess
+    from cnnlab.data.mnist import load_mnist
+    from cnnlab.apps.predict import load
+    from cnnlab.data.images import decode_image, mnist_pixels, preprocess
 
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="cnnlab-bench-predict-"))
     run_dir = Path(args.run_dir) if args.run_dir else None

@@ -22,8 +22,8 @@ import torchvision.datasets  # noqa: F401
 
 from provenance import machine_provenance
 
-from cnnlab.config import load_recipe
-from cnnlab.train import train
+from cnnlab.core.config import load_recipe
+from cnnlab.apps.api import train_config as train
 
 
 def main() -> None:

@@ -58,7 +58,7 @@ def tiny_run_config(data_dir: Path, **train: object):
 
     ``train`` overrides the [train] section (epochs, seed, train_eval, ...).
     """
-    from cnnlab.config import Config
+    from cnnlab.core.config import Config
 
     cfg = Config().override("data", data_dir=str(data_dir), val_size=100, download=False)
     return cfg.override("train", **{"epochs": 2, "progress": False, "threads": 1, **train})
@@ -66,7 +66,7 @@ def tiny_run_config(data_dir: Path, **train: object):
 
 def train_tiny_run(data_dir: Path, run_dir: Path, **train: object) -> Path:
     """Train :func:`tiny_run_config` into ``run_dir`` and return it."""
-    from cnnlab.train import train as train_run
+    from cnnlab.apps.api import train_config as train_run
 
     train_run(tiny_run_config(data_dir, **train), run_dir, log=lambda _msg: None)
     return run_dir

@@ -10,8 +10,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from cnnlab import analysis as A
-from cnnlab.cli import cli
+from cnnlab.analysis import metrics as M
+from cnnlab.analysis import report as A
+from cnnlab.apps.cli import cli
 from conftest import make_mnist_folder, tiny_run_config, train_tiny_run
 
 
@@ -31,16 +32,16 @@ def _known_predictions(n: int = 600, k: int = 10, seed: int = 0):
 def test_numbers_equal_sklearn_on_known_predictions():
     from sklearn.metrics import accuracy_score, confusion_matrix, log_loss, precision_score, recall_score
 
-    from cnnlab.evaluate import score
+    from cnnlab.analysis.metrics import score
 
     logits, labels = _known_predictions()
     classes = [str(i) for i in range(10)]
-    pred = A.Predictions.from_logits(logits, labels, torch.zeros(len(labels), 1, 2, 2, dtype=torch.uint8), classes)
+    pred = M.Predictions.from_logits(logits, labels, torch.zeros(len(labels), 1, 2, 2, dtype=torch.uint8), classes)
     y, p = labels.numpy(), pred.preds
     assert np.array_equal(p, logits.argmax(1).numpy())
-    cm = A.confusion_matrix(y, p, 10)
+    cm = M.confusion_matrix(y, p, 10)
     assert np.array_equal(cm, confusion_matrix(y, p, labels=list(range(10))))
-    rates = A.per_class_rates(cm)
+    rates = M.per_class_rates(cm)
     assert np.allclose(rates["recall"], recall_score(y, p, average=None, labels=list(range(10)), zero_division=0))
     assert np.allclose(rates["precision"], precision_score(y, p, average=None, labels=list(range(10)), zero_division=0))
     assert np.array_equal(rates["support"], np.bincount(y, minlength=10))
@@ -50,20 +51,20 @@ def test_numbers_equal_sklearn_on_known_predictions():
     report = score(logits, labels, classes)
     assert np.array_equal(report.confusion, cm) and report.accuracy == pytest.approx(pred.correct.mean())
 
-    pairs = A.most_confused(cm, classes)
+    pairs = M.most_confused(cm, classes)
     assert sum(pc.count for pc in pairs) == int((y != p).sum())
     counts = [pc.count for pc in pairs]
     assert counts == sorted(counts, reverse=True)
     first = pairs[0]
     assert first.count == int(((y == int(first.true)) & (p == int(first.pred))).sum())
-    assert A.most_confused(cm, classes, top=3) == pairs[:3]
+    assert M.most_confused(cm, classes, top=3) == pairs[:3]
 
 
 def test_most_confused_small_table_and_ties():
     cm = np.array([[5, 2, 0], [3, 4, 3], [0, 1, 9]])
-    pairs = A.most_confused(cm, ["a", "b", "c"])
+    pairs = M.most_confused(cm, ["a", "b", "c"])
     assert [(q.true, q.pred, q.count) for q in pairs] == [("b", "a", 3), ("b", "c", 3), ("a", "b", 2), ("c", "b", 1)]
-    assert A.most_confused(np.eye(3, dtype=int) * 4, ["a", "b", "c"]) == []
+    assert M.most_confused(np.eye(3, dtype=int) * 4, ["a", "b", "c"]) == []
 
 
 # --- calibration -----------------------------------------------------------------------------
@@ -74,8 +75,8 @@ def test_ece_on_a_constructed_example():
     # ECE = 0.5 * |0.8 - 0.95| + 0.5 * |0.5 - 0.55| = 0.075 + 0.025 = 0.1
     conf = np.array([0.95] * 10 + [0.55] * 10)
     correct = np.array([1] * 8 + [0] * 2 + [1] * 5 + [0] * 5, dtype=bool)
-    assert A.expected_calibration_error(conf, correct) == pytest.approx(0.1)
-    bins = A.reliability_bins(conf, correct, 15)
+    assert M.expected_calibration_error(conf, correct) == pytest.approx(0.1)
+    bins = M.reliability_bins(conf, correct, 15)
     assert bins.counts.sum() == 20 and (bins.counts > 0).sum() == 2
     assert bins.counts[14] == 10 and bins.accuracy[14] == pytest.approx(0.8)
     assert bins.counts[8] == 10 and bins.confidence[8] == pytest.approx(0.55)  # (0.533, 0.6]
@@ -83,9 +84,9 @@ def test_ece_on_a_constructed_example():
     # Perfect calibration: in each bin accuracy equals confidence.
     conf2 = np.array([0.6] * 5 + [1.0] * 4)
     ok2 = np.array([1, 1, 1, 0, 0, 1, 1, 1, 1], dtype=bool)
-    assert A.expected_calibration_error(conf2, ok2) == pytest.approx(0.0)
+    assert M.expected_calibration_error(conf2, ok2) == pytest.approx(0.0)
     # A model always 100% sure and always wrong is off by 1.
-    assert A.expected_calibration_error(np.ones(7), np.zeros(7, dtype=bool)) == pytest.approx(1.0)
+    assert M.expected_calibration_error(np.ones(7), np.zeros(7, dtype=bool)) == pytest.approx(1.0)
 
 
 def test_ece_matches_a_direct_loop_over_bins():
@@ -98,10 +99,10 @@ def test_ece_matches_a_direct_loop_over_bins():
         m = (conf > lo) & (conf <= hi)
         if m.any():
             expected += m.mean() * abs(correct[m].mean() - conf[m].mean())
-    assert A.expected_calibration_error(conf, correct) == pytest.approx(expected)
-    assert A.expected_calibration_error(np.array([0.0]), np.array([True])) == pytest.approx(1.0)  # 0 lands in bin 0
-    with pytest.raises(A.ConfigError):
-        A.reliability_bins(conf, correct, 0)
+    assert M.expected_calibration_error(conf, correct) == pytest.approx(expected)
+    assert M.expected_calibration_error(np.array([0.0]), np.array([True])) == pytest.approx(1.0)  # 0 lands in bin 0
+    with pytest.raises(M.ConfigError):
+        M.reliability_bins(conf, correct, 0)
 
 
 # --- McNemar ---------------------------------------------------------------------------------
@@ -109,14 +110,14 @@ def test_ece_matches_a_direct_loop_over_bins():
 
 def test_mcnemar_exact_on_a_known_table():
     # b = 10, c = 2: p = 2 * P(X <= 2), X ~ Binomial(12, 1/2) = 2 * (1 + 12 + 66) / 4096
-    r = A.mcnemar_from_table([[90, 10], [2, 98]])
+    r = M.mcnemar_from_table([[90, 10], [2, 98]])
     assert r.p_value == pytest.approx(158 / 4096)
     assert (r.only_a_right, r.only_b_right) == (10, 2)
     # Textbook values: b = 1, c = 9 -> 2 * (1 + 10) / 1024; symmetric tables give 1.
-    assert A.mcnemar_from_table([[50, 1], [9, 40]]).p_value == pytest.approx(22 / 1024)
-    assert A.mcnemar_from_table([[5, 4], [4, 5]]).p_value == 1.0
-    assert A.mcnemar_from_table([[100, 0], [0, 3]]).p_value == 1.0
-    big = A.mcnemar_from_table([[0, 60], [40, 0]])
+    assert M.mcnemar_from_table([[50, 1], [9, 40]]).p_value == pytest.approx(22 / 1024)
+    assert M.mcnemar_from_table([[5, 4], [4, 5]]).p_value == 1.0
+    assert M.mcnemar_from_table([[100, 0], [0, 3]]).p_value == 1.0
+    big = M.mcnemar_from_table([[0, 60], [40, 0]])
     expected = 2 * sum(math.comb(100, i) for i in range(41)) / 2 ** 100
     assert big.p_value == pytest.approx(expected, rel=1e-9)
 
@@ -124,11 +125,11 @@ def test_mcnemar_exact_on_a_known_table():
 def test_mcnemar_from_paired_predictions_builds_the_table():
     a = np.array([1, 1, 1, 0, 0, 1, 0, 1], dtype=bool)
     b = np.array([1, 0, 0, 1, 0, 1, 0, 0], dtype=bool)
-    r = A.mcnemar_exact(a, b)
+    r = M.mcnemar_exact(a, b)
     assert r.table == [[2, 3], [1, 2]]
-    assert r.p_value == pytest.approx(A.mcnemar_from_table([[2, 3], [1, 2]]).p_value)
+    assert r.p_value == pytest.approx(M.mcnemar_from_table([[2, 3], [1, 2]]).p_value)
     with pytest.raises(ValueError):
-        A.mcnemar_exact(a, b[:-1])
+        M.mcnemar_exact(a, b[:-1])
 
 
 # --- selections ------------------------------------------------------------------------------
@@ -136,17 +137,17 @@ def test_mcnemar_from_paired_predictions_builds_the_table():
 
 def test_top_losses_selection_and_order_are_stable():
     losses = np.array([0.1, 3.0, 0.5, 3.0, 2.0, 0.0])
-    assert A.top_losses(losses, 3).tolist() == [1, 3, 4]  # ties keep test order
-    assert A.top_losses(losses, 100).tolist() == [1, 3, 4, 2, 0, 5]
+    assert M.top_losses(losses, 3).tolist() == [1, 3, 4]  # ties keep test order
+    assert M.top_losses(losses, 100).tolist() == [1, 3, 4, 2, 0, 5]
     labels = np.array([8, 8, 4, 8, 9, 4, 8, 9, 8])
     preds = np.array([0, 8, 9, 3, 9, 4, 5, 7, 1])
-    chosen = A.select_misclassified(labels, preds, [8, 4, 9], per_class=2)
+    chosen = M.select_misclassified(labels, preds, [8, 4, 9], per_class=2)
     assert {k: v.tolist() for k, v in chosen.items()} == {8: [0, 3], 4: [2], 9: [7]}
-    assert A.classes_with_most_errors(labels, preds, 10, n=2) == [8, 4]
-    assert A.resolve_classes(["8", 4, " 9"], [str(i) for i in range(10)]) == [8, 4, 9]
-    assert A.resolve_classes(["cat", "1"], ["dog", "cat"]) == [1, 1]
-    with pytest.raises(A.ConfigError, match="unknown class 'zebra'"):
-        A.resolve_classes(["zebra"], ["dog", "cat"])
+    assert M.classes_with_most_errors(labels, preds, 10, n=2) == [8, 4]
+    assert M.resolve_classes(["8", 4, " 9"], [str(i) for i in range(10)]) == [8, 4, 9]
+    assert M.resolve_classes(["cat", "1"], ["dog", "cat"]) == [1, 1]
+    with pytest.raises(M.ConfigError, match="unknown class 'zebra'"):
+        M.resolve_classes(["zebra"], ["dog", "cat"])
 
 
 def test_read_metrics_and_best_epoch(tmp_path):
@@ -155,8 +156,8 @@ def test_read_metrics_and_best_epoch(tmp_path):
                     "1,,,0.5,0.8,0.001,1.0,True\n2,,,0.3,0.9,0.001,1.0,True\n3,,,0.4,0.88,0.001,1.0,False\n")
     rows = A.read_metrics(path)
     assert rows[0]["train_loss"] is None and rows[1]["val_acc"] == pytest.approx(0.9) and rows[2]["best"] is False
-    assert A.best_epoch(rows) == 2
-    assert A.best_epoch([{"epoch": 1, "val_loss": 0.2}, {"epoch": 2, "val_loss": 0.1}]) == 2
+    assert M.best_epoch(rows) == 2
+    assert M.best_epoch([{"epoch": 1, "val_loss": 0.2}, {"epoch": 2, "val_loss": 0.1}]) == 2
 
 
 # --- analyze / compare on trained tiny runs ---------------------------------------------------
@@ -187,7 +188,7 @@ def test_analyze_run_writes_everything(two_runs):
     assert summary["test_set"]["num_images"] == 200 and len(summary["test_set"]["labels_sha256"]) == 64
     p = result.predictions
     assert summary["errors"] == int((p.preds != p.labels).sum())
-    assert summary["ece"] == pytest.approx(A.expected_calibration_error(p.confidence, p.correct))
+    assert summary["ece"] == pytest.approx(M.expected_calibration_error(p.confidence, p.correct))
     for k in (8, 4, 9):
         expected = np.flatnonzero((p.labels == k) & (p.preds != k))[:3]
         assert result.misclassified[k].tolist() == expected.tolist()
@@ -292,8 +293,8 @@ def test_tensorboard_missing_names_the_extra(tiny_mnist, tmp_path, monkeypatch):
 
 def test_tensorboard_logger_does_not_swallow_training_errors(tiny_mnist, tmp_path):
     pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed: pip install 'cnnlab[tensorboard]'")
-    from cnnlab.errors import NonFiniteLossError
-    from cnnlab.train import train
+    from cnnlab.core.errors import NonFiniteLossError
+    from cnnlab.apps.api import train_config as train
 
     cfg = tiny_run_config(tiny_mnist, epochs=1, tensorboard=True).override("optim", lr=1e9)
     with pytest.raises(NonFiniteLossError):

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cnnlab.augment import PRESETS, Augmenter, build_augmenter, parse_spec, preset_for, random_crop
-from cnnlab.errors import ConfigError
+from cnnlab.data.augment import PRESETS, Augmenter, build_augmenter, parse_spec, preset_for, random_crop
+from cnnlab.core.errors import ConfigError
 
 
 @pytest.mark.parametrize("spec", ["shift", "affine", "crop", "crop-flip", "auto"])

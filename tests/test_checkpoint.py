@@ -5,8 +5,8 @@ import pickle
 import pytest
 import torch
 
-from cnnlab.checkpoint import SCHEMA_VERSION, load_checkpoint, make_payload, model_from_checkpoint, save_checkpoint
-from cnnlab.errors import CheckpointError
+from cnnlab.engine.checkpoint import SCHEMA_VERSION, load_checkpoint, make_payload, model_from_checkpoint, save_checkpoint
+from cnnlab.core.errors import CheckpointError
 from cnnlab.models import create_model
 
 INFO = {"name": "mnist", "classes": [str(i) for i in range(10)], "channels": 1, "image_size": 28, "preprocess": {}}

@@ -10,7 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from cnnlab.cli import cli
+from cnnlab.apps.cli import cli
 
 
 def _all_commands(group: click.Group, prefix=()):
@@ -79,8 +79,8 @@ def test_user_mistakes_are_one_line_without_traceback(args, message, tmp_path):
 
 
 def test_a_different_run_is_never_overwritten(tiny_config, tmp_path):
-    from cnnlab.errors import RunDirError
-    from cnnlab.train import train
+    from cnnlab.core.errors import RunDirError
+    from cnnlab.apps.api import train_config as train
 
     run_dir = tmp_path / "run"
     train(tiny_config.override("train", epochs=1), run_dir, log=lambda s: None)

@@ -6,18 +6,11 @@ import torch.utils.data as tdata
 import torchvision.transforms as transforms
 from torchvision.datasets import MNIST
 
-from cnnlab.config import DataConfig
-from cnnlab.data import (
-    MNIST_FILES,
-    TensorBatches,
-    default_data_dir,
-    load_mnist,
-    prepare_data,
-    resolve_data_dir,
-    split_indices,
-    to_float,
-)
-from cnnlab.errors import ConfigError, DataError
+from cnnlab.core.config import DataConfig
+from cnnlab.data.mnist import MNIST_FILES, load_mnist
+from cnnlab.data.tensors import TensorBatches, default_data_dir, resolve_data_dir, split_indices, to_float
+from cnnlab.data.registry import prepare_data
+from cnnlab.core.errors import ConfigError, DataError
 
 
 def test_reads_idx_files_through_torchvision(tiny_mnist):

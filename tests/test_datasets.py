@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from cnnlab import datasets
-from cnnlab.config import DataConfig
-from cnnlab.data import list_datasets, load_dataset, prepare_data
-from cnnlab.errors import ConfigError, DataError
+from cnnlab.data import sets as datasets
+from cnnlab.core.config import DataConfig
+from cnnlab.data.registry import list_datasets, load_dataset, prepare_data
+from cnnlab.core.errors import ConfigError, DataError
 from conftest import write_idx_images, write_idx_labels
 
 

@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnlab import distributed
-from cnnlab.config import Config
-from cnnlab.errors import ConfigError, RunDirError
+from cnnlab.engine import distributed
+from cnnlab.core.config import Config
+from cnnlab.core.errors import ConfigError, RunDirError
 
 pytestmark = [
     pytest.mark.skipif(
@@ -56,8 +56,8 @@ def skip_if_gloo_failed(text: str) -> None:
 
 def _recording_worker(cfg: Config, run_dir: str, out: str) -> None:
     """One worker of the spawned run: record what this rank saw, then run the CLI's worker."""
-    import cnnlab.train as T
-    from cnnlab.cli import train_and_report
+    import cnnlab.engine.train as T
+    from cnnlab.apps.cli import train_and_report
 
     me = int(os.environ["RANK"])
     outdir = Path(out)
@@ -111,7 +111,7 @@ def two_proc(tmp_path_factory: pytest.TempPathFactory, tiny_mnist: Path) -> dict
 
 @pytest.fixture(scope="module")
 def one_proc(tmp_path_factory: pytest.TempPathFactory, tiny_mnist: Path) -> Path:
-    from cnnlab.train import train
+    from cnnlab.apps.api import train_config as train
 
     run_dir = tmp_path_factory.mktemp("single") / "run"
     train(tiny_cfg(tiny_mnist), run_dir, log=lambda _: None)
@@ -135,9 +135,10 @@ def test_two_processes_write_one_run_folder_like_a_single_process(two_proc: dict
 
 
 def test_validation_metrics_equal_a_single_process_evaluation(two_proc: dict, tiny_mnist: Path) -> None:
-    from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint
-    from cnnlab.data import TensorBatches, prepare_data
-    from cnnlab.engine import create_evaluator, run_evaluation
+    from cnnlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
+    from cnnlab.data.tensors import TensorBatches
+    from cnnlab.data.registry import prepare_data
+    from cnnlab.engine.step import create_evaluator, run_evaluation
 
     run = two_proc["run"]
     best = load_checkpoint(run / "best.pt")
@@ -184,8 +185,8 @@ CRASHING_WORKER = textwrap.dedent(
     import json, os, signal, sys, time
     from pathlib import Path
 
-    import cnnlab.train as T
-    from cnnlab import distributed
+    import cnnlab.engine.train as T
+    from cnnlab.engine import distributed
 
     out, run_dir = Path(sys.argv[1]), Path(sys.argv[sys.argv.index("--run-dir") + 1])
     rank, attempt = int(os.environ["RANK"]), int(os.environ["TORCHELASTIC_RESTART_COUNT"])
@@ -209,7 +210,7 @@ CRASHING_WORKER = textwrap.dedent(
 
     T.prepare_data, T.TensorBatches = prepare, Crashing
     sys.argv = ["cnnlab", *sys.argv[sys.argv.index("--") + 1:]]
-    from cnnlab.cli import main
+    from cnnlab.apps.cli import main
     main()
     """
 )
@@ -275,7 +276,7 @@ def test_torchrun_restart_resumes_from_last_checkpoint(torchrun_restart: dict, t
 
 
 def test_training_shards_are_equal_disjoint_and_evaluation_shards_exact() -> None:
-    from cnnlab.data import ImageSet, TensorBatches
+    from cnnlab.data.tensors import ImageSet, TensorBatches
 
     n = 103
     data = ImageSet(torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1), torch.arange(n), ["x"])
@@ -339,7 +340,7 @@ def test_worker_errors_are_printed_once(monkeypatch: pytest.MonkeyPatch, capsys:
 def test_cli_nproc_spawns_the_training_worker(monkeypatch: pytest.MonkeyPatch, tiny_mnist: Path, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    import cnnlab.cli as cli
+    import cnnlab.apps.cli as cli
 
     calls = []
     monkeypatch.setattr(distributed, "spawn", lambda fn, *args, nproc: calls.append((fn, args, nproc)) or 0)

@@ -4,10 +4,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from cnnlab.config import Config, OptimConfig
-from cnnlab.data import TensorBatches, load_mnist
-from cnnlab.engine import build_optimizer, create_evaluator, create_trainer, run_evaluation
-from cnnlab.errors import NonFiniteLossError
+from cnnlab.core.config import Config, OptimConfig
+from cnnlab.data.tensors import TensorBatches
+from cnnlab.data.mnist import load_mnist
+from cnnlab.engine.step import build_optimizer, create_evaluator, create_trainer, run_evaluation
+from cnnlab.core.errors import NonFiniteLossError
 from cnnlab.models import create_model
 
 
@@ -59,7 +60,7 @@ def test_optimizers_build(name):
 
 
 def test_config_rejects_unknown_keys_and_bad_values():
-    from cnnlab.errors import ConfigError
+    from cnnlab.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unknown config key train.epoch"):
         Config.from_dict({"train": {"epoch": 3}})

@@ -11,10 +11,10 @@ import torch
 from click.testing import CliRunner
 from PIL import Image, ImageDraw
 
-from cnnlab.cli import cli
-from cnnlab.errors import ExportError, SaveError
-from cnnlab.export import ONNX_OPSET, export_model, read_metadata
-from cnnlab.predict import load
+from cnnlab.apps.cli import cli
+from cnnlab.core.errors import ExportError, SaveError
+from cnnlab.apps.export import ONNX_OPSET, export_model, read_metadata
+from cnnlab.apps.predict import load
 
 
 def jit_load(path: Path):
@@ -98,7 +98,7 @@ def test_export_never_overwrites_without_overwrite(tiny_trained_run, tmp_path):
 
 
 def test_an_export_that_disagrees_is_refused_and_not_written(tiny_trained_run, tmp_path, monkeypatch):
-    import cnnlab.export as ex
+    import cnnlab.apps.export as ex
 
     real = ex.torchscript_runner
 

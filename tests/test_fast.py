@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from cnnlab.config import load_recipe
-from cnnlab.train import train
+from cnnlab.core.config import load_recipe
+from cnnlab.apps.api import train_config as train
 
 
 @pytest.mark.parametrize("name", ["fast", "fast99"])
@@ -30,7 +30,7 @@ def test_bf16_autocast_is_opt_in_and_trains(tiny_config, tmp_path):
     # Weights, optimizer state and the checkpoint stay float32: only the forward pass is autocast.
     import torch
 
-    from cnnlab.checkpoint import load_checkpoint
+    from cnnlab.engine.checkpoint import load_checkpoint
 
     state = load_checkpoint(tmp_path / "run" / "best.pt")["state_dict"]
     assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
@@ -43,7 +43,7 @@ def test_compile_trains_and_saves_a_plain_checkpoint(tiny_config, tmp_path):
 
     if shutil.which("g++") is None and shutil.which("c++") is None:
         pytest.skip("torch.compile on CPU needs a C++ compiler")
-    from cnnlab.checkpoint import load_checkpoint
+    from cnnlab.engine.checkpoint import load_checkpoint
     from cnnlab.models import create_model
 
     cfg = tiny_config.override("train", compile="default", epochs=2).override("data", subset=200)
@@ -57,7 +57,7 @@ def test_compile_trains_and_saves_a_plain_checkpoint(tiny_config, tmp_path):
 
 @pytest.mark.parametrize("key, value", [("amp", "fp16"), ("compile", "fast")])
 def test_speed_options_reject_unknown_values(tiny_config, key, value):
-    from cnnlab.errors import ConfigError
+    from cnnlab.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=f"train.{key} must be one of"):
         tiny_config.override("train", **{key: value}).validate()

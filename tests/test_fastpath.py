@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from cnnlab.config import OptimConfig
-from cnnlab.engine import build_optimizer, create_train_step
-from cnnlab.fastpath import inference_forward, supports_fast_inference, training_forward
+from cnnlab.core.config import OptimConfig
+from cnnlab.engine.step import build_optimizer, create_train_step
+from cnnlab.accel.fastpath import inference_forward, supports_fast_inference, training_forward
 from cnnlab.models import create_model
 
 

@@ -4,8 +4,8 @@ import errno
 
 import pytest
 
-from cnnlab.errors import SaveError
-from cnnlab.files import atomic_write, write_json, write_text
+from cnnlab.core.errors import SaveError
+from cnnlab.core.files import atomic_write, write_json, write_text
 
 
 def test_failure_half_way_leaves_old_file_byte_identical(tmp_path):

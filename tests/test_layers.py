@@ -8,16 +8,9 @@ import torch
 import torch.nn as nn
 from click.testing import CliRunner
 
-from cnnlab.cli import cli
-from cnnlab.layers import (
-    ShapeError,
-    conv_output_size,
-    parse_shape,
-    pool_output_size,
-    pooling_example,
-    summarize,
-    summarize_model,
-)
+from cnnlab.apps.cli import cli
+from cnnlab.models.shapes import ShapeError, conv_output_size, pool_output_size, pooling_example
+from cnnlab.models.summary import parse_shape, summarize, summarize_model
 
 
 def torch_side(layer: nn.Module, size: int) -> int | None:

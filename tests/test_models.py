@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cnnlab.errors import ConfigError
+from cnnlab.core.errors import ConfigError
 from cnnlab.models import create_model, list_models
 
 # The module tree the lesson prints for its Lenet5.

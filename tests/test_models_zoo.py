@@ -7,9 +7,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from cnnlab.cli import cli
-from cnnlab.datasets import SHAPES
-from cnnlab.errors import CnnlabError, ConfigError
+from cnnlab.apps.cli import cli
+from cnnlab.data.sets import SHAPES
+from cnnlab.core.errors import CnnlabError, ConfigError
 from cnnlab.models import check_pretrained, create_model, list_models, supports_pretrained
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnlab import plots
-from cnnlab.analysis import confusion_matrix
-from cnnlab.files import save_figure
+from cnnlab.analysis import figures as plots
+from cnnlab.analysis.metrics import confusion_matrix
+from cnnlab.core.files import save_figure
 from conftest import synthetic_digits
 
 
@@ -110,8 +110,8 @@ def test_empty_galleries_say_so(tmp_path):
 def test_figures_need_no_pyplot_and_run_headless(tmp_path):
     code = (
         "import sys, numpy as np\n"
-        "from cnnlab import plots, analysis\n"
-        "from cnnlab.files import save_figure\n"
+        "from cnnlab.analysis import figures as plots, report as analysis\n"
+        "from cnnlab.core.files import save_figure\n"
         "c = np.random.default_rng(0).uniform(0.3, 1, 100)\n"
         "save_figure(plots.reliability_figure(c, c > 0.5), sys.argv[1])\n"
         "print('pyplot' if 'matplotlib.pyplot' in sys.modules else 'clean')\n"

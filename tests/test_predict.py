@@ -17,10 +17,10 @@ from click.testing import CliRunner
 from PIL import Image, ImageDraw
 
 import cnnlab
-from cnnlab.checkpoint import load_checkpoint, save_checkpoint
-from cnnlab.cli import cli
-from cnnlab.errors import CheckpointError, ImageError, RunDirError
-from cnnlab.predict import Prediction, Predictor, find_images, load
+from cnnlab.engine.checkpoint import load_checkpoint, save_checkpoint
+from cnnlab.apps.cli import cli
+from cnnlab.core.errors import CheckpointError, ImageError, RunDirError
+from cnnlab.apps.predict import Prediction, Predictor, find_images, load
 
 from conftest import real_mnist_dir, requires_real_mnist
 
@@ -291,8 +291,8 @@ def test_cli_predict_bad_model_is_one_line(tmp_path, folder):
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory) -> Path:
     """A real LeNet-5: 1 epoch on 3,000 real training images (a few seconds)."""
-    from cnnlab.config import Config
-    from cnnlab.train import train
+    from cnnlab.core.config import Config
+    from cnnlab.apps.api import train_config as train
 
     cfg = Config().override("data", data_dir=str(real_mnist_dir()), subset=3000, download=False)
     cfg = cfg.override("train", epochs=1, progress=False, train_eval=False)
@@ -304,7 +304,7 @@ def real_run(tmp_path_factory) -> Path:
 @pytest.mark.real_data
 @requires_real_mnist
 def test_real_mnist_test_digits_saved_as_png_predict_like_the_tensors(real_run, tmp_path):
-    from cnnlab.data import load_mnist
+    from cnnlab.data.mnist import load_mnist
 
     test = load_mnist(real_mnist_dir(), train=False, download=False)
     n = 1000

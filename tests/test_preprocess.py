@@ -11,15 +11,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from cnnlab.errors import ImageError
-from cnnlab.preprocess import (
-    MAX_PIXELS,
-    decode_image,
-    is_mnist_form,
-    preprocess,
-    tensor_to_image,
-    to_standard_mode,
-)
+from cnnlab.core.errors import ImageError
+from cnnlab.data.images import MAX_PIXELS, decode_image, is_mnist_form, preprocess, tensor_to_image, to_standard_mode
 
 SPEC = {"style": "mnist", "scale": 255.0}
 
@@ -345,8 +338,8 @@ def test_pure_noise_is_a_clear_error_not_a_crash():
     import numpy as np
     from PIL import Image
 
-    from cnnlab.errors import ImageError
-    from cnnlab.preprocess import preprocess
+    from cnnlab.core.errors import ImageError
+    from cnnlab.data.images import preprocess
 
     noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 300), dtype=np.uint8))
     with pytest.raises(ImageError, match="no ink stands out"):

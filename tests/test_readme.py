@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cnnlab.cli import cli
+from cnnlab.apps.cli import cli
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -6,8 +6,8 @@ import torch.utils.data as tdata
 from torchvision.datasets import MNIST
 
 from conftest import real_mnist_dir, requires_real_mnist
-from cnnlab.config import DataConfig
-from cnnlab.data import prepare_data
+from cnnlab.core.config import DataConfig
+from cnnlab.data.registry import prepare_data
 
 
 @requires_real_mnist

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cnnlab.cli import cli
-from cnnlab.config import Config, list_recipes, load_recipe
-from cnnlab.datasets import is_known
-from cnnlab.engine import LRSchedule
-from cnnlab.errors import ConfigError
+from cnnlab.apps.cli import cli
+from cnnlab.core.config import Config, list_recipes, load_recipe
+from cnnlab.data.sets import is_known
+from cnnlab.engine.step import LRSchedule
+from cnnlab.core.errors import ConfigError
 from cnnlab.models import list_models
 
 
@@ -25,7 +25,7 @@ def test_tutorial_is_the_lesson_and_the_default():
 def test_every_shipped_recipe_loads_and_names_real_things(name):
     cfg = load_recipe(name)
     assert cfg.model.name in list_models() and is_known(cfg.data.dataset)
-    from cnnlab.augment import parse_spec
+    from cnnlab.data.augment import parse_spec
 
     parse_spec(cfg.train.augment, cfg.data.dataset)  # a valid augmentation spec
 
@@ -60,7 +60,7 @@ def test_ints_are_accepted_for_floats(tmp_path):
 
 
 def test_schedules():
-    from cnnlab.config import OptimConfig
+    from cnnlab.core.config import OptimConfig
 
     lrs = lambda cfg: [LRSchedule(cfg, 10, 3).lr_at(i) for i in range(1, 31)]  # noqa: E731
     assert set(lrs(OptimConfig())) == {0.001}
@@ -144,8 +144,8 @@ def test_schedule_and_augmentation_resume_bit_exactly(tiny_config, tmp_path):
     """The lr schedule and the augmentation are functions of the iteration: a resumed run matches."""
     import torch
 
-    from cnnlab.checkpoint import load_checkpoint
-    from cnnlab.train import train
+    from cnnlab.engine.checkpoint import load_checkpoint
+    from cnnlab.apps.api import train_config as train
 
     class Crash(Exception):
         pass

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnlab.checkpoint import load_checkpoint, save_checkpoint
-from cnnlab.errors import CheckpointError, DataError, NonFiniteLossError, RunDirError, SaveError
-from cnnlab.train import train
+from cnnlab.engine.checkpoint import load_checkpoint, save_checkpoint
+from cnnlab.core.errors import CheckpointError, DataError, NonFiniteLossError, RunDirError, SaveError
+from cnnlab.apps.api import train_config as train
 
 
 def quiet(_: str) -> None:
@@ -161,7 +161,7 @@ def test_non_finite_loss_stops_with_its_own_error_and_keeps_best(tiny_config, tm
 def test_disk_full_while_saving_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
     import errno
 
-    from cnnlab.checkpoint import make_payload
+    from cnnlab.engine.checkpoint import make_payload
     from cnnlab.models import create_model
 
     info = {"name": "mnist", "classes": list("0123456789"), "channels": 1, "image_size": 28, "preprocess": {}}
@@ -183,7 +183,7 @@ def test_disk_full_while_saving_a_checkpoint_keeps_the_previous_one(tmp_path, mo
 
 
 def test_a_run_of_another_dataset_is_refused_on_evaluate(tiny_config, tmp_path):
-    from cnnlab.checkpoint import model_from_checkpoint
+    from cnnlab.engine.checkpoint import model_from_checkpoint
 
     train(tiny_config.override("train", epochs=1), tmp_path / "run", log=quiet)
     with pytest.raises(CheckpointError, match="trained on dataset 'mnist'"):
@@ -191,7 +191,7 @@ def test_a_run_of_another_dataset_is_refused_on_evaluate(tiny_config, tmp_path):
 
 
 def test_resume_refuses_changes_that_alter_the_run(tiny_config, tmp_path):
-    from cnnlab.train import resume_config
+    from cnnlab.engine.train import resume_config
 
     train(tiny_config.override("train", epochs=1), tmp_path / "run", log=quiet)
     assert resume_config(tmp_path / "run", **{"train.epochs": 4}).train.epochs == 4
@@ -203,7 +203,7 @@ def test_resume_refuses_changes_that_alter_the_run(tiny_config, tmp_path):
 def test_damaged_dataset_files_name_the_file(tiny_mnist, tmp_path, damage):
     import shutil
 
-    from cnnlab.data import load_mnist
+    from cnnlab.data.mnist import load_mnist
 
     root = tmp_path / "data"
     shutil.copytree(tiny_mnist, root)
@@ -222,7 +222,7 @@ def test_damaged_dataset_files_name_the_file(tiny_mnist, tmp_path, damage):
 
 
 def test_corrupted_file_of_the_original_size_fails_its_checksum(tmp_path):
-    from cnnlab.data import MNIST_RAW_MD5, verify_idx_file
+    from cnnlab.data.mnist import MNIST_RAW_MD5, verify_idx_file
 
     import struct
 

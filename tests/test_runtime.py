@@ -5,7 +5,7 @@ from __future__ import annotations
 def test_tune_malloc_applies_on_glibc_and_can_be_turned_off(monkeypatch):
     import platform
 
-    from cnnlab.runtime import tune_malloc
+    from cnnlab.accel.malloc import tune_malloc
 
     monkeypatch.setenv("CNNLAB_NO_MALLOC_TUNING", "1")
     assert tune_malloc() is False

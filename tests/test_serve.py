@@ -23,14 +23,14 @@ MAX_BYTES = 64 * 1024
 
 @pytest.fixture(scope="module")
 def predictor(tiny_trained_run: Path):
-    from cnnlab.predict import load
+    from cnnlab.apps.predict import load
 
     return load(tiny_trained_run)
 
 
 @pytest.fixture(scope="module")
 def client(predictor) -> TestClient:
-    from cnnlab.serve import create_app
+    from cnnlab.apps.serve import create_app
 
     with TestClient(create_app(predictor, max_bytes=MAX_BYTES)) as c:
         yield c
@@ -151,7 +151,7 @@ def test_too_large_requests_get_413(client: TestClient) -> None:
 
 
 def test_too_many_pixels_gets_413(predictor) -> None:
-    from cnnlab.serve import create_app
+    from cnnlab.apps.serve import create_app
 
     with TestClient(create_app(predictor, max_pixels=100 * 100)) as c:
         small_file = png_bytes(Image.new("L", (400, 300), 0))  # a few hundred bytes, 120,000 pixels
@@ -191,7 +191,7 @@ def test_page_static_files_and_openapi(client: TestClient) -> None:
 
 
 def test_requests_write_nothing_to_disk(predictor, tiny_trained_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cnnlab.serve import create_app
+    from cnnlab.apps.serve import create_app
 
     monkeypatch.chdir(tmp_path)
     before = sorted(p for p in tiny_trained_run.rglob("*"))
@@ -207,7 +207,7 @@ def test_requests_write_nothing_to_disk(predictor, tiny_trained_run: Path, tmp_p
 
 
 def test_real_server_refuses_a_large_declared_body_without_reading_it(predictor) -> None:
-    from cnnlab.serve import BackgroundServer, create_app
+    from cnnlab.apps.serve import BackgroundServer, create_app
 
     with BackgroundServer(create_app(predictor, max_bytes=MAX_BYTES)) as server:
         with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
@@ -228,8 +228,8 @@ def test_real_server_refuses_a_large_declared_body_without_reading_it(predictor)
 
 
 def test_bind_socket_reports_a_busy_port_clearly() -> None:
-    from cnnlab.errors import CnnlabError
-    from cnnlab.serve import bind_socket, is_loopback
+    from cnnlab.core.errors import CnnlabError
+    from cnnlab.apps.serve import bind_socket, is_loopback
 
     first = bind_socket("127.0.0.1", 0)
     try:
@@ -245,7 +245,7 @@ def test_bind_socket_reports_a_busy_port_clearly() -> None:
 def test_cli_serve_bad_run_dir_is_one_clear_line(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from cnnlab.cli import cli
+    from cnnlab.apps.cli import cli
 
     result = CliRunner().invoke(cli, ["serve", str(tmp_path / "missing"), "--port", "0"])
     assert result.exit_code != 0
@@ -255,8 +255,8 @@ def test_cli_serve_bad_run_dir_is_one_clear_line(tmp_path: Path) -> None:
 def test_missing_web_stack_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
-    from cnnlab.errors import CnnlabError
-    from cnnlab.serve import create_app
+    from cnnlab.core.errors import CnnlabError
+    from cnnlab.apps.serve import create_app
 
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # import uvicorn -> ImportError
     with pytest.raises(CnnlabError, match=r"pip install 'cnnlab\[serve\]'"):

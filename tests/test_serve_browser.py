@@ -50,7 +50,7 @@ def test_draw_a_digit_and_see_the_prediction(browser, tiny_trained_run: Path, tm
     from selenium.webdriver.common.actions import interaction
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from cnnlab.serve import BackgroundServer, create_app
+    from cnnlab.apps.serve import BackgroundServer, create_app
 
     classes = [str(i) for i in range(10)]
     with BackgroundServer(create_app(tiny_trained_run)) as server:

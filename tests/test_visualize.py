@@ -6,10 +6,11 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from cnnlab.cli import cli
-from cnnlab.errors import RunDirError
+from cnnlab.apps.cli import cli
+from cnnlab.core.errors import RunDirError
 from cnnlab.models import create_model
-from cnnlab.visualize import conv_activations, feature_maps_figure, filters_figure, visualize_run
+from cnnlab.analysis.explain import conv_activations, visualize_run
+from cnnlab.analysis.figures import feature_maps_figure, filters_figure
 from conftest import train_tiny_run
 
 

@@ -14,7 +14,7 @@ def __getattr__(name: str):
     # `cnnlab.load` imports torch and the model code only when first used, so `import cnnlab`
     # (and `cnnlab --help`) stay light.
     if name == "load":
-        from cnnlab.predict import load
+        from cnnlab.apps.predict import load
 
         return load
     raise AttributeError(f"module 'cnnlab' has no attribute {name!r}")

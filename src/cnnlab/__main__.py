@@ -1,5 +1,5 @@
 """``python -m cnnlab`` (also what ``torchrun -m cnnlab`` runs)."""
-from cnnlab.cli import main
+from cnnlab.apps.cli import main
 
 if __name__ == "__main__":
     main()

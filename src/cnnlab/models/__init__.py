@@ -7,11 +7,16 @@ dataset's input shape.
 """
 from __future__ import annotations
 
-from cnnlab.models.registry import create_model, get_model_entry, list_models, register_model
+from cnnlab.core.errors import ConfigError
 
 # Importing the family modules registers their models.
 from cnnlab.models import classic, lenet, modern  # noqa: F401,E402
-
+from cnnlab.models.registry import (
+    create_model,
+    get_model_entry,
+    list_models,
+    register_model,
+)
 
 
 def supports_pretrained(name: str) -> bool:
@@ -23,7 +28,6 @@ def supports_pretrained(name: str) -> bool:
 
 def check_pretrained(name: str) -> None:
     if not supports_pretrained(name):
-        from cnnlab.errors import ConfigError
 
         have = ", ".join(n for n in list_models() if supports_pretrained(n))
         raise ConfigError(f"model {name!r} has no pretrained weights; --pretrained works with {have}")

@@ -26,9 +26,9 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
-from cnnlab.errors import CnnlabError
-from cnnlab.layers import ShapeError, conv_output_size, pool_output_size
+from cnnlab.core.errors import CnnlabError
 from cnnlab.models.registry import register_model
+from cnnlab.models.shapes import ShapeError, conv_output_size, pool_output_size
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

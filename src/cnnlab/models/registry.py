@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
-from cnnlab.errors import ConfigError
+from cnnlab.core.errors import ConfigError
 
 ModelFn = Callable[..., nn.Module]
 

@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
-from cnnlab.errors import ConfigError
+from cnnlab.core.errors import ConfigError
 
 # Evaluation batch size everywhere a batch size only changes speed (training's evaluation passes,
 # `cnnlab evaluate/analyze/compare`). 256, not more: on a CPU, LeNet-5 evaluates about 3x faster
@@ -194,7 +194,7 @@ def recipe_dir():  # -> pathlib.Path
     """The folder of named recipes shipped with the package."""
     from pathlib import Path
 
-    return Path(__file__).resolve().parent / "recipes"
+    return Path(__file__).resolve().parent.parent / "recipes"
 
 
 def list_recipes() -> list[str]:

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator, Sequence
 
-from cnnlab.errors import SaveError
+from cnnlab.core.errors import SaveError
 
 
 def _umask() -> int:

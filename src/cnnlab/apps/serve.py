@@ -33,7 +33,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
-from cnnlab.errors import CnnlabError
+from cnnlab import __version__
+from cnnlab.apps.predict import load
+from cnnlab.core.errors import CnnlabError, ImageError
+from cnnlab.data.images import decode_image, tensor_to_image
 
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024  # a phone photo of a digit fits; a canvas PNG is ~10 KB
 DEFAULT_MAX_PIXELS = 25_000_000  # 5000 x 5000: refuse decompression bombs before decoding
@@ -177,7 +180,6 @@ def input_png(tensor: Any, spec: Any = None) -> str:
     ``cnnlab predict --save-preprocessed`` does), so the picture shows the
     network's input on the 0..255 scale: white ink on black for MNIST.
     """
-    from cnnlab.preprocess import tensor_to_image
 
     img = tensor_to_image(tensor, spec if isinstance(spec, dict) else None)
     buf = io.BytesIO()
@@ -244,14 +246,10 @@ def create_app(
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    from cnnlab import __version__
-    from cnnlab.errors import ImageError
-    from cnnlab.preprocess import decode_image
 
     if max_bytes < 1:
         raise CnnlabError(f"the request size limit must be at least 1 byte, got {max_bytes}")
     if isinstance(source, (str, os.PathLike)):
-        from cnnlab.predict import load
 
         predictor = load(source)
     else:

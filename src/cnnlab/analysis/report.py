@@ -19,8 +19,6 @@ Every function here is usable on its own, from plain arrays (``labels``,
 """
 from __future__ import annotations
 
-import csv
-import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,12 +26,38 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from cnnlab.config import EVAL_BATCH_SIZE
-from cnnlab.errors import CnnlabError, ConfigError
-
-ECE_BINS = 15
+from cnnlab.analysis import figures as plots
+from cnnlab.analysis.figures import confusion_matrix_figure
+from cnnlab.analysis.html import write_html_report
+from cnnlab.analysis.metrics import (
+    ECE_BINS,
+    ConfusedPair,
+    McNemarResult,
+    Predictions,
+    ReliabilityBins,
+    TestReport,
+    best_epoch,
+    classes_with_most_errors,
+    mcnemar_exact,
+    most_confused,
+    per_class_rates,
+    reliability_bins,
+    resolve_classes,
+    score,
+    select_misclassified,
+    test_set_fingerprint,
+    top_losses,
+)
+from cnnlab.core.config import EVAL_BATCH_SIZE
+from cnnlab.core.errors import CnnlabError, ConfigError, RunDirError
+from cnnlab.core.files import save_figure, write_csv, write_json, write_text
+from cnnlab.core.runs import RunDir, open_run, read_config, read_metrics
+from cnnlab.core.runtime import resolve_device
+from cnnlab.data.registry import load_dataset
+from cnnlab.data.tensors import DataBundle, ImageSet
+from cnnlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from cnnlab.inference import predict_logits
 
 
 class IncomparableRunsError(CnnlabError):
@@ -43,261 +67,7 @@ class IncomparableRunsError(CnnlabError):
 # --- predictions ---------------------------------------------------------------------------
 
 
-@dataclass
-class Predictions:
-    """One model's test-set predictions; index ``i`` everywhere is test image ``i``."""
-
-    images: np.ndarray  # uint8 (N, C, H, W)
-    labels: np.ndarray  # int64 (N,)
-    probs: np.ndarray  # float32 (N, K), softmax of the logits
-    losses: np.ndarray  # float32 (N,), cross-entropy of each image
-    classes: list[str]
-
-    @classmethod
-    def from_logits(
-        cls, logits: torch.Tensor, labels: torch.Tensor, images: torch.Tensor | np.ndarray, classes: Sequence[str]
-    ) -> "Predictions":
-        logits = torch.as_tensor(logits).float().cpu()
-        labels = torch.as_tensor(labels).long().cpu()
-        # Loss from the logits, not -log(prob): exact even where the softmax rounds to 0.
-        losses = F.cross_entropy(logits, labels, reduction="none")
-        return cls(
-            images=np.asarray(torch.as_tensor(images).cpu()),
-            labels=labels.numpy(),
-            probs=logits.softmax(dim=1).numpy(),
-            losses=losses.numpy(),
-            classes=list(classes),
-        )
-
-    @property
-    def preds(self) -> np.ndarray:
-        return self.probs.argmax(axis=1)
-
-    @property
-    def confidence(self) -> np.ndarray:
-        """The probability of the predicted class."""
-        return self.probs.max(axis=1)
-
-    @property
-    def correct(self) -> np.ndarray:
-        return self.preds == self.labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
 # --- numbers -------------------------------------------------------------------------------
-
-
-def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
-    """Rows: true class, columns: predicted class (scikit-learn's convention)."""
-    labels, preds = np.asarray(labels, dtype=np.int64), np.asarray(preds, dtype=np.int64)
-    return np.bincount(labels * num_classes + preds, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
-
-
-def per_class_rates(confusion: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-class support, correct count, accuracy (= recall) and precision; 0 where undefined."""
-    cm = np.asarray(confusion, dtype=np.int64)
-    diag = np.diag(cm)
-    support, predicted = cm.sum(axis=1), cm.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        recall = np.where(support > 0, diag / np.maximum(support, 1), 0.0)
-        precision = np.where(predicted > 0, diag / np.maximum(predicted, 1), 0.0)
-    return {"support": support, "correct": diag, "recall": recall, "precision": precision}
-
-
-@dataclass
-class ReliabilityBins:
-    """Equal-width confidence bins: how often predictions in each bin were right."""
-
-    edges: np.ndarray  # (n_bins + 1,)
-    counts: np.ndarray  # images per bin
-    accuracy: np.ndarray  # fraction correct per bin (nan for empty bins)
-    confidence: np.ndarray  # mean confidence per bin (nan for empty bins)
-    ece: float
-
-    def rows(self) -> list[list[Any]]:
-        return [
-            [f"{lo:.4f}", f"{hi:.4f}", int(n), "" if n == 0 else f"{a:.6f}", "" if n == 0 else f"{c:.6f}"]
-            for lo, hi, n, a, c in zip(self.edges[:-1], self.edges[1:], self.counts, self.accuracy, self.confidence)
-        ]
-
-
-def reliability_bins(confidences: np.ndarray, correct: np.ndarray, n_bins: int = ECE_BINS) -> ReliabilityBins:
-    """Bin predictions by confidence into ``n_bins`` equal bins (lo, hi] (0 goes to the first).
-
-    ECE = sum over bins of (bin size / N) * |accuracy(bin) - mean confidence(bin)|,
-    the definition of Guo et al. (2017) with 15 bins by default.
-    """
-    if n_bins < 1:
-        raise ConfigError(f"the number of calibration bins must be >= 1, got {n_bins}")
-    conf = np.asarray(confidences, dtype=np.float64)
-    ok = np.asarray(correct, dtype=np.float64)
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    # Number of inner edges strictly below the confidence = index of its (lo, hi] bin.
-    idx = np.searchsorted(edges[1:-1], conf, side="left")
-    counts = np.bincount(idx, minlength=n_bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        accuracy = np.bincount(idx, weights=ok, minlength=n_bins) / counts
-        mean_conf = np.bincount(idx, weights=conf, minlength=n_bins) / counts
-    n = len(conf)
-    gaps = np.where(counts > 0, np.abs(np.nan_to_num(accuracy) - np.nan_to_num(mean_conf)), 0.0)
-    ece = float((counts / n * gaps).sum()) if n else math.nan
-    return ReliabilityBins(edges, counts, accuracy, mean_conf, ece)
-
-
-def expected_calibration_error(confidences: np.ndarray, correct: np.ndarray, n_bins: int = ECE_BINS) -> float:
-    """Expected calibration error with ``n_bins`` equal-width bins (see :func:`reliability_bins`)."""
-    return reliability_bins(confidences, correct, n_bins).ece
-
-
-@dataclass
-class McNemarResult:
-    """McNemar's exact test on paired predictions of two models on the same images."""
-
-    both_right: int
-    only_a_right: int  # b: A right, B wrong
-    only_b_right: int  # c: A wrong, B right
-    both_wrong: int
-    p_value: float
-
-    @property
-    def table(self) -> list[list[int]]:
-        """[[both right, A right/B wrong], [A wrong/B right, both wrong]]."""
-        return [[self.both_right, self.only_a_right], [self.only_b_right, self.both_wrong]]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"table": self.table, "only_a_right": self.only_a_right, "only_b_right": self.only_b_right,
-                "p_value": self.p_value, "test": "McNemar exact (two-sided binomial on the discordant pairs)"}
-
-
-def mcnemar_from_table(table: Sequence[Sequence[int]]) -> McNemarResult:
-    """Exact McNemar test from a 2x2 table [[both right, A only], [B only, both wrong]].
-
-    Under the null hypothesis (both models have the same error rate) each
-    discordant image is equally likely to favour A or B, so
-    ``min(b, c) ~ Binomial(b + c, 1/2)``; the two-sided p-value is
-    ``min(1, 2 * P(X <= min(b, c)))``.
-    """
-    (n11, b), (c, n22) = ((int(v) for v in row) for row in table)
-    if min(n11, b, c, n22) < 0:
-        raise ValueError(f"a contingency table holds counts >= 0, got {table}")
-    if b + c == 0:
-        p = 1.0
-    else:
-        from scipy.stats import binomtest
-
-        p = float(binomtest(min(b, c), b + c, 0.5, alternative="two-sided").pvalue)
-    return McNemarResult(n11, b, c, n22, min(1.0, p))
-
-
-def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> McNemarResult:
-    """McNemar's exact test from two boolean "was this image right" vectors over the same images."""
-    a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
-    if a.shape != b.shape:
-        raise ValueError(f"paired predictions must cover the same images, got {a.shape} and {b.shape}")
-    return mcnemar_from_table([[int((a & b).sum()), int((a & ~b).sum())], [int((~a & b).sum()), int((~a & ~b).sum())]])
-
-
-@dataclass(frozen=True)
-class ConfusedPair:
-    true: str
-    pred: str
-    count: int
-
-
-def most_confused(confusion: np.ndarray, classes: Sequence[str], *, top: int | None = None, min_count: int = 1) -> list[ConfusedPair]:
-    """Off-diagonal (true -> predicted) pairs by count, largest first; ties in class order."""
-    cm = np.asarray(confusion)
-    pairs = [
-        (-int(cm[i, j]), i, j) for i in range(len(classes)) for j in range(len(classes)) if i != j and cm[i, j] >= min_count
-    ]
-    pairs.sort()
-    out = [ConfusedPair(classes[i], classes[j], -n) for n, i, j in pairs]
-    return out if top is None else out[:top]
-
-
-def top_losses(losses: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` highest losses, highest first; equal losses keep test order."""
-    losses = np.asarray(losses)
-    return np.argsort(-losses, kind="stable")[: max(0, k)]
-
-
-def classes_with_most_errors(labels: np.ndarray, preds: np.ndarray, num_classes: int, n: int = 3) -> list[int]:
-    """The ``n`` true classes with the most misclassified images (ties: lower class first)."""
-    wrong = np.bincount(np.asarray(labels)[np.asarray(labels) != np.asarray(preds)], minlength=num_classes)
-    order = sorted(range(num_classes), key=lambda k: (-wrong[k], k))
-    return [k for k in order[:n] if wrong[k] > 0] or order[:n]
-
-
-def resolve_classes(spec: Sequence[str | int], classes: Sequence[str]) -> list[int]:
-    """Class names (``"8"``, ``"cat"``) or indices to indices; a clear error for unknown ones."""
-    names = {name: i for i, name in enumerate(classes)}
-    out = []
-    for item in spec:
-        key = str(item).strip()
-        if key in names:
-            out.append(names[key])
-        elif key.lstrip("-").isdigit() and 0 <= int(key) < len(classes):
-            out.append(int(key))
-        else:
-            shown = ", ".join(classes[:20]) + (" ..." if len(classes) > 20 else "")
-            raise ConfigError(f"unknown class {key!r}; classes are: {shown}")
-    return out
-
-
-def select_misclassified(labels: np.ndarray, preds: np.ndarray, show: Sequence[int], per_class: int) -> dict[int, np.ndarray]:
-    """For each class in ``show``: the first ``per_class`` wrong test images of that true class, in test order.
-
-    Test order (not confidence) keeps the selection stable and matches the lesson,
-    which walks the test set from the start.
-    """
-    labels, preds = np.asarray(labels), np.asarray(preds)
-    wrong = labels != preds
-    return {int(k): np.flatnonzero(wrong & (labels == k))[: max(0, per_class)] for k in show}
-
-
-def test_set_fingerprint(dataset: str, labels: torch.Tensor | np.ndarray, images: torch.Tensor | np.ndarray) -> dict[str, Any]:
-    """What identifies a test set: dataset name, size, and SHA-256 of its labels and pixels."""
-    lab = np.ascontiguousarray(np.asarray(torch.as_tensor(labels).cpu(), dtype=np.int64))
-    img = np.ascontiguousarray(np.asarray(torch.as_tensor(images).cpu()))
-    return {
-        "dataset": dataset,
-        "num_images": int(len(lab)),
-        "labels_sha256": hashlib.sha256(lab.tobytes()).hexdigest(),
-        "images_sha256": hashlib.sha256(img.tobytes()).hexdigest(),
-    }
-
-
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """``metrics.csv`` as a list of rows: numbers as float (``None`` when blank), ``best`` as bool."""
-    rows = []
-    with open(path, newline="", encoding="utf-8") as fh:
-        for raw in csv.DictReader(fh):
-            row: dict[str, Any] = {}
-            for key, value in raw.items():
-                if key is None:
-                    continue
-                if key == "best":
-                    row[key] = str(value).strip().lower() in ("true", "1", "yes")
-                elif value is None or value == "":
-                    row[key] = None
-                else:
-                    try:
-                        row[key] = float(value)
-                    except ValueError:
-                        row[key] = value
-            rows.append(row)
-    return rows
-
-
-def best_epoch(rows: Sequence[dict[str, Any]]) -> int | None:
-    """The epoch of the kept checkpoint: the last row flagged ``best`` (else the lowest val loss)."""
-    flagged = [r for r in rows if r.get("best")]
-    if flagged:
-        return int(flagged[-1]["epoch"])
-    scored = [r for r in rows if r.get("val_loss") is not None]
-    return int(min(scored, key=lambda r: r["val_loss"])["epoch"]) if scored else None
 
 
 # --- a run ---------------------------------------------------------------------------------
@@ -307,7 +77,6 @@ def predict_run(
     run_dir: str | Path, *, data_dir: str | None = None, device: str = "auto", batch_size: int = EVAL_BATCH_SIZE
 ) -> tuple[Predictions, Any]:
     """A run's best checkpoint on its test set: (:class:`Predictions`, evaluate's ``RunTestLogits``)."""
-    from cnnlab.evaluate import run_test_logits
 
     r = run_test_logits(run_dir, data_dir=data_dir, device=device, batch_size=batch_size)
     return Predictions.from_logits(r.logits, r.test.labels, r.test.images, r.info.classes), r
@@ -373,9 +142,6 @@ def analyze_run(
     ``classes`` picks the rows of the misclassified gallery (names or indices);
     by default the three classes with the most errors.
     """
-    from cnnlab import plots
-    from cnnlab.evaluate import score
-    from cnnlab.files import save_figure, write_csv, write_json
 
     if per_class < 1 or top_k < 1:
         raise ConfigError(f"--per-class and --top-k must be >= 1, got {per_class} and {top_k}")
@@ -457,7 +223,6 @@ def analyze_run(
     }
     result = AnalysisResult(run_path, out, pred, report, bins, confused, worst, chosen, summary, files)
     if html:
-        from cnnlab.report_html import write_html_report
 
         files["html"] = write_html_report(result)
     summary["files"] = {name: path.name for name, path in files.items()}
@@ -544,8 +309,6 @@ def compare_runs(
     Writes ``compare.json`` and ``disagreements.png`` (up to ``max_images`` images
     where the predictions differ) to ``out``, by default ``A/analysis/compare-<B's name>``.
     """
-    from cnnlab import plots
-    from cnnlab.files import save_figure, write_json
 
     pa, ra = predict_run(run_a, data_dir=data_dir, device=device, batch_size=batch_size)
     pb, rb = predict_run(run_b, data_dir=data_dir, device=device, batch_size=batch_size)
@@ -580,7 +343,6 @@ def sample_images(
     download: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
     """``n`` random labelled images of a dataset split: (images, labels, classes, indices)."""
-    from cnnlab.data import load_dataset
 
     if n < 1:
         raise ConfigError(f"--n must be >= 1, got {n}")
@@ -599,10 +361,79 @@ def show_data(
     split: str = "train", download: bool = True,
 ) -> Path:
     """Save a grid of ``n`` random labelled images (the lesson's first figure) to ``out``."""
-    from cnnlab import plots
-    from cnnlab.files import save_figure
 
     images, labels, classes, idx = sample_images(dataset, data_dir=data_dir, n=n, seed=seed, split=split, download=download)
     fig = plots.samples_figure(images, labels, classes, title=f"{dataset} {split}: {len(idx)} random images (seed {seed})")
     save_figure(fig, out)
     return Path(out)
+
+
+def write_report(run_path: Path, report: TestReport, *, extra: dict[str, Any] | None = None) -> None:
+    """report.txt, report.json, confusion_matrix.csv and confusion_matrix.png in a run directory."""
+
+    run_path = Path(run_path)
+    header = f"test accuracy {report.accuracy:.4f}  loss {report.loss:.4f}  ({report.num_images} images)\n\n"
+    write_text(run_path / "report.txt", header + report.text)
+    write_json(run_path / "report.json", {**report.to_dict(), **(extra or {})})
+    write_csv(
+        run_path / "confusion_matrix.csv",
+        ["true\\pred", *report.classes],
+        [[name, *map(int, row)] for name, row in zip(report.classes, report.confusion)],
+    )
+    save_figure(confusion_matrix_figure(report.confusion, report.classes), run_path / "confusion_matrix.png")
+
+
+@dataclass
+class RunTestLogits:
+    """A run's best checkpoint applied to its dataset's test set (nothing written)."""
+
+    run_path: Path
+    payload: dict[str, Any]  # the loaded best.pt (epoch, metrics, data info)
+    test: ImageSet  # the test set on the CPU, in file order
+    info: Any  # cnnlab.data.DatasetInfo
+    logits: torch.Tensor  # (N, classes), CPU float
+
+
+def load_best_and_test_set(run_dir: str | Path, *, data_dir: str | None = None) -> tuple:
+    """A run's (path, config, ``best.pt`` payload, test set, dataset info); clear errors when missing."""
+
+    run = open_run(run_dir)
+    cfg = read_config(run)
+    if not run.best.is_file():
+        raise RunDirError(f"{run.path} has no best.pt yet; train it first (cnnlab train --run-dir {run.path})")
+    payload = load_checkpoint(run.best)
+    _, test, info = load_dataset(cfg.data.dataset, data_dir or cfg.data.data_dir, download=cfg.data.download,
+                                 image_size=cfg.data.image_size)
+    return run.path, cfg, payload, test, info
+
+
+def run_test_logits(
+    run_dir: str | Path, *, data_dir: str | None = None, device: str = "auto", batch_size: int = EVAL_BATCH_SIZE
+) -> RunTestLogits:
+    """Load a run's ``best.pt`` and its dataset's test set, and return the test logits."""
+
+    run_path, cfg, payload, test, info = load_best_and_test_set(run_dir, data_dir=data_dir)
+    dev = resolve_device(device)
+    model = model_from_checkpoint(payload, expect_dataset=cfg.data.dataset).to(dev)
+    logits = predict_logits(model, test.to(dev), batch_size=batch_size)
+    return RunTestLogits(run_path, payload, test, info, logits)
+
+
+def evaluate_run(
+    run_dir: str | Path, *, data_dir: str | None = None, device: str = "auto", batch_size: int = EVAL_BATCH_SIZE
+) -> TestReport:
+    """Load a run's ``best.pt``, score it on its dataset's test set, and rewrite the report files."""
+    r = run_test_logits(run_dir, data_dir=data_dir, device=device, batch_size=batch_size)
+    report = score(r.logits, r.test.labels, r.info.classes)
+    write_report(r.run_path, report, extra={"checkpoint": "best.pt", "epoch": r.payload["epoch"], "dataset": r.info.name})
+    return report
+
+
+def evaluate_checkpoint(run: RunDir, data: DataBundle, device: torch.device, *, batch_size: int = EVAL_BATCH_SIZE) -> TestReport:
+    """Score ``best.pt`` on the test set and write the report files."""
+    payload = load_checkpoint(run.best)
+    model = model_from_checkpoint(payload).to(device)
+    logits = predict_logits(model, data.test, batch_size=batch_size)
+    report = score(logits, data.test.labels, data.info.classes)
+    write_report(run.path, report, extra={"checkpoint": "best.pt", "epoch": payload["epoch"], "dataset": data.info.name})
+    return report

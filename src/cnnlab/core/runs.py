@@ -13,17 +13,19 @@ A run directory holds everything a training run produced, under fixed names:
 """
 from __future__ import annotations
 
+import csv
 import datetime as _dt
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from cnnlab.config import Config
-from cnnlab.errors import RunDirError
-from cnnlab.files import write_json
+from cnnlab.core.config import Config
+from cnnlab.core.errors import RunDirError
+from cnnlab.core.files import write_csv, write_json
 
 
 @dataclass(frozen=True)
@@ -102,3 +104,36 @@ def write_split(run: RunDir, train_idx: torch.Tensor, val_idx: torch.Tensor, see
 def read_split(run: RunDir) -> tuple[torch.Tensor, torch.Tensor]:
     raw = json.loads(run.split.read_text())
     return torch.tensor(raw["train"], dtype=torch.long), torch.tensor(raw["val"], dtype=torch.long)
+
+
+# epoch_time_s is the whole epoch; eval_time_s the part of it spent in the train/val evaluation passes.
+METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "eval_time_s", "best"]
+
+
+def write_metrics(run: RunDir, history: list[dict]) -> None:
+    def cell(v: object) -> object:
+        return "" if v is None else (f"{v:.6g}" if isinstance(v, float) else v)
+
+    write_csv(run.metrics, METRIC_COLUMNS, [[cell(row.get(c)) for c in METRIC_COLUMNS] for row in history])
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """``metrics.csv`` as a list of rows: numbers as float (``None`` when blank), ``best`` as bool."""
+    rows = []
+    with open(path, newline="", encoding="utf-8") as fh:
+        for raw in csv.DictReader(fh):
+            row: dict[str, Any] = {}
+            for key, value in raw.items():
+                if key is None:
+                    continue
+                if key == "best":
+                    row[key] = str(value).strip().lower() in ("true", "1", "yes")
+                elif value is None or value == "":
+                    row[key] = None
+                else:
+                    try:
+                        row[key] = float(value)
+                    except ValueError:
+                        row[key] = value
+            rows.append(row)
+    return rows

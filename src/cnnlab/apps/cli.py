@@ -14,8 +14,9 @@ from typing import Any, Callable
 import click
 
 from cnnlab import __version__
-from cnnlab.config import EVAL_BATCH_SIZE
-from cnnlab.errors import CnnlabError
+from cnnlab.accel.malloc import tune_malloc
+from cnnlab.core.config import EVAL_BATCH_SIZE
+from cnnlab.core.errors import CnnlabError
 
 
 def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -40,6 +41,9 @@ def cli() -> None:
     Start with `cnnlab train` (the lesson's LeNet-5 recipe on MNIST), then
     `cnnlab evaluate RUN_DIR`.
     """
+    # Process-wide, so the command line applies it and library calls do not (benchmarks/README.md,
+    # "Memory allocator"): batch buffers are reused instead of re-faulted.
+    tune_malloc()
 
 
 # --- train ---------------------------------------------------------------------------------
@@ -117,11 +121,10 @@ def train(**opts: Any) -> None:
     `torchrun --nproc_per_node=4 -m cnnlab train ...` (also across machines);
     see the README section "Scale out with torchrun".
     """
-    from cnnlab.config import Config
-    from cnnlab.distributed import launch
-    from cnnlab.runs import default_run_dir
-    from cnnlab.train import resume_config
-    from cnnlab.tracking import require_tensorboard
+    from cnnlab.core.runs import default_run_dir
+    from cnnlab.engine.distributed import launch
+    from cnnlab.engine.tracking import require_tensorboard
+    from cnnlab.engine.train import resume_config
 
     if opts.get("tensorboard"):
         require_tensorboard()  # before any data is read or a run folder is made
@@ -151,10 +154,10 @@ def train(**opts: Any) -> None:
 
 def train_and_report(cfg: Any, run_dir: Any) -> None:
     """One training process (of one, or of several): train, then rank 0 prints the test report."""
-    from cnnlab.distributed import is_main
-    from cnnlab.train import train as run_training
+    from cnnlab.apps.api import train_config
+    from cnnlab.engine.distributed import is_main
 
-    result = run_training(cfg, run_dir, log=click.echo)
+    result = train_config(cfg, run_dir, log=click.echo)
     if is_main():
         click.echo(f"\nbest epoch {result.best_epoch} (val loss {result.best_val_loss:.4f}); test set:")
         click.echo(result.test.text)
@@ -163,7 +166,7 @@ def train_and_report(cfg: Any, run_dir: Any) -> None:
 
 def base_config(opts: dict[str, Any]) -> Any:
     """The recipe (--recipe / --config) that command-line flags then override; the lesson's by default."""
-    from cnnlab.config import Config, load_recipe
+    from cnnlab.core.config import Config, load_recipe
 
     if opts.get("recipe") and opts.get("config_file"):
         raise click.UsageError("give either --recipe or --config, not both")
@@ -208,7 +211,7 @@ def config_from_options(cfg: Any, opts: dict[str, Any]) -> Any:
 @friendly_errors
 def evaluate(run_dir: str, data_dir: str | None, device: str, batch_size: int) -> None:
     """Re-score a run's best checkpoint on the test set and rewrite its report files."""
-    from cnnlab.evaluate import evaluate_run
+    from cnnlab.analysis.report import evaluate_run
 
     report = evaluate_run(run_dir, data_dir=data_dir, device=device, batch_size=batch_size)
     click.echo(report.text)
@@ -250,7 +253,13 @@ def predict(model: str, inputs: tuple[str, ...], top_k: int, output: str | None,
     Example:
       cnnlab predict runs/lenet5 my_digit.png scans/ --top-k 3 -o preds.csv
     """
-    from cnnlab.predict import check_folder_free, check_output_free, format_table, load, write_results
+    from cnnlab.apps.predict import (
+        check_folder_free,
+        check_output_free,
+        format_table,
+        load,
+        write_results,
+    )
 
     check_output_free(output, overwrite)
     check_folder_free(save_preprocessed, overwrite)
@@ -307,7 +316,7 @@ def export(model: str, fmt: str, output: str | None, overwrite: bool, opset: int
     PyTorch's on real inputs; the largest difference is reported and the file is
     written only if they agree.
     """
-    from cnnlab.export import export_model
+    from cnnlab.apps.export import export_model
 
     result = export_model(model, fmt, output, overwrite=overwrite, opset=opset, verify_images=list(verify_images),
                           data_dir=data_dir, verify_count=verify_count)
@@ -334,7 +343,7 @@ def serve(run_dir: str, host: str, port: int, max_upload_mb: float) -> None:
     GET /api/model, documented at /docs. Needs the serve extra:
     pip install 'cnnlab[serve]'.
     """
-    from cnnlab.serve import serve as run_server
+    from cnnlab.apps.serve import serve as run_server
 
     run_server(run_dir, host=host, port=port, max_bytes=int(max_upload_mb * 1024 * 1024), log=click.echo)
 
@@ -368,7 +377,7 @@ def analyze(ctx: click.Context, run_dir: str, classes: str | None, per_class: in
     histograms), training curves, and one self-contained index.html. The
     lesson's figure: cnnlab analyze RUN_DIR --classes 8 4 9 --per-class 10
     """
-    from cnnlab.analysis import analyze_run
+    from cnnlab.analysis.report import analyze_run
 
     dirs = [a for a in ctx.args if Path(a).is_dir()]
     if classes is not None and not Path(run_dir).is_dir() and len(dirs) == 1:
@@ -396,7 +405,7 @@ def analyze(ctx: click.Context, run_dir: str, classes: str | None, per_class: in
 @friendly_errors
 def show_data(dataset: str, n: int, seed: int, split: str, out: str | None, data_dir: str | None, no_download: bool) -> None:
     """Save a grid of random labelled images from a dataset (the lesson's first figure)."""
-    from cnnlab.analysis import show_data as save_samples
+    from cnnlab.analysis.report import show_data as save_samples
 
     path = save_samples(dataset, out=out or f"{dataset}_samples.png", data_dir=data_dir, n=n, seed=seed, split=split,
                         download=not no_download)
@@ -422,7 +431,7 @@ def compare(run_a: str, run_b: str, out: str | None, max_images: int, data_dir: 
     on the paired predictions, and draws the images where the runs disagree.
     Runs scored on different test sets are refused.
     """
-    from cnnlab.analysis import compare_runs
+    from cnnlab.analysis.report import compare_runs
 
     result = compare_runs(run_a, run_b, out=out, max_images=max_images, data_dir=data_dir, device=device,
                           batch_size=batch_size)
@@ -433,8 +442,8 @@ def compare(run_a: str, run_b: str, out: str | None, max_images: int, data_dir: 
 
 
 def _input_shape(input_text: str | None, dataset: str | None) -> tuple[tuple[int, int, int], int]:
-    from cnnlab.datasets import input_shape
-    from cnnlab.layers import parse_shape
+    from cnnlab.data.sets import input_shape
+    from cnnlab.models.summary import parse_shape
 
     if input_text and dataset:
         raise click.UsageError("give either --input or --dataset, not both")
@@ -449,7 +458,7 @@ def _input_shape(input_text: str | None, dataset: str | None) -> tuple[tuple[int
 @friendly_errors
 def models(input_text: str | None, dataset: str | None) -> None:
     """List the models with their parameters and multiply-adds (MACs) for one input image."""
-    from cnnlab.layers import models_table
+    from cnnlab.models.summary import models_table
 
     shape, classes = _input_shape(input_text, dataset)
     click.echo(models_table(shape, classes))
@@ -477,20 +486,21 @@ def layers(model: str | None, input_text: str | None, dataset: str | None, conv_
     `cnnlab layers --conv 5 --padding 2 --size 28` and `cnnlab layers --pool 2 --size 28` work out
     output sizes with PyTorch's formulas; --pool also shows a worked example of max and average pooling.
     """
-    from cnnlab import layers as lx
+    from cnnlab.models import shapes
+    from cnnlab.models.summary import summarize_model
 
     if not (model or conv_kernel or pool_kernel or pool_example):
         raise click.UsageError("name a MODEL, or give --conv K, --pool K or --pool-example")
     if model:
         shape, classes = _input_shape(input_text, dataset)
-        click.echo(lx.summarize_model(model, shape, classes).to_text())
+        click.echo(summarize_model(model, shape, classes).to_text())
     if conv_kernel is not None:
-        click.echo(lx.explain_conv(size, conv_kernel, 1 if stride is None else stride, padding, dilation))
+        click.echo(shapes.explain_conv(size, conv_kernel, 1 if stride is None else stride, padding, dilation))
     if pool_kernel is not None:
-        click.echo(lx.explain_pool(size, pool_kernel, stride, padding, dilation, ceil_mode))
+        click.echo(shapes.explain_pool(size, pool_kernel, stride, padding, dilation, ceil_mode))
     if pool_kernel is not None or pool_example:
         click.echo("")
-        click.echo(lx.pooling_example())
+        click.echo(shapes.pooling_example())
 
 
 @cli.command()
@@ -503,7 +513,7 @@ def layers(model: str | None, input_text: str | None, dataset: str | None, conv_
 @friendly_errors
 def visualize(run_dir: str, out_dir: str | None, index: int, data_dir: str | None, max_maps: int) -> None:
     """Write PNGs of the first conv layer's filters and of every conv layer's feature maps for one test image."""
-    from cnnlab.visualize import visualize_run
+    from cnnlab.analysis.explain import visualize_run
 
     for path in visualize_run(run_dir, out_dir, index=index, data_dir=data_dir, max_maps=max_maps):
         click.echo(str(path))

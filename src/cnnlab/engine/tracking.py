@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 from ignite.engine import Engine, Events
 
-from cnnlab.errors import CnnlabError
+from cnnlab.core.errors import CnnlabError
 
 INSTALL_HINT = 'pip install "cnnlab[tensorboard]"'
 EPOCH_SCALARS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "eval_time_s")

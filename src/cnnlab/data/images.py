@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cnnlab.errors import ImageError
+from cnnlab.core.errors import ImageError
 
 #: Formats recognised by content. Deliberately a closed list: PIL's other plugins
 #: include ones that shell out (EPS via Ghostscript) or are rarely fuzzed.

@@ -22,10 +22,18 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint
-from cnnlab.errors import CheckpointError, ImageError, RunDirError
-from cnnlab.preprocess import IMAGE_SUFFIXES, check_spec, decode_image, preprocess, tensor_to_image
-from cnnlab.runtime import tune_malloc
+from cnnlab.core.errors import CheckpointError, ImageError, RunDirError, SaveError
+from cnnlab.core.files import atomic_write, write_csv, write_json
+from cnnlab.core.runtime import resolve_device
+from cnnlab.inference import forward_batches
+from cnnlab.data.images import (
+    IMAGE_SUFFIXES,
+    check_spec,
+    decode_image,
+    preprocess,
+    tensor_to_image,
+)
+from cnnlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
 
 ImageLike = Any  # PIL image, numpy array, torch tensor, path, or bytes
 
@@ -96,7 +104,6 @@ class Predictor:
         device: str | torch.device = "cpu",
         batch_size: int = 256,
     ) -> None:
-        tune_malloc()  # reuse batch buffers (see cnnlab.runtime.tune_malloc)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.classes = [str(c) for c in classes]
@@ -137,11 +144,9 @@ class Predictor:
     @torch.no_grad()
     def logits(self, inputs: torch.Tensor) -> torch.Tensor:
         """Raw network outputs for a batch of preprocessed inputs (N, C, H, W), in batches."""
-        outs = []
-        for start in range(0, len(inputs), self.batch_size):
-            xb = inputs[start : start + self.batch_size].to(self.device, non_blocking=True)
-            outs.append(self.model(xb).float().cpu())
-        return torch.cat(outs) if outs else torch.empty(0, len(self.classes))
+        if not len(inputs):
+            return torch.empty(0, len(self.classes))
+        return forward_batches(self.model, inputs.to(self.device, non_blocking=True), batch_size=self.batch_size)
 
     def predict(self, images: ImageLike | Iterable[ImageLike], top_k: int = 3) -> list[Prediction]:
         """Top-``top_k`` predictions for one image or a sequence of images.
@@ -242,7 +247,6 @@ def load(
     batch_size: int = 256,
 ) -> Predictor:
     """A :class:`Predictor` from a run directory (its ``best.pt``) or a checkpoint file."""
-    from cnnlab.engine import resolve_device
 
     path = Path(run_dir_or_checkpoint)
     if path.is_dir():
@@ -398,7 +402,6 @@ def _strip_label(message: str, path: str) -> str:
 
 
 def _save_input(folder: Path, path: str, x: torch.Tensor, spec: dict, used: set[str]) -> None:
-    from cnnlab.files import atomic_write
 
     stem = Path(path).stem or "image"
     name, n = f"{stem}.png", 1
@@ -459,7 +462,6 @@ def output_format(path: str | os.PathLike, fmt: str | None = None) -> str:
 
 def check_output_free(path: str | os.PathLike | None, overwrite: bool, what: str = "output file") -> None:
     """Refuse to replace an existing file unless ``overwrite``; checked before any work is done."""
-    from cnnlab.errors import SaveError
 
     if path is None:
         return
@@ -474,7 +476,6 @@ def write_results(
     results: FileResults, path: str | os.PathLike, predictor: Predictor, top_k: int, fmt: str | None = None
 ) -> None:
     """Write predictions (and per-file errors) as CSV or JSON, atomically."""
-    from cnnlab.files import write_csv, write_json
 
     if output_format(path, fmt) == "json":
         write_json(path, results_json(results, predictor, top_k))
@@ -505,7 +506,6 @@ def format_table(results: Iterable[FileResult], top_k: int, *, max_path: int = 6
 
 def check_folder_free(path: str | os.PathLike | None, overwrite: bool) -> None:
     """``--save-preprocessed`` must be a new or empty folder unless ``overwrite``."""
-    from cnnlab.errors import SaveError
 
     if path is None:
         return

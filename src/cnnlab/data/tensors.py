@@ -15,15 +15,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from cnnlab.config import DataConfig
-from cnnlab.errors import ConfigError, DataError
-
-MNIST_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
+from cnnlab.core.errors import ConfigError
 
 
 def default_data_dir() -> Path:
@@ -111,108 +103,6 @@ class DataBundle:
 # --- reading -------------------------------------------------------------------------------
 
 
-def _missing_mnist_message(root: Path, reason: str, download: bool) -> str:
-    raw = root / "MNIST" / "raw"
-    how = f"could not be downloaded ({reason})" if download else "downloading is off (--no-download)"
-    return (
-        f"MNIST is not in {root} and {how}. "
-        f"Put the four files {', '.join(MNIST_FILES)} (uncompressed, or as .gz) in {raw}/, "
-        "or point --data-dir (or $CNNLAB_DATA_DIR) at a folder that holds MNIST/raw/."
-    )
-
-
-# MD5 of the four original files, uncompressed (torchvision publishes those of the .gz files,
-# and checks them when it downloads). Checked whenever a file has the original's size.
-MNIST_RAW_MD5 = {
-    "train-images-idx3-ubyte": ("6bbc9ace898e44ae57da46a324031adb", 47_040_016),
-    "train-labels-idx1-ubyte": ("a25bea736e30d166cdddb491f175f624", 60_008),
-    "t10k-images-idx3-ubyte": ("2646ac647ad5339dbf082846283269ea", 7_840_016),
-    "t10k-labels-idx1-ubyte": ("27ae3e4e09519cfbb04c329615203637", 10_008),
-}
-
-
-def verify_idx_file(path: Path) -> None:
-    """Check an IDX file's header against its size, and its checksum where MNIST publishes one.
-
-    torchvision reads a damaged file with a cryptic error or, worse, silently;
-    this names the file and says what to do.
-    """
-    import hashlib
-
-    fix = "delete it and let cnnlab download it again (or copy the original file back)"
-    data_size = path.stat().st_size
-    with path.open("rb") as fh:
-        header = fh.read(4)
-        if len(header) < 4 or header[0] != 0 or header[1] != 0 or header[2] != 0x08 or not 1 <= header[3] <= 4:
-            raise DataError(f"{path} is not an IDX file (bad magic number {header.hex() or 'empty'}); {fix}")
-        ndim = header[3]
-        dims_raw = fh.read(4 * ndim)
-    if len(dims_raw) < 4 * ndim:
-        raise DataError(f"{path} is truncated (its header is incomplete); {fix}")
-    dims = [int.from_bytes(dims_raw[i : i + 4], "big") for i in range(0, 4 * ndim, 4)]
-    expected = 4 + 4 * ndim
-    count = 1
-    for d in dims:
-        count *= d
-    expected += count
-    if data_size != expected:
-        state = "truncated" if data_size < expected else "longer than its header says"
-        raise DataError(f"{path} is {state} (expected {expected:,} bytes, found {data_size:,}); {fix}")
-    known = MNIST_RAW_MD5.get(path.name)
-    if known and data_size == known[1]:
-        md5 = hashlib.md5(path.read_bytes()).hexdigest()
-        if md5 != known[0]:
-            raise DataError(f"{path} is corrupted (MD5 {md5}, expected {known[0]}); {fix}")
-
-
-def load_mnist(root: str | os.PathLike, *, train: bool, download: bool = True) -> ImageSet:
-    """Read MNIST through torchvision's ``MNIST`` class (which downloads it when allowed)."""
-    from torchvision.datasets import MNIST
-
-    root = Path(root)
-    raw = root / "MNIST" / "raw"
-    prefix = "train" if train else "t10k"
-    for name in (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"):
-        if (raw / name).is_file():
-            verify_idx_file(raw / name)
-    try:
-        ds = MNIST(root=str(root), train=train, download=download)
-    except (RuntimeError, OSError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "not found" in first_line.lower() or "download" in first_line.lower() or isinstance(exc, OSError):
-            raise DataError(_missing_mnist_message(root, first_line, download)) from exc
-        raise DataError(f"could not read MNIST from {root / 'MNIST' / 'raw'}: {first_line}") from exc
-    images = ds.data.unsqueeze(1).contiguous()  # (N, 1, 28, 28) uint8
-    return ImageSet(images, ds.targets.clone(), [str(i) for i in range(10)])
-
-
-def load_dataset(
-    name: str, data_dir: str | os.PathLike | None, *, download: bool = True, image_size: int | None = None
-) -> tuple[ImageSet, ImageSet, DatasetInfo]:
-    """Return (training pool, test set, info) for a dataset name."""
-    from cnnlab import datasets  # the other datasets (fashion-mnist, cifar10, folder:PATH, ...)
-
-    root = resolve_data_dir(data_dir)
-    if name != "mnist" or image_size not in (None, 28):
-        if datasets.is_known(name):
-            return datasets.load(name, root, download=download, image_size=image_size)
-    if name == "mnist":
-        train = load_mnist(root, train=True, download=download)
-        test = load_mnist(root, train=False, download=download)
-        c, h, _ = train.shape
-        # Digits are white ink on black, centred by centre of mass in a 20x20 box: prediction
-        # on a user's own image must rebuild exactly that.
-        info = DatasetInfo("mnist", train.classes, c, h, {"style": "mnist", "scale": 255.0})
-        return train, test, info
-    raise ConfigError(f"unknown dataset {name!r}; available: {', '.join(list_datasets())}")
-
-
-def list_datasets() -> list[str]:
-    from cnnlab import datasets
-
-    return [name for name, _ in datasets.describe()]
-
-
 # --- splitting -----------------------------------------------------------------------------
 
 
@@ -226,29 +116,6 @@ def split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch
         raise ConfigError(f"validation size must be between 1 and {n - 1} for {n} training images, got {val_size}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[: n - val_size].clone(), perm[n - val_size :].clone()
-
-
-def prepare_data(cfg: DataConfig, device: torch.device | str = "cpu") -> DataBundle:
-    """Load a dataset, split it as configured, and move it to ``device``."""
-    pool, test, info = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, image_size=cfg.image_size)
-    if info.val_count:  # a dataset with its own validation images (folder:PATH with val/)
-        n = len(pool)
-        train_idx, val_idx = torch.arange(n - info.val_count), torch.arange(n - info.val_count, n)
-    else:
-        val_size = cfg.val_size
-        if val_size == DataConfig.val_size and len(pool) <= val_size:
-            val_size = max(1, len(pool) // 5)  # the MNIST-sized default on a small dataset: hold out 20%
-        train_idx, val_idx = split_indices(len(pool), val_size, cfg.split_seed)
-    if cfg.subset is not None:
-        train_idx = train_idx[: cfg.subset]
-    return DataBundle(
-        train=pool.subset(train_idx).to(device),
-        val=pool.subset(val_idx).to(device),
-        test=test.to(device),
-        info=info,
-        train_indices=train_idx,
-        val_indices=val_idx,
-    )
 
 
 # --- batching ------------------------------------------------------------------------------

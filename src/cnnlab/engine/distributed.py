@@ -26,7 +26,8 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.nn as nn
 
-from cnnlab.errors import CnnlabError
+from cnnlab.core.errors import CnnlabError, RunDirError
+from cnnlab.core.runtime import resolve_device
 
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
@@ -91,7 +92,6 @@ def main_only(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def backend_for(device: str) -> str:
     """nccl when training on CUDA (where available), gloo otherwise."""
-    from cnnlab.engine import resolve_device
 
     if resolve_device(device).type == "cuda" and torch.distributed.is_nccl_available():
         return "nccl"
@@ -299,7 +299,6 @@ def resume_position(saved: dict, epoch_length: int) -> dict:
     if old == epoch_length:
         return dict(saved)
     if it % old:
-        from cnnlab.errors import RunDirError
 
         raise RunDirError(
             f"last.pt was saved in the middle of an epoch by {saved.get('world_size', 1)} process(es) "

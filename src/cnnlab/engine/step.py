@@ -8,7 +8,6 @@ reaches the weights, and the step returns a Python float for the progress bar.
 from __future__ import annotations
 
 import math
-import os
 from typing import Any, Callable, Iterable
 
 import torch
@@ -16,31 +15,9 @@ import torch.nn as nn
 from ignite.engine import Engine, Events
 from ignite.metrics import Accuracy, Loss
 
-from cnnlab.config import OptimConfig
-from cnnlab.errors import ConfigError, NonFiniteLossError
-from cnnlab.fastpath import inference_forward, training_forward
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available; asking for CUDA without one is a clear error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} was asked for, but no CUDA GPU is available; use --device cpu or auto")
-    return torch.device(name)
-
-
-def default_threads() -> int:
-    """Intra-op threads: 1 on machines with 2 cores or fewer, else all cores up to 8.
-
-    On a shared 2-core machine two OpenMP threads spin-wait for each other
-    whenever anything else runs: a batch-32 LeNet step then takes 40-100 ms
-    instead of 4-5 ms with one thread (benchmarks/README.md, "Threads"). On a
-    quiet machine one thread costs little at these layer sizes. Beyond 8
-    threads LeNet-sized layers gain nothing.
-    """
-    cores = os.cpu_count() or 1
-    return 1 if cores <= 2 else min(8, cores)
+from cnnlab.inference import eval_forward, train_forward
+from cnnlab.core.config import OptimConfig
+from cnnlab.core.errors import ConfigError, NonFiniteLossError
 
 
 def build_optimizer(cfg: OptimConfig, params: Iterable[torch.nn.Parameter], device: torch.device) -> torch.optim.Optimizer:
@@ -140,7 +117,7 @@ def compile_model(model: nn.Module, mode: str) -> nn.Module:
 def create_train_step(
     model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, amp: str = "off"
 ) -> Callable[[Engine, Any], float]:
-    forward = training_forward(model)  # the model's own results, bit for bit; faster on CPU for LeNet-5
+    forward = train_forward(model)  # the model's own results, bit for bit; faster on CPU for LeNet-5
 
     def train_step(engine: Engine, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
         model.train()
@@ -193,7 +170,7 @@ def create_evaluator(model: nn.Module, amp: str = "off") -> Engine:
     @evaluator.on(Events.STARTED)
     def _freeze_weights(engine: Engine) -> None:
         # The weights are fixed for one evaluation pass: build the exact oneDNN path once per pass.
-        forward["fn"] = inference_forward(model) if amp == "off" else model
+        forward["fn"] = eval_forward(model) if amp == "off" else model
 
     Loss(nn.CrossEntropyLoss()).attach(evaluator, "loss")
     Accuracy().attach(evaluator, "accuracy")
@@ -216,7 +193,5 @@ __all__ = [
     "create_evaluator",
     "create_train_step",
     "create_trainer",
-    "default_threads",
-    "resolve_device",
     "run_evaluation",
 ]

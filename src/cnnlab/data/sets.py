@@ -27,8 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cnnlab.data import DatasetInfo, ImageSet, load_mnist
-from cnnlab.errors import ConfigError, DataError
+from cnnlab.core.errors import ConfigError, DataError
+from cnnlab.data.mnist import load_mnist
+from cnnlab.data.tensors import DatasetInfo, ImageSet
 
 TORCHVISION_SETS = ("fashion-mnist", "kmnist", "emnist", "cifar10", "cifar100", "svhn")
 NAMES = ("mnist", *TORCHVISION_SETS, "digits")

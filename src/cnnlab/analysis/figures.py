@@ -6,11 +6,23 @@ Save them with :func:`cnnlab.files.save_figure` (atomic).
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
+import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from cnnlab.analysis.metrics import (
+    best_epoch,
+    classes_with_most_errors,
+    per_class_rates,
+    reliability_bins,
+    resolve_classes,
+    select_misclassified,
+    top_losses,
+)
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -125,7 +137,6 @@ def misclassified_figure(
     3x10 figure); by default the three classes with the most errors. Images are
     taken in test-set order, so the figure is stable.
     """
-    from cnnlab.analysis import classes_with_most_errors, resolve_classes, select_misclassified
 
     labels, probs = np.asarray(labels), np.asarray(probs)
     preds = probs.argmax(axis=1)
@@ -149,7 +160,6 @@ def top_losses_figure(
     ncols: int = 8,
 ) -> Figure:
     """The ``k`` test images with the highest loss: "true -> pred (prob)" and the loss; likely mislabelled."""
-    from cnnlab.analysis import top_losses
 
     labels, probs = np.asarray(labels), np.asarray(probs)
     preds = probs.argmax(axis=1)
@@ -207,7 +217,6 @@ def disagreement_figure(
 
 def per_class_figure(confusion: np.ndarray, classes: Sequence[str]) -> Figure:
     """Per-class accuracy (= recall) and precision bars, with the overall accuracy as a line."""
-    from cnnlab.analysis import per_class_rates
 
     cm = np.asarray(confusion)
     rates = per_class_rates(cm)
@@ -239,7 +248,6 @@ def per_class_figure(confusion: np.ndarray, classes: Sequence[str]) -> Figure:
 
 def reliability_figure(confidences: np.ndarray, correct: np.ndarray, *, n_bins: int = 15) -> Figure:
     """Reliability diagram: accuracy against confidence per bin, the gap to the diagonal, and bin sizes."""
-    from cnnlab.analysis import reliability_bins
 
     b = reliability_bins(confidences, correct, n_bins)
     centers = (b.edges[:-1] + b.edges[1:]) / 2
@@ -294,7 +302,6 @@ def training_curves_figure(rows: Sequence[dict]) -> Figure:
     ``rows`` are dicts as :func:`cnnlab.analysis.read_metrics` returns them; a
     missing train column (``--no-train-eval``) is simply not drawn.
     """
-    from cnnlab.analysis import best_epoch
 
     fig = new_figure(10.0, 3.8)
     axes = fig.subplots(1, 2)
@@ -318,4 +325,81 @@ def training_curves_figure(rows: Sequence[dict]) -> Figure:
     axes[0].set_title("Loss per epoch")
     axes[1].set_title("Accuracy per epoch")
     fig.tight_layout()
+    return fig
+
+
+def _grid(n: int) -> tuple[int, int]:
+    cols = min(n, max(1, math.ceil(math.sqrt(n * 1.5))))
+    return math.ceil(n / cols), cols
+
+
+def _norm(a: np.ndarray) -> np.ndarray:
+    lo, hi = float(a.min()), float(a.max())
+    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+
+
+def _tile_grid(images: Sequence[np.ndarray], tile: float, pad_w: float, pad_h: float, **imshow: object) -> Figure:
+    """One image per tile in a near-square grid, each titled with its index; spare tiles left blank."""
+    rows, cols = _grid(len(images))
+    fig = new_figure(tile * cols + pad_w, tile * rows + pad_h)
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for i, ax in enumerate(axes):
+        ax.set_axis_off()
+        if i < len(images):
+            ax.imshow(images[i], interpolation="nearest", **imshow)
+            ax.set_title(str(i), fontsize=7)
+    return fig
+
+
+def filters_figure(weight: torch.Tensor, title: str = "first conv layer filters") -> Figure:
+    """One tile per output channel of a conv weight (out, in, kh, kw).
+
+    3-input-channel kernels are drawn as RGB (each kernel scaled to its own
+    range); otherwise each (output, input) kernel pair is a grey tile, with a
+    shared colour scale so strengths compare (red positive, blue negative).
+    """
+    w = weight.detach().float().cpu().numpy()
+    out_c, in_c = w.shape[:2]
+    if in_c == 3:
+        fig = _tile_grid([_norm(k.transpose(1, 2, 0)) for k in w], 1.1, 0.5, 0.6)
+    else:
+        shown_in = min(in_c, 8)
+        rows, cols = out_c, shown_in
+        if shown_in == 1:
+            rows, cols = _grid(out_c)
+        fig = new_figure(1.0 * cols + 1.2, 1.0 * rows + 0.6)
+        axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+        vmax = float(np.abs(w).max()) or 1.0
+        tiles = [(o, c) for o in range(out_c) for c in range(shown_in)]
+        for ax, tile in zip(axes, tiles + [None] * (len(axes) - len(tiles))):
+            ax.set_axis_off()
+            if tile is not None:
+                o, c = tile
+                im = ax.imshow(w[o, c], cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
+                ax.set_title(f"{o}" if shown_in == 1 else f"{o}/{c}", fontsize=7)
+        fig.colorbar(im, ax=list(axes), fraction=0.03, pad=0.02)
+    fig.suptitle(f"{title}: {out_c} filters, {in_c} input channel(s), {w.shape[2]}x{w.shape[3]}")
+    return fig
+
+
+def feature_maps_figure(maps: torch.Tensor, title: str, max_maps: int = 32) -> Figure:
+    """The (C, H, W) activations of one image after one layer, one tile per channel."""
+    m = maps.detach().float().cpu().numpy()
+    n = min(len(m), max_maps)
+    fig = _tile_grid(m[:n], 1.2, 0.4, 0.7, cmap="viridis")
+    shown = f"first {n} of {len(m)}" if n < len(m) else f"{len(m)}"
+    fig.suptitle(f"{title}: {shown} channels, {m.shape[1]}x{m.shape[2]}")
+    return fig
+
+
+def input_figure(image: torch.Tensor, caption: str) -> Figure:
+    x = image.detach().float().cpu().numpy()
+    fig = new_figure(3, 3.3)
+    ax = fig.subplots()
+    ax.set_axis_off()
+    if x.shape[0] == 3:
+        ax.imshow(_norm(x.transpose(1, 2, 0)), interpolation="nearest")
+    else:
+        ax.imshow(x[0], cmap="gray", interpolation="nearest")
+    ax.set_title(caption, fontsize=9)
     return fig

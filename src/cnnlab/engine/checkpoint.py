@@ -26,8 +26,9 @@ import torch
 import torch.nn as nn
 
 from cnnlab import __version__
-from cnnlab.errors import CheckpointError
-from cnnlab.files import write_bytes
+from cnnlab.core.errors import CheckpointError
+from cnnlab.core.files import write_bytes
+from cnnlab.models import create_model
 
 SCHEMA_VERSION = 1
 
@@ -116,7 +117,6 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
 
 def model_from_checkpoint(payload: dict, *, expect_model: str | None = None, expect_dataset: str | None = None) -> nn.Module:
     """Rebuild the model a payload describes and load its weights strictly."""
-    from cnnlab.models import create_model
 
     spec = payload["model"]
     if expect_model is not None and spec["name"] != expect_model:

@@ -1,9 +1,11 @@
-"""``train(cfg)``: the lesson's pipeline, end to end, as one library call.
+"""``fit(cfg)``: the lesson's training loop, as one library call.
 
     data (decoded once, split with a saved seed) -> model -> ignite trainer
     -> after every epoch: train/val loss and accuracy, best checkpoint by
        validation loss, a full-state last.pt, a metrics.csv row, a one-line summary
-    -> the best checkpoint scored on the test set (report.txt/json, confusion matrix)
+
+Scoring the best checkpoint on the test set is the next layer's job
+(``cnnlab.analysis.report.evaluate_checkpoint``; ``cnnlab.apps.api`` chains the two).
 
 Work is never lost: ``last.pt`` (model, optimizer, trainer position, every RNG,
 best-so-far, metrics history) is written atomically after every epoch and on
@@ -28,37 +30,40 @@ import torch
 import torch.nn as nn
 from ignite.engine import Engine, Events
 
-from cnnlab import __version__, distributed
-from cnnlab.checkpoint import (
+from cnnlab import __version__
+from cnnlab.core.config import Config
+from cnnlab.core.errors import CnnlabError, ConfigError, RunDirError
+from cnnlab.core.runs import (
+    RunDir,
+    default_run_dir,
+    open_run,
+    read_config,
+    write_config,
+    write_metrics,
+    write_split,
+)
+from cnnlab.core.runtime import default_threads, resolve_device
+from cnnlab.data.augment import attach_augmentation, build_augmenter
+from cnnlab.data.registry import prepare_data
+from cnnlab.data.tensors import DataBundle, TensorBatches
+from cnnlab.engine import distributed
+from cnnlab.engine.checkpoint import (
     capture_rng_state,
     load_checkpoint,
     make_payload,
-    model_from_checkpoint,
     restore_rng_state,
     save_checkpoint,
 )
-from cnnlab.config import EVAL_BATCH_SIZE, Config
-from cnnlab.data import DataBundle, TensorBatches, prepare_data
-from cnnlab.engine import (
+from cnnlab.engine.step import (
     build_optimizer,
     build_scheduler,
     compile_model,
     create_evaluator,
     create_trainer,
-    default_threads,
-    resolve_device,
     run_evaluation,
 )
-from cnnlab.errors import CnnlabError, ConfigError, RunDirError
-from cnnlab.evaluate import TestReport, predict_logits, score, write_report
-from cnnlab.augment import attach_augmentation, build_augmenter
-from cnnlab.files import write_csv
+from cnnlab.engine.tracking import attach_tensorboard
 from cnnlab.models import check_pretrained, create_model, get_model_entry
-from cnnlab.runs import RunDir, default_run_dir, read_config, write_config, write_split
-from cnnlab.runtime import tune_malloc
-
-# epoch_time_s is the whole epoch; eval_time_s the part of it spent in the train/val evaluation passes.
-METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "eval_time_s", "best"]
 
 # Config keys that may differ when a run is resumed: they change how, not what, is computed.
 RESUMABLE_CHANGES = (
@@ -78,21 +83,26 @@ class Interrupted(CnnlabError):
 
 
 @dataclass
-class TrainResult:
+class FitResult:
+    """What training produced: the run folder, its history and best epoch, and the data it used."""
+
     run: RunDir
     best_epoch: int
     best_val_loss: float
     history: list[dict]
-    test: TestReport
     seconds: float
-    resumed_from: int = 0  # epoch the run resumed after (0: a fresh run)
+    resumed_from: int  # epoch the run resumed after (0: a fresh run)
+    data: DataBundle  # the split it trained on, and the test set for scoring
+    device: torch.device
+
+    def __repr__(self) -> str:
+        return f"FitResult({self.run.path}, epochs={len(self.history)}, best_epoch={self.best_epoch})"
 
 
 def setup_runtime(cfg: Config) -> torch.device:
     """Device, threads, seeds and (optionally) deterministic kernels; returns the device."""
     device = resolve_device(cfg.train.device)
     torch.set_num_threads(cfg.train.threads or default_threads())
-    tune_malloc()
     seed = cfg.train.seed
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -105,10 +115,10 @@ def setup_runtime(cfg: Config) -> torch.device:
     return device
 
 
-def train(cfg: Config, run_dir: str | Path | None = None, *, log: Callable[[str], None] = print) -> TrainResult:
+def fit(cfg: Config, run_dir: str | Path | None = None, *, log: Callable[[str], None] = print) -> FitResult:
     """Train as ``cfg`` says into ``run_dir``; resume if it holds an unfinished run of the same config.
 
-    Returns the best epoch, the metrics history and the test report of the best checkpoint.
+    Returns the run, its metrics history and best epoch, and the data it trained on.
     """
     cfg.validate()
     # Under torchrun or `cnnlab train --nproc N` this is one process of several: join them.
@@ -233,7 +243,6 @@ def train(cfg: Config, run_dir: str | Path | None = None, *, log: Callable[[str]
                 engine.terminate()
 
     if t.tensorboard and distributed.is_main():  # registered after _end_epoch, so each epoch's metrics row already exists
-        from cnnlab.tracking import attach_tensorboard
 
         attach_tensorboard(trainer, model, optimizer, run.path / "tensorboard", history=history, train_cfg=t)
 
@@ -252,10 +261,7 @@ def train(cfg: Config, run_dir: str | Path | None = None, *, log: Callable[[str]
                 code,
             )
 
-    # Rank 0 scores best.pt and writes the report; the other ranks get the same report object.
-    report = evaluate_checkpoint(run, data, device, batch_size=t.eval_batch_size) if distributed.is_main() else None
-    report = distributed.broadcast_object(report)
-    return TrainResult(run, best["epoch"], best["loss"], history, report, time.perf_counter() - t0, int(resumed_from))
+    return FitResult(run, best["epoch"], best["loss"], history, time.perf_counter() - t0, int(resumed_from), data, device)
 
 
 def check_run_dir(run: RunDir, cfg: Config) -> dict | None:
@@ -287,7 +293,6 @@ def check_run_dir(run: RunDir, cfg: Config) -> dict | None:
 
 def resume_config(run_dir: str | Path, **changes: object) -> Config:
     """The config a run was started with, with only resumable settings (epochs, device, ...) changed."""
-    from cnnlab.runs import open_run
 
     cfg = read_config(open_run(run_dir))
     for dotted, value in changes.items():
@@ -341,23 +346,6 @@ def build_model(cfg: Config, data: DataBundle) -> nn.Module:
         )
     except ValueError as exc:  # a model that cannot take this image size
         raise ConfigError(f"{exc}; choose another model or resize the images with --image-size") from None
-
-
-def evaluate_checkpoint(run: RunDir, data: DataBundle, device: torch.device, *, batch_size: int = EVAL_BATCH_SIZE) -> TestReport:
-    """Score ``best.pt`` on the test set and write the report files."""
-    payload = load_checkpoint(run.best)
-    model = model_from_checkpoint(payload).to(device)
-    logits = predict_logits(model, data.test, batch_size=batch_size)
-    report = score(logits, data.test.labels, data.info.classes)
-    write_report(run.path, report, extra={"checkpoint": "best.pt", "epoch": payload["epoch"], "dataset": data.info.name})
-    return report
-
-
-def write_metrics(run: RunDir, history: list[dict]) -> None:
-    def cell(v: object) -> object:
-        return "" if v is None else (f"{v:.6g}" if isinstance(v, float) else v)
-
-    write_csv(run.metrics, METRIC_COLUMNS, [[cell(row.get(c)) for c in METRIC_COLUMNS] for row in history])
 
 
 def format_epoch(row: dict, epochs: int) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from cnnlab.errors import ConfigError
+from cnnlab.core.errors import ConfigError
 
 # Each preset's parameters and their defaults; "NAME:key=value,..." overrides them.
 PRESETS: dict[str, dict[str, float]] = {

@@ -12,12 +12,10 @@ import datetime as _dt
 import html
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
-from cnnlab.files import write_text
-
-if TYPE_CHECKING:  # pragma: no cover
-    from cnnlab.analysis import AnalysisResult
+from cnnlab.core.files import write_text
+from cnnlab.core.runs import read_metrics
 
 # (file key in AnalysisResult.files, heading, what the reader should look for)
 FIGURES: list[tuple[str, str, str]] = [
@@ -90,7 +88,7 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
-def build_html(result: "AnalysisResult") -> str:
+def build_html(result: Any) -> str:
     """The page as a string (no files written)."""
     s = result.summary
     run = result.run_path
@@ -143,7 +141,6 @@ def build_html(result: "AnalysisResult") -> str:
 
     metrics_path = run / "metrics.csv"
     if metrics_path.is_file():
-        from cnnlab.analysis import read_metrics
 
         rows = read_metrics(metrics_path)
         cols = [c for c in (rows[0].keys() if rows else []) if any(r.get(c) is not None for r in rows)]
@@ -160,7 +157,7 @@ def build_html(result: "AnalysisResult") -> str:
     return "\n".join(parts)
 
 
-def write_html_report(result: "AnalysisResult", path: str | Path | None = None) -> Path:
+def write_html_report(result: Any, path: str | Path | None = None) -> Path:
     """Write :func:`build_html` to ``path`` (default ``RUN/analysis/index.html``)."""
     target = Path(path) if path is not None else result.out_dir / "index.html"
     write_text(target, build_html(result))

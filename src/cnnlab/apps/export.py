@@ -37,7 +37,11 @@ import torch
 import torch.nn as nn
 
 from cnnlab import __version__
-from cnnlab.errors import CnnlabError, ConfigError, DataError, ExportError
+from cnnlab.apps.predict import check_output_free, load
+from cnnlab.core.errors import CnnlabError, ConfigError, DataError, ExportError
+from cnnlab.core.files import write_bytes
+from cnnlab.data.registry import load_dataset
+from cnnlab.engine.checkpoint import load_checkpoint
 
 ONNX_OPSET = 17
 FORMATS = ("onnx", "torchscript")
@@ -112,8 +116,6 @@ def export_model(
     The output is never replaced unless ``overwrite``. Raises :class:`ExportError`
     when the export fails or disagrees with PyTorch (nothing is written then).
     """
-    from cnnlab.files import write_bytes
-    from cnnlab.predict import check_output_free, load
 
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose {' or '.join(FORMATS)}")
@@ -205,8 +207,6 @@ def verification_inputs(
 
 
 def _test_images(predictor: Any, data_dir: str | os.PathLike | None, count: int) -> torch.Tensor | None:
-    from cnnlab.checkpoint import load_checkpoint
-    from cnnlab.data import load_dataset
 
     dataset = predictor.model_info.get("dataset")
     if data_dir is None:

@@ -1,8 +1,4 @@
-"""Process-wide runtime settings that every entry point applies for itself.
-
-Kept apart from ``cnnlab.engine`` so that prediction and serving, which need no
-ignite, can apply them without importing it.
-"""
+"""glibc allocator tuning: batch buffers reused instead of re-faulted (benchmarks/README.md, "Memory allocator")."""
 from __future__ import annotations
 
 import ctypes

@@ -1,0 +1,66 @@
+"""The dataset registry: a name (mnist, fashion-mnist, ..., folder:PATH, digits) -> tensors."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from cnnlab.core.config import DataConfig
+from cnnlab.core.errors import ConfigError
+from cnnlab.data import sets
+from cnnlab.data.mnist import load_mnist
+from cnnlab.data.tensors import (
+    DataBundle,
+    DatasetInfo,
+    ImageSet,
+    resolve_data_dir,
+    split_indices,
+)
+
+
+def load_dataset(
+    name: str, data_dir: str | os.PathLike | None, *, download: bool = True, image_size: int | None = None
+) -> tuple[ImageSet, ImageSet, DatasetInfo]:
+    """Return (training pool, test set, info) for a dataset name."""
+
+    root = resolve_data_dir(data_dir)
+    if name != "mnist" or image_size not in (None, 28):
+        if sets.is_known(name):
+            return sets.load(name, root, download=download, image_size=image_size)
+    if name == "mnist":
+        train = load_mnist(root, train=True, download=download)
+        test = load_mnist(root, train=False, download=download)
+        c, h, _ = train.shape
+        # Digits are white ink on black, centred by centre of mass in a 20x20 box: prediction
+        # on a user's own image must rebuild exactly that.
+        info = DatasetInfo("mnist", train.classes, c, h, {"style": "mnist", "scale": 255.0})
+        return train, test, info
+    raise ConfigError(f"unknown dataset {name!r}; available: {', '.join(list_datasets())}")
+
+
+def list_datasets() -> list[str]:
+
+    return [name for name, _ in sets.describe()]
+
+
+def prepare_data(cfg: DataConfig, device: torch.device | str = "cpu") -> DataBundle:
+    """Load a dataset, split it as configured, and move it to ``device``."""
+    pool, test, info = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, image_size=cfg.image_size)
+    if info.val_count:  # a dataset with its own validation images (folder:PATH with val/)
+        n = len(pool)
+        train_idx, val_idx = torch.arange(n - info.val_count), torch.arange(n - info.val_count, n)
+    else:
+        val_size = cfg.val_size
+        if val_size == DataConfig.val_size and len(pool) <= val_size:
+            val_size = max(1, len(pool) // 5)  # the MNIST-sized default on a small dataset: hold out 20%
+        train_idx, val_idx = split_indices(len(pool), val_size, cfg.split_seed)
+    if cfg.subset is not None:
+        train_idx = train_idx[: cfg.subset]
+    return DataBundle(
+        train=pool.subset(train_idx).to(device),
+        val=pool.subset(val_idx).to(device),
+        test=test.to(device),
+        info=info,
+        train_indices=train_idx,
+        val_indices=val_idx,
+    )

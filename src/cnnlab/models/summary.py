@@ -1,0 +1,138 @@
+"""A per-layer summary of a model: output shapes, parameters, multiply-adds; the models table."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from cnnlab.models import (
+    create_model,
+    get_model_entry,
+    list_models,
+    supports_pretrained,
+)
+from cnnlab.models.shapes import ShapeError
+
+
+@dataclass
+class LayerRow:
+    name: str
+    kind: str
+    output_shape: tuple[int, ...]
+    params: int
+    macs: int
+
+
+@dataclass
+class ModelSummary:
+    model: str
+    input_shape: tuple[int, int, int]
+    rows: list[LayerRow]
+    total_params: int
+    total_macs: int
+
+    def to_text(self) -> str:
+        c, h, w = self.input_shape
+        name_w = max([len("layer")] + [len(r.name) for r in self.rows])
+        kind_w = max([len("type")] + [len(r.kind) for r in self.rows])
+        head = f"{'layer':<{name_w}}  {'type':<{kind_w}}  {'output shape':>14}  {'params':>11}  {'MACs':>13}"
+        lines = [f"{self.model} on a {c}x{h}x{w} input", head, "-" * len(head)]
+        for r in self.rows:
+            shape = "x".join(str(d) for d in r.output_shape)
+            lines.append(f"{r.name:<{name_w}}  {r.kind:<{kind_w}}  {shape:>14}  {r.params:>11,}  {r.macs:>13,}")
+        lines.append("-" * len(head))
+        lines.append(f"{'total':<{name_w}}  {'':<{kind_w}}  {'':>14}  {self.total_params:>11,}  {self.total_macs:>13,}")
+        lines.append("MACs: multiply-adds of one image through conv and linear layers (bias, activations, "
+                     "pooling and normalisation not counted).")
+        return "\n".join(lines)
+
+
+def layer_macs(module: "nn.Module", inputs: tuple, output: "torch.Tensor") -> int:
+    """Multiply-adds of one call of a conv or linear layer, per image."""
+    import torch.nn as nn
+
+    if isinstance(module, nn.Conv2d):
+        kh, kw = module.kernel_size
+        per_out = (module.in_channels // module.groups) * kh * kw
+        return int(output[0].numel()) * per_out
+    if isinstance(module, nn.Linear):
+        return int(output[0].numel()) * module.in_features
+    return 0
+
+
+def summarize(model: "nn.Module", input_shape: tuple[int, int, int], name: str = "model") -> ModelSummary:
+    """One forward pass of a single zero image with hooks on every leaf module."""
+    import torch
+
+    rows: list[LayerRow] = []
+    handles = []
+
+    def hook(mod_name: str):
+        def fn(module, inputs, output):
+            if isinstance(output, torch.Tensor):
+                params = sum(p.numel() for p in module.parameters(recurse=False))
+                rows.append(LayerRow(mod_name, type(module).__name__, tuple(output.shape[1:]), params,
+                                     layer_macs(module, inputs, output)))
+        return fn
+
+    for mod_name, module in model.named_modules():
+        if mod_name and not any(True for _ in module.children()):
+            handles.append(module.register_forward_hook(hook(mod_name)))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    total_params = sum(p.numel() for p in model.parameters())
+    return ModelSummary(name, tuple(input_shape), rows, total_params, sum(r.macs for r in rows))
+
+
+def summarize_model(name: str, input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10) -> ModelSummary:
+    """Summary of a registered model built for ``input_shape``."""
+
+    c, h, w = input_shape
+    if h != w:
+        raise ShapeError(f"cnnlab models take square images; got {h}x{w}")
+    try:
+        model = create_model(name, in_channels=c, num_classes=num_classes, image_size=h)
+    except ValueError as exc:
+        raise ShapeError(str(exc)) from None
+    return summarize(model, input_shape, name)
+
+
+def parse_shape(text: str) -> tuple[int, int, int]:
+    """``"1x28x28"`` / ``"3,32,32"`` -> (C, H, W)."""
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        c, h, w = (int(p) for p in parts)
+    except ValueError:
+        raise ShapeError(f"input shape must look like 1x28x28 (channels x height x width), got {text!r}") from None
+    if min(c, h, w) < 1:
+        raise ShapeError(f"input shape must be positive, got {text!r}")
+    return c, h, w
+
+
+def models_table(input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10) -> str:
+    """Every registered model with its parameters and MACs for one ``input_shape`` image."""
+
+    c, h, w = input_shape
+    rows = []
+    for name in list_models():
+        try:
+            s = summarize_model(name, input_shape, num_classes)
+            params, macs = f"{s.total_params:,}", f"{s.total_macs:,}"
+        except ShapeError as exc:
+            params, macs = "-", f"({exc})"[:40]
+        rows.append((name, params, macs, "yes" if supports_pretrained(name) else "", get_model_entry(name).description))
+    nw = max(len("model"), *(len(r[0]) for r in rows))
+    pw = max(len("params"), *(len(r[1]) for r in rows))
+    mw = max(len("MACs"), *(len(r[2]) for r in rows))
+    lines = [f"models for a {c}x{h}x{w} input, {num_classes} classes (MACs: multiply-adds per image)",
+             f"{'model':<{nw}}  {'params':>{pw}}  {'MACs':>{mw}}  pretrained  description"]
+    lines += [f"{r[0]:<{nw}}  {r[1]:>{pw}}  {r[2]:>{mw}}  {r[3]:<10}  {r[4]}" for r in rows]
+    return "\n".join(lines)
