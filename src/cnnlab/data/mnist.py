@@ -1,10 +1,19 @@
-"""MNIST from its four IDX files: verified, decoded once into uint8 tensors."""
+"""MNIST from its four IDX files: verified, decoded once into uint8 tensors, cached beside them.
+
+When the uncompressed files are in ``MNIST/raw/`` they are read here directly (an IDX file is a
+small header and raw bytes), so training on MNIST never imports torchvision (~0.8 s of start-up);
+torchvision's ``MNIST`` class is used only to download (and unpack) missing files. The decoded
+tensors are cached in ``MNIST/cnnlab-cache/`` (:mod:`cnnlab.data.cache`).
+"""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import torch
+
 from cnnlab.core.errors import DataError
+from cnnlab.data import cache
 from cnnlab.data.tensors import ImageSet
 
 MNIST_FILES = (
@@ -69,16 +78,47 @@ def verify_idx_file(path: Path) -> None:
             raise DataError(f"{path} is corrupted (MD5 {md5}, expected {known[0]}); {fix}")
 
 
-def load_mnist(root: str | os.PathLike, *, train: bool, download: bool = True) -> ImageSet:
-    """Read MNIST through torchvision's ``MNIST`` class (which downloads it when allowed)."""
-    from torchvision.datasets import MNIST
+def read_idx(path: Path) -> torch.Tensor:
+    """An IDX file of unsigned bytes as a uint8 tensor of its declared shape (header already verified)."""
+    data = path.read_bytes()
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return torch.frombuffer(bytearray(data[4 + 4 * ndim :]), dtype=torch.uint8).view(*dims)
 
+
+def load_mnist(root: str | os.PathLike, *, train: bool, download: bool = True) -> ImageSet:
+    """Read one MNIST split: from the cache, else from the raw IDX files, else through torchvision's download."""
     root = Path(root)
+    raw = root / "MNIST" / "raw"
+    prefix = "train" if train else "t10k"
+    files = [raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"]
+    if not all(f.is_file() for f in files):
+        _download(root, train, download)
+    if not all(f.is_file() for f in files):
+        raise DataError(_missing_mnist_message(root, "the raw files are missing", download))
+
+    def decode() -> dict[str, torch.Tensor]:
+        for f in files:
+            verify_idx_file(f)
+        images, labels = read_idx(files[0]), read_idx(files[1])
+        if images.dim() != 3 or labels.dim() != 1 or len(images) != len(labels):
+            raise DataError(f"{files[0]} and {files[1]} do not hold images and their labels; "
+                            "delete them and let cnnlab download them again")
+        return {"images": images.unsqueeze(1).contiguous(), "labels": labels.long()}  # (N, 1, 28, 28) uint8
+
+    t = cache.cached(root / "MNIST", f"mnist-{prefix}", files, decode)
+    return ImageSet(t["images"], t["labels"], [str(i) for i in range(10)])
+
+
+def _download(root: Path, train: bool, download: bool) -> None:
+    """Let torchvision's ``MNIST`` class download (and unpack) the raw files when allowed."""
     raw = root / "MNIST" / "raw"
     prefix = "train" if train else "t10k"
     for name in (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"):
         if (raw / name).is_file():
             verify_idx_file(raw / name)
+    from torchvision.datasets import MNIST
+
     try:
         ds = MNIST(root=str(root), train=train, download=download)
     except (RuntimeError, OSError) as exc:
@@ -86,5 +126,4 @@ def load_mnist(root: str | os.PathLike, *, train: bool, download: bool = True) -
         if "not found" in first_line.lower() or "download" in first_line.lower() or isinstance(exc, OSError):
             raise DataError(_missing_mnist_message(root, first_line, download)) from exc
         raise DataError(f"could not read MNIST from {root / 'MNIST' / 'raw'}: {first_line}") from exc
-    images = ds.data.unsqueeze(1).contiguous()  # (N, 1, 28, 28) uint8
-    return ImageSet(images, ds.targets.clone(), [str(i) for i in range(10)])
+    del ds

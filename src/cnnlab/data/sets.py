@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnlab.core.errors import ConfigError, DataError
+from cnnlab.data import cache
 from cnnlab.data.mnist import load_mnist
 from cnnlab.data.tensors import DatasetInfo, ImageSet
 
@@ -122,8 +123,52 @@ def _tv_class(name: str) -> tuple[Callable[..., Any], dict[str, Any], str, str]:
     raise ConfigError(f"unknown dataset {name!r}")
 
 
+def _tv_raw_files(name: str, root: Path, train: bool) -> tuple[Path, list[Path]]:
+    """The folder a torchvision set's files are in, and the files one split is decoded from."""
+    split = "train" if train else "test"
+    if name in ("fashion-mnist", "kmnist"):
+        folder = root / ("FashionMNIST" if name == "fashion-mnist" else "KMNIST")
+        p = "train" if train else "t10k"
+        return folder, [folder / "raw" / f"{p}-images-idx3-ubyte", folder / "raw" / f"{p}-labels-idx1-ubyte"]
+    if name == "emnist":
+        folder = root / "EMNIST"
+        return folder, [folder / "raw" / f"emnist-balanced-{split}-{k}-ubyte" for k in ("images-idx3", "labels-idx1")]
+    if name == "cifar10":
+        folder = root / "cifar-10-batches-py"
+        batches = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
+        return folder, [folder / b for b in (*batches, "batches.meta")]
+    if name == "cifar100":
+        folder = root / "cifar-100-python"
+        return folder, [folder / split, folder / "meta"]
+    if name == "svhn":
+        folder = root / "svhn"
+        return folder, [folder / f"{split}_32x32.mat"]
+    raise ConfigError(f"unknown dataset {name!r}")
+
+
 def load_torchvision(name: str, root: Path, *, train: bool, download: bool = True) -> ImageSet:
-    """Read one split of a torchvision dataset into an :class:`ImageSet`."""
+    """Read one split of a torchvision dataset into an :class:`ImageSet`.
+
+    The decoded tensors are cached beside the dataset's files (:mod:`cnnlab.data.cache`), so a
+    second run neither imports torchvision nor decodes (CIFAR's pickles, SVHN's .mat files) again.
+    """
+    folder, raw = _tv_raw_files(name, Path(root), train)
+    key = f"{name}-{'train' if train else 'test'}"
+
+    def decode() -> dict[str, Any]:
+        s = _read_torchvision(name, root, train=train, download=download)
+        return {"images": s.images, "labels": s.labels, "classes": s.classes}
+
+    if all(f.is_file() for f in raw):
+        t = cache.cached(folder, key, raw, decode)
+    else:  # torchvision downloads the files (when allowed); cache them for next time
+        t = decode()
+        if all(f.is_file() for f in raw):
+            cache.save_cached(folder, key, raw, t)
+    return ImageSet(t["images"], t["labels"], list(t["classes"]))
+
+
+def _read_torchvision(name: str, root: Path, *, train: bool, download: bool = True) -> ImageSet:
     cls, kwargs, sub, files = _tv_class(name)
     where = Path(root) / sub if sub else Path(root)
     if name == "svhn":
