@@ -300,3 +300,26 @@ def test_tensorboard_logger_does_not_swallow_training_errors(tiny_mnist, tmp_pat
     with pytest.raises(NonFiniteLossError):
         train(cfg, tmp_path / "run", log=lambda line: None)
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize("k, n, seed", [(10, 500, 0), (3, 40, 1), (47, 300, 2), (2, 9, 3)])
+def test_classification_report_is_sklearns_character_for_character(k, n, seed):
+    """cnnlab computes the report itself (no scikit-learn import when scoring); it must read the same."""
+    from sklearn.metrics import classification_report as sk_report
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    p = np.where(rng.random(n) < 0.7, y, rng.integers(0, k, n))
+    p[p == k - 1] = 0  # one class never predicted (precision 0/0), so zero_division matters
+    names = [f"class-{i}" for i in range(k)] if k != 10 else [str(i) for i in range(10)]
+    text, raw = M.classification_report(y, p, names, digits=3)
+    ids = list(range(k))
+    assert text == sk_report(y, p, labels=ids, target_names=names, digits=3, zero_division=0)
+    want = sk_report(y, p, labels=ids, target_names=names, output_dict=True, zero_division=0)
+    assert raw.keys() == want.keys()
+    for key, row in want.items():
+        if isinstance(row, dict):
+            assert raw[key].keys() == row.keys()
+            assert all(raw[key][m] == pytest.approx(v, abs=1e-12) for m, v in row.items()), key
+        else:
+            assert raw[key] == pytest.approx(row, abs=1e-12)

@@ -12,11 +12,13 @@ Figures are pure functions (data in, Figure out); only :func:`visualize_run` wri
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn as nn
-from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 from cnnlab.analysis.figures import feature_maps_figure, filters_figure, input_figure
 from cnnlab.analysis.report import load_best_and_test_set

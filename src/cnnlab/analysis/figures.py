@@ -7,12 +7,13 @@ Save them with :func:`cnnlab.files.save_figure` (atomic).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+
+if TYPE_CHECKING:  # matplotlib (~0.5 s) is imported when a figure is drawn, not when a run is scored
+    from matplotlib.figure import Figure
 
 from cnnlab.analysis.metrics import (
     best_epoch,
@@ -26,6 +27,9 @@ from cnnlab.analysis.metrics import (
 
 
 def new_figure(width: float, height: float) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
     return fig

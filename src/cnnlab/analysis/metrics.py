@@ -15,12 +15,12 @@ from cnnlab.core.errors import ConfigError
 
 @dataclass
 class TestReport:
-    """The numbers a user reads after training; ``text`` is sklearn's report with 3 digits."""
+    """The numbers a user reads after training; ``text`` is scikit-learn's report with 3 digits."""
 
     accuracy: float
     loss: float
     classes: list[str]
-    text: str
+    text: str  # scikit-learn's classification report, 3 digits (computed by classification_report below)
     per_class: dict[str, dict[str, float]]
     confusion: np.ndarray
     num_images: int
@@ -37,16 +37,57 @@ class TestReport:
         }
 
 
-def score(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> TestReport:
-    """Accuracy, mean cross-entropy, sklearn's classification report and confusion matrix."""
-    from sklearn.metrics import classification_report, confusion_matrix
+def classification_report(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str],
+                          digits: int = 3) -> tuple[str, dict[str, dict[str, float]]]:
+    """scikit-learn's ``classification_report`` (labels 0..K-1, ``zero_division=0``): its text and its dict.
 
+    The same numbers and the same text, character for character (``tests/test_analysis.py`` checks
+    it against scikit-learn), computed here so that scoring a run does not import scikit-learn and
+    SciPy (~0.6 s of every `cnnlab train` and `cnnlab evaluate`).
+    """
+    k = len(classes)
+    cm = confusion_matrix(y_true, y_pred, k)
+    tp = np.diag(cm).astype(np.float64)
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, tp / np.maximum(predicted, 1), 0.0)
+        recall = np.where(support > 0, tp / np.maximum(support, 1), 0.0)
+        denom = 2 * tp + (predicted - tp) + (support - tp)  # sklearn's f1: 2tp / (2tp + fp + fn)
+        f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+    total = int(support.sum())
+    out: dict[str, dict[str, float]] = {}
+    for i, name in enumerate(classes):
+        out[name] = {"precision": float(precision[i]), "recall": float(recall[i]), "f1-score": float(f1[i]),
+                     "support": int(support[i])}
+    accuracy = float(tp.sum() / total) if total else 0.0
+    macro = [float(np.mean(a)) if k else 0.0 for a in (precision, recall, f1)]
+    weights = support / total if total else np.zeros(k)
+    weighted = [float(np.sum(a * weights)) for a in (precision, recall, f1)]
+    out["accuracy"] = accuracy  # type: ignore[assignment]
+    out["macro avg"] = dict(zip(("precision", "recall", "f1-score"), macro), support=total)
+    out["weighted avg"] = dict(zip(("precision", "recall", "f1-score"), weighted), support=total)
+
+    width = max(max((len(c) for c in classes), default=0), len("weighted avg"), digits)
+    headers = ("precision", "recall", "f1-score", "support")
+    text = ("{:>{width}s} " + " {:>9}" * 4).format("", *headers, width=width) + "\n\n"
+    row_fmt = "{:>{width}s} " + " {:>9.{digits}f}" * 3 + " {:>9}\n"
+    for i, name in enumerate(classes):
+        text += row_fmt.format(name, precision[i], recall[i], f1[i], int(support[i]), width=width, digits=digits)
+    text += "\n"
+    text += ("{:>{width}s} " + " {:>9.{digits}}" * 2 + " {:>9.{digits}f}" + " {:>9}\n").format(
+        "accuracy", "", "", accuracy, total, width=width, digits=digits)
+    text += row_fmt.format("macro avg", *macro, total, width=width, digits=digits)
+    text += row_fmt.format("weighted avg", *weighted, total, width=width, digits=digits)
+    return text, out
+
+
+def score(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> TestReport:
+    """Accuracy, mean cross-entropy, the classification report and the confusion matrix."""
     labels = labels.cpu().long()
     preds = logits.argmax(dim=1)
     y_true, y_pred = labels.numpy(), preds.numpy()
-    ids = list(range(len(classes)))
-    text = classification_report(y_true, y_pred, labels=ids, target_names=classes, digits=3, zero_division=0)
-    raw = classification_report(y_true, y_pred, labels=ids, target_names=classes, output_dict=True, zero_division=0)
+    text, raw = classification_report(y_true, y_pred, classes, digits=3)
     per_class = {
         name: {
             "precision": float(raw[name]["precision"]),
@@ -63,7 +104,7 @@ def score(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> Tes
         classes=list(classes),
         text=text,
         per_class=per_class,
-        confusion=confusion_matrix(y_true, y_pred, labels=ids),
+        confusion=confusion_matrix(y_true, y_pred, len(classes)),
         num_images=len(labels),
         extra={
             "macro_avg": {k.replace("-score", ""): float(v) for k, v in raw["macro avg"].items()},
