@@ -458,6 +458,11 @@ def _input_shape(input_text: str | None, dataset: str | None) -> tuple[tuple[int
 @friendly_errors
 def models(input_text: str | None, dataset: str | None) -> None:
     """List the models with their parameters and multiply-adds (MACs) for one input image."""
+    if not (input_text or dataset):  # MNIST's input: the declared table, no torch (core/catalog.py)
+        from cnnlab.core.catalog import declared_models_table
+
+        click.echo(declared_models_table())
+        return
     from cnnlab.models.summary import models_table
 
     shape, classes = _input_shape(input_text, dataset)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from cnnlab.core.catalog import format_models_table
 from cnnlab.models import (
     create_model,
     get_model_entry,
@@ -120,7 +121,6 @@ def parse_shape(text: str) -> tuple[int, int, int]:
 def models_table(input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10) -> str:
     """Every registered model with its parameters and MACs for one ``input_shape`` image."""
 
-    c, h, w = input_shape
     rows = []
     for name in list_models():
         try:
@@ -129,10 +129,4 @@ def models_table(input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: i
         except ShapeError as exc:
             params, macs = "-", f"({exc})"[:40]
         rows.append((name, params, macs, "yes" if supports_pretrained(name) else "", get_model_entry(name).description))
-    nw = max(len("model"), *(len(r[0]) for r in rows))
-    pw = max(len("params"), *(len(r[1]) for r in rows))
-    mw = max(len("MACs"), *(len(r[2]) for r in rows))
-    lines = [f"models for a {c}x{h}x{w} input, {num_classes} classes (MACs: multiply-adds per image)",
-             f"{'model':<{nw}}  {'params':>{pw}}  {'MACs':>{mw}}  pretrained  description"]
-    lines += [f"{r[0]:<{nw}}  {r[1]:>{pw}}  {r[2]:>{mw}}  {r[3]:<10}  {r[4]}" for r in rows]
-    return "\n".join(lines)
+    return format_models_table(input_shape, num_classes, rows)

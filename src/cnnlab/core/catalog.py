@@ -1,0 +1,62 @@
+"""The model catalog, declared without importing torch: names, descriptions, pretrained weights, and
+each model's parameters and multiply-adds for MNIST's input.
+
+`cnnlab models` prints this table for its default input (1x28x28, 10 classes) without building
+a single model, so it answers in the time Python starts (building the zoo needs torch, ~1.2 s
+here, and torchvision with torch._dynamo, ~0.8 s more). Any other input builds the models
+(``cnnlab.models.summary.models_table``). ``tests/test_catalog.py`` builds every registered model
+and checks that it matches this table exactly, so the two cannot drift apart: a new model fails
+that test until its line is added here (the test prints the line).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_INPUT = ((1, 28, 28), 10)  # (C, H, W), classes: the input the figures below are for
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    params: int  # for DEFAULT_INPUT
+    macs: int  # multiply-adds of one image, for DEFAULT_INPUT
+    pretrained: bool
+    description: str
+
+
+MODELS: tuple[ModelInfo, ...] = (
+    ModelInfo("alexnet", 2_456_778, 134_962_688, True,
+              "torchvision AlexNet (2012), small-input stem, GAP head; --pretrained: ImageNet"),
+    ModelInfo("googlenet", 5_603_882, 356_008_704, True,
+              "torchvision GoogLeNet / Inception v1 (2014), small-input stem; --pretrained: ImageNet"),
+    ModelInfo("lenet5", 61_706, 416_520, False,
+              "LeNet-5 as in the lesson: ReLU, max pooling, 61,706 parameters on MNIST"),
+    ModelInfo("lenet5-classic", 61_706, 416_520, False,
+              "LeNet-5 as LeCun 1998 built it: tanh, average pooling, 61,706 parameters on MNIST"),
+    ModelInfo("resnet18", 11_175_370, 457_807_872, True,
+              "torchvision ResNet-18 (2015), small-input stem; --pretrained: ImageNet"),
+    ModelInfo("smallcnn", 140_458, 21_903_104, False,
+              "a small modern CNN: 3x3 conv-BN-ReLU blocks, global average pooling, 140k parameters"),
+    ModelInfo("vgg11", 9_224_458, 94_828_544, True,
+              "torchvision VGG-11 (2014), GAP head; --pretrained: ImageNet"),
+)
+
+
+def format_models_table(input_shape: tuple[int, int, int], num_classes: int,
+                        rows: list[tuple[str, str, str, str, str]]) -> str:
+    """The `cnnlab models` table from rows of (name, params, MACs, pretrained, description) texts."""
+    c, h, w = input_shape
+    nw = max(len("model"), *(len(r[0]) for r in rows))
+    pw = max(len("params"), *(len(r[1]) for r in rows))
+    mw = max(len("MACs"), *(len(r[2]) for r in rows))
+    lines = [f"models for a {c}x{h}x{w} input, {num_classes} classes (MACs: multiply-adds per image)",
+             f"{'model':<{nw}}  {'params':>{pw}}  {'MACs':>{mw}}  pretrained  description"]
+    lines += [f"{r[0]:<{nw}}  {r[1]:>{pw}}  {r[2]:>{mw}}  {r[3]:<10}  {r[4]}" for r in rows]
+    return "\n".join(lines)
+
+
+def declared_models_table() -> str:
+    """The models table for :data:`DEFAULT_INPUT`, from the declarations alone (no torch)."""
+    rows = [(m.name, f"{m.params:,}", f"{m.macs:,}", "yes" if m.pretrained else "", m.description)
+            for m in sorted(MODELS, key=lambda m: m.name)]
+    return format_models_table(*DEFAULT_INPUT, rows)
