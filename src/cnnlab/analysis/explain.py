@@ -63,7 +63,7 @@ def visualize_run(run_dir: str | Path, out_dir: str | Path | None = None, *, ind
     """Write filters.png, input.png and one maps_NN_<layer>.png per conv layer; returns the paths."""
 
     run_path, _, payload, test, info = load_best_and_test_set(run_dir, data_dir=data_dir)
-    model = model_from_checkpoint(payload)
+    model = model_from_checkpoint(payload, tta=False)  # the network's own filters and maps
     if not 0 <= index < len(test):
         raise ConfigError(f"--index must be between 0 and {len(test) - 1} for this test set, got {index}")
     x = to_float(test.images[index : index + 1])

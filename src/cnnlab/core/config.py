@@ -35,6 +35,9 @@ class DataConfig:
 class ModelConfig:
     name: str = "lenet5"
     pretrained: bool = False  # torchvision's ImageNet weights (alexnet, vgg11, googlenet, resnet18)
+    # Test-time augmentation: the trained model answers with its softmax averaged over the image and
+    # its four shifts by this many pixels (models/tta.py); 0: off. Training and validation are unchanged.
+    tta_shift: int = 0
 
 
 @dataclass
@@ -136,6 +139,8 @@ class Config:
             raise ConfigError(f"optim.lr must be > 0, got {o.lr}")
         if o.weight_decay < 0:
             raise ConfigError(f"optim.weight_decay must be >= 0, got {o.weight_decay}")
+        if not 0 <= self.model.tta_shift <= 4:
+            raise ConfigError(f"model.tta_shift must be between 0 and 4 pixels, got {self.model.tta_shift}")
         if t.loss_reduction not in ("sum", "mean"):
             raise ConfigError(f"train.loss_reduction must be 'sum' or 'mean', got {t.loss_reduction!r}")
         if t.threads is not None:

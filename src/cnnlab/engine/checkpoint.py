@@ -29,6 +29,7 @@ from cnnlab import __version__
 from cnnlab.core.errors import CheckpointError
 from cnnlab.core.files import write_bytes
 from cnnlab.models import create_model
+from cnnlab.models.tta import ShiftTTA
 
 SCHEMA_VERSION = 1
 
@@ -115,8 +116,13 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     return payload
 
 
-def model_from_checkpoint(payload: dict, *, expect_model: str | None = None, expect_dataset: str | None = None) -> nn.Module:
-    """Rebuild the model a payload describes and load its weights strictly."""
+def model_from_checkpoint(payload: dict, *, expect_model: str | None = None, expect_dataset: str | None = None,
+                          tta: bool = True) -> nn.Module:
+    """Rebuild the model a payload describes and load its weights strictly.
+
+    A run trained with ``[model] tta_shift = N`` answers through :class:`ShiftTTA` (``tta=False``:
+    the bare network, e.g. to draw its filters).
+    """
 
     spec = payload["model"]
     if expect_model is not None and spec["name"] != expect_model:
@@ -133,7 +139,8 @@ def model_from_checkpoint(payload: dict, *, expect_model: str | None = None, exp
         raise CheckpointError(
             f"checkpoint weights do not fit model {spec['name']!r}: {_first_line(exc)}"
         ) from None
-    return model
+    shift = int((payload.get("config") or {}).get("model", {}).get("tta_shift", 0) or 0)
+    return ShiftTTA(model, shift) if tta and shift else model
 
 
 def _first_line(exc: BaseException) -> str:
