@@ -13,6 +13,8 @@ the repeats are reported; every raw measurement is kept in the JSON.
     python benchmarks/bench.py profile    --data-dir ../shared/data
     python benchmarks/bench.py malloc     --data-dir ../shared/data
     python benchmarks/bench.py tried      --data-dir ../shared/data
+    python benchmarks/bench.py wall       --data-dir ../shared/data --repeats 3
+    python benchmarks/bench.py startup    --data-dir ../shared/data --repeats 5
 
 Each prints a table and writes benchmarks/results/<name>.json with provenance.
 """
@@ -24,6 +26,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -572,12 +575,173 @@ def bench_malloc(a: argparse.Namespace) -> None:
     print(f"results: {save(a.name or 'malloc', {'raw': raw, 'median': med})}")
 
 
+# --- whole processes: what a user waits for ----------------------------------------------------
+
+
+def cnnlab_cli(args: list[str], timeout: float = 3600) -> tuple[float, str]:
+    """Run ``python -m cnnlab ARGS`` from this checkout (its src/ first on the path); (wall seconds, stdout)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "cnnlab", *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=REPO, env=env)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"command failed ({proc.returncode}): cnnlab {' '.join(args)}\n{proc.stderr[-3000:]}")
+    return wall, proc.stdout
+
+
+def train_process(data_dir: str, recipe: str | None, tmp: str, extra: list[str] = ()) -> dict:
+    """`cnnlab train [--recipe R]` as a whole process: wall, the in-process seconds it prints, test accuracy."""
+    import re
+
+    run_dir = tempfile.mkdtemp(dir=tmp)
+    args = ["train", "--data-dir", data_dir, "--no-download", "--no-progress", "--run-dir", run_dir + "/run",
+            *(["--recipe", recipe] if recipe else []), *extra]
+    wall, out = cnnlab_cli(args)
+    m = re.search(r"test accuracy ([0-9.]+)%.*\(([0-9.]+)s\)", out)
+    if not m:
+        raise SystemExit(f"could not read the test accuracy from cnnlab train's output:\n{out[-2000:]}")
+    return {"wall_s": wall, "inner_s": float(m.group(2)), "test_acc": float(m.group(1)) / 100}
+
+
+def bench_wall(a: argparse.Namespace) -> None:
+    """Whole processes, wall clock: the reference, `cnnlab train` (the lesson's recipe), `--recipe fast` and `--recipe fast99`.
+
+    Interleaved, the order rotated every repeat, so a slow minute on the shared machine hits
+    every contender; each repeat's ratio is the reference's wall time over the contender's in
+    that same repeat, and the medians of those ratios are reported.
+    """
+    who_all = ["ref", "lesson", "fast", "fast99"]
+    recipes = {"lesson": None, "fast": "fast", "fast99": "fast99"}
+    targets = {"ref": None, "lesson": None, "fast": 0.989, "fast99": 0.990}
+    reps = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(a.repeats):
+            order = who_all[i % len(who_all):] + who_all[: i % len(who_all)]
+            rep: dict = {"order": order, "loadavg_before": os.getloadavg()[0]}
+            for who in order:
+                rep[who] = reference(a.data_dir, 5) if who == "ref" else train_process(a.data_dir, recipes[who], tmp)
+                rep[who]["loadavg_after"] = os.getloadavg()[0]
+                print(f"  repeat {i + 1} {who:7s}: wall {rep[who]['wall_s']:6.1f}s  in-process {rep[who]['inner_s']:6.1f}s  "
+                      f"test acc {rep[who]['test_acc']:.4f}  (load {os.getloadavg()[0]:.1f})", flush=True)
+            for who in who_all[1:]:
+                rep[f"ratio_{who}"] = rep["ref"]["wall_s"] / rep[who]["wall_s"]
+            reps.append(rep)
+    summary = {}
+    for who in who_all:
+        summary[who] = {"wall_s": median([r[who]["wall_s"] for r in reps]),
+                        "inner_s": median([r[who]["inner_s"] for r in reps]),
+                        "test_acc": [r[who]["test_acc"] for r in reps]}
+        if who != "ref":
+            ratios = [r[f"ratio_{who}"] for r in reps]
+            summary[who].update(speedup_wall=median(ratios), speedup_min=min(ratios), speedup_max=max(ratios),
+                                fraction_of_reference=1 / median(ratios))
+    print()
+    print(f"whole processes, wall clock, {a.repeats} interleaved repeats (median; ratio = reference / contender, same repeat)")
+    print(f"{'':10s}{'wall (s)':>10s}{'in-proc (s)':>13s}{'speed-up':>10s}{'range':>14s}{'share':>8s}  test accuracy")
+    for who in who_all:
+        s_ = summary[who]
+        sp = (f"{s_['speedup_wall']:9.2f}x{s_['speedup_min']:7.2f}-{s_['speedup_max']:.2f}x{'1/' + format(1 / s_['fraction_of_reference'], '.1f'):>8s}"
+              if who != "ref" else f"{'':10s}{'':14s}{'':8s}")
+        accs = ", ".join(f"{x:.4f}" for x in s_["test_acc"])
+        print(f"{who:10s}{s_['wall_s']:10.1f}{s_['inner_s']:13.1f}{sp}  {accs}")
+    print(f"results: {save(a.name or 'wall', {'summary': summary, 'repeats': reps, 'targets': targets})}")
+
+
+STARTUP_CASES = ("python -c pass", "import torch", "cnnlab --help", "cnnlab models", "cnnlab layers lenet5",
+                 "cnnlab predict RUN one.png", "cnnlab train (overhead)")
+
+
+def bench_startup(a: argparse.Namespace) -> None:
+    """Start-up, wall clock of whole processes: `import torch` against `cnnlab models`, `layers`, `predict` and train's overhead.
+
+    Interleaved, ``--repeats`` rounds, medians. Train's start-up overhead is the process wall
+    time minus the in-process seconds it prints (a 1-epoch run on 2,000 images).
+    """
+    import numpy as np
+    from PIL import Image
+
+    py = sys.executable
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+    def wall(cmd: list[str]) -> float:
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True, cwd=REPO, env=env)
+        return time.perf_counter() - t0
+
+    with tempfile.TemporaryDirectory() as tmp:
+        # A trained run and one MNIST test digit as a PNG for predict.
+        train_process(a.data_dir, None, tmp, ["--epochs", "1", "--subset", "2000", "--no-train-eval",
+                                              "--run-dir", tmp + "/predict-run"])
+        raw = Path(a.data_dir) / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
+        img = np.frombuffer(raw.read_bytes()[16:16 + 784], dtype=np.uint8).reshape(28, 28)
+        Image.fromarray(img).save(tmp + "/one.png")
+        cmds = {
+            "python -c pass": [py, "-c", "pass"],
+            "import torch": [py, "-c", "import torch"],
+            "cnnlab --help": [py, "-m", "cnnlab", "--help"],
+            "cnnlab models": [py, "-m", "cnnlab", "models"],
+            "cnnlab layers lenet5": [py, "-m", "cnnlab", "layers", "lenet5"],
+            "cnnlab predict RUN one.png": [py, "-m", "cnnlab", "predict", tmp + "/predict-run", tmp + "/one.png"],
+        }
+        raw_s: dict[str, list[float]] = {k: [] for k in STARTUP_CASES}
+        train_runs = []
+        for i in range(a.repeats):
+            names = list(STARTUP_CASES)
+            names = names[i % len(names):] + names[: i % len(names)]
+            for name in names:
+                if name == "cnnlab train (overhead)":
+                    r = train_process(a.data_dir, None, tmp, ["--epochs", "1", "--subset", "2000", "--no-train-eval",
+                                                              "--threads", "1"])
+                    train_runs.append(r)
+                    raw_s[name].append(r["wall_s"] - r["inner_s"])
+                else:
+                    raw_s[name].append(wall(cmds[name]))
+            print(f"  repeat {i + 1}: " + "  ".join(f"{k.replace('cnnlab ', '')} {v[-1]:.2f}" for k, v in raw_s.items())
+                  + f"  (load {os.getloadavg()[0]:.1f})", flush=True)
+        # The decoded-data cache, in-process: both MNIST splits from the cache (a hit), decoded from the
+        # raw files (CNNLAB_NO_DATA_CACHE=1: read + verify), and through torchvision (round 1's way).
+        snippet = ("import os, sys, time, torch\n"
+                   "from cnnlab.data.mnist import load_mnist\n"
+                   "load_mnist(sys.argv[1], train=True, download=False)  # make sure the cache exists\n"
+                   "t = time.perf_counter()\n"
+                   "if sys.argv[2] == 'torchvision':\n"
+                   "    from torchvision.datasets import MNIST\n"
+                   "    MNIST(sys.argv[1], train=True), MNIST(sys.argv[1], train=False)\n"
+                   "else:\n"
+                   "    os.environ['CNNLAB_NO_DATA_CACHE'] = '1' if sys.argv[2] == 'decode' else ''\n"
+                   "    load_mnist(sys.argv[1], train=True, download=False), load_mnist(sys.argv[1], train=False, download=False)\n"
+                   "print(time.perf_counter() - t)\n")
+        loads: dict[str, list[float]] = {"cache hit": [], "decode": [], "torchvision": []}
+        for i in range(a.repeats):
+            for how in loads:
+                out = subprocess.run([py, "-c", snippet, a.data_dir, how.split()[0] if how != "cache hit" else "hit"],
+                                     check=True, capture_output=True, text=True, cwd=REPO, env=env).stdout
+                loads[how].append(float(out.strip().splitlines()[-1]))
+        print("  MNIST load, in-process (s): " + "  ".join(f"{k} {median(v):.3f}" for k, v in loads.items()), flush=True)
+    med = {k: median(v) for k, v in raw_s.items()}
+    med.update({f"MNIST load, {k} (in-process)": median(v) for k, v in loads.items()})
+    torch_s = med["import torch"]
+    targets = {"cnnlab models": 1.0, "cnnlab layers lenet5": 1.0, "cnnlab predict RUN one.png": torch_s + 0.7,
+               "cnnlab train (overhead)": torch_s + 0.5}
+    print()
+    print(f"start-up, wall clock, median of {a.repeats} interleaved repeats")
+    print(f"{'':30s}{'median (s)':>11s}{'min':>7s}{'max':>7s}{'target':>9s}  met")
+    for k in STARTUP_CASES:
+        t = targets.get(k)
+        print(f"{k:30s}{med[k]:11.2f}{min(raw_s[k]):7.2f}{max(raw_s[k]):7.2f}"
+              + (f"{t:9.2f}  {'yes' if med[k] <= t else 'no'}" if t else ""))
+    for k, v in loads.items():
+        print(f"{'MNIST load, ' + k:30s}{median(v):11.3f}{min(v):7.3f}{max(v):7.3f}   (in-process, both splits)")
+    print(f"results: {save(a.name or 'startup', {'median_s': med, 'raw_s': raw_s, 'mnist_load_s': loads, 'targets_s': targets, 'train_runs': train_runs})}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="bench", required=True)
     for name, fn in (("lesson", bench_lesson), ("fast", bench_fast), ("flops", bench_flops), ("throughput", bench_throughput),
                      ("threads", bench_threads), ("profile", bench_profile),
-                     ("malloc", bench_malloc), ("tried", bench_tried)):
+                     ("malloc", bench_malloc), ("tried", bench_tried), ("wall", bench_wall), ("startup", bench_startup)):
         s = sub.add_parser(name, help=(fn.__doc__ or "").replace("%", "%%"))  # argparse formats help with %
         s.set_defaults(fn=fn)
         s.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
@@ -592,6 +756,8 @@ def main() -> None:
     sub.choices["threads"].add_argument("--repeats", type=int, default=3)
     sub.choices["malloc"].add_argument("--repeats", type=int, default=3)
     sub.choices["tried"].add_argument("--repeats", type=int, default=7)
+    sub.choices["wall"].add_argument("--repeats", type=int, default=3)
+    sub.choices["startup"].add_argument("--repeats", type=int, default=5)
     a = p.parse_args()
     a.fn(a)
 
