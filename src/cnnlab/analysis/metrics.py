@@ -39,7 +39,7 @@ class TestReport:
 
 def score(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> TestReport:
     """Accuracy, mean cross-entropy, sklearn's classification report and confusion matrix."""
-    from sklearn.metrics import classification_report, confusion_matrix
+    from sklearn.metrics import classification_report
 
     labels = labels.cpu().long()
     preds = logits.argmax(dim=1)
@@ -63,7 +63,7 @@ def score(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> Tes
         classes=list(classes),
         text=text,
         per_class=per_class,
-        confusion=confusion_matrix(y_true, y_pred, labels=ids),
+        confusion=confusion_matrix(y_true, y_pred, len(classes)),
         num_images=len(labels),
         extra={
             "macro_avg": {k.replace("-score", ""): float(v) for k, v in raw["macro avg"].items()},

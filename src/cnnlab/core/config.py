@@ -15,8 +15,8 @@ from typing import Any, Mapping
 from cnnlab.core.errors import ConfigError
 
 # Evaluation batch size everywhere a batch size only changes speed (training's evaluation passes,
-# `cnnlab evaluate/analyze/compare`). 256, not more: on a CPU, LeNet-5 evaluates about 3x faster
-# in batches of 256 than of 1000 (benchmarks/README.md, "Memory allocator").
+# `cnnlab evaluate/analyze/compare`). 256, not more: on a CPU, LeNet-5's activations then stay in
+# cache (measured in benchmarks/README.md, "Memory allocator").
 EVAL_BATCH_SIZE = 256
 
 
@@ -67,7 +67,7 @@ class TrainConfig:
     augment: str = "none"
     train_eval: bool = True  # evaluate on the whole training set after every epoch, as the lesson does
     device: str = "auto"
-    # NHWC activations make oneDNN's conv and pooling kernels ~1.5x faster on CPU; the
+    # NHWC activations make oneDNN's conv and pooling kernels faster on CPU (benchmarks/); the
     # arithmetic is the same up to float rounding (accuracy effect measured in benchmarks/).
     channels_last: bool = True
     threads: int | None = None  # None: a sensible choice for the machine

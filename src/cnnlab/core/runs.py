@@ -101,11 +101,6 @@ def write_split(run: RunDir, train_idx: torch.Tensor, val_idx: torch.Tensor, see
     write_json(run.split, {"seed": seed, "train": train_idx.tolist(), "val": val_idx.tolist()})
 
 
-def read_split(run: RunDir) -> tuple[torch.Tensor, torch.Tensor]:
-    raw = json.loads(run.split.read_text())
-    return torch.tensor(raw["train"], dtype=torch.long), torch.tensor(raw["val"], dtype=torch.long)
-
-
 # epoch_time_s is the whole epoch; eval_time_s the part of it spent in the train/val evaluation passes.
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "eval_time_s", "best"]
 

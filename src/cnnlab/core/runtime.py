@@ -25,8 +25,8 @@ def default_threads() -> int:
     """Intra-op threads: 1 on machines with 2 cores or fewer, else all cores up to 8.
 
     On a shared 2-core machine two OpenMP threads spin-wait for each other
-    whenever anything else runs: a batch-32 LeNet step then takes 40-100 ms
-    instead of 4-5 ms with one thread (benchmarks/README.md, "Threads"). On a
+    whenever anything else runs, and a batch-32 LeNet step becomes many times
+    slower than with one thread (benchmarks/README.md, "Threads"). On a
     quiet machine one thread costs little at these layer sizes. Beyond 8
     threads LeNet-sized layers gain nothing.
     """
