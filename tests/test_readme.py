@@ -15,8 +15,10 @@ What the test changes, and only in the test:
   server is stopped at the end;
 - `cnnlab` and `python` are this interpreter, with this checkout's `src/` first on PYTHONPATH.
 
-Then the whole sequence runs a second time in the same folder: rerunning an example must work
-too (`--overwrite` where a file is written, resume/re-score for `cnnlab train`).
+Then every example that writes files (bash blocks and the `cnnlab` commands in WRITERS) runs a
+second time in the same folder: rerunning an example must work too (`--overwrite` where a file is
+written, resume/re-score for `cnnlab train`). The read-only ones (evaluate's report aside, which
+it rewrites by design) are not repeated, to keep the test near a minute or two.
 It needs real MNIST (../shared/data, $CNNLAB_TEST_REAL_DATA or $CNNLAB_DATA_DIR) and skips
 without it; any example that exits non-zero fails it.
 """
@@ -47,6 +49,7 @@ DOCS = ROOT / "docs"
 SKIP_MARK = re.compile(r"<!--\s*readme-test:\s*skip\s*\((?P<why>[^)]+)\)\s*-->")
 FAST_TRAIN = "--subset 2000 --epochs 1 --no-progress"  # appended to every `cnnlab train` in the test
 README_PORT = "127.0.0.1:8000"
+WRITERS = ("train", "analyze", "compare", "show-data", "predict", "export", "visualize")  # rerun in the second pass
 
 
 def _data_dir() -> Path | None:
@@ -132,6 +135,11 @@ def is_serve(code: str) -> bool:
     return code.lstrip().startswith("cnnlab serve ")
 
 
+def writes_files(code: str) -> bool:
+    words = code.split()
+    return words[0] != "cnnlab" or (len(words) > 1 and words[1] in WRITERS)
+
+
 # --- checks that need no data ----------------------------------------------------------------
 
 def test_readme_examples_are_found_and_every_skip_says_why():
@@ -211,9 +219,9 @@ def test_readme_examples_run_in_order(tmp_path):
             for step in todo:
                 code = fast(step.code).replace(README_PORT, f"127.0.0.1:{port}")
                 where = f"README.md line {step.line}{' (second run)' if rerun else ''}: {step.code.splitlines()[0]}"
+                if rerun and (is_serve(code) or not writes_files(code)):
+                    continue  # read-only (the server from the first pass still answers)
                 if is_serve(code):
-                    if rerun:  # the server from the first run still answers
-                        continue
                     log = open(tmp_path / "serve.log", "w")
                     servers.append(subprocess.Popen(["bash", "-c", f"exec {code} --port {port}"], cwd=work, env=env,
                                                     stdout=log, stderr=subprocess.STDOUT))
