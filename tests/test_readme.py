@@ -164,9 +164,9 @@ def test_fast_appends_to_train_lines_only():
 
 
 def documented_block(command: str) -> str:
-    """The text printed under ``$ <command>`` in a code block of the README or a docs page."""
+    """The text printed under ``$ <command>`` (up to the next ``$`` line or the block's end) in the README or docs/."""
     for page in [README, *sorted(DOCS.glob("*.md"))]:
-        match = re.search(rf"^\$ {re.escape(command)}\n(.*?)^```", page.read_text(), flags=re.S | re.M)
+        match = re.search(rf"^\$ {re.escape(command)}\n(.*?)^(?:\$ |```)", page.read_text(), flags=re.S | re.M)
         if match:
             return match.group(1)
     raise AssertionError(f"no README or docs block shows `{command}`")
