@@ -119,7 +119,7 @@ def train(**opts: Any) -> None:
 
     Several processes: `cnnlab train --nproc 2 ...` on one machine, or
     `torchrun --nproc_per_node=4 -m cnnlab train ...` (also across machines);
-    see the README section "Scale out with torchrun".
+    see docs/distributed.md.
     """
     from cnnlab.core.runs import default_run_dir
     from cnnlab.engine.distributed import launch
