@@ -50,7 +50,7 @@ from cnnlab.analysis.metrics import (
     top_losses,
 )
 from cnnlab.core.config import EVAL_BATCH_SIZE
-from cnnlab.core.errors import CnnlabError, ConfigError, RunDirError
+from cnnlab.core.errors import CnnlabError, ConfigError, DataError, RunDirError
 from cnnlab.core.files import save_figure, write_csv, write_json, write_text
 from cnnlab.core.runs import RunDir, open_run, read_config, read_metrics
 from cnnlab.core.runtime import resolve_device
@@ -402,8 +402,12 @@ def load_best_and_test_set(run_dir: str | Path, *, data_dir: str | None = None) 
     if not run.best.is_file():
         raise RunDirError(f"{run.path} has no best.pt yet; train it first (cnnlab train --run-dir {run.path})")
     payload = load_checkpoint(run.best)
-    _, test, info = load_dataset(cfg.data.dataset, data_dir or cfg.data.data_dir, download=cfg.data.download,
-                                 image_size=cfg.data.image_size)
+    try:  # reading only: never download, never create a folder
+        _, test, info = load_dataset(cfg.data.dataset, data_dir or cfg.data.data_dir, download=False,
+                                     image_size=cfg.data.image_size)
+    except DataError as exc:
+        raise DataError(f"{exc} (commands that read a run never download: give --data-dir, or download it with "
+                        f"`cnnlab show-data --dataset {cfg.data.dataset}`)") from None
     return run.path, cfg, payload, test, info
 
 
