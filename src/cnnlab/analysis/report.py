@@ -274,12 +274,17 @@ class Comparison:
             f"B {self.run_b}: test accuracy {self.accuracy_b:.2%}",
             f"difference B - A: {self.difference:+.2%} ({n} test images, {self.test_set['dataset']})",
             f"McNemar exact test: A right/B wrong {m.only_a_right}, A wrong/B right {m.only_b_right}, "
-            f"p = {m.p_value:.4g}",
+            f"{format_p(m.p_value)}",
             f"the runs disagree on {len(self.disagreements)} images; {verdict}",
         ]
         if self.files:
             lines.append(f"wrote {', '.join(str(p) for p in self.files.values())}")
         return "\n".join(lines)
+
+
+def format_p(p: float) -> str:
+    """``p = 0.0123``; below what a float64 resolves reliably, ``p < 1e-300`` (never ``p = 0``)."""
+    return "p < 1e-300" if p < 1e-300 else f"p = {p:.4g}"
 
 
 def check_same_test_set(a: dict[str, Any], b: dict[str, Any], name_a: str, name_b: str) -> None:
