@@ -110,7 +110,7 @@ def dataset_option(default: str | None, help: str) -> Callable[[Any], Any]:
 
 
 def device_option(fn: Any) -> Any:
-    return click.option("--device", default=TrainConfig.device, show_default=True, help=DEVICE_HELP,
+    return click.option("--device", default=TrainConfig.device, show_default=True, help=DEVICE_HELP, metavar="DEVICE",
                         shell_complete=complete_devices)(fn)
 
 
