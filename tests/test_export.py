@@ -35,6 +35,7 @@ def test_pt2_round_trip(tiny_trained_run, tmp_path):
     out = tmp_path / "model.pt2"
     result = export_model(tiny_trained_run, "pt2", out)
     assert result.path == out and out.is_file()
+    assert out.stat().st_size < 400_000  # LeNet-5's weights (~250 KB) and 8 sample inputs, not all 200 test images
     v = result.verification
     # Compared on the dataset's real test images (the tiny run's data folder), at batch size 1 and in batches.
     assert v.inputs == "mnist test images" and v.num_inputs == 200 and 1 in v.batch_sizes and max(v.batch_sizes) > 1
