@@ -61,6 +61,21 @@ def test_read_only_commands_on_missing_data_fail_clearly_and_create_nothing(comm
     assert tree(tmp_path) == before  # no MNIST/raw, no analysis/, no visualize/, nothing
 
 
+def test_export_of_a_run_whose_data_is_gone_writes_only_its_file(tiny_mnist, tmp_path, monkeypatch):
+    from conftest import train_tiny_run
+
+    shutil.copytree(tiny_mnist, tmp_path / "data")
+    run = train_tiny_run(tmp_path / "data", tmp_path / "run", epochs=1, train_eval=False)
+    shutil.rmtree(tmp_path / "data")  # the data moved away since training
+    monkeypatch.chdir(tmp_path)
+    before = tree(tmp_path)
+    result = CliRunner().invoke(cli, ["export", str(run), "--format", "pt2", "-o", str(tmp_path / "m.pt2")])
+    assert result.exit_code == 0, result.output
+    assert "compared on random inputs" in result.output
+    after = tree(tmp_path)
+    assert set(after) - set(before) == {"m.pt2"} and {k: after[k] for k in before} == before
+
+
 @pytest.mark.parametrize("dataset, name", [
     ("mnist", "lenet5-mnist"),
     ("folder:~/photos", "lenet5-folder-photos"),

@@ -113,18 +113,6 @@ def summarize_model(name: str, input_shape: tuple[int, int, int] = (1, 28, 28), 
     return summarize(model, input_shape, name)
 
 
-def parse_shape(text: str) -> tuple[int, int, int]:
-    """``"1x28x28"`` / ``"3,32,32"`` -> (C, H, W)."""
-    parts = text.lower().replace(",", "x").split("x")
-    try:
-        c, h, w = (int(p) for p in parts)
-    except ValueError:
-        raise ShapeError(f"input shape must look like 1x28x28 (channels x height x width), got {text!r}") from None
-    if min(c, h, w) < 1:
-        raise ShapeError(f"input shape must be positive, got {text!r}")
-    return c, h, w
-
-
 def models_info(input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10) -> list[dict]:
     """Every registered model: name, parameters and MACs for one ``input_shape`` image (``None`` and an
     ``error`` where the model cannot take it), pretrained weights, description."""
@@ -142,14 +130,30 @@ def models_info(input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: in
     return rows
 
 
+def parse_shape(text: str) -> tuple[int, int, int]:
+    """``"1x28x28"`` / ``"3,32,32"`` -> (C, H, W)."""
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        c, h, w = (int(p) for p in parts)
+    except ValueError:
+        raise ShapeError(f"input shape must look like 1x28x28 (channels x height x width), got {text!r}") from None
+    if min(c, h, w) < 1:
+        raise ShapeError(f"input shape must be positive, got {text!r}")
+    return c, h, w
+
+
 def models_table(input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10) -> str:
     """Every registered model with its parameters and MACs for one ``input_shape`` image."""
 
     c, h, w = input_shape
     rows = []
-    for m in models_info(input_shape, num_classes):
-        params, macs = (f"{m['params']:,}", f"{m['macs']:,}") if "error" not in m else ("-", f"({m['error']})"[:40])
-        rows.append((m["name"], params, macs, "yes" if m["pretrained"] else "", m["description"]))
+    for name in list_models():
+        try:
+            s = summarize_model(name, input_shape, num_classes)
+            params, macs = f"{s.total_params:,}", f"{s.total_macs:,}"
+        except ShapeError as exc:
+            params, macs = "-", f"({exc})"[:40]
+        rows.append((name, params, macs, "yes" if supports_pretrained(name) else "", get_model_entry(name).description))
     nw = max(len("model"), *(len(r[0]) for r in rows))
     pw = max(len("params"), *(len(r[1]) for r in rows))
     mw = max(len("MACs"), *(len(r[2]) for r in rows))
