@@ -35,6 +35,8 @@ def test_evaluate_json(tiny_trained_run):
     doc = run_json(["evaluate", str(tiny_trained_run), "--json"])
     assert doc["num_images"] == 200 and 0 <= doc["accuracy"] <= 1 and set(doc["per_class"]) == set(map(str, range(10)))
     assert doc["run"] == str(tiny_trained_run) and doc["checkpoint"] == "best.pt"
+    written = json.loads((tiny_trained_run / "report.json").read_text())
+    assert {k: v for k, v in doc.items() if k != "run"} == written and written["epoch"] >= 1
 
 
 def test_predict_json(tiny_trained_run, digit_files):
@@ -161,6 +163,16 @@ def test_old_spellings_still_work_with_a_deprecation_note(old, new, tiny_trained
     assert "deprecated" not in result.stdout
     if "--out" in args:
         assert (tmp_path / args[args.index("--out") + 1].rsplit("/", 1)[1]).exists()
+
+
+def test_old_and_new_spelling_together_is_a_usage_error(tiny_trained_run):
+    result = CliRunner().invoke(cli, ["evaluate", str(tiny_trained_run), "--batch-size", "8", "--eval-batch-size", "16"])
+    assert result.exit_code == 2 and "give only --eval-batch-size" in result.output
+
+
+def test_json_and_dash_output_together_are_refused(tiny_trained_run, digit_files):
+    result = CliRunner().invoke(cli, ["predict", str(tiny_trained_run), str(digit_files), "--json", "-o", "-"])
+    assert result.exit_code == 2 and "both write to stdout" in result.output
 
 
 def test_old_spellings_are_hidden_from_help():

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import click
+from click.core import ParameterSource
 from click.shell_completion import CompletionItem
 
 from cnnlab import __version__
@@ -123,6 +124,8 @@ def renamed(old: str, new: str, param: str, **kwargs: Any) -> Callable[[Any], An
         def wrapper(*args: Any, **values: Any) -> Any:
             value = values.pop(key)
             if value is not None:
+                if click.get_current_context().get_parameter_source(param) == ParameterSource.COMMANDLINE:
+                    raise click.UsageError(f"{old} is the old spelling of {new}; give only {new}")
                 click.echo(f"warning: {old} is deprecated and will be removed in the next release; use {new}",
                            err=True)
                 values[param] = value
@@ -335,8 +338,10 @@ def evaluate(run_dir: str, data_dir: str | None, device: str, eval_batch_size: i
     from cnnlab.analysis.report import evaluate_run
 
     report = evaluate_run(run_dir, data_dir=data_dir, device=device, batch_size=eval_batch_size)
-    if as_json:
-        echo_json({"run": run_dir, "checkpoint": "best.pt", **report.to_dict()})
+    if as_json:  # the report.json just written, and the run it belongs to
+        from cnnlab.core.runs import RunDir
+
+        echo_json({"run": run_dir, **json.loads(RunDir(Path(run_dir)).report_json.read_text(encoding="utf-8"))})
         return
     click.echo(report.text)
     click.echo(f"test accuracy {report.accuracy:.2%}  loss {report.loss:.4f}  ({report.num_images} images)")
@@ -388,6 +393,8 @@ def predict(model: str, inputs: tuple[str, ...], top_k: int, output: str | None,
         write_results,
     )
 
+    if as_json and output == STDOUT:
+        raise click.UsageError("--json and -o - both write to stdout; give one of them")
     if output != STDOUT:
         check_output_free(output, overwrite)
     check_folder_free(save_preprocessed, overwrite)
