@@ -66,14 +66,18 @@ def test_layers_json():
         "size": 28, "kernel": 2, "stride": 2, "padding": 0, "dilation": 1, "ceil_mode": False, "output": 14}}
 
 
-def test_json_through_a_real_pipe(tiny_trained_run):
-    """The issue's check: `cnnlab evaluate RUN --json | python -c 'json.load(sys.stdin)'`."""
-    cnnlab = subprocess.Popen([sys.executable, "-m", "cnnlab", "evaluate", str(tiny_trained_run), "--json"],
-                              stdout=subprocess.PIPE)
-    reader = subprocess.run([sys.executable, "-c", "import json,sys; print(json.load(sys.stdin)['num_images'])"],
-                            stdin=cnnlab.stdout, capture_output=True, text=True, timeout=120)
+@pytest.mark.parametrize("command", [
+    "evaluate {run}", "predict {run} {digits}", "compare {run} {run} -o {tmp}/c", "models", "layers lenet5",
+])
+def test_json_through_a_real_pipe(command, tiny_trained_run, digit_files, tmp_path):
+    """The issue's check: `cnnlab evaluate RUN --json | python -c "import json,sys; json.load(sys.stdin)"`."""
+    args = command.format(run=tiny_trained_run, digits=digit_files, tmp=tmp_path).split()
+    cnnlab = subprocess.Popen([sys.executable, "-m", "cnnlab", *args, "--json"], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL)
+    reader = subprocess.run([sys.executable, "-c", "import json,sys; print(type(json.load(sys.stdin)).__name__)"],
+                            stdin=cnnlab.stdout, capture_output=True, text=True, timeout=300)
     cnnlab.stdout.close()
-    assert cnnlab.wait(timeout=120) == 0 and reader.stdout.strip() == "200", reader.stderr
+    assert cnnlab.wait(timeout=300) == 0 and reader.stdout.strip() == "dict", reader.stderr
 
 
 # --- -o - ----------------------------------------------------------------------------------
