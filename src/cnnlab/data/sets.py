@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cnnlab.data.images import IMAGE_SUFFIXES
 from cnnlab.core.errors import ConfigError, DataError
 from cnnlab.data import cache
 from cnnlab.data.mnist import load_mnist
@@ -37,7 +38,6 @@ NAMES = ("mnist", *TORCHVISION_SETS, "digits")
 # Held-out test share and seed where a dataset has no test set of its own (digits, folders without test/).
 TEST_FRACTION = 0.2
 TEST_SPLIT_SEED = 1234
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".pbm"}
 
 
 def is_known(name: str) -> bool:
