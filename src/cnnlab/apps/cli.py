@@ -68,15 +68,15 @@ class LazyHelpOption(click.Option):
 
 
 def model_names() -> list[str]:
-    from cnnlab.models import list_models
+    from cnnlab.core.catalog import model_names as declared  # no torch: help and completion stay instant
 
-    return list_models()
+    return declared()
 
 
 def dataset_names() -> list[str]:
-    from cnnlab.data.sets import describe
+    from cnnlab.core.catalog import DATASETS
 
-    return [name.replace("PATH", "") for name, _ in describe()]
+    return [name.replace("PATH", "") for name, _ in DATASETS]
 
 
 def _completer(names: Callable[[], list[str]]) -> Callable[..., list[CompletionItem]]:
@@ -591,12 +591,13 @@ def compare(run_a: str, run_b: str, output: str | None, max_images: int, data_di
 
 
 def _input_shape(input_text: str | None, dataset: str | None) -> tuple[tuple[int, int, int], int]:
-    from cnnlab.data.sets import input_shape
     from cnnlab.models.summary import parse_shape
 
     if input_text and dataset:
         raise click.UsageError("give either --input or --dataset, not both")
     if dataset:
+        from cnnlab.data.sets import input_shape  # only then: it brings in the dataset readers (PIL)
+
         return input_shape(dataset)
     return (parse_shape(input_text) if input_text else (1, 28, 28)), 10
 
