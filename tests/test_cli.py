@@ -88,3 +88,87 @@ def test_a_different_run_is_never_overwritten(tiny_config, tmp_path):
     with pytest.raises(RunDirError, match="optim.lr"):
         train(tiny_config.override("train", epochs=1).override("optim", lr=0.01), run_dir, log=lambda s: None)
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+
+
+# --- the command line as declarations (issue 15) ---------------------------------------------------
+
+
+def _complete(words: str, incomplete: str = "") -> list[str]:
+    """What bash completion offers after ``cnnlab WORDS INCOMPLETE`` (click's bash_complete protocol)."""
+    parts = ["cnnlab", *words.split(), incomplete]
+    env = {"_CNNLAB_COMPLETE": "bash_complete", "COMP_WORDS": " ".join(parts), "COMP_CWORD": str(len(parts) - 1)}
+    result = CliRunner().invoke(cli, [], env=env, prog_name="cnnlab")
+    assert result.exit_code == 0, result.output
+    return [item.split(",", 1)[1] for item in result.stdout.splitlines()]
+
+
+def test_shell_completion_of_model_dataset_recipe_and_device_values():
+    from cnnlab.core.config import list_recipes
+    from cnnlab.data.sets import describe
+    from cnnlab.models import list_models
+
+    assert _complete("train --model") == list_models()
+    assert _complete("train --model", "lenet") == ["lenet5", "lenet5-classic"]
+    assert _complete("train --dataset", "fa") == ["fashion-mnist"]
+    assert "folder:" in _complete("train --dataset") and len(_complete("train --dataset")) == len(describe())
+    assert _complete("train --recipe") == list_recipes() and "tutorial" in list_recipes()
+    assert _complete("evaluate RUN --device", "m") == ["mps"]
+    assert _complete("layers", "res") == ["resnet18"]
+    assert "--eval-batch-size" in _complete("evaluate RUN", "--ev")
+
+
+def test_help_lists_come_from_the_registries():
+    from cnnlab.core.config import list_recipes
+    from cnnlab.data.sets import NAMES
+    from cnnlab.models import list_models
+
+    text = " ".join(CliRunner().invoke(cli, ["train", "--help"], terminal_width=400).output.split())
+    for name in [*list_models(), *list_recipes(), *NAMES, "folder:PATH"]:
+        assert name in text, name
+
+
+def test_train_options_are_generated_from_the_config_dataclasses():
+    """Each config field with CLI metadata is one option whose choices and shown default are the config's."""
+    from cnnlab.apps.cli import config_fields
+
+    params = {p.name: p for p in cli.commands["train"].params}
+    text = " ".join(CliRunner().invoke(cli, ["train", "--help"], terminal_width=400).output.split())
+    for section, f in config_fields():
+        param = params[f"{section}__{f.name}"]
+        meta = f.metadata["cli"]
+        if meta["choices"]:
+            assert tuple(param.type.choices) == meta["choices"], f.name
+        if isinstance(f.default, bool):
+            assert param.secondary_opts, f.name  # --flag/--no-flag
+        if f.default is not None and not meta["default_text"] and not isinstance(f.default, bool):
+            assert f"{param.opts[0]} " in text and f"[default: {f.default}]" in text, f.name
+    # The allowed values are the ones the config validates against.
+    from cnnlab.core.config import AMP_MODES, COMPILE_MODES, OPTIMIZERS, SCHEDULES
+
+    assert tuple(params["optim__name"].type.choices) == OPTIMIZERS and tuple(params["optim__schedule"].type.choices) == SCHEDULES
+    assert tuple(params["train__amp"].type.choices) == AMP_MODES and tuple(params["train__compile"].type.choices) == COMPILE_MODES
+
+
+def test_every_train_flag_lands_in_the_config(monkeypatch, tmp_path):
+    import cnnlab.engine.distributed as distributed
+
+    seen = {}
+    monkeypatch.setattr(distributed, "launch", lambda fn, cfg, run_dir, nproc=None: seen.update(cfg=cfg, run=run_dir) or 0)
+    result = CliRunner().invoke(cli, [
+        "train", "--optimizer", "sgd", "--schedule", "cosine", "--min-lr", "0.0001", "--warmup-pct", "0.2",
+        "--no-train-eval", "--no-channels-last", "--nesterov", "--no-download", "--device", "cpu",
+        "--dataset", "folder:~/photos", "--recipe", "tutorial",
+    ])
+    assert result.exit_code == 0, result.output
+    cfg = seen["cfg"]
+    assert (cfg.optim.name, cfg.optim.schedule, cfg.optim.min_lr, cfg.optim.warmup_pct, cfg.optim.nesterov) == \
+        ("sgd", "cosine", 0.0001, 0.2, True)
+    assert (cfg.train.train_eval, cfg.train.channels_last, cfg.data.download, cfg.train.device) == (False, False, False, "cpu")
+    assert cfg.train.progress is False  # not a terminal here
+    assert str(seen["run"]).startswith("runs/lenet5-folder-photos-")
+
+
+def test_resume_rules_live_in_the_library(tiny_trained_run):
+    result = CliRunner().invoke(cli, ["train", "--resume", str(tiny_trained_run), "--lr", "0.1", "--seed", "3"])
+    assert result.exit_code == 2
+    assert "optim.lr, train.seed cannot be changed" in result.stderr and "train.epochs" in result.stderr

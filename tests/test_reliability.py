@@ -1,4 +1,4 @@
-"""The promises of the README's "Reliability" section, one test each."""
+"""The promises of docs/reliability.md, one test each."""
 from __future__ import annotations
 
 import os

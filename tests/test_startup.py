@@ -31,7 +31,7 @@ print(json.dumps({"code": result.exit_code, "output": result.output,
 def run_cli(args: list[str], tmp_path: Path) -> dict:
     env = {"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "CNNLAB_DATA_DIR": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(args), json.dumps(HEAVY)], env=env,
-                         capture_output=True, text=True, timeout=300, check=True)
+                         capture_output=True, text=True, timeout=900, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -41,9 +41,12 @@ def test_models_imports_no_torch(tmp_path: Path) -> None:
     assert r["loaded"] == []
 
 
-def test_help_imports_nothing_heavy(tmp_path: Path) -> None:
-    r = run_cli(["train", "--help"], tmp_path)
+@pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["predict", "--help"]])
+def test_help_imports_nothing_heavy(tmp_path: Path, args: list[str]) -> None:
+    r = run_cli(args, tmp_path)
     assert r["code"] == 0 and r["loaded"] == []
+    if args == ["train", "--help"]:
+        assert "lenet5" in r["output"] and "fashion-mnist" in r["output"]  # the lists, declared in core/catalog
 
 
 def test_layers_imports_torch_only(tmp_path: Path) -> None:
@@ -75,4 +78,7 @@ def test_the_declared_models_table_is_what_building_the_models_gives() -> None:
         assert (m.params, m.macs, m.pretrained, m.description) == (
             s.total_params, s.total_macs, supports_pretrained(name), get_model_entry(name).description), line
     assert sorted(declared) == list_models()
+    from cnnlab.core.catalog import model_names
+
+    assert model_names() == list_models()
     assert declared_models_table() == models_table(shape, classes)

@@ -4,7 +4,7 @@ Evaluation is a third of the lesson's run time (the whole training set and the
 validation set after every epoch). For a conv/ReLU/max-pool feature extractor,
 running the convolution stack on oneDNN's own tensors (blocked memory layout,
 weights reordered once per evaluation) instead of strided PyTorch tensors is
-~1.6x faster on a CPU, and the logits are bit-for-bit those of the eager model
+faster on a CPU, and the logits are bit-for-bit those of the eager model
 in NCHW (tests/test_fastpath.py checks equality, and benchmarks/bench.py
 throughput measures the speed).
 
@@ -14,8 +14,8 @@ commute exactly. ReLU is monotone, so a window's largest value, and therefore
 every output, is the same either way. The gradient reaches the same input too:
 the window's first largest value, or no input at all when that value is not
 positive, because ReLU's gradient is zero there in both orders. ReLU then
-touches a quarter of the values. Evaluation gains about 1.16x in images per
-second (benchmarks/README.md, "Evaluation throughput"), and training steps give
+touches a quarter of the values (the gain in images per second is in
+benchmarks/README.md, "Evaluation throughput"), and training steps give
 bit-identical weights (tests/test_fastpath.py).
 
 A model opts in by declaring ``inference_parts = ("features", "classifier")``,

@@ -13,8 +13,7 @@ def tune_malloc() -> bool:
     the heap back to the OS when its free top grows past another: every batch's
     activations, a few hundred KB to a few MB each, then arrive as new pages that the
     kernel must fault in and zero. Raising both thresholds once makes those buffers
-    reusable: LeNet-5 trains ~1.4x faster at batch 256 and evaluates ~3x faster per
-    batch of 256 on one CPU thread, with the same arithmetic (benchmarks/README.md,
+    reusable, with the same arithmetic (the gain is measured in benchmarks/README.md,
     "Memory allocator"). Returns whether the settings were applied; a no-op (False)
     outside glibc or with ``CNNLAB_NO_MALLOC_TUNING=1``.
     """

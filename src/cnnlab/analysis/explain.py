@@ -24,6 +24,7 @@ from cnnlab.analysis.figures import feature_maps_figure, filters_figure, input_f
 from cnnlab.analysis.report import load_best_and_test_set
 from cnnlab.core.errors import ConfigError
 from cnnlab.core.files import save_figure
+from cnnlab.core.runtime import resolve_device
 from cnnlab.data.tensors import to_float
 from cnnlab.engine.checkpoint import model_from_checkpoint
 
@@ -59,16 +60,18 @@ def first_conv(model: nn.Module) -> nn.Conv2d:
 
 
 def visualize_run(run_dir: str | Path, out_dir: str | Path | None = None, *, index: int = 0,
-                  data_dir: str | None = None, max_maps: int = 32) -> list[Path]:
+                  data_dir: str | None = None, max_maps: int = 32, device: str = "auto") -> list[Path]:
     """Write filters.png, input.png and one maps_NN_<layer>.png per conv layer; returns the paths."""
 
     run_path, _, payload, test, info = load_best_and_test_set(run_dir, data_dir=data_dir)
-    model = model_from_checkpoint(payload, tta=False)  # the network's own filters and maps
+    dev = resolve_device(device)
+    model = model_from_checkpoint(payload, tta=False).to(dev)  # the network's own filters and maps
     if not 0 <= index < len(test):
         raise ConfigError(f"--index must be between 0 and {len(test) - 1} for this test set, got {index}")
     x = to_float(test.images[index : index + 1])
     label = info.classes[int(test.labels[index])]
-    acts = conv_activations(model, x)
+    acts = [(name, out.cpu()) for name, out in conv_activations(model, x.to(dev))]
+    model = model.cpu()
     logits = acts.pop()[1]
     pred = info.classes[int(logits.argmax())]
     prob = float(torch.softmax(logits, 0).max())

@@ -50,7 +50,7 @@ from cnnlab.analysis.metrics import (
     top_losses,
 )
 from cnnlab.core.config import EVAL_BATCH_SIZE
-from cnnlab.core.errors import CnnlabError, ConfigError, RunDirError
+from cnnlab.core.errors import CnnlabError, ConfigError, DataError, RunDirError
 from cnnlab.core.files import save_figure, write_csv, write_json, write_text
 from cnnlab.core.runs import RunDir, open_run, read_config, read_metrics
 from cnnlab.core.runtime import resolve_device
@@ -274,12 +274,17 @@ class Comparison:
             f"B {self.run_b}: test accuracy {self.accuracy_b:.2%}",
             f"difference B - A: {self.difference:+.2%} ({n} test images, {self.test_set['dataset']})",
             f"McNemar exact test: A right/B wrong {m.only_a_right}, A wrong/B right {m.only_b_right}, "
-            f"p = {m.p_value:.4g}",
+            f"{format_p(m.p_value)}",
             f"the runs disagree on {len(self.disagreements)} images; {verdict}",
         ]
         if self.files:
             lines.append(f"wrote {', '.join(str(p) for p in self.files.values())}")
         return "\n".join(lines)
+
+
+def format_p(p: float) -> str:
+    """``p = 0.0123``; below what a float64 resolves reliably, ``p < 1e-300`` (never ``p = 0``)."""
+    return "p < 1e-300" if p < 1e-300 else f"p = {p:.4g}"
 
 
 def check_same_test_set(a: dict[str, Any], b: dict[str, Any], name_a: str, name_b: str) -> None:
@@ -402,8 +407,12 @@ def load_best_and_test_set(run_dir: str | Path, *, data_dir: str | None = None) 
     if not run.best.is_file():
         raise RunDirError(f"{run.path} has no best.pt yet; train it first (cnnlab train --run-dir {run.path})")
     payload = load_checkpoint(run.best)
-    _, test, info = load_dataset(cfg.data.dataset, data_dir or cfg.data.data_dir, download=cfg.data.download,
-                                 image_size=cfg.data.image_size)
+    try:  # reading only: never download, never create a folder
+        _, test, info = load_dataset(cfg.data.dataset, data_dir or cfg.data.data_dir, download=False,
+                                     image_size=cfg.data.image_size)
+    except DataError as exc:
+        raise DataError(f"{exc} (commands that read a run never download: give --data-dir, or download it with "
+                        f"`cnnlab show-data --dataset {cfg.data.dataset}`)") from None
     return run.path, cfg, payload, test, info
 
 

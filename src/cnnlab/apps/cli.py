@@ -6,16 +6,28 @@ traceback.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
 import click
+from click.core import ParameterSource
+from click.shell_completion import CompletionItem
 
 from cnnlab import __version__
 from cnnlab.accel.malloc import tune_malloc
-from cnnlab.core.config import EVAL_BATCH_SIZE
+from cnnlab.core.config import (
+    DEVICE_HELP,
+    DEVICES,
+    EVAL_BATCH_SIZE,
+    EXPORT_FORMATS,
+    Config,
+    TrainConfig,
+    list_recipes,
+)
 from cnnlab.core.errors import CnnlabError
 
 
@@ -33,13 +45,143 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+# --- shared declarations ---------------------------------------------------------------------
+# One declaration per option that several commands take, so its name, default and help agree.
+
+STDOUT = "-"  # `-o -`: write the file to standard output
+
+
+class LazyHelpOption(click.Option):
+    """An option whose help ends with a list from a registry, built only when help is shown:
+    the registries import torch, and `cnnlab --help` and shell completion must stay fast."""
+
+    def __init__(self, *args: Any, help_suffix: Callable[[], str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.help_suffix = help_suffix
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        if self.help_suffix is not None:
+            text, _, default = (self.help or "").partition("  [default:")
+            self.help = f"{text} {self.help_suffix()}" + (f"  [default:{default}" if default else "")
+            self.help_suffix = None
+        return super().get_help_record(ctx)
+
+
+def model_names() -> list[str]:
+    from cnnlab.core.catalog import model_names as declared  # no torch: help and completion stay instant
+
+    return declared()
+
+
+def dataset_names() -> list[str]:
+    from cnnlab.core.catalog import DATASETS
+
+    return [name.replace("PATH", "") for name, _ in DATASETS]
+
+
+def _completer(names: Callable[[], list[str]]) -> Callable[..., list[CompletionItem]]:
+    def complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+        return [CompletionItem(n) for n in names() if n.startswith(incomplete)]
+
+    return complete
+
+
+complete_models = _completer(model_names)
+complete_datasets = _completer(dataset_names)
+complete_recipes = _completer(list_recipes)
+complete_devices = _completer(lambda: [d for d in DEVICES if d != "cuda:N"])
+
+
+def models_help() -> str:
+    return f"One of: {', '.join(model_names())}."
+
+
+def datasets_help() -> str:
+    return f"One of: {', '.join(dataset_names())}PATH."
+
+
+def data_dir_option(default: str = "the run's") -> Callable[[Any], Any]:
+    return click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+                        help=f"Dataset folder.  [default: {default}]")
+
+
+def dataset_option(default: str | None, help: str) -> Callable[[Any], Any]:
+    return click.option("--dataset", default=default, show_default=default is not None, help=help,
+                        cls=LazyHelpOption, help_suffix=datasets_help, shell_complete=complete_datasets)
+
+
+def device_option(fn: Any) -> Any:
+    return click.option("--device", default=TrainConfig.device, show_default=True, help=DEVICE_HELP, metavar="DEVICE",
+                        shell_complete=complete_devices)(fn)
+
+
+def renamed(old: str, new: str, param: str, **kwargs: Any) -> Callable[[Any], Any]:
+    """Keep an old option spelling working for one release: hidden, with a deprecation note on stderr."""
+    key = "deprecated_" + old.lstrip("-").replace("-", "_")
+
+    def decorate(fn: Any) -> Any:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **values: Any) -> Any:
+            value = values.pop(key)
+            if value is not None:
+                if click.get_current_context().get_parameter_source(param) == ParameterSource.COMMANDLINE:
+                    raise click.UsageError(f"{old} is the old spelling of {new}; give only {new}")
+                click.echo(f"warning: {old} is deprecated and will be removed in the next release; use {new}",
+                           err=True)
+                values[param] = value
+            return fn(*args, **values)
+
+        return click.option(old, key, default=None, hidden=True, **kwargs)(wrapper)
+
+    return decorate
+
+
+def eval_batch_size_option(fn: Any) -> Any:
+    fn = renamed("--batch-size", "--eval-batch-size", "eval_batch_size", type=click.IntRange(min=1))(fn)
+    return click.option("--eval-batch-size", type=click.IntRange(min=1), default=EVAL_BATCH_SIZE, show_default=True,
+                        help="Images per forward pass (speed only, never the results).")(fn)
+
+
+def output_option(help: str, *, folder: bool = False, old: bool = False) -> Callable[[Any], Any]:
+    """``-o/--output``; for a file, ``-`` is standard output. ``old``: the deprecated ``--out`` still works."""
+
+    def decorate(fn: Any) -> Any:
+        if old:
+            fn = renamed("--out", "-o/--output", "output")(fn)
+        path = click.Path(file_okay=False) if folder else click.Path(dir_okay=False, allow_dash=True)
+        return click.option("--output", "-o", type=path, default=None, help=help)(fn)
+
+    return decorate
+
+
+def json_option(fn: Any) -> Any:
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print one JSON document on stdout (messages go to stderr).")(fn)
+
+
+def echo_json(doc: Any) -> None:
+    click.echo(json.dumps(doc, indent=2, default=str))
+
+
+def folder_output(output: str | None, what: str) -> None:
+    if output == STDOUT:
+        raise click.UsageError(f"-o - (standard output) takes a file, but {what} writes a folder; name a folder")
+
+
+def progress_default() -> bool:
+    """The bar is for a person at a terminal: off in pipes and logs unless asked for (tqdm's disable=None)."""
+    return sys.stdout.isatty() and sys.stderr.isatty()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="cnnlab")
 def cli() -> None:
     """Train, understand and ship small convolutional image classifiers.
 
     Start with `cnnlab train` (the lesson's LeNet-5 recipe on MNIST), then
-    `cnnlab evaluate RUN_DIR`.
+    `cnnlab evaluate RUN_DIR`. Shell completion (of commands, options and
+    model, dataset and recipe names) in bash:
+    eval "$(_CNNLAB_COMPLETE=bash_source cnnlab)"  (zsh_source, fish_source).
     """
     # Process-wide, so the command line applies it and library calls do not (benchmarks/README.md,
     # "Memory allocator"): batch buffers are reused instead of re-faulted.
@@ -47,66 +189,73 @@ def cli() -> None:
 
 
 # --- train ---------------------------------------------------------------------------------
+# Its config options are generated from the config dataclasses (core/config.py), where every
+# flag's default, allowed values and help are written once. Parameter ``section__key`` sets cfg.section.key.
+
+_COMPLETE = {"data.dataset": complete_datasets, "model.name": complete_models}
+_HELP_LISTS = {"data.dataset": datasets_help, "model.name": models_help}
+
+
+def config_fields() -> list[tuple[str, Any]]:
+    """(section, dataclass field) of every config value that is a command-line option, in config order."""
+    defaults = Config()
+    return [(section.name, f) for section in dataclasses.fields(Config)
+            for f in dataclasses.fields(getattr(defaults, section.name)) if "cli" in f.metadata]
+
+
+def config_option(section: str, f: Any) -> Callable[[Any], Any]:
+    """The click option of one config field: ``--flag VALUE``, or ``--flag/--no-flag`` for a bool."""
+    meta = f.metadata["cli"]
+    flag = meta["flag"] or "--" + f.name.replace("_", "-")
+    dotted = f"{section}.{f.name}"
+    if meta["default_text"]:
+        shown = meta["default_text"]
+    elif isinstance(f.default, bool):
+        shown = "on" if f.default else "off"
+    else:
+        shown = "" if f.default is None else str(f.default)
+    kwargs: dict[str, Any] = {
+        "default": None,  # None: the recipe's value (the config default unless a recipe sets it)
+        "help": meta["help"] + (f"  [default: {shown}]" if shown else ""),
+        "cls": LazyHelpOption, "help_suffix": _HELP_LISTS.get(dotted), "shell_complete": _COMPLETE.get(dotted),
+    }
+    if isinstance(f.default, bool):
+        return click.option(f"{flag}/--no-{flag[2:]}", f"{section}__{f.name}", **kwargs)
+    kinds = str(f.type)
+    kind: Any = int if "int" in kinds else float if "float" in kinds else str
+    if meta["choices"]:
+        kind = click.Choice(meta["choices"])
+    elif meta["path"]:
+        kind = click.Path(file_okay=False)
+    return click.option(flag, f"{section}__{f.name}", type=kind, **kwargs)
+
+
+def config_options(fn: Any) -> Any:
+    for section, f in reversed(config_fields()):
+        fn = config_option(section, f)(fn)
+    return fn
+
+
+def config_changes(opts: dict[str, Any]) -> dict[str, Any]:
+    """``{"section.key": value}`` for every config option given on the command line."""
+    return {key.replace("__", "."): value for key, value in opts.items() if "__" in key and value is not None}
 
 
 @cli.command()
-@click.option("--dataset", default=None, help="Dataset name.  [default: mnist]")
-@click.option("--model", "model_name", default=None, help="Model name (see `cnnlab models`).  [default: lenet5]")
-@click.option("--epochs", type=int, default=None, help="Training epochs.  [default: 5]")
-@click.option("--batch-size", type=int, default=None, help="Training batch size.  [default: 32]")
-@click.option("--eval-batch-size", type=int, default=None, help=f"Evaluation batch size (speed only).  [default: {EVAL_BATCH_SIZE}]")
-@click.option("--lr", type=float, default=None, help="Learning rate.  [default: 0.001]")
-@click.option("--optimizer", type=click.Choice(["adam", "adamw", "sgd"]), default=None, help="Optimizer.  [default: adam]")
-@click.option("--weight-decay", type=float, default=None, help="Weight decay.  [default: 0]")
-@click.option("--seed", type=int, default=None, help="Seed for model init and shuffling.  [default: 0]")
-@click.option("--split-seed", type=int, default=None, help="Seed of the train/validation split.  [default: 1234]")
-@click.option("--val-size", type=int, default=None, help="Validation images held out of the training set.  [default: 10000]")
-@click.option("--subset", type=int, default=None, help="Train on only the first N training images (quick tries).")
-@click.option("--device", default=None, help="auto, cpu, cuda or cuda:N.  [default: auto]")
-@click.option("--threads", type=int, default=None, help="CPU threads.  [default: 1 on machines with <= 2 cores, else all cores up to 8]")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="Dataset folder.  [default: $CNNLAB_DATA_DIR, else ~/.cache/cnnlab/data]")
+@config_options
 @click.option("--run-dir", type=click.Path(file_okay=False), default=None,
               help="Where the run is written.  [default: runs/MODEL-DATASET-TIME]")
-@click.option("--no-download", is_flag=True, help="Never download; fail if the files are missing.")
-@click.option("--no-train-eval", is_flag=True, help="Skip the per-epoch evaluation on the training set.")
-@click.option("--no-channels-last", is_flag=True, help="Keep NCHW activations (slower on CPU; bit-level differences only).")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
-@click.option("--tensorboard", is_flag=True,
-              help='Write TensorBoard events to RUN/tensorboard/ (needs: pip install "cnnlab[tensorboard]").')
-@click.option("--deterministic", is_flag=True, help="Deterministic kernels everywhere (needed for bit-exact CUDA resume).")
-@click.option("--amp", type=click.Choice(["off", "bf16"]), default=None,
-              help="bf16: forward passes under bfloat16 autocast (GPU speed; changes numerics).  [default: off]")
-@click.option("--compile", "compile_mode", type=click.Choice(["off", "default", "reduce-overhead", "max-autotune"]),
-              default=None, help="torch.compile the model (reduce-overhead: CUDA graphs; changes numerics "
-                                 "slightly, first epoch pays the compile time).  [default: off]")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None,
-              help="Continue the run in this directory from its last.pt (only --epochs, --device, "
-                   "--threads, --data-dir, --no-progress may change).")
+              help="Continue the run in this directory from its last.pt, as it was configured (only how it "
+                   "computes may change: --epochs, --device, --threads, --data-dir, --progress, ...).")
 @click.option("--nproc", type=click.IntRange(min=1), default=None,
               help="Train data-parallel in N local processes (DistributedDataParallel; gloo on CPU, nccl on GPU). "
                    "--batch-size is per process. Under torchrun leave this out.")
-@click.option("--recipe", default=None,
-              help="Start from a named recipe (tutorial, mnist-smallcnn, cifar10-resnet18) or a TOML file; "
+@click.option("--recipe", default=None, shell_complete=complete_recipes,
+              help=f"Start from a named recipe ({', '.join(list_recipes())}) or a TOML file; "
                    "other flags override it.  [default: tutorial, the lesson's]")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="A TOML config file (same as --recipe FILE).")
-@click.option("--image-size", type=int, default=None, help="Resize images to this side once, at load time.")
-@click.option("--pretrained", is_flag=True, default=None,
-              help="Start from torchvision's ImageNet weights (alexnet, vgg11, googlenet, resnet18).")
-@click.option("--momentum", type=float, default=None, help="SGD momentum.  [default: 0.9]")
-@click.option("--nesterov", is_flag=True, default=None, help="SGD with Nesterov momentum.")
-@click.option("--schedule", type=click.Choice(["constant", "onecycle", "cosine", "step"]), default=None,
-              help="Learning-rate schedule.  [default: constant]")
-@click.option("--step-epochs", type=int, default=None, help="step schedule: epochs between lr drops.  [default: 10]")
-@click.option("--step-gamma", type=float, default=None, help="step schedule: lr factor at each drop.  [default: 0.1]")
-@click.option("--label-smoothing", type=float, default=None, help="Label smoothing of the training loss.  [default: 0]")
-@click.option("--loss-reduction", type=click.Choice(["sum", "mean"]), default=None,
-              help="Training loss per batch: summed (the lesson's) or mean.  [default: sum]")
-@click.option("--augment", default=None,
-              help="Batched augmentation: none, auto (the dataset's preset), shift, affine, crop, crop-flip, "
-                   "with overrides as NAME:key=value,...  [default: none]")
-@click.option("--patience", type=int, default=None, help="Early stopping: epochs without a better validation loss.")
 @friendly_errors
 def train(**opts: Any) -> None:
     """Train a model; by default the lesson's recipe (LeNet-5, MNIST, Adam 1e-3, batch 32, 5 epochs).
@@ -115,37 +264,35 @@ def train(**opts: Any) -> None:
     best checkpoint by validation loss and a full-state last.pt; at the end the
     best model is scored on the test set and the classification report is
     printed. Running the same command again on the same --run-dir resumes an
-    interrupted run (Ctrl-C saves and exits with 130).
+    interrupted run (Ctrl-C saves and exits with 130). The run stores its data
+    folder as an absolute path, so it evaluates from any working directory.
 
     Several processes: `cnnlab train --nproc 2 ...` on one machine, or
     `torchrun --nproc_per_node=4 -m cnnlab train ...` (also across machines);
-    see the README section "Scale out with torchrun".
+    see docs/distributed.md.
     """
     from cnnlab.core.runs import default_run_dir
     from cnnlab.engine.distributed import launch
     from cnnlab.engine.tracking import require_tensorboard
     from cnnlab.engine.train import resume_config
 
-    if opts.get("tensorboard"):
+    changes = config_changes(opts)
+    if changes.get("train.tensorboard"):
         require_tensorboard()  # before any data is read or a run folder is made
-
+    changes.setdefault("train.progress", progress_default())
     run_dir = opts["run_dir"]
     if opts["resume_dir"]:
         if run_dir and Path(run_dir) != Path(opts["resume_dir"]):
             raise click.UsageError("--resume RUN_DIR and --run-dir name different folders; give only --resume")
+        if opts["recipe"] or opts["config_file"]:
+            raise click.UsageError("--resume continues a run as it was configured; drop --recipe/--config")
         run_dir = opts["resume_dir"]
-        changes = {"train.epochs": opts["epochs"], "train.device": opts["device"], "train.threads": opts["threads"],
-                   "data.data_dir": opts["data_dir"], "train.progress": False if opts["no_progress"] else None,
-                   "train.tensorboard": True if opts.get("tensorboard") else None}
-        fixed = [k for k, v in opts.items() if v not in (None, False) and k not in
-                 ("epochs", "device", "threads", "data_dir", "no_progress", "resume_dir", "run_dir", "nproc",
-                  "tensorboard")]
-        if fixed:
-            names = ", ".join("--" + k.replace("_", "-").replace("model-name", "model") for k in fixed)
-            raise click.UsageError(f"--resume continues a run as it was configured; {names} cannot be changed")
-        cfg = resume_config(run_dir, **changes)
+        cfg = resume_config(run_dir, **changes)  # the library says which settings may change
     else:
-        cfg = config_from_options(base_config(opts), opts)
+        cfg = base_config(opts)
+        for section in ("data", "model", "optim", "train"):
+            values = {k.split(".", 1)[1]: v for k, v in changes.items() if k.split(".", 1)[0] == section}
+            cfg = cfg.override(section, **values)
     run_dir = run_dir or default_run_dir(cfg)  # named once, so spawned workers agree on it
     code = launch(train_and_report, cfg, run_dir, nproc=opts["nproc"])
     if code:
@@ -166,7 +313,7 @@ def train_and_report(cfg: Any, run_dir: Any) -> None:
 
 def base_config(opts: dict[str, Any]) -> Any:
     """The recipe (--recipe / --config) that command-line flags then override; the lesson's by default."""
-    from cnnlab.core.config import Config, load_recipe
+    from cnnlab.core.config import load_recipe
 
     if opts.get("recipe") and opts.get("config_file"):
         raise click.UsageError("give either --recipe or --config, not both")
@@ -174,46 +321,29 @@ def base_config(opts: dict[str, Any]) -> Any:
     return load_recipe(source) if source else Config()
 
 
-def config_from_options(cfg: Any, opts: dict[str, Any]) -> Any:
-    cfg = cfg.override("data", image_size=opts.get("image_size"))
-    cfg = cfg.override("model", pretrained=opts.get("pretrained"))
-    cfg = cfg.override("optim", momentum=opts.get("momentum"), nesterov=opts.get("nesterov"),
-                       schedule=opts.get("schedule"), step_epochs=opts.get("step_epochs"),
-                       step_gamma=opts.get("step_gamma"))
-    cfg = cfg.override("train", label_smoothing=opts.get("label_smoothing"), augment=opts.get("augment"),
-                       patience=opts.get("patience"), loss_reduction=opts.get("loss_reduction"))
-    cfg = cfg.override("data", dataset=opts.get("dataset"), data_dir=opts.get("data_dir"),
-                       val_size=opts.get("val_size"), split_seed=opts.get("split_seed"), subset=opts.get("subset"),
-                       download=False if opts.get("no_download") else None)
-    cfg = cfg.override("model", name=opts.get("model_name"))
-    cfg = cfg.override("optim", name=opts.get("optimizer"), lr=opts.get("lr"), weight_decay=opts.get("weight_decay"))
-    return cfg.override(
-        "train", epochs=opts.get("epochs"), batch_size=opts.get("batch_size"),
-        eval_batch_size=opts.get("eval_batch_size"), seed=opts.get("seed"), device=opts.get("device"),
-        threads=opts.get("threads"),
-        train_eval=False if opts.get("no_train_eval") else None,
-        channels_last=False if opts.get("no_channels_last") else None,
-        progress=False if opts.get("no_progress") else None,
-        deterministic=True if opts.get("deterministic") else None,
-        tensorboard=True if opts.get("tensorboard") else None,
-        amp=opts.get("amp"), compile=opts.get("compile_mode"),
-    )
-
-
 # --- evaluate ------------------------------------------------------------------------------
 
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Dataset folder (default: the run's).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--batch-size", type=int, default=EVAL_BATCH_SIZE, show_default=True, help="Evaluation batch size (speed only).")
+@data_dir_option()
+@device_option
+@eval_batch_size_option
+@json_option
 @friendly_errors
-def evaluate(run_dir: str, data_dir: str | None, device: str, batch_size: int) -> None:
-    """Re-score a run's best checkpoint on the test set and rewrite its report files."""
+def evaluate(run_dir: str, data_dir: str | None, device: str, eval_batch_size: int, as_json: bool) -> None:
+    """Re-score a run's best checkpoint on the test set and rewrite its report files.
+
+    Reads the data only: a missing dataset is an error, never a download.
+    """
     from cnnlab.analysis.report import evaluate_run
 
-    report = evaluate_run(run_dir, data_dir=data_dir, device=device, batch_size=batch_size)
+    report = evaluate_run(run_dir, data_dir=data_dir, device=device, batch_size=eval_batch_size)
+    if as_json:  # the report.json just written, and the run it belongs to
+        from cnnlab.core.runs import RunDir
+
+        echo_json({"run": run_dir, **json.loads(RunDir(Path(run_dir)).report_json.read_text(encoding="utf-8"))})
+        return
     click.echo(report.text)
     click.echo(f"test accuracy {report.accuracy:.2%}  loss {report.loss:.4f}  ({report.num_images} images)")
 
@@ -225,20 +355,21 @@ def evaluate(run_dir: str, data_dir: str | None, device: str, batch_size: int) -
 @click.argument("model", type=click.Path())
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True, help="Classes reported per image.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
-              help="Write the predictions to this CSV or JSON file (by suffix; see --format).")
+@output_option("Write the predictions to this CSV or JSON file (by suffix; see --format); - for stdout.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default=None,
               help="Output file format.  [default: from the --output suffix, else csv]")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --output file / --save-preprocessed files.")
 @click.option("--save-preprocessed", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Write each network input (what the model actually saw) as a PNG into DIR.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="Images per forward pass.")
+@eval_batch_size_option
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Decoding threads.  [default: cores, at most 4]")
-@click.option("--device", default="cpu", show_default=True, help="cpu, auto, cuda or cuda:N.")
+@device_option
+@json_option
 @click.option("--quiet", "-q", is_flag=True, help="No table on screen (errors and the summary are still printed).")
 @friendly_errors
 def predict(model: str, inputs: tuple[str, ...], top_k: int, output: str | None, fmt: str | None, overwrite: bool,
-            save_preprocessed: str | None, batch_size: int, workers: int | None, device: str, quiet: bool) -> None:
+            save_preprocessed: str | None, eval_batch_size: int, workers: int | None, device: str, as_json: bool,
+            quiet: bool) -> None:
     """Predict the class of your own images with a trained model.
 
     MODEL is a run directory (its best.pt) or a checkpoint file. INPUTS are image
@@ -247,7 +378,8 @@ def predict(model: str, inputs: tuple[str, ...], top_k: int, output: str | None,
     Each image is prepared the way the model's training data was (for MNIST:
     inverted if dark-on-light, cropped to the ink, fitted to 20x20, centred by
     mass in 28x28). A file that cannot be used gets one error line and the others
-    are still predicted; the exit code is 1 when any file failed.
+    are still predicted; the exit code is 1 when any file failed. The table (or
+    with --json, -o -, the results) go to stdout, errors and the summary to stderr.
 
     \b
     Example:
@@ -258,12 +390,16 @@ def predict(model: str, inputs: tuple[str, ...], top_k: int, output: str | None,
         check_output_free,
         format_table,
         load,
+        results_json,
         write_results,
     )
 
-    check_output_free(output, overwrite)
+    if as_json and output == STDOUT:
+        raise click.UsageError("--json and -o - both write to stdout; give one of them")
+    if output != STDOUT:
+        check_output_free(output, overwrite)
     check_folder_free(save_preprocessed, overwrite)
-    predictor = load(model, device=device, batch_size=batch_size)
+    predictor = load(model, device=device, batch_size=eval_batch_size)
 
     def report_error(result: Any) -> None:
         if result.error:
@@ -271,7 +407,9 @@ def predict(model: str, inputs: tuple[str, ...], top_k: int, output: str | None,
 
     results = predictor.predict_files(inputs, top_k, save_preprocessed=save_preprocessed, workers=workers,
                                       on_result=report_error)
-    if not quiet and (table := format_table(results, top_k)):
+    if as_json:
+        echo_json(results_json(results, predictor, top_k))
+    elif not quiet and output != STDOUT and (table := format_table(results, top_k)):
         click.echo(table)
     if output:
         write_results(results, output, predictor, top_k, fmt)
@@ -279,7 +417,7 @@ def predict(model: str, inputs: tuple[str, ...], top_k: int, output: str | None,
     summary = f"{len(results) - failed} predicted, {failed} failed"
     if results.skipped:
         summary += f", {len(results.skipped)} non-image file(s) in folders skipped"
-    if output:
+    if output and output != STDOUT:
         summary += f"; wrote {output}"
     if save_preprocessed:
         summary += f"; network inputs in {save_preprocessed}/"
@@ -292,35 +430,36 @@ def predict(model: str, inputs: tuple[str, ...], top_k: int, output: str | None,
 
 @cli.command()
 @click.argument("model", type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), default="onnx", show_default=True,
-              help="Export format.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
-              help="File to write.  [default: model.onnx / model.torchscript.pt next to the checkpoint]")
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default=EXPORT_FORMATS[0], show_default=True,
+              help="onnx (dynamo exporter; any runtime), pt2 (torch.export ExportedProgram; PyTorch) or "
+                   "torchscript (torch.jit; deprecated by PyTorch, kept for one release).")
+@output_option("File to write; - for stdout.  [default: model.onnx / model.pt2 / model.torchscript.pt next to the "
+               "checkpoint]")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
-@click.option("--opset", type=click.IntRange(min=7), default=None, help="ONNX opset.  [default: 17]")
+@click.option("--opset", type=click.IntRange(min=7), default=None, help="ONNX opset.  [default: 18]")
 @click.option("--verify-images", multiple=True, type=click.Path(), metavar="PATH",
               help="Image or folder to compare the export on (repeatable).  [default: the dataset's test images]")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Dataset folder (default: the run's).")
+@data_dir_option()
 @click.option("--verify-count", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Test images used for the comparison.")
 @friendly_errors
 def export(model: str, fmt: str, output: str | None, overwrite: bool, opset: int | None,
            verify_images: tuple[str, ...], data_dir: str | None, verify_count: int) -> None:
-    """Export a trained model to ONNX or TorchScript, checked against PyTorch.
+    """Export a trained model to ONNX or a torch.export program (.pt2), checked against PyTorch.
 
     MODEL is a run directory (its best.pt) or a checkpoint file. The exported
     model takes a float32 batch (N, C, H, W) of any size N, already preprocessed,
     and returns logits; it carries the class names and the preprocessing recipe as
     metadata. After exporting, the file is loaded back (ONNX with onnxruntime when
-    installed, else onnx's reference evaluator) and its outputs are compared with
-    PyTorch's on real inputs; the largest difference is reported and the file is
-    written only if they agree.
+    installed, else onnx's reference evaluator; .pt2 with torch.export.load) and
+    its outputs are compared with PyTorch's on real inputs; the largest difference
+    is reported and the file is written only if they agree. Export runs on the CPU.
     """
     from cnnlab.apps.export import export_model
 
     result = export_model(model, fmt, output, overwrite=overwrite, opset=opset, verify_images=list(verify_images),
                           data_dir=data_dir, verify_count=verify_count)
-    click.echo(result.summary())
+    click.echo(result.summary(), err=output == STDOUT)
 
 
 # --- serve ---------------------------------------------------------------------------------
@@ -333,8 +472,9 @@ def export(model: str, fmt: str, output: str | None, overwrite: bool, opset: int
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port (0: any free port).")
 @click.option("--max-upload-mb", type=click.FloatRange(min=0.001), default=5.0, show_default=True,
               help="Largest request body accepted, in MiB; bigger uploads get HTTP 413.")
+@device_option
 @friendly_errors
-def serve(run_dir: str, host: str, port: int, max_upload_mb: float) -> None:
+def serve(run_dir: str, host: str, port: int, max_upload_mb: float, device: str) -> None:
     """Serve a page where you draw a digit and watch the model classify it live.
 
     RUN_DIR is a run directory (or a checkpoint file). The page has a drawing
@@ -345,7 +485,8 @@ def serve(run_dir: str, host: str, port: int, max_upload_mb: float) -> None:
     """
     from cnnlab.apps.serve import serve as run_server
 
-    run_server(run_dir, host=host, port=port, max_bytes=int(max_upload_mb * 1024 * 1024), log=click.echo)
+    run_server(run_dir, host=host, port=port, max_bytes=int(max_upload_mb * 1024 * 1024), device=device,
+               log=click.echo)
 
 
 # --- analyze / show-data / compare ---------------------------------------------------------
@@ -361,13 +502,13 @@ def serve(run_dir: str, host: str, port: int, max_upload_mb: float) -> None:
 @click.option("--top-k", type=click.IntRange(min=1), default=24, show_default=True, help="Images in the top-losses gallery.")
 @click.option("--bins", type=click.IntRange(min=1), default=15, show_default=True, help="Calibration (ECE) bins.")
 @click.option("--no-html", is_flag=True, help="Skip analysis/index.html.")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Dataset folder (default: the run's).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--batch-size", type=int, default=EVAL_BATCH_SIZE, show_default=True, help="Evaluation batch size (speed only).")
+@data_dir_option()
+@device_option
+@eval_batch_size_option
 @click.pass_context
 @friendly_errors
 def analyze(ctx: click.Context, run_dir: str, classes: str | None, per_class: int, top_k: int, bins: int,
-            no_html: bool, data_dir: str | None, device: str, batch_size: int) -> None:
+            no_html: bool, data_dir: str | None, device: str, eval_batch_size: int) -> None:
     """Study a run's mistakes on the test set; everything is written to RUN_DIR/analysis/.
 
     Confusion matrix (counts and row-normalised), a gallery of misclassified
@@ -389,42 +530,46 @@ def analyze(ctx: click.Context, run_dir: str, classes: str | None, per_class: in
         raise click.UsageError(f"unexpected arguments: {' '.join(ctx.args)}")
     wanted = [c for part in [classes or "", *ctx.args] for c in part.split(",") if c.strip()] or None
     result = analyze_run(run_dir, classes=wanted, per_class=per_class, top_k=top_k, n_bins=bins, html=not no_html,
-                         data_dir=data_dir, device=device, batch_size=batch_size)
+                         data_dir=data_dir, device=device, batch_size=eval_batch_size)
     click.echo(result.text())
 
 
 @cli.command("show-data")
-@click.option("--dataset", default="mnist", show_default=True, help="Dataset name.")
+@dataset_option("mnist", "Dataset name.")
 @click.option("--n", "n", type=click.IntRange(min=1), default=10, show_default=True, help="Number of images.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Which random images (same seed, same images).")
 @click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True, help="Dataset split.")
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="PNG to write.  [default: DATASET_samples.png]")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="Dataset folder.  [default: $CNNLAB_DATA_DIR, else ~/.cache/cnnlab/data]")
-@click.option("--no-download", is_flag=True, help="Never download; fail if the files are missing.")
+@output_option("PNG to write; - for stdout.  [default: DATASET_samples.png]", old=True)
+@data_dir_option("$CNNLAB_DATA_DIR, else ~/.cache/cnnlab/data")
+@click.option("--download/--no-download", default=True, help="Download the dataset when its files are missing.  "
+              "[default: on]")
 @friendly_errors
-def show_data(dataset: str, n: int, seed: int, split: str, out: str | None, data_dir: str | None, no_download: bool) -> None:
+def show_data(dataset: str, n: int, seed: int, split: str, output: str | None, data_dir: str | None,
+              download: bool) -> None:
     """Save a grid of random labelled images from a dataset (the lesson's first figure)."""
     from cnnlab.analysis.report import show_data as save_samples
+    from cnnlab.core.runs import dataset_slug
 
-    path = save_samples(dataset, out=out or f"{dataset}_samples.png", data_dir=data_dir, n=n, seed=seed, split=split,
-                        download=not no_download)
-    click.echo(f"wrote {path}")
+    path = save_samples(dataset, out=output or f"{dataset_slug(dataset)}_samples.png", data_dir=data_dir, n=n,
+                        seed=seed, split=split, download=download)
+    if output != STDOUT:
+        click.echo(f"wrote {path}")
 
 
 @cli.command()
 @click.argument("run_a", type=click.Path(file_okay=False))
 @click.argument("run_b", type=click.Path(file_okay=False))
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Folder for compare.json and disagreements.png.  [default: RUN_A/analysis/compare-<RUN_B name>]")
+@output_option("Folder for compare.json and disagreements.png.  [default: RUN_A/analysis/compare-<RUN_B name>]",
+               folder=True, old=True)
 @click.option("--max-images", type=click.IntRange(min=0), default=40, show_default=True,
               help="Disagreement images drawn.")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Dataset folder (default: each run's).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--batch-size", type=int, default=EVAL_BATCH_SIZE, show_default=True, help="Evaluation batch size (speed only).")
+@data_dir_option("each run's")
+@device_option
+@eval_batch_size_option
+@json_option
 @friendly_errors
-def compare(run_a: str, run_b: str, out: str | None, max_images: int, data_dir: str | None, device: str,
-            batch_size: int) -> None:
+def compare(run_a: str, run_b: str, output: str | None, max_images: int, data_dir: str | None, device: str,
+            eval_batch_size: int, as_json: bool) -> None:
     """Which of two runs is better on the test set, and is the difference significant?
 
     Prints both test accuracies and their difference, runs McNemar's exact test
@@ -433,46 +578,55 @@ def compare(run_a: str, run_b: str, out: str | None, max_images: int, data_dir: 
     """
     from cnnlab.analysis.report import compare_runs
 
-    result = compare_runs(run_a, run_b, out=out, max_images=max_images, data_dir=data_dir, device=device,
-                          batch_size=batch_size)
-    click.echo(result.text())
+    folder_output(output, "compare")
+    result = compare_runs(run_a, run_b, out=output, max_images=max_images, data_dir=data_dir, device=device,
+                          batch_size=eval_batch_size)
+    if as_json:
+        echo_json({**result.to_dict(), "files": {k: str(v) for k, v in result.files.items()}})
+    else:
+        click.echo(result.text())
 
 
 # --- models, layers, visualize ---------------------------------------------------------------
 
 
 def _input_shape(input_text: str | None, dataset: str | None) -> tuple[tuple[int, int, int], int]:
-    from cnnlab.data.sets import input_shape
     from cnnlab.models.summary import parse_shape
 
     if input_text and dataset:
         raise click.UsageError("give either --input or --dataset, not both")
     if dataset:
+        from cnnlab.data.sets import input_shape  # only then: it brings in the dataset readers (PIL)
+
         return input_shape(dataset)
     return (parse_shape(input_text) if input_text else (1, 28, 28)), 10
 
 
 @cli.command()
 @click.option("--input", "input_text", default=None, help="Input shape CxHxW.  [default: 1x28x28]")
-@click.option("--dataset", default=None, help="Use this dataset's input shape and class count instead.")
+@dataset_option(None, "Use this dataset's input shape and class count instead.")
+@json_option
 @friendly_errors
-def models(input_text: str | None, dataset: str | None) -> None:
+def models(input_text: str | None, dataset: str | None, as_json: bool) -> None:
     """List the models with their parameters and multiply-adds (MACs) for one input image."""
-    if not (input_text or dataset):  # MNIST's input: the declared table, no torch (core/catalog.py)
+    if not (input_text or dataset or as_json):  # MNIST's input: the declared table, no torch (core/catalog.py)
         from cnnlab.core.catalog import declared_models_table
 
         click.echo(declared_models_table())
         return
-    from cnnlab.models.summary import models_table
+    from cnnlab.models.summary import models_info, models_table
 
     shape, classes = _input_shape(input_text, dataset)
-    click.echo(models_table(shape, classes))
+    if as_json:
+        echo_json({"input_shape": list(shape), "num_classes": classes, "models": models_info(shape, classes)})
+    else:
+        click.echo(models_table(shape, classes))
 
 
 @cli.command()
-@click.argument("model", required=False)
+@click.argument("model", required=False, shell_complete=complete_models)
 @click.option("--input", "input_text", default=None, help="Input shape CxHxW for MODEL.  [default: 1x28x28]")
-@click.option("--dataset", default=None, help="Use this dataset's input shape and class count for MODEL.")
+@dataset_option(None, "Use this dataset's input shape and class count for MODEL.")
 @click.option("--conv", "conv_kernel", type=int, default=None, help="Output size of a Conv2d with this kernel size.")
 @click.option("--pool", "pool_kernel", type=int, default=None, help="Output size of a pooling layer with this kernel size.")
 @click.option("--size", type=int, default=28, show_default=True, help="Input side for --conv/--pool.")
@@ -481,21 +635,41 @@ def models(input_text: str | None, dataset: str | None) -> None:
 @click.option("--dilation", type=int, default=1, show_default=True, help="Dilation for --conv/--pool.")
 @click.option("--ceil-mode", is_flag=True, help="--pool: round the output size up, as ceil_mode=True does.")
 @click.option("--pool-example", is_flag=True, help="Show a worked 4x4 example of max and average pooling.")
+@json_option
 @friendly_errors
 def layers(model: str | None, input_text: str | None, dataset: str | None, conv_kernel: int | None,
            pool_kernel: int | None, size: int, stride: int | None, padding: int, dilation: int, ceil_mode: bool,
-           pool_example: bool) -> None:
+           pool_example: bool, as_json: bool) -> None:
     """Explore layers: each layer of MODEL with output shape, parameters and MACs, or conv/pool arithmetic.
 
     `cnnlab layers lenet5` lists LeNet-5 layer by layer (416,520 MACs for one 28x28 image).
     `cnnlab layers --conv 5 --padding 2 --size 28` and `cnnlab layers --pool 2 --size 28` work out
     output sizes with PyTorch's formulas; --pool also shows a worked example of max and average pooling.
+    With --json: {"model": ..., "conv": ..., "pool": ...} for what was asked (not the worked example).
     """
     from cnnlab.models import shapes
     from cnnlab.models.summary import summarize_model
 
     if not (model or conv_kernel or pool_kernel or pool_example):
         raise click.UsageError("name a MODEL, or give --conv K, --pool K or --pool-example")
+    if as_json:
+        if not (model or conv_kernel or pool_kernel):
+            raise click.UsageError("--json covers MODEL, --conv and --pool; --pool-example is text only")
+        doc: dict[str, Any] = {}
+        if model:
+            shape, classes = _input_shape(input_text, dataset)
+            doc["model"] = summarize_model(model, shape, classes).to_dict()
+        if conv_kernel is not None:
+            s = 1 if stride is None else stride
+            doc["conv"] = {"size": size, "kernel": conv_kernel, "stride": s, "padding": padding, "dilation": dilation,
+                           "output": shapes.conv_output_size(size, conv_kernel, s, padding, dilation)}
+        if pool_kernel is not None:
+            s = pool_kernel if stride is None else stride
+            doc["pool"] = {"size": size, "kernel": pool_kernel, "stride": s, "padding": padding, "dilation": dilation,
+                           "ceil_mode": ceil_mode,
+                           "output": shapes.pool_output_size(size, pool_kernel, s, padding, dilation, ceil_mode)}
+        echo_json(doc)
+        return
     if model:
         shape, classes = _input_shape(input_text, dataset)
         click.echo(summarize_model(model, shape, classes).to_text())
@@ -510,17 +684,18 @@ def layers(model: str | None, input_text: str | None, dataset: str | None, conv_
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Where the PNGs go.  [default: RUN_DIR/visualize]")
+@output_option("Folder for the PNGs.  [default: RUN_DIR/visualize]", folder=True, old=True)
 @click.option("--index", type=int, default=0, show_default=True, help="Which test image to follow through the network.")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Dataset folder (default: the run's).")
+@data_dir_option()
 @click.option("--max-maps", type=int, default=32, show_default=True, help="At most this many feature maps per layer.")
+@device_option
 @friendly_errors
-def visualize(run_dir: str, out_dir: str | None, index: int, data_dir: str | None, max_maps: int) -> None:
+def visualize(run_dir: str, output: str | None, index: int, data_dir: str | None, max_maps: int, device: str) -> None:
     """Write PNGs of the first conv layer's filters and of every conv layer's feature maps for one test image."""
     from cnnlab.analysis.explain import visualize_run
 
-    for path in visualize_run(run_dir, out_dir, index=index, data_dir=data_dir, max_maps=max_maps):
+    folder_output(output, "visualize")
+    for path in visualize_run(run_dir, output, index=index, data_dir=data_dir, max_maps=max_maps, device=device):
         click.echo(str(path))
 
 

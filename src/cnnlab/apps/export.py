@@ -1,20 +1,21 @@
-"""Ship a trained model: TorchScript or ONNX, checked against PyTorch before it is written.
+"""Ship a trained model: ONNX or a torch.export program, checked against PyTorch before it is written.
 
-Both exports take a float32 batch ``input`` of shape (N, C, H, W) with any N
+Every export takes a float32 batch ``input`` of shape (N, C, H, W) with any N
 (a dynamic batch dimension), already preprocessed exactly as
-:func:`cnnlab.preprocess.preprocess` does, and return ``logits`` (N, classes);
+:func:`cnnlab.preprocess.preprocess` does, and returns ``logits`` (N, classes);
 softmax gives probabilities.
 
-ONNX uses PyTorch's TorchScript-based exporter (``dynamo=False``): it needs only
-the ``onnx`` package, while the torch.export-based default of torch >= 2.9 also
-needs ``onnxscript``. The opset is :data:`ONNX_OPSET` (17; onnxruntime >= 1.11
-runs it). Metadata is stored in the model's ``metadata_props``: ``cnnlab``
-(everything, as JSON), ``classes`` (JSON list) and ``preprocess`` (JSON).
-
-TorchScript is ``torch.jit.trace`` saved with an extra file ``cnnlab.json``
-holding the same metadata (read it with ``torch.jit.load(path,
-_extra_files={"cnnlab.json": ""})``). ``torch.jit`` is deprecated in recent
-PyTorch releases but still loads in Python and in LibTorch (C++).
+* ``onnx``: PyTorch's dynamo-based exporter (``torch.onnx.export(..., dynamo=True)``,
+  which needs ``onnxscript``), opset :data:`ONNX_OPSET`. Metadata is stored in the
+  model's ``metadata_props``: ``cnnlab`` (everything, as JSON), ``classes`` (JSON
+  list) and ``preprocess`` (JSON). Load it with ``onnxruntime.InferenceSession(path)``.
+* ``pt2``: ``torch.export``'s ExportedProgram, PyTorch's own format, saved by
+  ``torch.export.save`` with an extra file ``cnnlab.json`` holding the same metadata.
+  Load it with ``ep = torch.export.load(path, extra_files={"cnnlab.json": ""})`` and
+  call ``ep.module()(x)``.
+* ``torchscript``: ``torch.jit.trace``, deprecated by PyTorch (its warning is shown, not
+  hidden); kept for one more release for LibTorch users. ``torch.jit.load(path,
+  _extra_files={"cnnlab.json": ""})``.
 
 Before writing, the exported bytes are loaded back (ONNX with onnxruntime when
 installed, else ``onnx.reference.ReferenceEvaluator``), run on real inputs (the
@@ -24,10 +25,11 @@ reported and an export that disagrees is refused.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
-import warnings
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -38,14 +40,15 @@ import torch.nn as nn
 
 from cnnlab import __version__
 from cnnlab.apps.predict import check_output_free, load
+from cnnlab.core.config import EXPORT_FORMATS
 from cnnlab.core.errors import CnnlabError, ConfigError, DataError, ExportError
-from cnnlab.core.files import write_bytes
+from cnnlab.core.files import STDOUT, write_bytes
 from cnnlab.data.registry import load_dataset
 from cnnlab.engine.checkpoint import load_checkpoint
 
-ONNX_OPSET = 17
-FORMATS = ("onnx", "torchscript")
-SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+ONNX_OPSET = 18  # the dynamo exporter's own; lower opsets go through onnx's version converter
+FORMATS = EXPORT_FORMATS
+SUFFIX = {"onnx": ".onnx", "pt2": ".pt2", "torchscript": ".torchscript.pt"}
 #: Largest accepted |exported - pytorch| logit difference, relative to the logits' scale.
 RTOL = 1e-4
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -121,7 +124,8 @@ def export_model(
         raise ConfigError(f"unknown export format {fmt!r}; choose {' or '.join(FORMATS)}")
     src = Path(source)
     out = Path(output) if output else default_output(src, fmt)
-    check_output_free(out, overwrite)
+    if str(out) != STDOUT:
+        check_output_free(out, overwrite)
     opset = opset or ONNX_OPSET
 
     predictor = load(src, device="cpu")
@@ -129,11 +133,18 @@ def export_model(
     metadata = build_metadata(predictor, fmt, opset)
     inputs, described, notes = verification_inputs(predictor, verify_images, data_dir, verify_count)
 
-    example = inputs[: min(len(inputs), 8)]
+    # A copy: a slice would keep the whole verification set alive in the .pt2's sample inputs (3 MB, not 25 KB).
+    example = inputs[: min(len(inputs), 8)].clone()
+    if len(example) == 1:  # torch.export would specialise a batch of one to N == 1
+        example = example.repeat(2, 1, 1, 1)
     if fmt == "onnx":
         data = to_onnx(model, example, metadata, opset)
         runner, runtime = onnx_runner(data)
+    elif fmt == "pt2":
+        data = to_pt2(model, example, metadata)
+        runner, runtime = pt2_runner(data)
     else:
+        notes.append("note: TorchScript is deprecated by PyTorch; --format pt2 (torch.export) is its successor")
         data = to_torchscript(model, example, metadata)
         runner, runtime = torchscript_runner(data)
 
@@ -225,27 +236,32 @@ def _test_images(predictor: Any, data_dir: str | os.PathLike | None, count: int)
 # --- exporters -------------------------------------------------------------------------------
 
 
+def _dynamic_shapes() -> tuple:
+    """Dimension 0 (the batch) symbolic, by position: the models' forward takes one tensor."""
+    return ({0: torch.export.Dim("N", min=1, max=1 << 20)},)
+
+
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
 def to_onnx(model: nn.Module, example: torch.Tensor, metadata: dict, opset: int) -> bytes:
-    """ONNX bytes with a dynamic batch dimension and the metadata in ``metadata_props``."""
+    """ONNX bytes from the dynamo exporter, with a dynamic batch dimension and the metadata in ``metadata_props``."""
     try:
         import onnx
+        import onnxscript  # noqa: F401  (the dynamo exporter needs it; say so before it fails deep inside)
     except ImportError:
-        raise ExportError("ONNX export needs the onnx package: pip install 'cnnlab[export]' "
-                          "(or: pip install onnx onnxruntime)") from None
-    buf = io.BytesIO()
+        raise ExportError("ONNX export needs onnx and onnxscript: pip install 'cnnlab[export]' "
+                          "(or: pip install onnx onnxscript onnxruntime)") from None
     try:
-        with warnings.catch_warnings():
-            # The TorchScript-based exporter is deprecated in favour of dynamo (which needs onnxscript).
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model, (example,), buf, dynamo=False, opset_version=opset,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "N"}, OUTPUT_NAME: {0: "N"}},
-                do_constant_folding=True,
+        # The exporter reports its steps with print(); keep stdout for the data (`-o -`).
+        with contextlib.redirect_stdout(sys.stderr):
+            program = torch.onnx.export(
+                model, (example,), None, dynamo=True, opset_version=opset, verbose=False,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_shapes=_dynamic_shapes(),
             )
     except Exception as exc:  # the exporter raises many types; all mean "cannot export"
         raise ExportError(f"torch.onnx.export failed (opset {opset}): {_first_line(exc)}") from None
-    proto = onnx.load_from_string(buf.getvalue())
+    proto = program.model_proto
     proto.producer_name, proto.producer_version = "cnnlab", __version__
     proto.doc_string = (f"{metadata['model']['name']} trained on {metadata['dataset']}; input {INPUT_NAME} "
                         f"{metadata['input']['shape']} float32, preprocessed per metadata 'preprocess'; "
@@ -260,20 +276,36 @@ def to_onnx(model: nn.Module, example: torch.Tensor, metadata: dict, opset: int)
     return proto.SerializeToString()
 
 
-def to_torchscript(model: nn.Module, example: torch.Tensor, metadata: dict) -> bytes:
-    """A traced TorchScript module with ``cnnlab.json`` as an extra file."""
+def to_pt2(model: nn.Module, example: torch.Tensor, metadata: dict) -> bytes:
+    """A ``torch.export`` ExportedProgram (dynamic batch) saved with ``cnnlab.json`` as an extra file."""
     buf = io.BytesIO()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.jit is deprecated but still supported
-            traced = torch.jit.trace(model, example, check_trace=False)
-            torch.jit.save(traced, buf, _extra_files={"cnnlab.json": json.dumps(metadata)})
+        program = torch.export.export(model, (example,), dynamic_shapes=_dynamic_shapes())
+        torch.export.save(program, buf, extra_files={"cnnlab.json": json.dumps(metadata)})
     except Exception as exc:
-        raise ExportError(f"torch.jit.trace failed: {_first_line(exc)}") from None
+        raise ExportError(f"torch.export failed: {_first_line(exc)}") from None
     return buf.getvalue()
 
 
-Runner = Callable[[np.ndarray], np.ndarray]
+def pt2_runner(data: bytes) -> tuple[Runner, str]:
+    module = torch.export.load(io.BytesIO(data)).module()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return module(torch.from_numpy(x)).numpy()
+
+    return run, f"torch.export.load (torch {torch.__version__})"
+
+
+def to_torchscript(model: nn.Module, example: torch.Tensor, metadata: dict) -> bytes:
+    """A traced TorchScript module with ``cnnlab.json`` as an extra file (deprecated by PyTorch: its warning shows)."""
+    buf = io.BytesIO()
+    try:
+        traced = torch.jit.trace(model, example, check_trace=False)
+        torch.jit.save(traced, buf, _extra_files={"cnnlab.json": json.dumps(metadata)})
+    except Exception as exc:
+        raise ExportError(f"torch.jit.trace failed: {_first_line(exc)}") from None
+    return buf.getvalue()
 
 
 def onnx_runner(data: bytes) -> tuple[Runner, str]:
@@ -292,9 +324,7 @@ def onnx_runner(data: bytes) -> tuple[Runner, str]:
 
 
 def torchscript_runner(data: bytes) -> tuple[Runner, str]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        module = torch.jit.load(io.BytesIO(data), map_location="cpu")
+    module = torch.jit.load(io.BytesIO(data), map_location="cpu")
     module.eval()
 
     def run(x: np.ndarray) -> np.ndarray:
@@ -335,21 +365,20 @@ def compare(model: nn.Module, runner: Runner, inputs: torch.Tensor, *, runtime: 
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
-    """The cnnlab metadata stored in an exported ``.onnx`` or TorchScript file."""
+    """The cnnlab metadata stored in an exported ``.onnx``, ``.pt2`` or TorchScript file."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p} does not exist")
+    extra = {"cnnlab.json": ""}
     if p.suffix == ".onnx":
         import onnx
 
         proto = onnx.load(str(p), load_external_data=False)
         props = {e.key: e.value for e in proto.metadata_props}
-        if "cnnlab" not in props:
-            raise DataError(f"{p} carries no cnnlab metadata")
-        return json.loads(props["cnnlab"])
-    extra = {"cnnlab.json": ""}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        extra["cnnlab.json"] = props.get("cnnlab", "")
+    elif p.suffix == ".pt2":
+        torch.export.load(str(p), extra_files=extra)
+    else:
         torch.jit.load(str(p), map_location="cpu", _extra_files=extra)
     if not extra["cnnlab.json"]:
         raise DataError(f"{p} carries no cnnlab metadata")

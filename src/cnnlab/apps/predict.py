@@ -243,7 +243,7 @@ class Predictor:
 def load(
     run_dir_or_checkpoint: str | os.PathLike,
     *,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "auto",
     batch_size: int = 256,
 ) -> Predictor:
     """A :class:`Predictor` from a run directory (its ``best.pt``) or a checkpoint file."""

@@ -236,6 +236,7 @@ def create_app(
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     default_top_k: int = DEFAULT_TOP_K,
+    device: str = "auto",
 ) -> Any:
     """The FastAPI app for a run directory (or checkpoint path, or an already loaded Predictor)."""
     _require_web_stack()
@@ -251,7 +252,7 @@ def create_app(
         raise CnnlabError(f"the request size limit must be at least 1 byte, got {max_bytes}")
     if isinstance(source, (str, os.PathLike)):
 
-        predictor = load(source)
+        predictor = load(source, device=device)
     else:
         predictor = source
     classes = [str(c) for c in predictor.classes]
@@ -498,11 +499,12 @@ def serve(
     port: int = 8000,
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    device: str = "auto",
     log: Callable[[str], None] = print,
 ) -> None:
     """Load a run's model and serve the drawing page and API until Ctrl+C."""
     _require_web_stack()
-    app = create_app(run_dir, max_bytes=max_bytes)
+    app = create_app(run_dir, max_bytes=max_bytes, device=device)
     sock = bind_socket(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host

@@ -1,5 +1,9 @@
-"""The model catalog, declared without importing torch: names, descriptions, pretrained weights, and
-each model's parameters and multiply-adds for MNIST's input.
+"""The model and dataset catalog, declared without importing torch: model names, descriptions,
+pretrained weights and each model's parameters and multiply-adds for MNIST's input; dataset names
+and descriptions.
+
+`cnnlab --help`, `cnnlab train --help` and shell completion list models and datasets from here, so
+they answer without importing torch (``tests/test_startup.py``).
 
 `cnnlab models` prints this table for its default input (1x28x28, 10 classes) without building
 a single model, so it answers in the time Python starts (building the zoo needs torch, ~1.2 s
@@ -40,6 +44,24 @@ MODELS: tuple[ModelInfo, ...] = (
     ModelInfo("vgg11", 9_224_458, 94_828_544, True,
               "torchvision VGG-11 (2014), GAP head; --pretrained: ImageNet"),
 )
+
+
+DATASETS: tuple[tuple[str, str], ...] = (
+    ("mnist", "handwritten digits, 1x28x28, 10 classes, 60k/10k"),
+    ("fashion-mnist", "Zalando clothing photos, 1x28x28, 10 classes, 60k/10k"),
+    ("kmnist", "Kuzushiji (cursive Japanese) characters, 1x28x28, 10 classes, 60k/10k"),
+    ("emnist", "EMNIST balanced: digits and letters, 1x28x28, 47 classes, 112.8k/18.8k"),
+    ("cifar10", "small colour photos, 3x32x32, 10 classes, 50k/10k"),
+    ("cifar100", "small colour photos, 3x32x32, 100 classes, 50k/10k"),
+    ("svhn", "house numbers from Street View, 3x32x32, 10 classes, 73k/26k"),
+    ("digits", "scikit-learn's bundled 8x8 digits (offline), resized to 1x28x28, 1,797 images"),
+    ("folder:PATH", "your images: PATH/train/CLASS/*.png (optional val/, test/)"),
+)
+
+
+def model_names() -> list[str]:
+    """The registered models' names, sorted (a test checks them against ``cnnlab.models.list_models``)."""
+    return sorted(m.name for m in MODELS)
 
 
 def format_models_table(input_shape: tuple[int, int, int], num_classes: int,

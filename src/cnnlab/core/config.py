@@ -15,75 +15,104 @@ from typing import Any, Mapping
 from cnnlab.core.errors import ConfigError
 
 # Evaluation batch size everywhere a batch size only changes speed (training's evaluation passes,
-# `cnnlab evaluate/analyze/compare`). 256, not more: on a CPU, LeNet-5 evaluates about 3x faster
-# in batches of 256 than of 1000 (benchmarks/README.md, "Memory allocator").
+# `cnnlab evaluate/analyze/compare`). 256, not more: on a CPU, LeNet-5's activations then stay in
+# cache (measured in benchmarks/README.md, "Memory allocator").
 EVAL_BATCH_SIZE = 256
+
+
+# Allowed values, the one list of each: validation below and the command line's choices use them.
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "onecycle", "cosine", "step")
+LOSS_REDUCTIONS = ("sum", "mean")
+AMP_MODES = ("off", "bf16")
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+#: Device names: auto picks CUDA, then Apple's MPS, then the CPU (as Lightning's accelerator="auto").
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+DEVICE_HELP = "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."
+#: `cnnlab export` formats: ONNX (dynamo exporter), torch.export's ExportedProgram (.pt2), and
+#: TorchScript (torch.jit.trace; deprecated by PyTorch, kept one more release).
+EXPORT_FORMATS = ("onnx", "pt2", "torchscript")
+
+
+def option(default: Any, help: str, *, flag: str | None = None, choices: tuple[str, ...] | None = None,
+           default_text: str | None = None, path: bool = False) -> Any:
+    """A config field that is also a ``cnnlab train`` option: its help, flag name and allowed values.
+
+    ``cnnlab train``'s options are generated from these fields (``apps/cli.py``), so a default or an
+    allowed value is written once, here.
+    """
+    meta = {"help": help, "flag": flag, "choices": choices, "default_text": default_text, "path": path}
+    return field(default=default, metadata={"cli": meta})
 
 
 @dataclass
 class DataConfig:
-    dataset: str = "mnist"
-    data_dir: str | None = None  # None: --data-dir, then $CNNLAB_DATA_DIR, then the cache default
-    val_size: int = 10_000
-    split_seed: int = 1234  # the lesson's random_split seed
-    download: bool = True
-    subset: int | None = None  # keep only the first N training images (quick experiments, smoke tests)
-    image_size: int | None = None  # resize images to this side once, at load time (None: the dataset's own)
+    dataset: str = option("mnist", "Dataset.", flag="--dataset")
+    # None: --data-dir, then $CNNLAB_DATA_DIR, then the cache default; a run stores the absolute folder.
+    data_dir: str | None = option(None, "Dataset folder.", path=True,
+                                  default_text="$CNNLAB_DATA_DIR, else ~/.cache/cnnlab/data")
+    val_size: int = option(10_000, "Validation images held out of the training set.")
+    split_seed: int = option(1234, "Seed of the train/validation split (the lesson's random_split seed).")
+    download: bool = option(True, "Download the dataset when its files are missing.")
+    subset: int | None = option(None, "Train on only the first N training images (quick tries).")
+    image_size: int | None = option(None, "Resize images to this side once, at load time.",
+                                    default_text="the dataset's own")
 
 
 @dataclass
 class ModelConfig:
-    name: str = "lenet5"
-    pretrained: bool = False  # torchvision's ImageNet weights (alexnet, vgg11, googlenet, resnet18)
-    # Test-time augmentation: the trained model answers with its softmax averaged over the image and
-    # its four shifts by this many pixels (models/tta.py); 0: off. Training and validation are unchanged.
-    tta_shift: int = 0
+    name: str = option("lenet5", "Model name (see `cnnlab models`).", flag="--model")
+    pretrained: bool = option(False, "Start from torchvision's ImageNet weights (alexnet, vgg11, googlenet, resnet18).")
+    tta_shift: int = option(0, "Test-time augmentation: the trained model answers with its softmax averaged over "
+                            "the image and its four shifts by this many pixels (0: off; training is unchanged).")
 
 
 @dataclass
 class OptimConfig:
-    name: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.9  # sgd only
-    nesterov: bool = False  # sgd only
-    # Learning-rate schedule, set every iteration from the iteration number (so resuming needs no state):
-    # constant (the lesson's) | onecycle (warm up to lr, then cosine down) | cosine (lr -> min_lr) | step.
-    schedule: str = "constant"
-    warmup_pct: float = 0.3  # onecycle: fraction of all iterations spent warming up from lr/25
-    min_lr: float = 0.0  # cosine: the final learning rate
-    step_epochs: int = 10  # step: multiply lr by step_gamma every step_epochs epochs
-    step_gamma: float = 0.1
+    name: str = option("adam", "Optimizer.", flag="--optimizer", choices=OPTIMIZERS)
+    lr: float = option(1e-3, "Learning rate.")
+    weight_decay: float = option(0.0, "Weight decay.")
+    momentum: float = option(0.9, "SGD momentum.")
+    nesterov: bool = option(False, "SGD with Nesterov momentum.")
+    # Set every iteration from the iteration number (so resuming needs no state).
+    schedule: str = option("constant", "Learning-rate schedule: constant (the lesson's), onecycle (warm up to "
+                           "--lr, then cosine down), cosine (--lr to --min-lr) or step.", choices=SCHEDULES)
+    warmup_pct: float = option(0.3, "onecycle schedule: fraction of all iterations spent warming up from lr/25.")
+    min_lr: float = option(0.0, "cosine schedule: the final learning rate.")
+    step_epochs: int = option(10, "step schedule: epochs between lr drops.")
+    step_gamma: float = option(0.1, "step schedule: lr factor at each drop.")
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 5
-    batch_size: int = 32
-    eval_batch_size: int = EVAL_BATCH_SIZE  # speed only, never the metrics
-    seed: int = 0  # model init and shuffling; the split has its own seed
-    loss_reduction: str = "sum"  # the lesson's CrossEntropyLoss(reduction="sum")
-    label_smoothing: float = 0.0  # training loss only; validation/test loss stay plain cross-entropy
-    patience: int | None = None  # early stopping: stop after this many epochs without a better val loss
-    # Batched augmentation on the device: none (the lesson's) | auto (the dataset's preset) |
-    # a preset name (shift, affine, crop, crop-flip), optionally with overrides: "affine:degrees=15,translate=0.1"
-    augment: str = "none"
-    train_eval: bool = True  # evaluate on the whole training set after every epoch, as the lesson does
-    device: str = "auto"
-    # NHWC activations make oneDNN's conv and pooling kernels ~1.5x faster on CPU; the
+    epochs: int = option(5, "Training epochs.")
+    batch_size: int = option(32, "Training batch size (per process with --nproc).")
+    eval_batch_size: int = option(EVAL_BATCH_SIZE, "Evaluation batch size (speed only, never the metrics).")
+    seed: int = option(0, "Seed for model init and shuffling (the split has its own seed).")
+    loss_reduction: str = option("sum", "Training loss per batch: summed (the lesson's) or mean.",
+                                 choices=LOSS_REDUCTIONS)
+    label_smoothing: float = option(0.0, "Label smoothing of the training loss (validation/test loss stay plain).")
+    patience: int | None = option(None, "Early stopping: epochs without a better validation loss.",
+                                  default_text="no early stopping")
+    augment: str = option("none", "Batched augmentation on the device: none, auto (the dataset's preset), shift, "
+                          "affine, crop, crop-flip, with overrides as NAME:key=value,...")
+    train_eval: bool = option(True, "Evaluate on the whole training set after every epoch, as the lesson does.")
+    device: str = option("auto", DEVICE_HELP)
+    # NHWC activations make oneDNN's conv and pooling kernels faster on CPU (benchmarks/); the
     # arithmetic is the same up to float rounding (accuracy effect measured in benchmarks/).
-    channels_last: bool = True
-    threads: int | None = None  # None: a sensible choice for the machine
-    # Opt-in speed options that change the numerics (off in every recipe; for GPUs):
-    # amp "bf16" runs forward passes under bfloat16 autocast (weights, optimizer and loss stay
-    # float32); compile is torch.compile's mode: off | default | reduce-overhead (CUDA graphs) | max-autotune.
-    amp: str = "off"
-    compile: str = "off"
-    progress: bool = True
-    tensorboard: bool = False  # ignite TensorboardLogger events in RUN/tensorboard/ (the tensorboard extra)
-    # Deterministic kernels everywhere (torch.use_deterministic_algorithms); CPU runs are
-    # reproducible without it, CUDA runs need it for bit-exact resume.
-    deterministic: bool = False
+    channels_last: bool = option(True, "NHWC activations (faster on CPU; NCHW differs in float rounding only).")
+    threads: int | None = option(None, "CPU threads.", default_text="1 on machines with <= 2 cores, else all cores up to 8")
+    # Opt-in speed options that change the numerics (off in every recipe; for GPUs): weights,
+    # optimizer and loss stay float32 under amp.
+    amp: str = option("off", "bf16: forward passes under bfloat16 autocast (GPU speed; changes numerics).",
+                      choices=AMP_MODES)
+    compile: str = option("off", "torch.compile the model (reduce-overhead: CUDA graphs; changes numerics "
+                          "slightly, the first epoch pays the compile time).", choices=COMPILE_MODES)
+    progress: bool = option(True, "Progress bar.", default_text="on when stdout and stderr are terminals")
+    tensorboard: bool = option(False, 'Write TensorBoard events to RUN/tensorboard/ (needs: pip install '
+                               '"cnnlab[tensorboard]").')
+    # CPU runs are reproducible without it.
+    deterministic: bool = option(False, "Deterministic kernels everywhere (needed for bit-exact CUDA resume).")
 
 
 @dataclass
@@ -141,12 +170,13 @@ class Config:
             raise ConfigError(f"optim.weight_decay must be >= 0, got {o.weight_decay}")
         if not 0 <= self.model.tta_shift <= 4:
             raise ConfigError(f"model.tta_shift must be between 0 and 4 pixels, got {self.model.tta_shift}")
-        if t.loss_reduction not in ("sum", "mean"):
+        if t.loss_reduction not in LOSS_REDUCTIONS:
             raise ConfigError(f"train.loss_reduction must be 'sum' or 'mean', got {t.loss_reduction!r}")
+        if o.name not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {o.name!r}; available: {', '.join(OPTIMIZERS)}")
         if t.threads is not None:
             _positive("train.threads", t.threads)
-        if not (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:")):
-            raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {t.device!r}")
+        check_device(t.device, "train.device")
         if t.amp not in AMP_MODES:
             raise ConfigError(f"train.amp must be one of {', '.join(AMP_MODES)}, got {t.amp!r}")
         if t.compile not in COMPILE_MODES:
@@ -174,9 +204,13 @@ class Config:
             raise ConfigError(f"train.augment must be a preset name such as none, auto or crop-flip, got {t.augment!r}")
 
 
-SCHEDULES = ("constant", "onecycle", "cosine", "step")
-AMP_MODES = ("off", "bf16")
-COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+def check_device(name: object, what: str = "device") -> str:
+    """``name`` if it is a device cnnlab knows (availability is checked when it is used), else a ConfigError."""
+    if isinstance(name, str) and (name in ("auto", "cpu", "cuda", "mps")
+                                  or (name.startswith("cuda:") and name[5:].isdigit())):
+        return name
+    raise ConfigError(f"{what} must be one of {', '.join(DEVICES)}, got {name!r}")
+
 
 
 def _positive(name: str, value: int) -> None:

@@ -14,6 +14,7 @@ import errno
 import io
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator, Sequence
@@ -42,9 +43,27 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+#: The path that means standard output (`-o -`), as in most command-line tools.
+STDOUT = "-"
+
+
+def _stdout(mode: str) -> Iterator[IO[Any]]:
+    stream = sys.stdout.buffer if mode == "wb" else sys.stdout
+    yield stream
+    stream.flush()
+
+
+def _set_mode(fd: int, path: Path) -> None:
+    # os.fchmod is POSIX-only (Windows has it from Python 3.13); chmod by name does the same there.
+    if hasattr(os, "fchmod"):
+        os.fchmod(fd, _FILE_MODE)
+    else:
+        os.chmod(path, _FILE_MODE)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temporary file next to ``path``; on success it replaces ``path``.
+    """Open a temporary file next to ``path``; on success it replaces ``path``. ``"-"`` is standard output.
 
     On any exception the temporary file is removed and ``path`` is untouched.
     ``OSError`` (ENOSPC, EACCES, ...) is turned into a :class:`SaveError` that
@@ -52,13 +71,16 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_write supports 'wb' and 'w', not {mode!r}")
+    if os.fspath(path) == STDOUT:
+        yield from _stdout(mode)
+        return
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     tmp = Path(tmp_name)
     try:
         kwargs = {"encoding": "utf-8", "newline": ""} if mode == "w" else {}
-        os.fchmod(fd, _FILE_MODE)
+        _set_mode(fd, tmp)
         with os.fdopen(fd, mode, **kwargs) as fh:
             yield fh
             fh.flush()

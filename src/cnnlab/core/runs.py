@@ -17,6 +17,7 @@ import csv
 import datetime as _dt
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,8 +71,21 @@ class RunDir:
 
 
 def default_run_dir(cfg: Config, root: str | os.PathLike = "runs") -> Path:
+    """``runs/MODEL-DATASET-TIME``, a safe folder name whatever the dataset spec (``folder:~/photos``)."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path(root) / f"{cfg.model.name}-{cfg.data.dataset}-{stamp}"
+    return Path(root) / f"{safe_name(cfg.model.name)}-{dataset_slug(cfg.data.dataset)}-{stamp}"
+
+
+def safe_name(text: str) -> str:
+    """Letters, digits, ``.``, ``_`` and ``-`` only: a name every file system and shell takes as is."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "data"
+
+
+def dataset_slug(spec: str) -> str:
+    """A dataset spec as a short name: ``mnist`` -> ``mnist``, ``folder:~/photos/`` -> ``folder-photos``."""
+    if spec.startswith("folder:"):
+        return "folder-" + safe_name(Path(spec[len("folder:"):].rstrip("/\\") or "root").name)
+    return safe_name(spec)
 
 
 def open_run(path: str | os.PathLike) -> RunDir:
@@ -99,11 +113,6 @@ def read_config(run: RunDir) -> Config:
 
 def write_split(run: RunDir, train_idx: torch.Tensor, val_idx: torch.Tensor, seed: int) -> None:
     write_json(run.split, {"seed": seed, "train": train_idx.tolist(), "val": val_idx.tolist()})
-
-
-def read_split(run: RunDir) -> tuple[torch.Tensor, torch.Tensor]:
-    raw = json.loads(run.split.read_text())
-    return torch.tensor(raw["train"], dtype=torch.long), torch.tensor(raw["val"], dtype=torch.long)
 
 
 # epoch_time_s is the whole epoch; eval_time_s the part of it spent in the train/val evaluation passes.

@@ -9,24 +9,42 @@ import os
 
 import torch
 
+from cnnlab.core.config import check_device
 from cnnlab.core.errors import ConfigError
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available; asking for CUDA without one is a clear error."""
+    """``auto`` picks CUDA, then MPS (Apple silicon), then the CPU; an absent device is a clear error."""
+    check_device(name)
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} was asked for, but no CUDA GPU is available; use --device cpu or auto")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if mps_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r} was asked for, but no CUDA GPU is available; use --device cpu or auto")
+        index = int(name[5:]) if name[5:] else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device {name!r} was asked for, but this machine has {torch.cuda.device_count()} "
+                              f"CUDA GPU(s): cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if name == "mps" and not mps_available():
+        raise ConfigError("device 'mps' was asked for, but Apple's MPS is not available here "
+                          "(it needs a Mac with Apple silicon and a PyTorch built with MPS); use --device cpu or auto")
     return torch.device(name)
+
+
+def mps_available() -> bool:
+    """Apple's Metal (MPS) backend is built into this PyTorch and usable on this machine."""
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
 
 
 def default_threads() -> int:
     """Intra-op threads: 1 on machines with 2 cores or fewer, else all cores up to 8.
 
     On a shared 2-core machine two OpenMP threads spin-wait for each other
-    whenever anything else runs: a batch-32 LeNet step then takes 40-100 ms
-    instead of 4-5 ms with one thread (benchmarks/README.md, "Threads"). On a
+    whenever anything else runs, and a batch-32 LeNet step becomes many times
+    slower than with one thread (benchmarks/README.md, "Threads"). On a
     quiet machine one thread costs little at these layer sizes. Beyond 8
     threads LeNet-sized layers gain nothing.
     """

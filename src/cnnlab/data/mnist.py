@@ -26,7 +26,7 @@ MNIST_FILES = (
 
 def _missing_mnist_message(root: Path, reason: str, download: bool) -> str:
     raw = root / "MNIST" / "raw"
-    how = f"could not be downloaded ({reason})" if download else "downloading is off (--no-download)"
+    how = f"could not be downloaded ({reason})" if download else "downloading is off"
     return (
         f"MNIST is not in {root} and {how}. "
         f"Put the four files {', '.join(MNIST_FILES)} (uncompressed, or as .gz) in {raw}/, "

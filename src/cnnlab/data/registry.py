@@ -1,7 +1,9 @@
 """The dataset registry: a name (mnist, fashion-mnist, ..., folder:PATH, digits) -> tensors."""
 from __future__ import annotations
 
+import dataclasses
 import os
+from pathlib import Path
 
 import torch
 
@@ -36,6 +38,22 @@ def load_dataset(
         info = DatasetInfo("mnist", train.classes, c, h, {"style": "mnist", "scale": 255.0})
         return train, test, info
     raise ConfigError(f"unknown dataset {name!r}; available: {', '.join(list_datasets())}")
+
+
+def absolute_paths(cfg: DataConfig) -> DataConfig:
+    """``cfg`` with its data folder (and a ``folder:PATH`` dataset) made absolute, as a run stores them.
+
+    A run then evaluates from any working directory: ``--data-dir ../data`` typed in one
+    folder means the same files when ``cnnlab evaluate RUN`` runs from another.
+    """
+    dataset = cfg.dataset
+    if dataset.startswith("folder:"):
+        dataset = "folder:" + str(_absolute(dataset[len("folder:"):]))
+    return dataclasses.replace(cfg, dataset=dataset, data_dir=str(_absolute(resolve_data_dir(cfg.data_dir))))
+
+
+def _absolute(path: str | os.PathLike) -> Path:
+    return Path(os.path.abspath(Path(path).expanduser()))
 
 
 def list_datasets() -> list[str]:

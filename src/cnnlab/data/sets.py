@@ -27,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cnnlab.data.images import IMAGE_SUFFIXES
+from cnnlab.core.catalog import DATASETS
 from cnnlab.core.errors import ConfigError, DataError
 from cnnlab.data import cache
 from cnnlab.data.mnist import load_mnist
@@ -37,7 +39,6 @@ NAMES = ("mnist", *TORCHVISION_SETS, "digits")
 # Held-out test share and seed where a dataset has no test set of its own (digits, folders without test/).
 TEST_FRACTION = 0.2
 TEST_SPLIT_SEED = 1234
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".pbm"}
 
 
 def is_known(name: str) -> bool:
@@ -45,18 +46,8 @@ def is_known(name: str) -> bool:
 
 
 def describe() -> list[tuple[str, str]]:
-    """(name, one-line description) of every dataset, for help texts."""
-    return [
-        ("mnist", "handwritten digits, 1x28x28, 10 classes, 60k/10k"),
-        ("fashion-mnist", "Zalando clothing photos, 1x28x28, 10 classes, 60k/10k"),
-        ("kmnist", "Kuzushiji (cursive Japanese) characters, 1x28x28, 10 classes, 60k/10k"),
-        ("emnist", "EMNIST balanced: digits and letters, 1x28x28, 47 classes, 112.8k/18.8k"),
-        ("cifar10", "small colour photos, 3x32x32, 10 classes, 50k/10k"),
-        ("cifar100", "small colour photos, 3x32x32, 100 classes, 50k/10k"),
-        ("svhn", "house numbers from Street View, 3x32x32, 10 classes, 73k/26k"),
-        ("digits", "scikit-learn's bundled 8x8 digits (offline), resized to 1x28x28, 1,797 images"),
-        ("folder:PATH", "your images: PATH/train/CLASS/*.png (optional val/, test/)"),
-    ]
+    """(name, one-line description) of every dataset, for help texts (declared in core/catalog.py)."""
+    return list(DATASETS)
 
 
 def load(name: str, root: Path, *, download: bool = True, image_size: int | None = None) -> tuple[ImageSet, ImageSet, DatasetInfo]:

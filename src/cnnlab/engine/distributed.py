@@ -155,7 +155,7 @@ def _init_on_agent_store(backend: str) -> None:
     restarted workers read the dead ones' addresses and hang (PyTorch issue
     #135712; seen with this repository's torch). On one machine every worker has
     the same TORCHELASTIC_RESTART_COUNT, so prefixing the keys with it isolates
-    the attempts. (Across machines the counts can differ; see the README.)
+    the attempts. (Across machines the counts can differ; see docs/distributed.md.)
     """
     import datetime
 

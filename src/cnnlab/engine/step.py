@@ -16,7 +16,7 @@ from ignite.engine import Engine, Events
 from ignite.metrics import Accuracy, Loss
 
 from cnnlab.inference import eval_forward, train_forward
-from cnnlab.core.config import OptimConfig
+from cnnlab.core.config import OPTIMIZERS, OptimConfig
 from cnnlab.core.errors import ConfigError, NonFiniteLossError
 
 
@@ -34,7 +34,7 @@ def build_optimizer(cfg: OptimConfig, params: Iterable[torch.nn.Parameter], devi
             params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay,
             foreach=True,
         )
-    raise ConfigError(f"unknown optimizer {cfg.name!r}; available: adam, adamw, sgd")
+    raise ConfigError(f"unknown optimizer {cfg.name!r}; available: {', '.join(OPTIMIZERS)}")
 
 
 class LRSchedule:

@@ -15,6 +15,7 @@ from it, bit-identically on CPU.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import platform
 import random
@@ -44,7 +45,7 @@ from cnnlab.core.runs import (
 )
 from cnnlab.core.runtime import default_threads, resolve_device
 from cnnlab.data.augment import attach_augmentation, build_augmenter
-from cnnlab.data.registry import prepare_data
+from cnnlab.data.registry import absolute_paths, prepare_data
 from cnnlab.data.tensors import DataBundle, TensorBatches
 from cnnlab.engine import distributed
 from cnnlab.engine.checkpoint import (
@@ -121,6 +122,7 @@ def fit(cfg: Config, run_dir: str | Path | None = None, *, log: Callable[[str], 
     Returns the run, its metrics history and best epoch, and the data it trained on.
     """
     cfg.validate()
+    cfg = dataclasses.replace(cfg, data=absolute_paths(cfg.data))  # stored so: the run evaluates from anywhere
     # Under torchrun or `cnnlab train --nproc N` this is one process of several: join them.
     distributed.ensure_initialized(cfg.train.device)
     log = distributed.main_only(log)  # only rank 0 prints
@@ -295,12 +297,13 @@ def resume_config(run_dir: str | Path, **changes: object) -> Config:
     """The config a run was started with, with only resumable settings (epochs, device, ...) changed."""
 
     cfg = read_config(open_run(run_dir))
-    for dotted, value in changes.items():
-        if value is None:
-            continue
+    given = {dotted: value for dotted, value in changes.items() if value is not None}
+    fixed = [dotted for dotted in given if dotted not in RESUMABLE_CHANGES]
+    if fixed:
+        raise RunDirError(f"--resume continues a run as it was configured; {', '.join(fixed)} cannot be changed "
+                          f"(only {', '.join(RESUMABLE_CHANGES)} can)")
+    for dotted, value in given.items():
         section, key = dotted.split(".")
-        if dotted not in RESUMABLE_CHANGES:
-            raise RunDirError(f"--resume continues a run as it was configured; {dotted} cannot be changed")
         cfg = cfg.override(section, **{key: value})
     return cfg
 

@@ -228,5 +228,3 @@ _register("alexnet", _alexnet, "torchvision AlexNet (2012), small-input stem, GA
 _register("vgg11", _vgg11, "torchvision VGG-11 (2014), GAP head; --pretrained: ImageNet")
 _register("googlenet", _googlenet, "torchvision GoogLeNet / Inception v1 (2014), small-input stem; --pretrained: ImageNet")
 _register("resnet18", _resnet18, "torchvision ResNet-18 (2015), small-input stem; --pretrained: ImageNet")
-
-PRETRAINED = ("alexnet", "vgg11", "googlenet", "resnet18")

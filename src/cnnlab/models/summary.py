@@ -33,6 +33,14 @@ class ModelSummary:
     total_params: int
     total_macs: int
 
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model, "input_shape": list(self.input_shape),
+            "layers": [{"name": r.name, "type": r.kind, "output_shape": list(r.output_shape), "params": r.params,
+                        "macs": r.macs} for r in self.rows],
+            "total_params": self.total_params, "total_macs": self.total_macs,
+        }
+
     def to_text(self) -> str:
         c, h, w = self.input_shape
         name_w = max([len("layer")] + [len(r.name) for r in self.rows])
@@ -104,6 +112,23 @@ def summarize_model(name: str, input_shape: tuple[int, int, int] = (1, 28, 28), 
     except ValueError as exc:
         raise ShapeError(str(exc)) from None
     return summarize(model, input_shape, name)
+
+
+def models_info(input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10) -> list[dict]:
+    """Every registered model: name, parameters and MACs for one ``input_shape`` image (``None`` and an
+    ``error`` where the model cannot take it), pretrained weights, description."""
+
+    rows = []
+    for name in list_models():
+        row: dict = {"name": name, "params": None, "macs": None}
+        try:
+            s = summarize_model(name, input_shape, num_classes)
+            row.update(params=s.total_params, macs=s.total_macs)
+        except ShapeError as exc:
+            row["error"] = str(exc)
+        row.update(pretrained=supports_pretrained(name), description=get_model_entry(name).description)
+        rows.append(row)
+    return rows
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
