@@ -82,3 +82,21 @@ def test_the_declared_models_table_is_what_building_the_models_gives() -> None:
 
     assert model_names() == list_models()
     assert declared_models_table() == models_table(shape, classes)
+
+
+def test_the_command_line_exits_fast_with_the_right_status_and_all_its_output(tmp_path: Path) -> None:
+    """apps/cli.main ends with core/process.exit_now: status, output and atexit handlers as a normal exit."""
+    env = {"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    code = ("import atexit, pathlib, sys\n"
+            "done = pathlib.Path(sys.argv[1])\n"
+            "atexit.register(lambda: done.write_text('ran'))\n"
+            "sys.argv = ['cnnlab'] + sys.argv[2:]\n"
+            "from cnnlab.apps.cli import main\n"
+            "main()\n")
+    ok = subprocess.run([sys.executable, "-c", code, str(tmp_path / "a"), "models"], env=env, capture_output=True,
+                        text=True, timeout=300)
+    assert ok.returncode == 0 and ok.stdout.count("\n") == len(MODELS) + 2  # every line, flushed
+    assert (tmp_path / "a").read_text() == "ran"
+    bad = subprocess.run([sys.executable, "-c", code, str(tmp_path / "b"), "layers", "nosuchmodel"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "nosuchmodel" in bad.stderr and (tmp_path / "b").read_text() == "ran"
