@@ -85,9 +85,7 @@ def save_cached(folder: Path, name: str, raw_files: list[Path], tensors: dict[st
                 torch.save({"format": FORMAT, "raw": raw if raw is not None else fingerprint(raw_files),
                             "tensors": {k: v.contiguous() if isinstance(v, torch.Tensor) else v
                                         for k, v in tensors.items()}}, fh)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # as any file the user writes (mkstemp makes it private)
+            os.chmod(tmp, 0o644)  # readable by whoever reads the dataset (mkstemp makes it private)
             os.replace(tmp, target)
         finally:
             if os.path.exists(tmp):
