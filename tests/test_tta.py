@@ -70,3 +70,20 @@ def test_tta_shift_is_checked() -> None:
 
     with pytest.raises(ConfigError, match="tta_shift"):
         Config().override("model", tta_shift=9).validate()
+
+
+def test_tta_takes_the_exact_fast_path_for_its_views() -> None:
+    """inference.eval_forward runs the five views through the network's fast path: same logits, bit for bit."""
+    from cnnlab.inference import eval_forward, set_speed_paths
+
+    torch.manual_seed(1)
+    tta = ShiftTTA(create_model("lenet5"), 1).eval()
+    x = torch.rand(64, 1, 28, 28)
+    with torch.no_grad():
+        fast = eval_forward(tta)(x)
+        previous = set_speed_paths(False)
+        try:
+            plain = eval_forward(tta)(x)
+        finally:
+            set_speed_paths(previous)
+    assert fast is not plain and torch.equal(fast, plain)

@@ -7,6 +7,7 @@ results bit for bit, tests/test_fastpath.py), so they are on by default;
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import torch
@@ -15,6 +16,7 @@ import torch.nn as nn
 from cnnlab.accel import fastpath
 from cnnlab.core.config import EVAL_BATCH_SIZE
 from cnnlab.data.tensors import ImageSet, TensorBatches
+from cnnlab.models.tta import ShiftTTA
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 _SPEED_PATHS = {"on": True}
@@ -28,7 +30,11 @@ def set_speed_paths(on: bool) -> bool:
 
 def eval_forward(model: nn.Module) -> Forward:
     """The forward to use for inference on ``model``: a speed path where one is exact, else the model."""
-    return fastpath.inference_forward(model) if _SPEED_PATHS["on"] else model
+    if not _SPEED_PATHS["on"]:
+        return model
+    if isinstance(model, ShiftTTA):  # test-time augmentation: its five views through the network's own fast path
+        return functools.partial(model.forward_with, eval_forward(model.model))
+    return fastpath.inference_forward(model)
 
 
 def train_forward(model: nn.Module) -> Forward:
