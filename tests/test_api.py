@@ -215,6 +215,10 @@ def test_the_package_lists_its_api_and_imports_light() -> None:
         assert name in dir(cnnlab) and name in cnnlab.__all__
         assert getattr(cnnlab, name) is not None
     assert "lenet5" in cnnlab.list_models()
+    import pydoc
+
+    page = pydoc.render_doc(cnnlab, renderer=pydoc.plaintext)
+    assert all(f"    {name}(" in page for name in ("train", "load", "interpret", "summarize"))
     code = "import sys, cnnlab; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

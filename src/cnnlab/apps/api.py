@@ -223,8 +223,8 @@ def train(
 
     load_data = None
     if isinstance(data, str):
-        if test_data is not None:
-            raise ConfigError("test_data goes with your own data; a named dataset brings its own test set")
+        if test_data is not None or classes is not None:
+            raise ConfigError("test_data and classes go with your own data; a named dataset brings its own")
         cfg = _set(cfg, "data", {"dataset": data})
     else:
         pool, test, info = _user_sets(data, test_data, classes)
