@@ -172,8 +172,8 @@ def _first_line(exc: BaseException) -> str:
 # --- RNG state as plain values (so last.pt stays weights_only-loadable) ---------------------
 
 
-def capture_rng_state() -> dict:
-    """Every RNG a training run may draw from: torch CPU/CUDA, Python, NumPy."""
+def capture_rng_state(*, cuda: bool = True) -> dict:
+    """Every RNG a training run may draw from: torch CPU/CUDA, Python, NumPy (``cuda=False``: not CUDA's)."""
     import random
 
     import numpy as np
@@ -190,7 +190,7 @@ def capture_rng_state() -> dict:
             "cached_gaussian": float(np_state[4]),
         },
     }
-    if torch.cuda.is_available():
+    if cuda and torch.cuda.is_available():
         state["cuda"] = [s.cpu() for s in torch.cuda.get_rng_state_all()]
     return state
 

@@ -126,7 +126,8 @@ def restored_process_state() -> Iterator[None]:
     training, so for it this changes nothing.
     """
     threads = torch.get_num_threads()
-    rng = capture_rng_state()
+    cuda_was_used = torch.cuda.is_available() and torch.cuda.is_initialized()
+    rng = capture_rng_state() if cuda_was_used else capture_rng_state(cuda=False)  # never start CUDA here
     deterministic = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     cudnn = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
     cublas = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
@@ -135,12 +136,17 @@ def restored_process_state() -> Iterator[None]:
     finally:
         torch.set_num_threads(threads)
         restore_rng_state(rng)
+        if not cuda_was_used and torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.manual_seed_all(CUDA_DEFAULT_SEED)  # as a process that has not used CUDA yet finds it
         torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn
         if cublas is None:
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
         else:
             os.environ["CUBLAS_WORKSPACE_CONFIG"] = cublas
+
+
+CUDA_DEFAULT_SEED = 67280421310721  # torch's seed for a CUDA generator nobody has seeded
 
 
 DataSource = Callable[[DataConfig, torch.device], DataBundle]
