@@ -518,7 +518,7 @@ def analyze(ctx: click.Context, run_dir: str, classes: str | None, per_class: in
     histograms), training curves, and one self-contained index.html. The
     lesson's figure: cnnlab analyze RUN_DIR --classes 8 4 9 --per-class 10
     """
-    from cnnlab.analysis.report import analyze_run
+    from cnnlab.analysis.report import interpret_run
 
     dirs = [a for a in ctx.args if Path(a).is_dir()]
     if classes is not None and not Path(run_dir).is_dir() and len(dirs) == 1:
@@ -529,8 +529,8 @@ def analyze(ctx: click.Context, run_dir: str, classes: str | None, per_class: in
     if ctx.args and classes is None:
         raise click.UsageError(f"unexpected arguments: {' '.join(ctx.args)}")
     wanted = [c for part in [classes or "", *ctx.args] for c in part.split(",") if c.strip()] or None
-    result = analyze_run(run_dir, classes=wanted, per_class=per_class, top_k=top_k, n_bins=bins, html=not no_html,
-                         data_dir=data_dir, device=device, batch_size=eval_batch_size)
+    interp = interpret_run(run_dir, data_dir=data_dir, device=device, batch_size=eval_batch_size)
+    result = interp.save(classes=wanted, per_class=per_class, top_k=top_k, n_bins=bins, html=not no_html)
     click.echo(result.text())
 
 

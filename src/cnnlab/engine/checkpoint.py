@@ -115,8 +115,26 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     return payload
 
 
-def model_from_checkpoint(payload: dict, *, expect_model: str | None = None, expect_dataset: str | None = None) -> nn.Module:
-    """Rebuild the model a payload describes and load its weights strictly."""
+CUSTOM_PREFIX = "custom:"  # model name of a run trained from a user's own nn.Module class
+
+
+def is_custom_model(name: str) -> bool:
+    return str(name).startswith(CUSTOM_PREFIX)
+
+
+def model_from_checkpoint(
+    payload: dict,
+    *,
+    expect_model: str | None = None,
+    expect_dataset: str | None = None,
+    model: nn.Module | None = None,
+) -> nn.Module:
+    """Rebuild the model a payload describes and load its weights strictly.
+
+    ``model``: an instance to load the weights into instead of building one from the registry;
+    required for a run trained from the user's own class (model name ``custom:ClassName``), whose
+    code a checkpoint never holds.
+    """
 
     spec = payload["model"]
     if expect_model is not None and spec["name"] != expect_model:
@@ -124,14 +142,24 @@ def model_from_checkpoint(payload: dict, *, expect_model: str | None = None, exp
     data_name = payload.get("data", {}).get("name")
     if expect_dataset is not None and data_name != expect_dataset:
         raise CheckpointError(f"checkpoint was trained on dataset {data_name!r}, not {expect_dataset!r}")
-    model = create_model(
-        spec["name"], in_channels=spec["in_channels"], num_classes=spec["num_classes"], image_size=spec["image_size"]
-    )
+    if model is None and is_custom_model(spec["name"]):
+        cls = spec["name"][len(CUSTOM_PREFIX):]
+        raise CheckpointError(
+            f"this checkpoint holds the weights of your own model class {cls} (model {spec['name']!r}); "
+            f"a checkpoint never holds code, so pass an instance to load them into, from Python: "
+            f"cnnlab.load(RUN, model={cls}()) or cnnlab.interpret(RUN, model={cls}())"
+        )
+    given = model is not None
+    if model is None:
+        model = create_model(
+            spec["name"], in_channels=spec["in_channels"], num_classes=spec["num_classes"], image_size=spec["image_size"]
+        )
     try:
         model.load_state_dict(payload["state_dict"], strict=True)
     except RuntimeError as exc:
+        what = f"{type(model).__name__} (the instance given)" if given else repr(spec["name"])
         raise CheckpointError(
-            f"checkpoint weights do not fit model {spec['name']!r}: {_first_line(exc)}"
+            f"checkpoint weights ({spec['name']!r}) do not fit model {what}: {_first_line(exc)}"
         ) from None
     return model
 
@@ -144,8 +172,8 @@ def _first_line(exc: BaseException) -> str:
 # --- RNG state as plain values (so last.pt stays weights_only-loadable) ---------------------
 
 
-def capture_rng_state() -> dict:
-    """Every RNG a training run may draw from: torch CPU/CUDA, Python, NumPy."""
+def capture_rng_state(*, cuda: bool = True) -> dict:
+    """Every RNG a training run may draw from: torch CPU/CUDA, Python, NumPy (``cuda=False``: not CUDA's)."""
     import random
 
     import numpy as np
@@ -162,7 +190,7 @@ def capture_rng_state() -> dict:
             "cached_gaussian": float(np_state[4]),
         },
     }
-    if torch.cuda.is_available():
+    if cuda and torch.cuda.is_available():
         state["cuda"] = [s.cpu() for s in torch.cuda.get_rng_state_all()]
     return state
 

@@ -32,7 +32,7 @@ import torch.nn as nn
 from ignite.engine import Engine, Events
 
 from cnnlab import __version__
-from cnnlab.core.config import Config
+from cnnlab.core.config import Config, DataConfig
 from cnnlab.core.errors import CnnlabError, ConfigError, RunDirError
 from cnnlab.core.runs import (
     RunDir,
@@ -49,7 +49,9 @@ from cnnlab.data.registry import absolute_paths, prepare_data
 from cnnlab.data.tensors import DataBundle, TensorBatches
 from cnnlab.engine import distributed
 from cnnlab.engine.checkpoint import (
+    CUSTOM_PREFIX,
     capture_rng_state,
+    is_custom_model,
     load_checkpoint,
     make_payload,
     restore_rng_state,
@@ -116,27 +118,85 @@ def setup_runtime(cfg: Config) -> torch.device:
     return device
 
 
-def fit(cfg: Config, run_dir: str | Path | None = None, *, log: Callable[[str], None] = print) -> FitResult:
+@contextlib.contextmanager
+def restored_process_state() -> Iterator[None]:
+    """Run the block, then put back what :func:`setup_runtime` changes: a library call leaves the process as it was.
+
+    Restored: torch's intra-op thread count, the global RNGs (Python ``random``, NumPy, torch CPU and
+    CUDA), deterministic-kernel flags and ``CUBLAS_WORKSPACE_CONFIG``. The command line exits after
+    training, so for it this changes nothing.
+    """
+    threads = torch.get_num_threads()
+    cuda_was_used = torch.cuda.is_available() and torch.cuda.is_initialized()
+    rng = capture_rng_state() if cuda_was_used else capture_rng_state(cuda=False)  # never start CUDA here
+    deterministic = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    cudnn = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    cublas = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        restore_rng_state(rng)
+        if not cuda_was_used and torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.manual_seed_all(CUDA_DEFAULT_SEED)  # as a process that has not used CUDA yet finds it
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn
+        if cublas is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        else:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = cublas
+
+
+CUDA_DEFAULT_SEED = 67280421310721  # torch's seed for a CUDA generator nobody has seeded
+
+
+DataSource = Callable[[DataConfig, torch.device], DataBundle]
+
+
+def fit(
+    cfg: Config,
+    run_dir: str | Path | None = None,
+    *,
+    log: Callable[[str], None] = print,
+    model: nn.Module | None = None,
+    load_data: DataSource | None = None,
+) -> FitResult:
     """Train as ``cfg`` says into ``run_dir``; resume if it holds an unfinished run of the same config.
+
+    ``model``: train this module (the user's own class; ``cfg.model.name`` is then ``custom:ClassName``)
+    instead of building ``cfg.model.name`` from the registry. It is trained in place, from the weights
+    it has. ``load_data(cfg.data, device)``: where the data comes from instead of the dataset registry
+    (the user's own tensors or Dataset). Thread count and global RNGs are restored on return.
 
     Returns the run, its metrics history and best epoch, and the data it trained on.
     """
+    with restored_process_state():
+        return _fit(cfg, run_dir, log=log, model=model, load_data=load_data)
+
+
+def _fit(
+    cfg: Config, run_dir: str | Path | None, *, log: Callable[[str], None], model: nn.Module | None,
+    load_data: DataSource | None,
+) -> FitResult:
     cfg.validate()
     cfg = dataclasses.replace(cfg, data=absolute_paths(cfg.data))  # stored so: the run evaluates from anywhere
     # Under torchrun or `cnnlab train --nproc N` this is one process of several: join them.
     distributed.ensure_initialized(cfg.train.device)
     log = distributed.main_only(log)  # only rank 0 prints
-    get_model_entry(cfg.model.name)  # fail on a typo before any data is read
+    if model is None:
+        get_model_entry(cfg.model.name)  # fail on a typo before any data is read
+    elif not is_custom_model(cfg.model.name):
+        raise ConfigError(f"a model instance was given, so model.name must start with {CUSTOM_PREFIX!r}, got {cfg.model.name!r}")
     if cfg.model.pretrained:
         check_pretrained(cfg.model.name)
     t0 = time.perf_counter()
     run = RunDir(Path(run_dir) if run_dir else default_run_dir(cfg))
     resume = check_run_dir(run, cfg)
     device = distributed.device_for_rank(setup_runtime(cfg))
-    data = prepare_data(cfg.data, device)
+    data = (load_data or prepare_data)(cfg.data, device)
     distributed.check_run_agreement(data.train_indices, data.val_indices, resume)
     rank, world = distributed.rank(), distributed.world_size()
-    model = build_model(cfg, data).to(device)
+    model = (build_model(cfg, data) if model is None else model).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg.optim, model.parameters(), device)
@@ -164,7 +224,11 @@ def fit(cfg: Config, run_dir: str | Path | None = None, *, log: Callable[[str], 
         state = resume
         if not torch.equal(state["split"]["val"], data.val_indices) or not torch.equal(state["split"]["train"], data.train_indices):
             raise RunDirError(f"{run.last} was trained on a different train/validation split; start a new --run-dir")
-        model.load_state_dict(state["state_dict"])
+        try:
+            model.load_state_dict(state["state_dict"])
+        except RuntimeError as exc:  # the user's class changed since the run was started
+            raise RunDirError(f"{run.last} holds weights that do not fit this model: {str(exc).splitlines()[0]}; "
+                              "start a new run directory") from None
         optimizer.load_state_dict(state["optimizer"])
         trainer.load_state_dict({**distributed.resume_position(state["trainer"], len(train_batches)), "max_epochs": t.epochs})
         restore_rng_state(state["rng"])
