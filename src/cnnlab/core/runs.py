@@ -5,27 +5,36 @@ A run directory holds everything a training run produced, under fixed names:
     config.json            the resolved config (every default filled in) and provenance
     split.json             the train/validation indices into the training pool
     metrics.csv            one row per epoch: train/val loss and accuracy, time
+    last.pt                the full training state after the last epoch (or Ctrl-C): resume from it
     best.pt                best model by validation loss (weights_only-safe)
     report.txt             sklearn classification_report(digits=3) on the test set
     report.json            test accuracy, loss, per-class precision/recall/F1/support
     confusion_matrix.csv   test confusion matrix (rows: true class, columns: predicted)
     confusion_matrix.png   the same, as counts and row-normalised
+
+Crash safety rests on the order of the writes (``engine/train.py``): ``config.json`` first
+(atomically, so it is whole or absent), ``last.pt`` before the ``best.pt`` and ``metrics.csv``
+of the same epoch, and both of those can be rebuilt from ``last.pt``. A folder that holds
+nothing but ``atomic_write`` temporary files counts as empty.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
+import errno
+import fcntl
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from cnnlab.core.config import Config
-from cnnlab.core.errors import RunDirError
-from cnnlab.core.files import write_csv, write_json
+from cnnlab.core.errors import RunDirError, SaveError
+from cnnlab.core.files import make_dirs, remove_temp_files, temp_target, write_csv, write_json
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,48 @@ class RunDir:
         return self.path / "confusion_matrix.png"
 
 
+    def entries(self) -> list[Path]:
+        """What the folder holds, leaving out ``atomic_write`` temporary files (a dead writer's leftovers)."""
+        try:
+            return sorted(p for p in self.path.iterdir() if temp_target(p.name) is None)
+        except NotADirectoryError:
+            raise RunDirError(f"run directory {self.path} is a file; choose another --run-dir") from None
+        except OSError as exc:
+            raise RunDirError(f"cannot read run directory {self.path}: {exc.strerror or exc}") from None
+
+    def remove_temp_files(self) -> list[Path]:
+        """Delete temporary files a killed process left; only while holding :func:`locked`."""
+        return remove_temp_files(self.path)
+
+
+@contextlib.contextmanager
+def locked(run: RunDir) -> Iterator[RunDir]:
+    """Create the run folder and hold an exclusive lock on it while one process trains into it.
+
+    The lock (``flock`` on the folder itself, so no extra file) is what makes it safe to delete
+    temporary files found there: no live process can be writing them. It is released when the
+    process dies, however it dies. File systems without ``flock`` run unlocked.
+    """
+    make_dirs(run.path)
+    try:
+        fd = os.open(run.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError as exc:
+        raise SaveError(f"cannot open run directory {run.path}: {exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirError(
+                f"another cnnlab process is training into {run.path}; wait for it to finish or choose another --run-dir"
+            ) from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+        yield run
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
 def default_run_dir(cfg: Config, root: str | os.PathLike = "runs") -> Path:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path(root) / f"{cfg.model.name}-{cfg.data.dataset}-{stamp}"
@@ -92,8 +143,10 @@ def write_config(run: RunDir, cfg: Config, extra: dict | None = None) -> None:
 def read_config(run: RunDir) -> Config:
     try:
         raw = json.loads(run.config.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RunDirError(f"cannot read {run.config}: {exc}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("config"), dict):
+        raise RunDirError(f"{run.config} is not a cnnlab run config (no \"config\" table)")
     return Config.from_dict(raw["config"])
 
 
