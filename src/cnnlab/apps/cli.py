@@ -7,6 +7,7 @@ traceback.
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -19,8 +20,16 @@ from cnnlab.core.config import EVAL_BATCH_SIZE
 from cnnlab.core.errors import CnnlabError
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that both unwind (temp files removed) and exit 143."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn library errors into ``error: ...`` and the error's exit code."""
+    """Turn library errors into ``error: ...`` and the error's exit code; Ctrl-C/SIGTERM into 130/143."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -29,6 +38,11 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except CnnlabError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except KeyboardInterrupt as exc:  # outside training's own handler (start-up, scoring, other commands)
+            name, code = ("SIGTERM", 143) if isinstance(exc, Terminated) else ("SIGINT", 130)
+            click.echo(f"error: {name}: interrupted; files already written are complete (every write is atomic); "
+                       "run the same command again to finish", err=True)
+            sys.exit(code)
 
     return wrapper
 
@@ -124,7 +138,7 @@ def train(**opts: Any) -> None:
     from cnnlab.core.runs import default_run_dir
     from cnnlab.engine.distributed import launch
     from cnnlab.engine.tracking import require_tensorboard
-    from cnnlab.engine.train import resume_config
+    from cnnlab.engine.train import RESUMABLE_CHANGES, resume_config
 
     if opts.get("tensorboard"):
         require_tensorboard()  # before any data is read or a run folder is made
@@ -137,13 +151,20 @@ def train(**opts: Any) -> None:
         changes = {"train.epochs": opts["epochs"], "train.device": opts["device"], "train.threads": opts["threads"],
                    "data.data_dir": opts["data_dir"], "train.progress": False if opts["no_progress"] else None,
                    "train.tensorboard": True if opts.get("tensorboard") else None}
+        cfg = resume_config(run_dir, **changes)
+        # An option repeated with the run's own value (`--deterministic` on a deterministic run) is the
+        # same command again, which resumes; only options that would change the run are refused.
         fixed = [k for k, v in opts.items() if v not in (None, False) and k not in
                  ("epochs", "device", "threads", "data_dir", "no_progress", "resume_dir", "run_dir", "nproc",
                   "tensorboard")]
-        if fixed:
-            names = ", ".join("--" + k.replace("_", "-").replace("model-name", "model") for k in fixed)
-            raise click.UsageError(f"--resume continues a run as it was configured; {names} cannot be changed")
-        cfg = resume_config(run_dir, **changes)
+        sources = [k for k in fixed if k in ("recipe", "config_file")]
+        if sources:
+            names = ", ".join("--" + k.replace("_", "-") for k in sources)
+            raise click.UsageError(f"--resume continues a run as it was configured; {names} cannot be given")
+        changed = cfg.differences(config_from_options(cfg, opts), ignore=RESUMABLE_CHANGES) if fixed else []
+        if changed:
+            raise click.UsageError(f"--resume continues a run as it was configured; {', '.join(changed)} "
+                                   "cannot be changed")
     else:
         cfg = config_from_options(base_config(opts), opts)
     run_dir = run_dir or default_run_dir(cfg)  # named once, so spawned workers agree on it
@@ -520,6 +541,7 @@ def visualize(run_dir: str, out_dir: str | None, index: int, data_dir: str | Non
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, _raise_terminated)
     cli(prog_name="cnnlab")
 
 

@@ -136,15 +136,7 @@ def fit(cfg: Config, run_dir: str | Path | None = None, *, log: Callable[[str], 
     # Rank 0 holds the folder's lock for the whole run: no second process trains into it, and
     # temporary files found there are a dead process's leftovers, safe to delete.
     with (locked(run) if distributed.is_main() else contextlib.nullcontext(run)):
-        try:
-            return _fit(cfg, run, log, t0)
-        except KeyboardInterrupt:
-            # Ctrl-C before training started or after it ended (the loop itself saves and raises Interrupted).
-            raise Interrupted(
-                f"SIGINT: stopped before training started or after it ended; {run.path} holds every "
-                "completed epoch. Run the same command again to continue.",
-                128 + signal.SIGINT,
-            ) from None
+        return _fit(cfg, run, log, t0)
 
 
 def _fit(cfg: Config, run: RunDir, log: Callable[[str], None], t0: float) -> FitResult:
