@@ -15,7 +15,7 @@ from typing import Any, Callable
 import click
 
 from cnnlab import __version__
-from cnnlab.accel.malloc import tune_malloc
+from cnnlab.accel.malloc import tune_malloc, tune_malloc_for_serving
 from cnnlab.core.config import EVAL_BATCH_SIZE
 from cnnlab.core.errors import CnnlabError
 
@@ -56,8 +56,12 @@ def cli() -> None:
     `cnnlab evaluate RUN_DIR`.
     """
     # Process-wide, so the command line applies it and library calls do not (benchmarks/README.md,
-    # "Memory allocator"): batch buffers are reused instead of re-faulted.
-    tune_malloc()
+    # "Memory allocator"): batch buffers are reused instead of re-faulted. Not for serve: a server
+    # must hand a large upload's memory back once answered (issue 16, benchmarks/serve_memory.py).
+    if click.get_current_context().invoked_subcommand == "serve":
+        tune_malloc_for_serving()
+    else:
+        tune_malloc()
 
 
 # --- train ---------------------------------------------------------------------------------
