@@ -173,16 +173,24 @@ def read_only_disk(monkeypatch: pytest.MonkeyPatch):
     def refuse(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
 
+    def mkdir(self, *args, exist_ok=False, **kwargs):  # an existing folder is fine, as on a real read-only mount
+        if exist_ok and self.is_dir():
+            return
+        refuse()
+
     monkeypatch.setattr(tempfile, "mkstemp", refuse)
-    monkeypatch.setattr(Path, "mkdir", refuse)
+    monkeypatch.setattr(Path, "mkdir", mkdir)
 
 
 def test_read_only_target_in_evaluate_predict_and_resume_is_exit_4(tiny_trained_run, tmp_path, read_only_disk):
     assert "Read-only file system" in one_line_error(invoke("evaluate", str(tiny_trained_run)), 4)
     image = tiny_trained_run / "confusion_matrix.png"
     one_line_error(invoke("predict", str(tiny_trained_run), str(image), "-o", str(tmp_path / "p.csv")), 4)
-    # resuming a finished run rewrites its report
-    one_line_error(invoke("train", "--resume", str(tiny_trained_run), "--no-progress"), 4)
+    one_line_error(invoke("visualize", str(tiny_trained_run), "--out", str(tmp_path / "v")), 4)
+    one_line_error(invoke("export", str(tiny_trained_run), "--format", "torchscript", "-o", str(tmp_path / "m.pt")), 4)
+    # resuming a finished run rewrites its report (and nothing else: metrics.csv is already right)
+    line = one_line_error(invoke("train", "--resume", str(tiny_trained_run), "--no-progress"), 4)
+    assert "report" in line
     line = one_line_error(invoke(*train_args(tiny_trained_run, tmp_path / "new" / "run")), 4)
     assert "cannot create folder" in line
 
@@ -198,6 +206,60 @@ def test_folder_without_write_permission_is_exit_4(tiny_trained_run, tmp_path):
         assert "Permission denied" in one_line_error(invoke("evaluate", str(run)), 4)
     finally:
         run.chmod(0o755)
+
+
+def _mount(*args: str) -> bool:
+    return subprocess.run(["mount", *args], capture_output=True).returncode == 0
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cnnlab", *args], capture_output=True, text=True, timeout=300)
+
+
+def assert_one_line(done: subprocess.CompletedProcess, code: int) -> str:
+    assert done.returncode == code, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def mount_point(tmp_path: Path):
+    """An empty folder to mount on (needs root with CAP_SYS_ADMIN; skips otherwise); unmounted after."""
+    target = tmp_path / "mnt"
+    target.mkdir()
+    if not _mount("-t", "tmpfs", "-o", "size=64k", "tmpfs", str(target)):
+        pytest.skip("cannot mount here (needs root and CAP_SYS_ADMIN)")
+    subprocess.run(["umount", str(target)], check=True)
+    yield target
+    subprocess.run(["umount", str(target)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_a_real_read_only_mount_is_exit_4_everywhere(tiny_trained_run, tmp_path, mount_point):
+    import shutil
+
+    shutil.copytree(tiny_trained_run, tmp_path / "src" / "run")
+    assert _mount("--bind", "-o", "ro", str(tmp_path / "src"), str(mount_point))
+    run = mount_point / "run"
+    assert "Read-only file system" in assert_one_line(_cli("evaluate", str(run)), 4)
+    assert_one_line(_cli("train", "--resume", str(run), "--no-progress"), 4)
+    assert_one_line(_cli("predict", str(run), str(run / "confusion_matrix.png"), "-o", str(mount_point / "p.csv")), 4)
+    assert "cannot create folder" in assert_one_line(
+        _cli(*train_args(tiny_trained_run, mount_point / "new")), 4)
+
+
+@pytest.mark.slow
+def test_a_real_full_disk_is_exit_4_and_after_freeing_space_the_same_command_finishes(tiny_mnist, mount_point):
+    # 600 KB: config.json and split.json fit, epoch 1's last.pt (weights + Adam state, ~750 KB) does not.
+    assert _mount("-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount_point))
+    run = mount_point / "run"
+    assert "the disk is full" in assert_one_line(_cli(*train_args(tiny_mnist, run)), 4)
+    assert temp_files(run) == [] and (run / "config.json").exists()
+    assert _mount("-o", "remount,size=20m", str(mount_point))  # space freed
+    done = _cli(*train_args(tiny_mnist, run))
+    assert done.returncode == 0, done.stderr
+    assert len(metric_rows(run)) == 2 and temp_files(run) == [] and (run / "report.json").exists()
 
 
 def test_disk_full_at_epoch_end_is_one_line_exit_4_and_the_rerun_finishes(tiny_mnist, tmp_path, monkeypatch):

@@ -34,7 +34,7 @@ import torch
 
 from cnnlab.core.config import Config
 from cnnlab.core.errors import RunDirError, SaveError
-from cnnlab.core.files import make_dirs, remove_temp_files, temp_target, write_csv, write_json
+from cnnlab.core.files import csv_text, make_dirs, remove_temp_files, temp_target, write_csv, write_json
 
 
 @dataclass(frozen=True)
@@ -163,11 +163,24 @@ def read_split(run: RunDir) -> tuple[torch.Tensor, torch.Tensor]:
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "eval_time_s", "best"]
 
 
-def write_metrics(run: RunDir, history: list[dict]) -> None:
+def write_metrics(run: RunDir, history: list[dict], *, only_if_changed: bool = False) -> bool:
+    """Write ``metrics.csv``, one row per epoch of ``history``; returns whether it wrote.
+
+    ``only_if_changed`` leaves a file that already says the same alone (a resume of a finished
+    run then writes nothing it does not have to).
+    """
     def cell(v: object) -> object:
         return "" if v is None else (f"{v:.6g}" if isinstance(v, float) else v)
 
-    write_csv(run.metrics, METRIC_COLUMNS, [[cell(row.get(c)) for c in METRIC_COLUMNS] for row in history])
+    rows = [[cell(row.get(c)) for c in METRIC_COLUMNS] for row in history]
+    if only_if_changed:
+        try:
+            if run.metrics.read_text(encoding="utf-8") == csv_text(METRIC_COLUMNS, rows):
+                return False
+        except (OSError, UnicodeDecodeError):
+            pass
+    write_csv(run.metrics, METRIC_COLUMNS, rows)
+    return True
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

@@ -347,7 +347,8 @@ def repair_from_last(run: RunDir, state: dict, log: Callable[[str], None] = prin
         if current != best_epoch:
             save_checkpoint(run.best, best_from_last(state))
             log(f"rebuilt {run.best} (epoch {best_epoch}) from {run.last}: the run had stopped between the two")
-    write_metrics(run, [dict(row) for row in state["history"]])
+    if write_metrics(run, [dict(row) for row in state["history"]], only_if_changed=True):
+        log(f"rebuilt {run.metrics} from {run.last}")
 
 
 def resume_config(run_dir: str | Path, **changes: object) -> Config:
