@@ -419,3 +419,8 @@ def test_save_error_names_the_path_when_the_temp_file_cannot_be_made(tmp_path, m
     monkeypatch.setattr(tempfile, "mkstemp", refuse)
     with pytest.raises(SaveError, match=f"could not write {tmp_path / 'x.json'}: Permission denied"):
         write_text(tmp_path / "x.json", "{}")
+
+
+def test_a_run_that_fails_before_writing_leaves_no_empty_folder(tmp_path):
+    result = invoke(*train_args(tmp_path / "no-data", tmp_path / "run"), "--no-download")
+    assert result.exit_code == 2 and not (tmp_path / "run").exists()

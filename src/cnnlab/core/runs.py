@@ -100,6 +100,7 @@ def locked(run: RunDir) -> Iterator[RunDir]:
     temporary files found there: no live process can be writing them. It is released when the
     process dies, however it dies. File systems without ``flock`` run unlocked.
     """
+    created = not run.path.exists()
     make_dirs(run.path)
     try:
         fd = os.open(run.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
@@ -118,6 +119,9 @@ def locked(run: RunDir) -> Iterator[RunDir]:
         yield run
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+        if created:  # a run that failed before writing anything (bad data, a typo) leaves no empty folder
+            with contextlib.suppress(OSError):
+                run.path.rmdir()  # only succeeds when empty
 
 
 def default_run_dir(cfg: Config, root: str | os.PathLike = "runs") -> Path:
