@@ -191,7 +191,8 @@ def _fit(cfg: Config, run: RunDir, log: Callable[[str], None], t0: float) -> Fit
             # both are functions of last.pt, so rebuild them before going on.
             repair_from_last(run, state, log)
         if trainer.state.iteration >= t.epochs * len(train_batches):
-            log(f"{run.path} already trained {resumed_from:g} epochs (asked for {t.epochs}): nothing to train")
+            epochs = f"{resumed_from:g} epoch{'' if resumed_from == 1 else 's'}"
+            log(f"{run.path} already trained {epochs} (asked for {t.epochs}): nothing to train")
         else:
             log(f"resuming {run.path} from epoch {resumed_from:g} (iteration {trainer.state.iteration})")
     elif distributed.is_main():  # only rank 0 writes files
