@@ -424,3 +424,16 @@ def test_save_error_names_the_path_when_the_temp_file_cannot_be_made(tmp_path, m
 def test_a_run_that_fails_before_writing_leaves_no_empty_folder(tmp_path):
     result = invoke(*train_args(tmp_path / "no-data", tmp_path / "run"), "--no-download")
     assert result.exit_code == 2 and not (tmp_path / "run").exists()
+
+
+def test_serve_refuses_a_malformed_checkpoint_in_one_line(tiny_trained_run, tmp_path):
+    pytest.importorskip("fastapi")
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_trained_run, run)
+    payload = load_checkpoint(run / "best.pt")
+    payload["model"] = "lenet5"
+    save_checkpoint(run / "best.pt", payload)
+    line = assert_one_line(_cli("serve", str(run), "--port", "0"), 2)  # a hang here would time out
+    assert "best.pt is a malformed cnnlab checkpoint: 'model' must be a table" in line
