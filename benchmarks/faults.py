@@ -175,7 +175,14 @@ def main() -> int:
     plan = [(pt, None) for pt in points] + [(None, t) for t in times]
     for i, (point, at_s) in enumerate(plan):
         run = work / f"trial{i:02d}"
-        rec = trial(args, ref, run, point=point, at_s=at_s, resume_with="same command" if i % 2 == 0 else "--resume")
+        resume_with = "same command" if i % 2 == 0 else "--resume"
+        rec = trial(args, ref, run, point=point, at_s=at_s, resume_with=resume_with)
+        for _ in range(3):  # a random time after the run already finished kills nothing: draw again, earlier
+            if point is not None or rec["killed"]:
+                break
+            shutil.rmtree(run, ignore_errors=True)
+            at_s = rng.uniform(0.3, rec["killed_after_s"])
+            rec = trial(args, ref, run, point=None, at_s=at_s, resume_with=resume_with)
         results.append(rec)
         status = "ok" if not rec["problems"] else "FAIL " + "; ".join(rec["problems"])
         print(f"{i + 1:2d}/{len(plan)} {rec['point']:<26} killed={rec['killed']!s:<5} resume: "
