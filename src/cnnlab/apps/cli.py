@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -18,7 +19,7 @@ from click.core import ParameterSource
 from click.shell_completion import CompletionItem
 
 from cnnlab import __version__
-from cnnlab.accel.malloc import tune_malloc
+from cnnlab.accel.malloc import tune_malloc, tune_malloc_for_serving
 from cnnlab.core.config import (
     DEVICE_HELP,
     DEVICES,
@@ -31,8 +32,16 @@ from cnnlab.core.config import (
 from cnnlab.core.errors import CnnlabError
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that both unwind (temp files removed) and exit 143."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn library errors into ``error: ...`` and the error's exit code."""
+    """Turn library errors into ``error: ...`` and the error's exit code; Ctrl-C/SIGTERM into 130/143."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -41,6 +50,11 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except CnnlabError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except KeyboardInterrupt as exc:  # outside training's own handler (start-up, scoring, other commands)
+            name, code = ("SIGTERM", 143) if isinstance(exc, Terminated) else ("SIGINT", 130)
+            click.echo(f"error: {name}: interrupted; files already written are complete (every write is atomic); "
+                       "run the same command again to finish", err=True)
+            sys.exit(code)
 
     return wrapper
 
@@ -184,8 +198,12 @@ def cli() -> None:
     eval "$(_CNNLAB_COMPLETE=bash_source cnnlab)"  (zsh_source, fish_source).
     """
     # Process-wide, so the command line applies it and library calls do not (benchmarks/README.md,
-    # "Memory allocator"): batch buffers are reused instead of re-faulted.
-    tune_malloc()
+    # "Memory allocator"): batch buffers are reused instead of re-faulted. Not for serve: a server
+    # must hand a large upload's memory back once answered (issue 16, benchmarks/serve_memory.py).
+    if click.get_current_context().invoked_subcommand == "serve":
+        tune_malloc_for_serving()
+    else:
+        tune_malloc()
 
 
 # --- train ---------------------------------------------------------------------------------
@@ -694,6 +712,7 @@ def visualize(run_dir: str, output: str | None, index: int, data_dir: str | None
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, _raise_terminated)
     cli(prog_name="cnnlab")
 
 
