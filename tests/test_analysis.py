@@ -228,7 +228,7 @@ def test_compare_two_runs_matches_paired_predictions(two_runs, tmp_path):
     assert saved["mcnemar"]["p_value"] == pytest.approx(cmp.mcnemar.p_value)
     assert (tmp_path / "cmp" / "disagreements.png").stat().st_size > 0
 
-    result = CliRunner().invoke(cli, ["compare", str(a), str(a), "--out", str(tmp_path / "same")])
+    result = CliRunner().invoke(cli, ["compare", str(a), str(a), "-o", str(tmp_path / "same")])
     assert result.exit_code == 0, result.output
     assert "difference B - A: +0.00%" in result.output and "p = 1" in result.output
     assert "disagree on 0 images" in result.output
@@ -253,7 +253,7 @@ def test_show_data_grid_is_seeded(tiny_mnist, tmp_path):
     assert i1.tolist() == i2.tolist() and i1.tolist() != i3.tolist()
     out = tmp_path / "grid.png"
     result = CliRunner().invoke(cli, ["show-data", "--dataset", "mnist", "--n", "10", "--seed", "1",
-                                      "--data-dir", str(tiny_mnist), "--no-download", "--out", str(out)])
+                                      "--data-dir", str(tiny_mnist), "--no-download", "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert out.stat().st_size > 1000
 

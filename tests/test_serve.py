@@ -261,3 +261,78 @@ def test_missing_web_stack_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # import uvicorn -> ImportError
     with pytest.raises(CnnlabError, match=r"pip install 'cnnlab\[serve\]'"):
         create_app("anything")
+
+
+# --- bounded memory and busy answers (issue 16; peak RSS: benchmarks/serve_memory.py) ----------------
+
+
+def test_decoded_size_cap_is_413_json_before_decoding(predictor) -> None:
+    from cnnlab.apps.serve import create_app
+
+    with TestClient(create_app(predictor, max_decoded_bytes=100_000)) as c:
+        r = c.post("/api/predict", content=png_bytes(Image.new("RGBA", (200, 200), 0)),
+                   headers={"Content-Type": "image/png"})  # 40,000 pixels, 160,000 bytes decoded
+        assert r.status_code == 413 and r.json()["error"] == "too_large_decoded"
+        assert "200x200 RGBA" in r.json()["detail"]
+        ok = c.post("/api/predict", content=png_bytes(digit_image()), headers={"Content-Type": "image/png"})
+        assert ok.status_code == 200  # 112x112 grey: 12,544 bytes
+
+
+def test_over_the_request_limit_is_a_json_503(predictor) -> None:
+    from cnnlab.apps.serve import create_app
+
+    with TestClient(create_app(predictor, max_requests=0)) as c:
+        r = c.get("/api/model")
+        assert r.status_code == 503 and r.json()["error"] == "busy" and r.headers["retry-after"] == "1"
+
+
+def test_decode_gate_bounds_memory_and_answers_busy() -> None:
+    import threading
+    import time
+
+    from cnnlab.apps.serve import ApiError, DecodeGate
+
+    gate = DecodeGate(budget=100, slots=4, wait_s=0.3, queue_factor=2)
+    with gate.admit(80):
+        # 80 + 30 > 100: a second decode waits, and gives up with a 503 after wait_s
+        with pytest.raises(ApiError) as err:
+            with gate.admit(30):
+                pass
+        assert err.value.status == 503 and err.value.code == "busy"
+        with gate.admit(20):  # fits beside it
+            assert gate.running == 2 and gate.in_use == 100
+    with gate.admit(500):  # over the budget alone: runs, alone
+        assert gate.running == 1
+
+    order: list[str] = []
+    first = gate.admit(90)
+    first.__enter__()
+    waiter = threading.Thread(target=lambda: (gate.admit(90).__enter__(), order.append("second ran")))
+    waiter.start()
+    time.sleep(0.05)
+    with pytest.raises(ApiError):  # 90 running + 90 queued + 90 > 2 budgets: refused at once, no wait
+        t0 = time.perf_counter()
+        with gate.admit(90):
+            pass
+    assert time.perf_counter() - t0 < 0.2
+    first.__exit__(None, None, None)
+    waiter.join(2)
+    assert order == ["second ran"]
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "I;16"])
+def test_block_wise_conversion_equals_the_whole_image(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    from cnnlab.data import images
+
+    rng = np.random.default_rng(3)
+    if mode == "I;16":
+        img = Image.fromarray(rng.integers(0, 65535, size=(300, 200), dtype=np.uint16))
+        assert img.mode.startswith("I;16")
+    else:
+        rgba = rng.integers(0, 256, size=(300, 200, 4), dtype=np.uint8)
+        rgba[:, :80, 3] = 0  # a transparent margin
+        img = Image.fromarray(rgba, "RGBA").convert(mode)
+    whole = images.to_standard_mode(img)
+    monkeypatch.setattr(images, "BLOCK_PIXELS", 7 * 200 + 13)  # 7 rows a block, the last one short
+    blocks = images.to_standard_mode(img)
+    assert whole.mode == blocks.mode and np.array_equal(np.asarray(whole), np.asarray(blocks))

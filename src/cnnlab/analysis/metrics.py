@@ -26,6 +26,14 @@ class TestReport:
     num_images: int
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        return (f"TestReport(accuracy={self.accuracy:.4f}, loss={self.loss:.4f}, images={self.num_images}, "
+                f"classes={len(self.classes)})")
+
+    def __str__(self) -> str:
+        """What ``print(report)`` shows: the headline numbers and sklearn's report."""
+        return f"test accuracy {self.accuracy:.4f}  loss {self.loss:.4f}  ({self.num_images} images)\n\n{self.text}"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "accuracy": self.accuracy,
@@ -157,6 +165,9 @@ class Predictions:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def __repr__(self) -> str:
+        return f"Predictions(images={len(self)}, classes={len(self.classes)}, accuracy={float(self.correct.mean()):.4f})"
 
 
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:

@@ -19,7 +19,6 @@ Every function here is usable on its own, from plain arrays (``labels``,
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -29,25 +28,15 @@ import torch
 
 from cnnlab.analysis import figures as plots
 from cnnlab.analysis.figures import confusion_matrix_figure
-from cnnlab.analysis.html import write_html_report
+from cnnlab.analysis.interpret import AnalysisResult, Interpretation, format_confused  # noqa: F401 (re-exported)
 from cnnlab.analysis.metrics import (
     ECE_BINS,
-    ConfusedPair,
     McNemarResult,
     Predictions,
-    ReliabilityBins,
     TestReport,
-    best_epoch,
-    classes_with_most_errors,
     mcnemar_exact,
-    most_confused,
-    per_class_rates,
-    reliability_bins,
-    resolve_classes,
     score,
-    select_misclassified,
     test_set_fingerprint,
-    top_losses,
 )
 from cnnlab.core.config import EVAL_BATCH_SIZE
 from cnnlab.core.errors import CnnlabError, ConfigError, DataError, RunDirError
@@ -56,7 +45,7 @@ from cnnlab.core.runs import RunDir, open_run, read_config, read_metrics
 from cnnlab.core.runtime import resolve_device
 from cnnlab.data.registry import load_dataset
 from cnnlab.data.tensors import DataBundle, ImageSet
-from cnnlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from cnnlab.engine.checkpoint import CUSTOM_PREFIX, load_checkpoint, model_from_checkpoint
 from cnnlab.inference import predict_logits
 
 
@@ -82,46 +71,23 @@ def predict_run(
     return Predictions.from_logits(r.logits, r.test.labels, r.test.images, r.info.classes), r
 
 
-@dataclass
-class AnalysisResult:
-    """Everything :func:`analyze_run` computed, and where it wrote it."""
+def interpret_run(
+    run_dir: str | Path,
+    *,
+    model: torch.nn.Module | None = None,
+    data_dir: str | None = None,
+    device: str = "auto",
+    batch_size: int = EVAL_BATCH_SIZE,
+) -> Interpretation:
+    """A run's best checkpoint on its test set, as an :class:`Interpretation` (nothing written).
 
-    run_path: Path
-    out_dir: Path
-    predictions: Predictions
-    report: Any  # cnnlab.evaluate.TestReport (sklearn's numbers)
-    reliability: ReliabilityBins
-    confused: list[ConfusedPair]
-    top_loss_indices: np.ndarray
-    misclassified: dict[int, np.ndarray]
-    summary: dict[str, Any]
-    files: dict[str, Path] = field(default_factory=dict)
-
-    @property
-    def ece(self) -> float:
-        return self.reliability.ece
-
-    def text(self, max_pairs: int = 10) -> str:
-        """A short human summary: headline numbers and the most-confused table."""
-        s = self.summary
-        lines = [
-            f"test accuracy {s['accuracy']:.2%}  loss {s['loss']:.4f}  errors {s['errors']}/{s['num_images']}  "
-            f"ECE ({s['ece_bins']} bins) {s['ece']:.4f}",
-            "",
-            format_confused(self.confused[:max_pairs]),
-            "",
-            f"wrote {len(self.files)} files to {self.out_dir}  (open {self.files.get('html', self.out_dir)})",
-        ]
-        return "\n".join(lines)
-
-
-def format_confused(pairs: Sequence[ConfusedPair]) -> str:
-    if not pairs:
-        return "most confused: none (no errors)"
-    w = max(4, *(len(p.true) for p in pairs))
-    lines = ["most confused (true -> predicted, count):"]
-    lines += [f"  {p.true:>{w}} -> {p.pred:<{w}} {p.count:>6}" for p in pairs]
-    return "\n".join(lines)
+    ``model``: an instance to load ``best.pt`` into; needed for a run of the user's own class.
+    """
+    r = run_test_logits(run_dir, model=model, data_dir=data_dir, device=device, batch_size=batch_size)
+    metrics_path = Path(r.run_path) / "metrics.csv"
+    history = read_metrics(metrics_path) if metrics_path.is_file() else []
+    return Interpretation(r.logits, r.test.labels, r.test.images, r.info.classes, history=history,
+                          run_path=r.run_path, epoch=r.payload.get("epoch"), dataset=r.info.name)
 
 
 def analyze_run(
@@ -135,100 +101,20 @@ def analyze_run(
     device: str = "auto",
     batch_size: int = EVAL_BATCH_SIZE,
     html: bool = True,
+    model: torch.nn.Module | None = None,
     log: Callable[[str], None] | None = None,
 ) -> AnalysisResult:
     """Score a run's best checkpoint on the test set and write the full error analysis to RUN/analysis/.
 
     ``classes`` picks the rows of the misclassified gallery (names or indices);
-    by default the three classes with the most errors.
+    by default the three classes with the most errors. The same as
+    ``interpret_run(run_dir).save(classes=..., ...)``.
     """
 
     if per_class < 1 or top_k < 1:
         raise ConfigError(f"--per-class and --top-k must be >= 1, got {per_class} and {top_k}")
-    say = log or (lambda _msg: None)
-    pred, r = predict_run(run_dir, data_dir=data_dir, device=device, batch_size=batch_size)
-    run_path = Path(r.run_path)
-    out = run_path / "analysis"
-    names = pred.classes
-    k = len(names)
-    report = score(r.logits, r.test.labels, names)
-    preds, conf, correct = pred.preds, pred.confidence, pred.correct
-
-    show = resolve_classes(classes, names) if classes else classes_with_most_errors(pred.labels, preds, k)
-    chosen = select_misclassified(pred.labels, preds, show, per_class)
-    bins = reliability_bins(conf, correct, n_bins)
-    confused = most_confused(report.confusion, names)
-    worst = top_losses(pred.losses, min(top_k, len(pred)))
-    rates = per_class_rates(report.confusion)
-    files: dict[str, Path] = {}
-
-    def figure(name: str, fig: Any) -> None:
-        path = out / f"{name}.png"
-        save_figure(fig, path)
-        files[name] = path
-
-    say(f"analysing {len(pred)} test images of {run_path} ...")
-    write_csv(out / "predictions.csv", ["index", "label", "pred", "confidence", "loss", "correct"], [
-        [i, names[t], names[p], f"{c:.6f}", f"{l:.6f}", int(ok)]
-        for i, (t, p, c, l, ok) in enumerate(zip(pred.labels, preds, conf, pred.losses, correct))
-    ])
-    files["predictions_csv"] = out / "predictions.csv"
-    write_csv(out / "most_confused.csv", ["true", "pred", "count"], [[p.true, p.pred, p.count] for p in confused])
-    files["most_confused_csv"] = out / "most_confused.csv"
-    write_csv(out / "top_losses.csv", ["rank", "index", "label", "pred", "confidence", "prob_of_label", "loss"], [
-        [rank + 1, int(i), names[pred.labels[i]], names[preds[i]], f"{conf[i]:.6f}",
-         f"{pred.probs[i, pred.labels[i]]:.6f}", f"{pred.losses[i]:.6f}"]
-        for rank, i in enumerate(worst)
-    ])
-    files["top_losses_csv"] = out / "top_losses.csv"
-    write_csv(out / "per_class.csv", ["class", "support", "correct", "accuracy", "precision"], [
-        [names[i], int(rates["support"][i]), int(rates["correct"][i]), f"{rates['recall'][i]:.6f}",
-         f"{rates['precision'][i]:.6f}"]
-        for i in range(k)
-    ])
-    files["per_class_csv"] = out / "per_class.csv"
-    write_csv(out / "reliability.csv", ["bin_low", "bin_high", "count", "accuracy", "mean_confidence"], bins.rows())
-    files["reliability_csv"] = out / "reliability.csv"
-
-    figure("confusion_matrix", plots.confusion_matrix_figure(report.confusion, names))
-    figure("misclassified", plots.misclassified_figure(pred.images, pred.labels, pred.probs, names, show=show, per_class=per_class))
-    figure("top_losses", plots.top_losses_figure(pred.images, pred.labels, pred.probs, pred.losses, names, k=top_k))
-    figure("per_class", plots.per_class_figure(report.confusion, names))
-    figure("reliability", plots.reliability_figure(conf, correct, n_bins=n_bins))
-    figure("confidence", plots.confidence_histogram_figure(conf, correct))
-    metrics_path = run_path / "metrics.csv"
-    history = read_metrics(metrics_path) if metrics_path.is_file() else []
-    if history:
-        figure("training_curves", plots.training_curves_figure(history))
-
-    summary = {
-        "run": str(run_path),
-        "checkpoint": "best.pt",
-        "epoch": r.payload.get("epoch"),
-        "accuracy": float(correct.mean()) if len(pred) else math.nan,  # float64: 0.9885, not 0.98849999
-        "loss": report.loss,
-        "num_images": len(pred),
-        "errors": int((~correct).sum()),
-        "ece": bins.ece,
-        "ece_bins": n_bins,
-        "mean_confidence": float(conf.mean()) if len(pred) else math.nan,
-        "mean_confidence_correct": float(conf[correct].mean()) if correct.any() else None,
-        "mean_confidence_wrong": float(conf[~correct].mean()) if (~correct).any() else None,
-        "gallery_classes": [names[i] for i in show],
-        "per_class_shown": per_class,
-        "most_confused": [{"true": p.true, "pred": p.pred, "count": p.count} for p in confused[:20]],
-        "top_losses": [int(i) for i in worst],
-        "test_set": test_set_fingerprint(r.info.name, r.test.labels, r.test.images),
-        "best_epoch": best_epoch(history) if history else None,
-    }
-    result = AnalysisResult(run_path, out, pred, report, bins, confused, worst, chosen, summary, files)
-    if html:
-
-        files["html"] = write_html_report(result)
-    summary["files"] = {name: path.name for name, path in files.items()}
-    write_json(out / "summary.json", summary)
-    files["summary"] = out / "summary.json"
-    return result
+    interp = interpret_run(run_dir, model=model, data_dir=data_dir, device=device, batch_size=batch_size)
+    return interp.save(classes=classes, per_class=per_class, top_k=top_k, n_bins=n_bins, html=html, log=log)
 
 
 # --- two runs ------------------------------------------------------------------------------
@@ -247,6 +133,10 @@ class Comparison:
     test_set: dict[str, Any]
     out_dir: Path | None = None
     files: dict[str, Path] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return (f"Comparison(a={self.accuracy_a:.4f}, b={self.accuracy_b:.4f}, p={self.mcnemar.p_value:.4g}, "
+                f"disagreements={len(self.disagreements)})")
 
     @property
     def difference(self) -> float:
@@ -407,6 +297,11 @@ def load_best_and_test_set(run_dir: str | Path, *, data_dir: str | None = None) 
     if not run.best.is_file():
         raise RunDirError(f"{run.path} has no best.pt yet; train it first (cnnlab train --run-dir {run.path})")
     payload = load_checkpoint(run.best)
+    if cfg.data.dataset.startswith(CUSTOM_PREFIX):
+        raise RunDirError(
+            f"{run.path} was trained on data given from Python ({cfg.data.dataset}), which a run does not keep; "
+            "interpret it from Python: cnnlab.interpret(run) on the object cnnlab.train returned"
+        )
     try:  # reading only: never download, never create a folder
         _, test, info = load_dataset(cfg.data.dataset, data_dir or cfg.data.data_dir, download=False,
                                      image_size=cfg.data.image_size)
@@ -417,31 +312,42 @@ def load_best_and_test_set(run_dir: str | Path, *, data_dir: str | None = None) 
 
 
 def run_test_logits(
-    run_dir: str | Path, *, data_dir: str | None = None, device: str = "auto", batch_size: int = EVAL_BATCH_SIZE
+    run_dir: str | Path, *, data_dir: str | None = None, device: str = "auto", batch_size: int = EVAL_BATCH_SIZE,
+    model: torch.nn.Module | None = None,
 ) -> RunTestLogits:
-    """Load a run's ``best.pt`` and its dataset's test set, and return the test logits."""
+    """Load a run's ``best.pt`` and its dataset's test set, and return the test logits.
+
+    ``model``: an instance to load the weights into (a run of the user's own class needs one).
+    """
 
     run_path, cfg, payload, test, info = load_best_and_test_set(run_dir, data_dir=data_dir)
     dev = resolve_device(device)
-    model = model_from_checkpoint(payload, expect_dataset=cfg.data.dataset).to(dev)
+    model = model_from_checkpoint(payload, expect_dataset=cfg.data.dataset, model=model).to(dev)
     logits = predict_logits(model, test.to(dev), batch_size=batch_size)
     return RunTestLogits(run_path, payload, test, info, logits)
 
 
 def evaluate_run(
-    run_dir: str | Path, *, data_dir: str | None = None, device: str = "auto", batch_size: int = EVAL_BATCH_SIZE
+    run_dir: str | Path, *, data_dir: str | None = None, device: str = "auto", batch_size: int = EVAL_BATCH_SIZE,
+    model: torch.nn.Module | None = None,
 ) -> TestReport:
     """Load a run's ``best.pt``, score it on its dataset's test set, and rewrite the report files."""
-    r = run_test_logits(run_dir, data_dir=data_dir, device=device, batch_size=batch_size)
+    r = run_test_logits(run_dir, data_dir=data_dir, device=device, batch_size=batch_size, model=model)
     report = score(r.logits, r.test.labels, r.info.classes)
     write_report(r.run_path, report, extra={"checkpoint": "best.pt", "epoch": r.payload["epoch"], "dataset": r.info.name})
     return report
 
 
-def evaluate_checkpoint(run: RunDir, data: DataBundle, device: torch.device, *, batch_size: int = EVAL_BATCH_SIZE) -> TestReport:
-    """Score ``best.pt`` on the test set and write the report files."""
+def evaluate_checkpoint(
+    run: RunDir, data: DataBundle, device: torch.device, *, batch_size: int = EVAL_BATCH_SIZE,
+    model: torch.nn.Module | None = None,
+) -> TestReport:
+    """Score ``best.pt`` on the test set and write the report files.
+
+    ``model``: the instance to load ``best.pt`` into (a run of the user's own class); it keeps the weights.
+    """
     payload = load_checkpoint(run.best)
-    model = model_from_checkpoint(payload).to(device)
+    model = model_from_checkpoint(payload, model=model).to(device)
     logits = predict_logits(model, data.test, batch_size=batch_size)
     report = score(logits, data.test.labels, data.info.classes)
     write_report(run.path, report, extra={"checkpoint": "best.pt", "epoch": payload["epoch"], "dataset": data.info.name})

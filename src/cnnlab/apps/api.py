@@ -1,25 +1,58 @@
-"""The library's front door: train a config end to end (fit, then score the best checkpoint on the test set).
+"""The library's front door: train a model end to end, load it back, interpret it.
 
-``cnnlab train`` and the notebook API both come through here, so the two can never drift apart.
+    run = cnnlab.train(Lenet5(), data="mnist", epochs=5)   # your own nn.Module, or a registry name
+    run.history, run.best_epoch, run.test.accuracy          # print(run.test) for sklearn's report
+    again = cnnlab.load(run.path, model=Lenet5())           # the best weights in a fresh instance
+    interp = run.interpret()                                # test-set predictions, computed once
+    interp.plot_misclassified(classes=[8, 4, 9])            # shows inline in Jupyter
+
+``cnnlab train`` and the notebook API both come through :func:`train_config`, so the two can never
+drift apart. Library calls leave the process as they found it (threads, global RNGs).
 """
 from __future__ import annotations
 
+import dataclasses
+import datetime as _dt
+import re
+import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Sequence
 
+import numpy as np
+import torch
+import torch.nn as nn
+
+from cnnlab.analysis.interpret import Interpretation
 from cnnlab.analysis.metrics import TestReport
-from cnnlab.analysis.report import evaluate_checkpoint
-from cnnlab.core.config import Config
-from cnnlab.core.runs import RunDir
+from cnnlab.analysis.report import evaluate_checkpoint, interpret_run
+from cnnlab.apps.predict import load  # noqa: F401 (cnnlab.load: a fresh instance via model=)
+from cnnlab.core.config import EVAL_BATCH_SIZE, Config, DataConfig, load_recipe
+from cnnlab.core.errors import ConfigError, RunDirError
+from cnnlab.core.runs import RunDir, default_run_dir
+from cnnlab.core.runtime import default_threads
+from cnnlab.data.registry import list_datasets
+from cnnlab.data.tensors import DataBundle, DatasetInfo, ImageSet, split_indices
 from cnnlab.engine import distributed
-from cnnlab.engine.train import fit
+from cnnlab.engine.checkpoint import CUSTOM_PREFIX, load_checkpoint, model_from_checkpoint
+from cnnlab.engine.train import fit, restored_process_state
+from cnnlab.inference import predict_logits
+from cnnlab.models import list_models
+from cnnlab.models.summary import ModelSummary, summarize_model
+from cnnlab.models.summary import summarize as _summarize_module
+
+__all__ = ["TrainResult", "interpret", "list_datasets", "list_models", "load", "summarize", "train", "train_config"]
 
 
 @dataclass
 class TrainResult:
-    """A finished run: its folder, metrics history, best epoch and the best checkpoint's test report."""
+    """A finished run: its folder, metrics history, best epoch and the best checkpoint's test report.
+
+    ``path``: the run directory. ``history``: one dict per epoch (epoch, train_loss, train_acc,
+    val_loss, val_acc, lr, times). ``test``: the best checkpoint on the test set (``print(run.test)``).
+    ``model``: the best weights in eval mode. ``interpret()``: the error analysis, in memory.
+    """
 
     run: RunDir
     best_epoch: int
@@ -28,20 +61,358 @@ class TrainResult:
     test: TestReport
     seconds: float
     resumed_from: int = 0  # epoch the run resumed after (0: a fresh run)
+    # Kept so that `model` and `interpret()` need neither the registry nor a second read of the data.
+    data: DataBundle | None = field(default=None, repr=False)
+    device: torch.device | None = field(default=None, repr=False)
+    _model: nn.Module | None = field(default=None, repr=False)
+    _interpretation: Interpretation | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         return (f"TrainResult({str(self.run.path)!r}, epochs={len(self.history)}, best_epoch={self.best_epoch}, "
                 f"test_accuracy={self.test.accuracy:.4f})")
 
+    @property
+    def path(self) -> Path:
+        return self.run.path
 
-def train_config(cfg: Config, run_dir: str | Path | None = None, *, log: Callable[[str], None] = print) -> TrainResult:
-    """Train as ``cfg`` says into ``run_dir`` (resuming an unfinished run there), then score ``best.pt`` on the test set."""
+    @property
+    def model(self) -> nn.Module:
+        """The best checkpoint's model (``best.pt``), in eval mode, on the training device."""
+        if self._model is None:
+            model = model_from_checkpoint(load_checkpoint(self.run.best))
+            self._model = model.to(self.device or "cpu").eval()
+        return self._model
+
+    def interpret(self, *, batch_size: int = EVAL_BATCH_SIZE) -> Interpretation:
+        """The best model's predictions on the test set, as an :class:`Interpretation` (computed once)."""
+        if self._interpretation is None:
+            if self.data is None:
+                self._interpretation = interpret_run(self.run.path, model=self._model, batch_size=batch_size)
+            else:
+                test = self.data.test
+                logits = predict_logits(self.model, test, batch_size=batch_size)
+                self._interpretation = Interpretation(
+                    logits, test.labels, test.images.cpu(), test.classes, history=self.history,
+                    run_path=self.run.path, epoch=self.best_epoch, dataset=self.data.info.name,
+                )
+        return self._interpretation
+
+
+def train_config(
+    cfg: Config,
+    run_dir: str | Path | None = None,
+    *,
+    log: Callable[[str], None] = print,
+    model: nn.Module | None = None,
+    load_data: Callable[[DataConfig, torch.device], DataBundle] | None = None,
+) -> TrainResult:
+    """Train as ``cfg`` says into ``run_dir`` (resuming an unfinished run there), then score ``best.pt`` on the test set.
+
+    ``model`` and ``load_data``: the user's own module and data (see :func:`cnnlab.engine.train.fit`).
+    Threads and global RNGs are as they were when this returns.
+    """
     t0 = time.perf_counter()
-    fitted = fit(cfg, run_dir, log=log)
-    # Rank 0 scores best.pt and writes the report; the other ranks get the same report object.
-    report = None
-    if distributed.is_main():
-        report = evaluate_checkpoint(fitted.run, fitted.data, fitted.device, batch_size=cfg.train.eval_batch_size)
-    report = distributed.broadcast_object(report)
+    with restored_process_state():
+        fitted = fit(cfg, run_dir, log=log, model=model, load_data=load_data)
+        torch.set_num_threads(cfg.train.threads or default_threads())  # scoring as fast as training
+        if model is not None:  # the user's module, from here on the best checkpoint's, as load() gives it
+            model.to(memory_format=torch.contiguous_format)
+        # Rank 0 scores best.pt and writes the report; the other ranks get the same report object.
+        report = None
+        if distributed.is_main():
+            report = evaluate_checkpoint(fitted.run, fitted.data, fitted.device, batch_size=cfg.train.eval_batch_size,
+                                         model=model)
+        report = distributed.broadcast_object(report)
+    if model is not None:
+        model.eval()
     return TrainResult(fitted.run, fitted.best_epoch, fitted.best_val_loss, fitted.history, report,
-                       time.perf_counter() - t0, fitted.resumed_from)
+                       time.perf_counter() - t0, fitted.resumed_from, data=fitted.data, device=fitted.device,
+                       _model=model)
+
+
+# --- the notebook API ------------------------------------------------------------------------
+
+# Keyword -> (config section, key), for every config field; `optimizer` names optim.name.
+_ALIASES = {"optimizer": ("optim", "name")}
+_NOT_KEYWORDS = {("model", "name"), ("optim", "name"), ("data", "dataset")}  # given as model=, optimizer=, data=
+
+
+def _config_keywords() -> dict[str, tuple[str, str]]:
+    out = dict(_ALIASES)
+    cfg = Config()
+    for section in ("data", "model", "optim", "train"):
+        for f in fields(getattr(cfg, section)):
+            if (section, f.name) not in _NOT_KEYWORDS:
+                out[f.name] = (section, f.name)
+    return out
+
+
+def train(
+    model: str | nn.Module = "lenet5",
+    data: str | torch.utils.data.Dataset | tuple = "mnist",
+    *,
+    test_data: torch.utils.data.Dataset | tuple | None = None,
+    classes: Sequence[str] | None = None,
+    data_dir: str | Path | None = None,
+    run_dir: str | Path | None = None,
+    epochs: int = 5,
+    subset: int | None = None,
+    overwrite: bool = False,
+    recipe: str | None = None,
+    log: Callable[[str], None] | None = print,
+    **config_fields: Any,
+) -> TrainResult:
+    """Train a model with the lesson's recipe; return the run (history, best epoch, test report, model).
+
+    model
+        A registered model's name (``cnnlab.list_models()``), or any ``nn.Module`` you wrote. Your
+        module is trained in place, from the weights it has (call ``torch.manual_seed`` before
+        building it for a reproducible start); afterwards it holds the best epoch's weights.
+        Its run records the model as ``custom:ClassName``: load it back with
+        ``cnnlab.load(run.path, model=ClassName())``.
+    data
+        A dataset name (``cnnlab.list_datasets()``); or your own data: a ``torch.utils.data.Dataset``
+        of ``(image, label)`` pairs, or an ``(images, labels)`` pair of tensors. Images are (C, H, W)
+        (or (H, W)) tensors, uint8 or float in [0, 1] (what ``ToTensor()`` gives; kept as 8-bit,
+        exact for ``ToTensor``'s output); normalisation belongs in the model. The validation split
+        (``val_size``, ``split_seed``) is taken from it.
+    test_data
+        Your own test set, like ``data``. Without it, the validation images are also the test set
+        (as in fastai), and the run says so.
+    classes
+        Class names for your own data (default ``"0"``, ``"1"``, ...).
+    data_dir, run_dir, epochs, subset
+        Where datasets live (default ``$CNNLAB_DATA_DIR``, else the cache); the run folder (default
+        ``runs/MODEL-DATA-TIME``); epochs; keep only the first ``subset`` training images.
+    overwrite
+        Replace what ``run_dir`` holds (only a cnnlab run or an empty folder). Otherwise a run
+        directory with the same config is resumed (a finished one is returned as it is).
+    recipe
+        A named recipe (``tutorial``, ...) or a TOML file to start from instead of the lesson's defaults.
+    log
+        Where the per-epoch lines go (``None``: nowhere).
+    **config_fields
+        Any config field by name: ``lr``, ``batch_size``, ``seed``, ``optimizer``, ``weight_decay``,
+        ``schedule``, ``augment``, ``patience``, ``label_smoothing``, ``val_size``, ``split_seed``,
+        ``device``, ``threads``, ``progress`` (a progress bar; off by default here), ...
+
+    Threads, global RNGs and allocator settings are as they were when this returns.
+    """
+    cfg = load_recipe(recipe) if recipe else Config()
+    keywords = _config_keywords()
+    changes: dict[str, dict[str, Any]] = {}
+    for key, value in {"epochs": epochs, "subset": subset, "data_dir": None if data_dir is None else str(data_dir),
+                       "progress": False, **config_fields}.items():
+        if key not in keywords:
+            raise ConfigError(f"train() got an unknown keyword {key!r}; config fields are: {', '.join(sorted(keywords))}")
+        section, name = keywords[key]
+        changes.setdefault(section, {})[name] = value
+    for section, values in changes.items():
+        cfg = _set(cfg, section, values)
+
+    own_model = isinstance(model, nn.Module)
+    if own_model:
+        if cfg.model.pretrained:
+            raise ConfigError("pretrained=True loads torchvision's weights into a registry model; "
+                              "give a model name (e.g. 'resnet18'), or load weights into your module yourself")
+        cfg = _set(cfg, "model", {"name": f"{CUSTOM_PREFIX}{type(model).__name__}"})
+    elif isinstance(model, str):
+        cfg = _set(cfg, "model", {"name": model})
+    else:
+        raise ConfigError(f"model must be a registered model's name or an nn.Module, got {type(model).__name__}")
+
+    load_data = None
+    if isinstance(data, str):
+        if test_data is not None or classes is not None:
+            raise ConfigError("test_data and classes go with your own data; a named dataset brings its own")
+        cfg = _set(cfg, "data", {"dataset": data})
+    else:
+        pool, test, info = _user_sets(data, test_data, classes)
+        cfg = _set(cfg, "data", {"dataset": info.name, "download": False})
+        if test is None and log:
+            log("no test_data given: the validation images are also the test set")
+        load_data = _bundle_loader(pool, test, info)
+
+    path = Path(run_dir) if run_dir is not None else _default_run_dir(cfg)
+    if overwrite:
+        _clear_run_dir(path)
+    try:
+        return train_config(cfg, path, log=log or (lambda _msg: None), model=model if own_model else None,
+                            load_data=load_data)
+    except RunDirError as exc:
+        if "different config" in str(exc) or "not empty" in str(exc):
+            raise RunDirError(f"{exc} (from Python: pass overwrite=True to replace it, or another run_dir)") from None
+        raise
+
+
+def interpret(
+    run: TrainResult | str | Path,
+    *,
+    model: nn.Module | None = None,
+    data_dir: str | Path | None = None,
+    device: str = "auto",
+    batch_size: int = EVAL_BATCH_SIZE,
+) -> Interpretation:
+    """A run's best checkpoint on its test set, as an :class:`Interpretation` (nothing is written).
+
+    ``run``: what :func:`train` returned (``run.interpret()`` is the same), or a run directory; a
+    directory of your own class needs ``model=YourClass()``.
+    """
+    if isinstance(run, TrainResult):
+        return run.interpret(batch_size=batch_size)
+    return interpret_run(run, model=model, data_dir=None if data_dir is None else str(data_dir), device=device,
+                         batch_size=batch_size)
+
+
+def summarize(model: str | nn.Module, input_shape: Sequence[int] = (1, 28, 28)) -> ModelSummary:
+    """Per-layer output shapes, parameters and multiply-adds for one image of ``input_shape`` (C, H, W).
+
+    ``model``: your module or a registered model's name. ``print()`` it (or show it in Jupyter) for the table;
+    ``.total_params``, ``.total_macs`` and ``.rows`` hold the numbers.
+    """
+    shape = tuple(int(d) for d in input_shape)
+    if len(shape) != 3:
+        raise ConfigError(f"input_shape is (channels, height, width), got {tuple(input_shape)}")
+    if isinstance(model, str):
+        return summarize_model(model, shape)  # type: ignore[arg-type]
+    return _summarize_module(model, shape, type(model).__name__)  # type: ignore[arg-type]
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _set(cfg: Config, section: str, values: dict[str, Any]) -> Config:
+    """``cfg`` with ``values`` set in ``section``; unlike Config.override, ``None`` is a value (subset=None)."""
+    new = dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **values)})
+    new.validate()
+    return new
+
+
+def _default_run_dir(cfg: Config) -> Path:
+    if not cfg.model.name.startswith(CUSTOM_PREFIX) and not cfg.data.dataset.startswith(CUSTOM_PREFIX):
+        return default_run_dir(cfg)
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    safe = [re.sub(r"[^A-Za-z0-9_.-]+", "-", n.removeprefix(CUSTOM_PREFIX)) for n in (cfg.model.name, cfg.data.dataset)]
+    return Path("runs") / f"{safe[0]}-{safe[1]}-{stamp}"
+
+
+def _clear_run_dir(path: Path) -> None:
+    """Empty ``path`` for a fresh run: only a cnnlab run directory or an empty folder is ever removed."""
+    if not path.exists():
+        return
+    if path.is_file():
+        raise RunDirError(f"run directory {path} is a file; choose another run_dir")
+    if (path / "config.json").is_file():
+        shutil.rmtree(path)
+    elif any(path.iterdir()):
+        raise RunDirError(f"{path} is not empty and holds no cnnlab run; overwrite=True replaces only a cnnlab run")
+
+
+def _user_sets(
+    data: Any, test_data: Any, classes: Sequence[str] | None
+) -> tuple[ImageSet, ImageSet | None, DatasetInfo]:
+    """The user's training pool and test set as uint8 tensors, and what a checkpoint records about them."""
+    pool_x, pool_y, kind = _as_tensors(data, "data")
+    test = None
+    if test_data is not None:
+        test_x, test_y, _ = _as_tensors(test_data, "test_data")
+        if test_x.shape[1:] != pool_x.shape[1:]:
+            raise ConfigError(f"test_data images are {tuple(test_x.shape[1:])}, data images {tuple(pool_x.shape[1:])}")
+        test = (test_x, test_y)
+    n_classes = int(max(pool_y.max(), test[1].max() if test else 0)) + 1 if len(pool_y) else 0
+    if classes is None:
+        names = [str(i) for i in range(n_classes)]
+    else:
+        names = [str(c) for c in classes]
+        if len(names) < n_classes:
+            raise ConfigError(f"{len(names)} class names, but the labels go up to {n_classes - 1}")
+    c, h, w = (int(d) for d in pool_x.shape[1:])
+    info = DatasetInfo(f"{CUSTOM_PREFIX}{kind}", names, c, h, {"style": "resize", "size": h, "channels": c})
+    pool = ImageSet(pool_x, pool_y, names)
+    return pool, (ImageSet(test[0], test[1], names) if test else None), info
+
+
+def _as_tensors(data: Any, what: str) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """(images uint8 (N, C, H, W), labels int64 (N,), a name for the data) from a tensor pair or a Dataset."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data[0], torch.utils.data.Dataset):
+        images, labels = (torch.as_tensor(np.asarray(d)) if not isinstance(d, torch.Tensor) else d for d in data)
+        kind = "tensors"
+    elif hasattr(data, "__getitem__") and hasattr(data, "__len__"):
+        images, labels = _read_dataset(data, what)
+        kind = type(data).__name__
+    else:
+        raise ConfigError(f"{what} must be a dataset name, a torch Dataset of (image, label) pairs or an "
+                          f"(images, labels) pair of tensors, got {type(data).__name__}")
+    images = images.detach().cpu()
+    labels = torch.as_tensor(labels).detach().cpu()
+    if images.dim() == 3:
+        images = images.unsqueeze(1)  # (N, H, W): one channel
+    if images.dim() != 4:
+        raise ConfigError(f"{what}: images must be (N, C, H, W) or (N, H, W), got shape {tuple(images.shape)}")
+    if labels.dim() != 1 or len(labels) != len(images):
+        raise ConfigError(f"{what}: {len(images)} images need {len(images)} integer labels, got shape {tuple(labels.shape)}")
+    if labels.is_floating_point() or labels.dtype == torch.bool:
+        raise ConfigError(f"{what}: labels must be integers (class indices), got {labels.dtype}")
+    if len(labels) and int(labels.min()) < 0:
+        raise ConfigError(f"{what}: labels must be class indices >= 0, got {int(labels.min())}")
+    return _to_uint8(images, what), labels.long(), kind
+
+
+def _read_dataset(ds: Any, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    n = len(ds)
+    if n == 0:
+        raise ConfigError(f"{what} is empty")
+    first = ds[0]
+    if not (isinstance(first, (tuple, list)) and len(first) >= 2):
+        raise ConfigError(f"{what}[0] must be an (image, label) pair, got {type(first).__name__}")
+    if not isinstance(first[0], (torch.Tensor, np.ndarray)):
+        raise ConfigError(f"{what}[0] image is a {type(first[0]).__name__}; give the Dataset a transform that "
+                          "makes tensors, e.g. torchvision.transforms.ToTensor()")
+    x0 = torch.as_tensor(first[0])
+    images = torch.empty((n, *x0.shape), dtype=x0.dtype)
+    labels = torch.empty(n, dtype=torch.long)
+    for i in range(n):
+        x, y = ds[i][:2] if i else first[:2]
+        x = torch.as_tensor(x)
+        if x.shape != x0.shape:
+            raise ConfigError(f"{what}[{i}] image has shape {tuple(x.shape)}, {what}[0] {tuple(x0.shape)}: "
+                              "resize them to one size (a transform)")
+        images[i] = x
+        labels[i] = int(y)
+    return images, labels
+
+
+def _to_uint8(images: torch.Tensor, what: str) -> torch.Tensor:
+    if images.dtype == torch.uint8:
+        return images.contiguous()
+    if images.is_floating_point():
+        lo, hi = (float(images.min()), float(images.max())) if images.numel() else (0.0, 0.0)
+        if lo < -1e-6 or hi > 1 + 1e-6:
+            raise ConfigError(f"{what}: float images must be in [0, 1] (what ToTensor() gives), got values in "
+                              f"[{lo:.3g}, {hi:.3g}]; leave out Normalize (normalise inside the model) or give uint8")
+        return images.float().mul(255).round_().clamp_(0, 255).to(torch.uint8).contiguous()
+    lo, hi = int(images.min()), int(images.max())
+    if lo < 0 or hi > 255:
+        raise ConfigError(f"{what}: integer images must be in 0..255, got values in [{lo}, {hi}]")
+    return images.to(torch.uint8).contiguous()
+
+
+def _bundle_loader(
+    pool: ImageSet, test: ImageSet | None, info: DatasetInfo
+) -> Callable[[DataConfig, torch.device], DataBundle]:
+    """The user's data, split as the config says (as ``prepare_data`` splits a named dataset)."""
+
+    def load_data(cfg: DataConfig, device: torch.device) -> DataBundle:
+        val_size = cfg.val_size
+        if val_size == DataConfig.val_size and len(pool) <= val_size:
+            val_size = max(1, len(pool) // 5)  # the MNIST-sized default on a small dataset: hold out 20%
+        train_idx, val_idx = split_indices(len(pool), val_size, cfg.split_seed)
+        if cfg.subset is not None:
+            train_idx = train_idx[: cfg.subset]
+        val = pool.subset(val_idx)
+        return DataBundle(
+            train=pool.subset(train_idx).to(device), val=val.to(device), test=(test or val).to(device),
+            info=info, train_indices=train_idx, val_indices=val_idx,
+        )
+
+    return load_data

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -18,7 +19,7 @@ from click.core import ParameterSource
 from click.shell_completion import CompletionItem
 
 from cnnlab import __version__
-from cnnlab.accel.malloc import tune_malloc
+from cnnlab.accel.malloc import tune_malloc, tune_malloc_for_serving
 from cnnlab.core.config import (
     DEVICE_HELP,
     DEVICES,
@@ -32,8 +33,16 @@ from cnnlab.core.errors import CnnlabError
 from cnnlab.core.process import exit_now
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that both unwind (temp files removed) and exit 143."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn library errors into ``error: ...`` and the error's exit code."""
+    """Turn library errors into ``error: ...`` and the error's exit code; Ctrl-C/SIGTERM into 130/143."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -42,6 +51,11 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except CnnlabError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except KeyboardInterrupt as exc:  # outside training's own handler (start-up, scoring, other commands)
+            name, code = ("SIGTERM", 143) if isinstance(exc, Terminated) else ("SIGINT", 130)
+            click.echo(f"error: {name}: interrupted; files already written are complete (every write is atomic); "
+                       "run the same command again to finish", err=True)
+            sys.exit(code)
 
     return wrapper
 
@@ -185,8 +199,12 @@ def cli() -> None:
     eval "$(_CNNLAB_COMPLETE=bash_source cnnlab)"  (zsh_source, fish_source).
     """
     # Process-wide, so the command line applies it and library calls do not (benchmarks/README.md,
-    # "Memory allocator"): batch buffers are reused instead of re-faulted.
-    tune_malloc()
+    # "Memory allocator"): batch buffers are reused instead of re-faulted. Not for serve: a server
+    # must hand a large upload's memory back once answered (issue 16, benchmarks/serve_memory.py).
+    if click.get_current_context().invoked_subcommand == "serve":
+        tune_malloc_for_serving()
+    else:
+        tune_malloc()
 
 
 # --- train ---------------------------------------------------------------------------------
@@ -519,7 +537,7 @@ def analyze(ctx: click.Context, run_dir: str, classes: str | None, per_class: in
     histograms), training curves, and one self-contained index.html. The
     lesson's figure: cnnlab analyze RUN_DIR --classes 8 4 9 --per-class 10
     """
-    from cnnlab.analysis.report import analyze_run
+    from cnnlab.analysis.report import interpret_run
 
     dirs = [a for a in ctx.args if Path(a).is_dir()]
     if classes is not None and not Path(run_dir).is_dir() and len(dirs) == 1:
@@ -530,8 +548,8 @@ def analyze(ctx: click.Context, run_dir: str, classes: str | None, per_class: in
     if ctx.args and classes is None:
         raise click.UsageError(f"unexpected arguments: {' '.join(ctx.args)}")
     wanted = [c for part in [classes or "", *ctx.args] for c in part.split(",") if c.strip()] or None
-    result = analyze_run(run_dir, classes=wanted, per_class=per_class, top_k=top_k, n_bins=bins, html=not no_html,
-                         data_dir=data_dir, device=device, batch_size=eval_batch_size)
+    interp = interpret_run(run_dir, data_dir=data_dir, device=device, batch_size=eval_batch_size)
+    result = interp.save(classes=wanted, per_class=per_class, top_k=top_k, n_bins=bins, html=not no_html)
     click.echo(result.text())
 
 
@@ -701,6 +719,7 @@ def visualize(run_dir: str, output: str | None, index: int, data_dir: str | None
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         cli(prog_name="cnnlab")
     except SystemExit as exc:

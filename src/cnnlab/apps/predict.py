@@ -45,7 +45,11 @@ class Prediction:
     labels: list[str]
     probs: list[float]
     indices: list[int]
-    input: torch.Tensor
+    input: torch.Tensor = field(repr=False)
+
+    def __repr__(self) -> str:
+        top = ", ".join(f"{name!r}: {p:.3f}" for name, p in zip(self.labels, self.probs))
+        return f"Prediction({self.label!r}, {{{top}}})"
 
     @property
     def label(self) -> str:
@@ -77,6 +81,9 @@ class FileResults:
     @property
     def failed(self) -> list[FileResult]:
         return [r for r in self.results if not r.ok]
+
+    def __repr__(self) -> str:
+        return f"FileResults({len(self.results)} files, {len(self.failed)} failed, {len(self.skipped)} skipped)"
 
     def __iter__(self) -> Iterator[FileResult]:
         return iter(self.results)
@@ -243,10 +250,16 @@ class Predictor:
 def load(
     run_dir_or_checkpoint: str | os.PathLike,
     *,
+    model: nn.Module | None = None,
     device: str | torch.device = "auto",
     batch_size: int = 256,
 ) -> Predictor:
-    """A :class:`Predictor` from a run directory (its ``best.pt``) or a checkpoint file."""
+    """A :class:`Predictor` from a run directory (its ``best.pt``) or a checkpoint file.
+
+    Registry models are rebuilt by name. A run of your own ``nn.Module`` class needs ``model=``, a
+    fresh instance of it: the weights are loaded into it (``torch.load(weights_only=True)``: a
+    checkpoint never holds or runs code). ``predictor.model`` is the model, in eval mode.
+    """
 
     path = Path(run_dir_or_checkpoint)
     if path.is_dir():
@@ -269,7 +282,7 @@ def load(
         spec = stored_spec(payload)
     except ImageError as exc:
         raise CheckpointError(f"{ckpt}: {exc}") from None
-    model = model_from_checkpoint(payload)
+    model = model_from_checkpoint(payload, model=model)
     info = {
         **model_entry,
         "dataset": data.get("name"),

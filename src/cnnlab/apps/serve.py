@@ -22,6 +22,7 @@ FastAPI, uvicorn and python-multipart come with the ``serve`` extra:
 """
 
 import base64
+import contextlib
 import dataclasses
 import io
 import ipaddress
@@ -31,7 +32,7 @@ import threading
 import warnings
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from cnnlab import __version__
 from cnnlab.apps.predict import load
@@ -40,6 +41,16 @@ from cnnlab.data.images import decode_image, tensor_to_image
 
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024  # a phone photo of a digit fits; a canvas PNG is ~10 KB
 DEFAULT_MAX_PIXELS = 25_000_000  # 5000 x 5000: refuse decompression bombs before decoding
+# Decoded size in memory (PIL keeps multi-band pixels in 4 bytes): 25 megapixels of RGBA fit.
+DEFAULT_MAX_DECODED_BYTES = 100 * 2**20
+# Memory that concurrent decodes may use together (estimated, see _decode_cost). A request over
+# it alone still runs, alone: a worst-case 25-megapixel upload costs ~500 MB, so those go one at a
+# time while small drawings (~2 MB each) run side by side, one per core (issue 16, benchmarks/serve_memory.py).
+DEFAULT_DECODE_MEMORY = 512 * 2**20
+# In-flight requests beyond this are answered 503 at once (JSON); uploads waiting for the decode
+# budget longer than BUSY_WAIT_S get 503 too, so a burst cannot queue work without end.
+DEFAULT_MAX_REQUESTS = 64
+BUSY_WAIT_S = 60.0
 DEFAULT_TOP_K = 3
 
 # Content types accepted as a raw image body; anything else (text, JSON, forms) gets 415.
@@ -90,6 +101,89 @@ def _human_bytes(n: int) -> str:
         if n >= size:
             return f"{n / size:.3g} {unit}"
     return f"{n} bytes"
+
+
+def _decoded_bytes(width: int, height: int, mode: str) -> int:
+    """Bytes PIL holds for the decoded image: 1 per pixel for 1/L/P, 2 for 16-bit grey, else 4."""
+    per_pixel = 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4
+    return width * height * per_pixel
+
+
+def _decode_cost(width: int, height: int, mode: str) -> int:
+    """Estimated peak memory of decoding and preprocessing one image (measured: ~21 bytes/pixel
+    for a 25-megapixel RGBA PNG, its decoded copy plus block-wise float work and the MNIST
+    reconstruction's float32 arrays)."""
+    return _decoded_bytes(width, height, mode) + 16 * width * height + (1 << 20)
+
+
+class DecodeGate:
+    """Admit decodes while their estimated memory fits ``budget`` bytes, at most ``slots`` at once.
+
+    A decode that alone is over the budget runs when nothing else does. A caller is answered
+    ``ApiError(503, "busy")`` at once when the work already admitted or queued is over
+    ``queue_factor`` budgets (a burst of huge uploads: better a quick 503 than a long wait),
+    or when ``max_waiting`` callers already wait, and after ``wait_s`` seconds of waiting.
+    """
+
+    def __init__(self, budget: int, slots: int, *, max_waiting: int = DEFAULT_MAX_REQUESTS,
+                 wait_s: float = BUSY_WAIT_S, queue_factor: int = 4) -> None:
+        self.budget, self.slots, self.max_waiting, self.wait_s = budget, max(1, slots), max_waiting, wait_s
+        self.max_queued = queue_factor * budget
+        self.in_use = self.running = self.waiting = self.queued = 0
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def admit(self, cost: int) -> Iterator[None]:
+        with self._cond:
+            busy = self.waiting >= self.max_waiting or (self.queued and self.queued + cost > self.max_queued)
+            if busy:
+                raise ApiError(503, "busy", "the server is busy decoding other images; try again in a moment")
+            self.waiting += 1
+            self.queued += cost
+            try:
+                ok = self._cond.wait_for(
+                    lambda: self.running == 0 or (self.running < self.slots and self.in_use + cost <= self.budget),
+                    timeout=self.wait_s)
+            finally:
+                self.waiting -= 1
+            if not ok:
+                self.queued -= cost
+                raise ApiError(503, "busy", "the server is busy decoding other images; try again in a moment")
+            self.in_use += cost
+            self.running += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.in_use -= cost
+                self.queued -= cost
+                self.running -= 1
+                self._cond.notify_all()
+
+
+class ConcurrencyLimitMiddleware:
+    """At most ``max_requests`` HTTP requests in flight; the next ones get a JSON 503 at once.
+
+    This replaces uvicorn's ``limit_concurrency``, whose 503 is plain text.
+    """
+
+    def __init__(self, app: Any, max_requests: int) -> None:
+        self.app, self.max_requests, self.active = app, max_requests, 0
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.max_requests:
+            await _send_json(send, 503, "busy",
+                             f"the server is handling {self.active} requests, its limit; try again in a moment",
+                             retry_after=1)
+            return
+        self.active += 1  # one event loop: no lock needed
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
 
 
 class BodyLimitMiddleware:
@@ -148,13 +242,15 @@ class BodyLimitMiddleware:
         return f"the request body {size}is larger than this server's limit of {_human_bytes(self.max_bytes)}"
 
 
-async def _send_json(send: Callable, status: int, code: str, detail: str) -> None:
+async def _send_json(send: Callable, status: int, code: str, detail: str, retry_after: int | None = None) -> None:
     import json
 
     body = json.dumps({"error": code, "detail": detail}, separators=(",", ":")).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"connection", b"close")]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -237,8 +333,18 @@ def create_app(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     default_top_k: int = DEFAULT_TOP_K,
     device: str = "auto",
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+    decode_memory: int = DEFAULT_DECODE_MEMORY,
+    decode_slots: int | None = None,
+    max_requests: int = DEFAULT_MAX_REQUESTS,
 ) -> Any:
-    """The FastAPI app for a run directory (or checkpoint path, or an already loaded Predictor)."""
+    """The FastAPI app for a run directory (or checkpoint path, or an already loaded Predictor).
+
+    Memory is bounded: an image over ``max_pixels`` or ``max_decoded_bytes`` is refused from its
+    header (413); decodes run while their estimated memory fits ``decode_memory``, at most
+    ``decode_slots`` at once (default: one per core); more than ``max_requests`` requests in flight,
+    or an upload kept waiting for the decode budget, get a JSON 503 ``busy``.
+    """
     _require_web_stack()
     from fastapi import FastAPI, Query, Request
     from fastapi.exceptions import RequestValidationError
@@ -264,8 +370,10 @@ def create_app(
         "default_top_k": default_top_k,
         "max_bytes": max_bytes,
         "max_pixels": max_pixels,
+        "max_decoded_bytes": max_decoded_bytes,
         "cnnlab_version": __version__,
     }
+    gate = DecodeGate(decode_memory, decode_slots or os.cpu_count() or 1)
     pages = {name: _web_file(name) for name in _WEB_FILES}
     # One forward pass at a time: the model is shared and LeNet inference takes about a millisecond.
     model_lock = threading.Lock()
@@ -287,7 +395,7 @@ def create_app(
         error: str = Field(description="a short code: too_large, too_many_pixels, unsupported_type, not_an_image, unusable_image, ...")
         detail: str = Field(description="what was wrong, in one sentence")
 
-    errors = {code: {"model": ErrorResponse} for code in (400, 413, 415, 422)}
+    errors = {code: {"model": ErrorResponse} for code in (400, 413, 415, 422, 503)}
 
     app = FastAPI(
         title="cnnlab serve",
@@ -295,10 +403,12 @@ def create_app(
         description="Classify an image with a trained cnnlab model. The page at `/` lets you draw one.",
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_bytes)
+    app.add_middleware(ConcurrencyLimitMiddleware, max_requests=max_requests)  # outermost: refuses first
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse({"error": exc.code, "detail": exc.detail}, status_code=exc.status)
+        headers = {"Retry-After": "1"} if exc.status == 503 else None
+        return JSONResponse({"error": exc.code, "detail": exc.detail}, status_code=exc.status, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -372,27 +482,38 @@ def create_app(
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 with Image.open(io.BytesIO(data)) as probe:
                     width, height = probe.size
+                    mode = probe.mode
         except Image.DecompressionBombError:
             raise ApiError(413, "too_many_pixels", f"the image has more than {max_pixels:,} pixels") from None
         except Image.UnidentifiedImageError:
             raise ApiError(400, "not_an_image", "not an image: no image format recognises these bytes") from None
         except Exception:
             width = height = 0  # a broken header: decode_image gives the reason
+            mode = "L"
         if width * height > max_pixels:
             raise ApiError(413, "too_many_pixels",
                            f"the image is {width}x{height} = {width * height:,} pixels; "
                            f"this server accepts at most {max_pixels:,}")
-        try:
-            img = decode_image(data)
-        except ImageError as exc:
-            raise ApiError(400, "not_an_image", str(exc)) from None
-        except Image.DecompressionBombError:
-            raise ApiError(413, "too_many_pixels", f"the image has more than {max_pixels:,} pixels") from None
-        try:
-            with model_lock:
-                pred = predictor.predict([img], top_k=top_k)[0]
-        except ImageError as exc:  # decoded, but nothing to classify (a blank canvas, a flat photo)
-            raise ApiError(400, "unusable_image", str(exc)) from None
+        decoded = _decoded_bytes(width, height, mode)
+        if decoded > max_decoded_bytes:
+            raise ApiError(413, "too_large_decoded",
+                           f"the image is {width}x{height} {mode}, {_human_bytes(decoded)} once decoded; "
+                           f"this server decodes at most {_human_bytes(max_decoded_bytes)} per image")
+        # Decoding and preprocessing a large image costs ~20 bytes a pixel: admitted only while that fits.
+        with gate.admit(_decode_cost(width, height, mode)):
+            try:
+                img = decode_image(data)
+            except ImageError as exc:
+                raise ApiError(400, "not_an_image", str(exc)) from None
+            except Image.DecompressionBombError:
+                raise ApiError(413, "too_many_pixels", f"the image has more than {max_pixels:,} pixels") from None
+            try:
+                with model_lock:
+                    pred = predictor.predict([img], top_k=top_k)[0]
+            except ImageError as exc:  # decoded, but nothing to classify (a blank canvas, a flat photo)
+                raise ApiError(400, "unusable_image", str(exc)) from None
+            source_size = [int(img.width), int(img.height)]
+            del img  # the decoded picture is not needed for the answer: free it inside the gate
         top = [{"label": str(lab), "index": int(i), "prob": float(p)}
                for lab, i, p in zip(pred.labels, pred.indices, pred.probs)]
         return {
@@ -401,7 +522,7 @@ def create_app(
             "top_k": top,
             "input_png": input_png(pred.input, getattr(predictor, "spec", None)),
             "input_shape": [int(s) for s in pred.input.shape],
-            "source_size": [int(img.width), int(img.height)],
+            "source_size": source_size,
         }
 
     @app.post(
@@ -456,8 +577,9 @@ def make_server(app: Any, *, log_level: str = "info") -> Any:
     """A uvicorn server for ``app`` (run it with ``server.run(sockets=[bind_socket(...)])``)."""
     import uvicorn
 
-    # Caps on concurrent connections and idle keep-alive: a local demo, not a public service.
-    config = uvicorn.Config(app, log_level=log_level, limit_concurrency=64, timeout_keep_alive=5,
+    # Idle keep-alive is capped; concurrent requests are capped by the app (ConcurrencyLimitMiddleware,
+    # JSON 503), not by uvicorn's limit_concurrency, whose 503 is plain text.
+    config = uvicorn.Config(app, log_level=log_level, timeout_keep_alive=5,
                             server_header=False, proxy_headers=False)
     return uvicorn.Server(config)
 

@@ -9,6 +9,7 @@ re-created.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
@@ -164,10 +165,7 @@ class Config:
         _positive("data.val_size", d.val_size)
         if d.subset is not None:
             _positive("data.subset", d.subset)
-        if not o.lr > 0:
-            raise ConfigError(f"optim.lr must be > 0, got {o.lr}")
-        if o.weight_decay < 0:
-            raise ConfigError(f"optim.weight_decay must be >= 0, got {o.weight_decay}")
+        self._validate_optimizer()
         if not 0 <= self.model.tta_shift <= 4:
             raise ConfigError(f"model.tta_shift must be between 0 and 4 pixels, got {self.model.tta_shift}")
         if t.loss_reduction not in LOSS_REDUCTIONS:
@@ -183,6 +181,25 @@ class Config:
             raise ConfigError(f"train.compile must be one of {', '.join(COMPILE_MODES)}, got {t.compile!r}")
         self._validate_recipe_options()
 
+    def _validate_optimizer(self) -> None:
+        # Checked here, before any data is read: torch would only refuse these after the
+        # dataset loaded (with a traceback), and accept some (momentum 5) and then diverge.
+        o = self.optim
+        for key in ("lr", "weight_decay", "momentum", "warmup_pct", "min_lr", "step_gamma"):
+            value = getattr(o, key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise ConfigError(f"optim.{key} must be a finite number, got {value!r}")
+        if not o.lr > 0:
+            raise ConfigError(f"optim.lr must be > 0, got {o.lr}")
+        if o.weight_decay < 0:
+            raise ConfigError(f"optim.weight_decay must be >= 0, got {o.weight_decay}")
+        if not 0 <= o.momentum < 1:
+            raise ConfigError(f"optim.momentum must be in [0, 1), got {o.momentum}")
+        if o.name not in OPTIMIZERS:
+            raise ConfigError(f"optim.name must be one of {', '.join(OPTIMIZERS)}, got {o.name!r}")
+        if o.nesterov and o.momentum == 0:
+            raise ConfigError("optim.nesterov needs optim.momentum > 0 (Nesterov momentum with no momentum)")
+
     def _validate_recipe_options(self) -> None:
         t, d, o = self.train, self.data, self.optim
         if o.schedule not in SCHEDULES:
@@ -194,7 +211,7 @@ class Config:
         _positive("optim.step_epochs", o.step_epochs)
         if not 0 < o.step_gamma <= 1:
             raise ConfigError(f"optim.step_gamma must be in (0, 1], got {o.step_gamma}")
-        if not 0 <= t.label_smoothing < 1:
+        if not isinstance(t.label_smoothing, (int, float)) or not 0 <= t.label_smoothing < 1:
             raise ConfigError(f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}")
         if t.patience is not None:
             _positive("train.patience", t.patience)

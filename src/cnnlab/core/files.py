@@ -15,9 +15,11 @@ import io
 import json
 import os
 import sys
+import re
+import signal
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Iterator, Sequence
+from typing import IO, Any, Collection, Iterator, Sequence
 
 from cnnlab.core.errors import SaveError
 
@@ -61,12 +63,85 @@ def _set_mode(fd: int, path: Path) -> None:
         os.chmod(path, _FILE_MODE)
 
 
+def _reason(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "the disk is full"
+    if exc.errno == errno.ENOTDIR:
+        return "a part of the path is a file, not a folder"
+    return exc.strerror or str(exc)
+
+
+def make_dirs(folder: str | os.PathLike) -> Path:
+    """``mkdir -p folder``; a read-only disk, a missing permission or a file in the way is a :class:`SaveError`."""
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise SaveError(f"cannot create folder {path}: a file of that name is in the way") from None
+    except OSError as exc:
+        raise SaveError(f"cannot create folder {path}: {_reason(exc)}") from None
+    return path
+
+
+# atomic_write's temporary files are ".NAME.XXXXXXXX.tmp" (mkstemp's 8 random characters).
+_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[A-Za-z0-9_]{8}\.tmp$")
+
+
+def temp_target(name: str) -> str | None:
+    """The file an ``atomic_write`` temporary file of this name was for, or None if it is not one."""
+    m = _TEMP_NAME.match(name)
+    return m.group("target") if m else None
+
+
+def remove_temp_files(folder: str | os.PathLike, targets: Collection[str] | None = None) -> list[Path]:
+    """Delete ``atomic_write`` temporary files left in ``folder`` by a process that died (kill -9, power cut).
+
+    Only call this while no other process may be writing into ``folder``: a live writer's
+    temporary file looks the same. ``targets`` limits it to temp files of those file names.
+    Returns the removed paths.
+    """
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in Path(folder).iterdir():
+            target = temp_target(entry.name)
+            if target is None or (targets is not None and target not in targets) or not entry.is_file():
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+                removed.append(entry)
+    return removed
+
+
+def _fault_point(target: Path, phase: str) -> None:
+    """Fault injection for ``benchmarks/faults.py``: ``CNNLAB_KILL_AT=NAME:PHASE[:N]`` SIGKILLs this process.
+
+    PHASE is ``tmp`` (the temporary file is complete, the target not yet replaced) or ``done``
+    (the target was just replaced); N (default 1) picks the N-th write of NAME. Costs one dict
+    lookup per write when unset.
+    """
+    spec = os.environ.get("CNNLAB_KILL_AT")
+    if not spec:
+        return
+    name, _, rest = spec.partition(":")
+    want_phase, _, nth = rest.partition(":")
+    if name != target.name or want_phase != phase:
+        return
+    key = f"{name}:{phase}"
+    _fault_counts[key] = _fault_counts.get(key, 0) + 1
+    if _fault_counts[key] == int(nth or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_fault_counts: dict[str, int] = {}
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary file next to ``path``; on success it replaces ``path``. ``"-"`` is standard output.
 
     On any exception the temporary file is removed and ``path`` is untouched.
-    ``OSError`` (ENOSPC, EACCES, ...) is turned into a :class:`SaveError` that
+    ``OSError`` (ENOSPC, EACCES, EROFS, ENOTDIR, ...) anywhere -- creating the folder, the
+    temporary file, writing, syncing, renaming -- is turned into a :class:`SaveError` that
     names the path.
     """
     if mode not in ("wb", "w"):
@@ -75,25 +150,33 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
         yield from _stdout(mode)
         return
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    tmp = Path(tmp_name)
+    tmp: Path | None = None
     try:
+        make_dirs(target.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        tmp = Path(tmp_name)
         kwargs = {"encoding": "utf-8", "newline": ""} if mode == "w" else {}
-        _set_mode(fd, tmp)
+        try:
+            _set_mode(fd, tmp)
+        except BaseException:
+            os.close(fd)
+            raise
         with os.fdopen(fd, mode, **kwargs) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        _fault_point(target, "tmp")
         os.replace(tmp, target)
+        tmp = None
         _fsync_dir(target.parent)
+        _fault_point(target, "done")
     except BaseException as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         if isinstance(exc, OSError):
-            reason = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
             raise SaveError(
-                f"could not write {target}: {reason}; the previous version of the file (if any) is intact"
+                f"could not write {target}: {_reason(exc)}; the previous version of the file (if any) is intact"
             ) from exc
         raise
 
@@ -112,12 +195,16 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+def csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    write_text(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    write_text(path, csv_text(header, rows))
 
 
 def save_figure(fig: Any, path: str | os.PathLike, **kwargs: Any) -> None:

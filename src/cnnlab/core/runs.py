@@ -5,28 +5,37 @@ A run directory holds everything a training run produced, under fixed names:
     config.json            the resolved config (every default filled in) and provenance
     split.json             the train/validation indices into the training pool
     metrics.csv            one row per epoch: train/val loss and accuracy, time
+    last.pt                the full training state after the last epoch (or Ctrl-C): resume from it
     best.pt                best model by validation loss (weights_only-safe)
     report.txt             sklearn classification_report(digits=3) on the test set
     report.json            test accuracy, loss, per-class precision/recall/F1/support
     confusion_matrix.csv   test confusion matrix (rows: true class, columns: predicted)
     confusion_matrix.png   the same, as counts and row-normalised
+
+Crash safety rests on the order of the writes (``engine/train.py``): ``config.json`` first
+(atomically, so it is whole or absent), ``last.pt`` before the ``best.pt`` and ``metrics.csv``
+of the same epoch, and both of those can be rebuilt from ``last.pt``. A folder that holds
+nothing but ``atomic_write`` temporary files counts as empty.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
+import errno
+import fcntl
 import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from cnnlab.core.config import Config
-from cnnlab.core.errors import RunDirError
-from cnnlab.core.files import write_csv, write_json
+from cnnlab.core.errors import RunDirError, SaveError
+from cnnlab.core.files import csv_text, make_dirs, remove_temp_files, temp_target, write_csv, write_json
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,52 @@ class RunDir:
         return self.path / "confusion_matrix.png"
 
 
+    def entries(self) -> list[Path]:
+        """What the folder holds, leaving out ``atomic_write`` temporary files (a dead writer's leftovers)."""
+        try:
+            return sorted(p for p in self.path.iterdir() if temp_target(p.name) is None)
+        except NotADirectoryError:
+            raise RunDirError(f"run directory {self.path} is a file; choose another --run-dir") from None
+        except OSError as exc:
+            raise RunDirError(f"cannot read run directory {self.path}: {exc.strerror or exc}") from None
+
+    def remove_temp_files(self) -> list[Path]:
+        """Delete temporary files a killed process left; only while holding :func:`locked`."""
+        return remove_temp_files(self.path)
+
+
+@contextlib.contextmanager
+def locked(run: RunDir) -> Iterator[RunDir]:
+    """Create the run folder and hold an exclusive lock on it while one process trains into it.
+
+    The lock (``flock`` on the folder itself, so no extra file) is what makes it safe to delete
+    temporary files found there: no live process can be writing them. It is released when the
+    process dies, however it dies. File systems without ``flock`` run unlocked.
+    """
+    created = not run.path.exists()
+    make_dirs(run.path)
+    try:
+        fd = os.open(run.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError as exc:
+        raise SaveError(f"cannot open run directory {run.path}: {exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirError(
+                f"another cnnlab process is training into {run.path}; wait for it to finish or choose another --run-dir"
+            ) from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+        yield run
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+        if created:  # a run that failed before writing anything (bad data, a typo) leaves no empty folder
+            with contextlib.suppress(OSError):
+                run.path.rmdir()  # only succeeds when empty
+
+
 def default_run_dir(cfg: Config, root: str | os.PathLike = "runs") -> Path:
     """``runs/MODEL-DATASET-TIME``, a safe folder name whatever the dataset spec (``folder:~/photos``)."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -106,8 +161,10 @@ def write_config(run: RunDir, cfg: Config, extra: dict | None = None) -> None:
 def read_config(run: RunDir) -> Config:
     try:
         raw = json.loads(run.config.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RunDirError(f"cannot read {run.config}: {exc}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("config"), dict):
+        raise RunDirError(f"{run.config} is not a cnnlab run config (no \"config\" table)")
     return Config.from_dict(raw["config"])
 
 
@@ -119,11 +176,24 @@ def write_split(run: RunDir, train_idx: torch.Tensor, val_idx: torch.Tensor, see
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "eval_time_s", "best"]
 
 
-def write_metrics(run: RunDir, history: list[dict]) -> None:
+def write_metrics(run: RunDir, history: list[dict], *, only_if_changed: bool = False) -> bool:
+    """Write ``metrics.csv``, one row per epoch of ``history``; returns whether it wrote.
+
+    ``only_if_changed`` leaves a file that already says the same alone (a resume of a finished
+    run then writes nothing it does not have to).
+    """
     def cell(v: object) -> object:
         return "" if v is None else (f"{v:.6g}" if isinstance(v, float) else v)
 
-    write_csv(run.metrics, METRIC_COLUMNS, [[cell(row.get(c)) for c in METRIC_COLUMNS] for row in history])
+    rows = [[cell(row.get(c)) for c in METRIC_COLUMNS] for row in history]
+    if only_if_changed:
+        try:
+            if run.metrics.read_text(encoding="utf-8") == csv_text(METRIC_COLUMNS, rows):
+                return False
+        except (OSError, UnicodeDecodeError):
+            pass
+    write_csv(run.metrics, METRIC_COLUMNS, rows)
+    return True
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

@@ -37,7 +37,7 @@ import stat
 import threading
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -184,8 +184,9 @@ def _first_frame(img: Image.Image) -> Image.Image:
     if getattr(img, "n_frames", 1) > 1:
         img.seek(0)
     try:
-        # Phone photos store their rotation in EXIF; apply it so the digit is upright.
-        img = ImageOps.exif_transpose(img) or img
+        # Phone photos store their rotation in EXIF; apply it so the digit is upright. In place:
+        # otherwise Pillow copies every picture that needs no turning (100 MB for 25 megapixels).
+        ImageOps.exif_transpose(img, in_place=True)
     except Exception:  # a broken EXIF block must not lose the picture
         pass
     return img
@@ -207,33 +208,90 @@ def to_standard_mode(img: Image.Image, label: str = "<image>") -> Image.Image:
     if mode in ("L", "RGB") and "transparency" not in img.info:
         return img
     if mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
-        a = np.asarray(img, dtype=np.float64)
-        if not np.isfinite(a).all():
-            raise ImageError(f"{label}: the image holds non-finite pixel values")
-        hi = float(a.max()) if a.size else 0.0
-        if mode == "F" and hi <= 1.0:
-            a = a * 255.0
-        elif hi > 255.0:
-            a = a * (255.0 / 65535.0)
-        return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))
+        return _deep_to_8bit(img, label)
     has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
     if not has_alpha:
         return img.convert("RGB" if mode not in ("1", "L", "P") or _palette_is_colour(img) else "L")
-    rgba = np.asarray(img.convert("RGBA"), dtype=np.float32)
-    alpha = rgba[..., 3:] / 255.0
-    rgb = rgba[..., :3]
-    luma = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    weight = alpha[..., 0]
-    if weight.sum() == 0:
-        raise ImageError(f"{label}: the image is fully transparent")
-    visible_luma = float((luma * weight).sum() / weight.sum())
-    background = 255.0 if visible_luma < 127.5 else 0.0
-    out = rgb * alpha + background * (1.0 - alpha)
-    out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
     grey = mode in ("LA", "La") or (mode == "P" and not _palette_is_colour(img))
-    if grey:
-        return Image.fromarray(out[..., 0])
-    return Image.fromarray(out)
+    return _composite_alpha(img if mode == "RGBA" else img.convert("RGBA"), grey, label)
+
+
+#: Pixels per block when converting a large image: the float temporaries of one block stay around
+#: 50 MB, so a 25-megapixel upload costs its decoded size plus that, not 15x its size (issue 16).
+#: An image of at most this many pixels is one block, computed exactly as a whole.
+BLOCK_PIXELS = 1 << 20
+
+
+def _blocks(img: Image.Image) -> Iterator[tuple[int, np.ndarray]]:
+    """(top row, pixels) of ``img`` in blocks of whole rows, each copied out on its own."""
+    w, h = img.size
+    rows = max(1, BLOCK_PIXELS // max(1, w))
+    if rows >= h:
+        yield 0, np.asarray(img)
+        return
+    for top in range(0, h, rows):
+        yield top, np.asarray(img.crop((0, top, w, min(h, top + rows))))
+
+
+def _paste_blocks(mode: str, size: tuple[int, int], blocks: Iterator[tuple[int, np.ndarray]]) -> Image.Image:
+    out = None
+    for top, block in blocks:
+        piece = Image.fromarray(block)
+        if top == 0 and block.shape[0] == size[1]:
+            return piece  # one block: the image itself
+        if out is None:
+            out = Image.new(mode, size)
+        out.paste(piece, (0, top))
+    assert out is not None
+    return out
+
+
+def _deep_to_8bit(img: Image.Image, label: str) -> Image.Image:
+    """16/32-bit integer or float pixels -> 8-bit ``L`` (see :func:`to_standard_mode`), block by block."""
+    hi = 0.0
+    for _, block in _blocks(img):
+        a = block.astype(np.float64)
+        if not np.isfinite(a).all():
+            raise ImageError(f"{label}: the image holds non-finite pixel values")
+        hi = max(hi, float(a.max()) if a.size else 0.0)
+
+    def scaled() -> Iterator[tuple[int, np.ndarray]]:
+        for top, block in _blocks(img):
+            a = block.astype(np.float64)
+            if img.mode == "F" and hi <= 1.0:
+                a = a * 255.0
+            elif hi > 255.0:
+                a = a * (255.0 / 65535.0)
+            yield top, np.clip(np.rint(a), 0, 255).astype(np.uint8)
+
+    return _paste_blocks("L", img.size, scaled())
+
+
+def _composite_alpha(rgba_img: Image.Image, grey: bool, label: str) -> Image.Image:
+    """Transparent pixels onto the background that contrasts with the visible content, block by block."""
+    coeffs = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    ink = weights = 0.0
+    for _, block in _blocks(rgba_img):
+        rgba = block.astype(np.float32)
+        weight = rgba[..., 3] / 255.0
+        luma = rgba[..., :3] @ coeffs
+        # float32 sums per block; with one block (up to BLOCK_PIXELS) exactly the whole image's sums.
+        ink += float((luma * weight).sum())
+        weights += float(weight.sum())
+    if weights == 0:
+        raise ImageError(f"{label}: the image is fully transparent")
+    visible_luma = float(np.float32(ink) / np.float32(weights))
+    background = 255.0 if visible_luma < 127.5 else 0.0
+
+    def composited() -> Iterator[tuple[int, np.ndarray]]:
+        for top, block in _blocks(rgba_img):
+            rgba = block.astype(np.float32)
+            alpha = rgba[..., 3:] / 255.0
+            out = rgba[..., :3] * alpha + background * (1.0 - alpha)
+            out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+            yield top, (out[..., 0] if grey else out)
+
+    return _paste_blocks("L" if grey else "RGB", rgba_img.size, composited())
 
 
 def _palette_is_colour(img: Image.Image) -> bool:

@@ -86,8 +86,16 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
     write_bytes(path, buf.getvalue())
 
 
-def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> dict:
-    """Load a cnnlab checkpoint with ``weights_only=True``; clear errors for everything else."""
+def load_checkpoint(
+    path: str | os.PathLike, *, map_location: str | torch.device = "cpu", training_state: bool = False
+) -> dict:
+    """Load a cnnlab checkpoint with ``weights_only=True``; clear errors for everything else.
+
+    The payload's schema is checked, so a file that loads but is malformed (no ``model``
+    entry, a string where a table belongs) is a :class:`CheckpointError` naming the file and
+    the entry. ``training_state=True`` (resuming from ``last.pt``) also requires the optimizer,
+    trainer position, RNG, split, best-so-far and history entries.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -113,15 +121,135 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
             f"{path} was written with checkpoint schema {schema!r}, newer than this cnnlab "
             f"({__version__}, schema {SCHEMA_VERSION}) understands; upgrade cnnlab to load it"
         )
+    problem = payload_problem(payload, training_state=training_state)
+    if problem:
+        raise CheckpointError(f"{path} is a malformed cnnlab checkpoint: {problem}. Use another checkpoint or retrain.")
     return payload
 
 
-def model_from_checkpoint(payload: dict, *, expect_model: str | None = None, expect_dataset: str | None = None,
-                          tta: bool = True) -> nn.Module:
+_INT = (int,)
+_NUMBER = (int, float)
+
+
+def _is(value: Any, kinds: tuple[type, ...]) -> bool:
+    return isinstance(value, kinds) and not isinstance(value, bool)
+
+
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+def payload_problem(payload: dict, *, training_state: bool = False) -> str | None:
+    """What is wrong with a loaded payload's structure (the first problem), or None when it is sound.
+
+    Checks types, not values: the values are checked where they are used (preprocessing,
+    class names), each with its own message.
+    """
+    model = payload.get("model")
+    if not isinstance(model, dict):
+        return f"'model' must be a table (name, in_channels, num_classes, image_size), not {_type_name(model)}"
+    if not isinstance(model.get("name"), str):
+        return f"model.name must be a model name, not {model.get('name')!r}"
+    for key in ("in_channels", "num_classes", "image_size"):
+        if not _is(model.get(key), _INT) or model[key] < 1:
+            return f"model.{key} must be a whole number >= 1, not {model.get(key)!r}"
+    state = payload["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        return "'state_dict' must map parameter names to tensors"
+    for key, kinds in (("data", (dict,)), ("config", (dict,)), ("metrics", (dict,)), ("kind", (str,)), ("epoch", _INT)):
+        if key in payload and not _is(payload[key], kinds):
+            return f"'{key}' must be a {kinds[0].__name__}, not {_type_name(payload[key])}"
+    data = payload.get("data") or {}
+    if "classes" in data and not (isinstance(data["classes"], list) and all(isinstance(c, (str, int)) for c in data["classes"])):
+        return "data.classes must be a list of class names"
+    for key in ("channels", "image_size"):
+        if key in data and not _is(data[key], _INT):
+            return f"data.{key} must be a whole number, not {data[key]!r}"
+    if "metrics" in payload and not all(_is(v, _NUMBER) for v in payload["metrics"].values()):
+        return "metrics must map names to numbers"
+    if training_state:
+        return _training_state_problem(payload)
+    return None
+
+
+def _training_state_problem(payload: dict) -> str | None:
+    optimizer = payload.get("optimizer")
+    if not isinstance(optimizer, dict) or not isinstance(optimizer.get("param_groups"), list) \
+            or not isinstance(optimizer.get("state"), dict):
+        return "'optimizer' must be an optimizer state (state, param_groups)"
+    trainer = payload.get("trainer")
+    if not isinstance(trainer, dict) or not _is(trainer.get("iteration"), _INT) or trainer["iteration"] < 0 \
+            or not _is(trainer.get("epoch_length"), _INT) or trainer["epoch_length"] < 1:
+        return "'trainer' must hold the iteration (>= 0) and epoch_length (>= 1)"
+    rng = payload.get("rng")
+    if not isinstance(rng, dict) or not isinstance(rng.get("torch"), torch.Tensor) \
+            or not isinstance(rng.get("python"), list) or not isinstance(rng.get("numpy"), dict):
+        return "'rng' must hold the torch, python and numpy random states"
+    split = payload.get("split")
+    if not isinstance(split, dict) or not all(isinstance(split.get(k), torch.Tensor) for k in ("train", "val")):
+        return "'split' must hold the train and val index tensors"
+    best = payload.get("best")
+    if not isinstance(best, dict) or not _is(best.get("loss"), _NUMBER) or not _is(best.get("epoch"), _INT):
+        return "'best' must hold the best validation loss and its epoch"
+    history = payload.get("history")
+    if not isinstance(history, list) or not all(isinstance(row, dict) for row in history):
+        return "'history' must be a list of per-epoch rows"
+    return None
+
+
+# The entries of a metrics row that best.pt records: the numbers of the model itself, not timings.
+BEST_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
+
+
+def best_metrics(row: dict) -> dict[str, float]:
+    """The part of an epoch's metrics row that goes into that epoch's ``best.pt``."""
+    return {k: float(row[k]) for k in BEST_METRICS if _is(row.get(k), _NUMBER)}
+
+
+def best_from_last(last: dict) -> dict:
+    """The ``best.pt`` payload of the epoch a ``last.pt`` was saved at the end of.
+
+    Used to repair a run killed between the two writes of that epoch (``last.pt`` is written
+    first): the weights at the end of the best epoch are ``last.pt``'s weights, so the result
+    equals the file the uninterrupted run writes.
+    """
+    epoch = int(last["best"]["epoch"])
+    row = next((r for r in last["history"] if r.get("epoch") == epoch), {})
+    return {
+        "schema": last["schema"],
+        "kind": "best",
+        "cnnlab_version": last["cnnlab_version"],
+        "torch_version": last["torch_version"],
+        "model": last["model"],
+        "data": last["data"],
+        "state_dict": last["state_dict"],
+        "config": last["config"],
+        "epoch": epoch,
+        "metrics": best_metrics(row),
+    }
+
+
+CUSTOM_PREFIX = "custom:"  # model name of a run trained from a user's own nn.Module class
+
+
+def is_custom_model(name: str) -> bool:
+    return str(name).startswith(CUSTOM_PREFIX)
+
+
+def model_from_checkpoint(
+    payload: dict,
+    *,
+    expect_model: str | None = None,
+    expect_dataset: str | None = None,
+    model: nn.Module | None = None,
+    tta: bool = True,
+) -> nn.Module:
     """Rebuild the model a payload describes and load its weights strictly.
 
-    A run trained with ``[model] tta_shift = N`` answers through :class:`ShiftTTA` (``tta=False``:
-    the bare network, e.g. to draw its filters).
+    ``model``: an instance to load the weights into instead of building one from the registry;
+    required for a run trained from the user's own class (model name ``custom:ClassName``), whose
+    code a checkpoint never holds. A run trained with ``[model] tta_shift = N`` answers through
+    :class:`ShiftTTA` (``tta=False``: the bare network, e.g. to draw its filters).
     """
 
     spec = payload["model"]
@@ -130,14 +258,24 @@ def model_from_checkpoint(payload: dict, *, expect_model: str | None = None, exp
     data_name = payload.get("data", {}).get("name")
     if expect_dataset is not None and data_name != expect_dataset:
         raise CheckpointError(f"checkpoint was trained on dataset {data_name!r}, not {expect_dataset!r}")
-    model = create_model(
-        spec["name"], in_channels=spec["in_channels"], num_classes=spec["num_classes"], image_size=spec["image_size"]
-    )
+    if model is None and is_custom_model(spec["name"]):
+        cls = spec["name"][len(CUSTOM_PREFIX):]
+        raise CheckpointError(
+            f"this checkpoint holds the weights of your own model class {cls} (model {spec['name']!r}); "
+            f"a checkpoint never holds code, so pass an instance to load them into, from Python: "
+            f"cnnlab.load(RUN, model={cls}()) or cnnlab.interpret(RUN, model={cls}())"
+        )
+    given = model is not None
+    if model is None:
+        model = create_model(
+            spec["name"], in_channels=spec["in_channels"], num_classes=spec["num_classes"], image_size=spec["image_size"]
+        )
     try:
         model.load_state_dict(payload["state_dict"], strict=True)
     except RuntimeError as exc:
+        what = f"{type(model).__name__} (the instance given)" if given else repr(spec["name"])
         raise CheckpointError(
-            f"checkpoint weights do not fit model {spec['name']!r}: {_first_line(exc)}"
+            f"checkpoint weights ({spec['name']!r}) do not fit model {what}: {_first_line(exc)}"
         ) from None
     shift = int((payload.get("config") or {}).get("model", {}).get("tta_shift", 0) or 0)
     return ShiftTTA(model, shift) if tta and shift else model
@@ -151,8 +289,8 @@ def _first_line(exc: BaseException) -> str:
 # --- RNG state as plain values (so last.pt stays weights_only-loadable) ---------------------
 
 
-def capture_rng_state() -> dict:
-    """Every RNG a training run may draw from: torch CPU/CUDA, Python, NumPy."""
+def capture_rng_state(*, cuda: bool = True) -> dict:
+    """Every RNG a training run may draw from: torch CPU/CUDA, Python, NumPy (``cuda=False``: not CUDA's)."""
     import random
 
     import numpy as np
@@ -169,7 +307,7 @@ def capture_rng_state() -> dict:
             "cached_gaussian": float(np_state[4]),
         },
     }
-    if torch.cuda.is_available():
+    if cuda and torch.cuda.is_available():
         state["cuda"] = [s.cpu() for s in torch.cuda.get_rng_state_all()]
     return state
 

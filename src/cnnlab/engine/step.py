@@ -7,6 +7,7 @@ reaches the weights, and the step returns a Python float for the progress bar.
 """
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, Callable, Iterable
 
@@ -18,6 +19,19 @@ from ignite.metrics import Accuracy, Loss
 from cnnlab.inference import eval_forward, train_forward
 from cnnlab.core.config import OPTIMIZERS, OptimConfig
 from cnnlab.core.errors import ConfigError, NonFiniteLossError
+
+
+# ignite logs "Engine run is terminating due to exception: ..." before re-raising; with no
+# handler configured Python prints that to stderr, so a NaN or a full disk would not be one
+# `error:` line. cnnlab's engines log under "cnnlab.ignite", which has a NullHandler: silent by
+# default, shown when the caller configures logging (e.g. logging.basicConfig(level="INFO")).
+ENGINE_LOGGER = logging.getLogger("cnnlab.ignite")
+ENGINE_LOGGER.addHandler(logging.NullHandler())
+
+
+def _quiet(engine: Engine) -> Engine:
+    engine.logger = ENGINE_LOGGER
+    return engine
 
 
 def build_optimizer(cfg: OptimConfig, params: Iterable[torch.nn.Parameter], device: torch.device) -> torch.optim.Optimizer:
@@ -143,7 +157,7 @@ def create_train_step(
 
 def create_trainer(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, amp: str = "off") -> Engine:
     """An ignite ``Engine`` running the lesson's training step."""
-    return Engine(create_train_step(model, optimizer, loss_fn, amp))
+    return _quiet(Engine(create_train_step(model, optimizer, loss_fn, amp)))
 
 
 def create_evaluator(model: nn.Module, amp: str = "off") -> Engine:
@@ -165,7 +179,7 @@ def create_evaluator(model: nn.Module, amp: str = "off") -> Engine:
             logits = forward["fn"](x)
         return logits.float(), y
 
-    evaluator = Engine(eval_step)
+    evaluator = _quiet(Engine(eval_step))
 
     @evaluator.on(Events.STARTED)
     def _freeze_weights(engine: Engine) -> None:

@@ -21,6 +21,7 @@ import torch.nn as nn
 from ignite.engine import Engine, Events
 
 from cnnlab.core.errors import CnnlabError
+from cnnlab.core.files import make_dirs
 
 INSTALL_HINT = 'pip install "cnnlab[tensorboard]"'
 EPOCH_SCALARS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "eval_time_s")
@@ -65,7 +66,7 @@ def attach_tensorboard(
     per_image = 1
     if train_cfg is not None and getattr(train_cfg, "loss_reduction", "mean") == "sum":
         per_image = train_cfg.batch_size
-    Path(log_dir).mkdir(parents=True, exist_ok=True)
+    make_dirs(log_dir)  # a read-only disk is one `error:` line (exit 4), not a traceback
     tb = TensorboardLogger(log_dir=str(log_dir))
     every = max(1, log_every)
 

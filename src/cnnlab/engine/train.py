@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import platform
 import random
@@ -32,11 +33,12 @@ import torch.nn as nn
 from ignite.engine import Engine, Events
 
 from cnnlab import __version__
-from cnnlab.core.config import Config
-from cnnlab.core.errors import CnnlabError, ConfigError, RunDirError
+from cnnlab.core.config import Config, DataConfig
+from cnnlab.core.errors import CheckpointError, CnnlabError, ConfigError, NonFiniteLossError, RunDirError
 from cnnlab.core.runs import (
     RunDir,
     default_run_dir,
+    locked,
     open_run,
     read_config,
     write_config,
@@ -49,7 +51,11 @@ from cnnlab.data.registry import absolute_paths, prepare_data
 from cnnlab.data.tensors import DataBundle, TensorBatches
 from cnnlab.engine import distributed
 from cnnlab.engine.checkpoint import (
+    CUSTOM_PREFIX,
+    best_from_last,
+    best_metrics,
     capture_rng_state,
+    is_custom_model,
     load_checkpoint,
     make_payload,
     restore_rng_state,
@@ -116,27 +122,93 @@ def setup_runtime(cfg: Config) -> torch.device:
     return device
 
 
-def fit(cfg: Config, run_dir: str | Path | None = None, *, log: Callable[[str], None] = print) -> FitResult:
+@contextlib.contextmanager
+def restored_process_state() -> Iterator[None]:
+    """Run the block, then put back what :func:`setup_runtime` changes: a library call leaves the process as it was.
+
+    Restored: torch's intra-op thread count, the global RNGs (Python ``random``, NumPy, torch CPU and
+    CUDA), deterministic-kernel flags and ``CUBLAS_WORKSPACE_CONFIG``. The command line exits after
+    training, so for it this changes nothing.
+    """
+    threads = torch.get_num_threads()
+    cuda_was_used = torch.cuda.is_available() and torch.cuda.is_initialized()
+    rng = capture_rng_state() if cuda_was_used else capture_rng_state(cuda=False)  # never start CUDA here
+    deterministic = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    cudnn = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    cublas = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        restore_rng_state(rng)
+        if not cuda_was_used and torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.manual_seed_all(CUDA_DEFAULT_SEED)  # as a process that has not used CUDA yet finds it
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn
+        if cublas is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        else:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = cublas
+
+
+CUDA_DEFAULT_SEED = 67280421310721  # torch's seed for a CUDA generator nobody has seeded
+
+
+DataSource = Callable[[DataConfig, torch.device], DataBundle]
+
+
+def fit(
+    cfg: Config,
+    run_dir: str | Path | None = None,
+    *,
+    log: Callable[[str], None] = print,
+    model: nn.Module | None = None,
+    load_data: DataSource | None = None,
+) -> FitResult:
     """Train as ``cfg`` says into ``run_dir``; resume if it holds an unfinished run of the same config.
+
+    ``model``: train this module (the user's own class; ``cfg.model.name`` is then ``custom:ClassName``)
+    instead of building ``cfg.model.name`` from the registry. It is trained in place, from the weights
+    it has. ``load_data(cfg.data, device)``: where the data comes from instead of the dataset registry
+    (the user's own tensors or Dataset). Thread count and global RNGs are restored on return.
 
     Returns the run, its metrics history and best epoch, and the data it trained on.
     """
+    with restored_process_state():
+        return _fit(cfg, run_dir, log=log, model=model, load_data=load_data)
+
+
+def _fit(
+    cfg: Config, run_dir: str | Path | None, *, log: Callable[[str], None], model: nn.Module | None,
+    load_data: DataSource | None,
+) -> FitResult:
     cfg.validate()
     cfg = dataclasses.replace(cfg, data=absolute_paths(cfg.data))  # stored so: the run evaluates from anywhere
     # Under torchrun or `cnnlab train --nproc N` this is one process of several: join them.
     distributed.ensure_initialized(cfg.train.device)
     log = distributed.main_only(log)  # only rank 0 prints
-    get_model_entry(cfg.model.name)  # fail on a typo before any data is read
+    if model is None:
+        get_model_entry(cfg.model.name)  # fail on a typo before any data is read
+    elif not is_custom_model(cfg.model.name):
+        raise ConfigError(f"a model instance was given, so model.name must start with {CUSTOM_PREFIX!r}, got {cfg.model.name!r}")
     if cfg.model.pretrained:
         check_pretrained(cfg.model.name)
     t0 = time.perf_counter()
     run = RunDir(Path(run_dir) if run_dir else default_run_dir(cfg))
+    # Rank 0 holds the folder's lock for the whole run: no second process trains into it, and
+    # temporary files found there are a dead process's leftovers, safe to delete.
+    with (locked(run) if distributed.is_main() else contextlib.nullcontext(run)):
+        return _fit_locked(cfg, run, log, t0, model, load_data)
+
+
+def _fit_locked(cfg: Config, run: RunDir, log: Callable[[str], None], t0: float, model: nn.Module | None,
+                load_data: DataSource | None) -> FitResult:
     resume = check_run_dir(run, cfg)
     device = distributed.device_for_rank(setup_runtime(cfg))
-    data = prepare_data(cfg.data, device)
+    data = (load_data or prepare_data)(cfg.data, device)
     distributed.check_run_agreement(data.train_indices, data.val_indices, resume)
     rank, world = distributed.rank(), distributed.world_size()
-    model = build_model(cfg, data).to(device)
+    model = (build_model(cfg, data) if model is None else model).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg.optim, model.parameters(), device)
@@ -164,16 +236,32 @@ def fit(cfg: Config, run_dir: str | Path | None = None, *, log: Callable[[str], 
         state = resume
         if not torch.equal(state["split"]["val"], data.val_indices) or not torch.equal(state["split"]["train"], data.train_indices):
             raise RunDirError(f"{run.last} was trained on a different train/validation split; start a new --run-dir")
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        trainer.load_state_dict({**distributed.resume_position(state["trainer"], len(train_batches)), "max_epochs": t.epochs})
+        try:
+            model.load_state_dict(state["state_dict"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{run.last} does not fit this run's model or optimizer (did its class change?): "
+                                  f"{str(exc).splitlines()[0]}; start a new run directory") from None
+        position = distributed.resume_position(state["trainer"], len(train_batches))
+        done_epochs = position["iteration"] // len(train_batches)
+        # ignite refuses max_epochs below the epochs already done; asking for fewer means "nothing to do".
+        trainer.load_state_dict({**position, "max_epochs": max(t.epochs, done_epochs)})
         restore_rng_state(state["rng"])
         history = [dict(row) for row in state["history"]]
         best.update(loss=state["best"]["loss"], epoch=state["best"]["epoch"])
         resumed_from = trainer.state.iteration / len(train_batches)
-        log(f"resuming {run.path} from epoch {resumed_from:g} (iteration {trainer.state.iteration})")
+        if distributed.is_main():
+            # A kill between this epoch's writes left last.pt newer than best.pt or metrics.csv:
+            # both are functions of last.pt, so rebuild them before going on.
+            repair_from_last(run, state, log)
+        if trainer.state.iteration >= t.epochs * len(train_batches):
+            epochs = f"{resumed_from:g} epoch{'' if resumed_from == 1 else 's'}"
+            log(f"{run.path} already trained {epochs} (asked for {t.epochs}): nothing to train")
+        else:
+            log(f"resuming {run.path} from epoch {resumed_from:g} (iteration {trainer.state.iteration})")
     elif distributed.is_main():  # only rank 0 writes files
-        run.path.mkdir(parents=True, exist_ok=True)
+        # config.json first and atomically: until it exists the folder counts as empty, so a
+        # kill before or during this write leaves a folder that the same command starts afresh.
         write_config(run, cfg, {"provenance": provenance(device)})
         write_split(run, data.train_indices, data.val_indices, cfg.data.split_seed)
 
@@ -223,18 +311,25 @@ def fit(cfg: Config, run_dir: str | Path | None = None, *, log: Callable[[str], 
         row["best"] = row["val_loss"] < best["loss"]  # NaN never counts as best
         if row["best"]:
             best.update(loss=row["val_loss"], epoch=epoch)
-            if distributed.is_main():
-                save_checkpoint(run.best, make_payload(
-                    model, model_name=cfg.model.name, data_info=data.info.to_dict(), config=cfg.to_dict(),
-                    epoch=epoch, metrics={k: v for k, v in row.items() if isinstance(v, float)},
-                ))
         row["epoch_time_s"] = round(time.perf_counter() - clock["start"], 3)
         row["eval_time_s"] = round(eval_seconds, 3)
         history.append(row)
+        # The order is what makes a kill at any instant resumable: last.pt (which holds the whole
+        # history and the best epoch) first; best.pt and metrics.csv are rebuilt from it on resume.
         save_last()
         if distributed.is_main():
+            if row["best"]:
+                save_checkpoint(run.best, make_payload(
+                    model, model_name=cfg.model.name, data_info=data.info.to_dict(), config=cfg.to_dict(),
+                    epoch=epoch, metrics=best_metrics(row),
+                ))
             write_metrics(run, history)
         say(format_epoch(row, t.epochs))
+        if not math.isfinite(row["val_loss"]):
+            raise NonFiniteLossError(
+                f"the validation loss became {row['val_loss']} at epoch {epoch}: the model diverged "
+                f"(best.pt keeps epoch {best['epoch'] or 'none'}). Try a lower learning rate."
+            )
 
     if t.patience:  # early stopping on validation loss; after _end_epoch, which updates `best`
 
@@ -263,20 +358,26 @@ def fit(cfg: Config, run_dir: str | Path | None = None, *, log: Callable[[str], 
                 code,
             )
 
+    if distributed.is_main():
+        run.remove_temp_files()  # none should be left; a no-op unless something wrote beside us
     return FitResult(run, best["epoch"], best["loss"], history, time.perf_counter() - t0, int(resumed_from), data, device)
 
 
 def check_run_dir(run: RunDir, cfg: Config) -> dict | None:
     """Decide between a fresh run and a resume; never touch a run that holds something else.
 
-    Returns the ``last.pt`` payload to resume from, or None for a fresh start.
+    Returns the ``last.pt`` payload to resume from, or None for a fresh start. Temporary
+    files of a killed writer are deleted first (the caller holds the folder's lock), and a
+    folder holding nothing else counts as empty.
     """
     if not run.path.exists():
         return None
-    if run.path.is_file():
+    if not run.path.is_dir():
         raise RunDirError(f"run directory {run.path} is a file; choose another --run-dir")
+    if distributed.is_main():
+        run.remove_temp_files()
     if not run.config.exists():
-        if any(run.path.iterdir()):
+        if run.entries():
             raise RunDirError(f"{run.path} is not empty and holds no cnnlab run; choose another --run-dir")
         return None
     saved = read_config(run)
@@ -287,10 +388,32 @@ def check_run_dir(run: RunDir, cfg: Config) -> dict | None:
             "use another --run-dir, or `cnnlab train --resume` to continue it as configured"
         )
     if not run.last.exists():
+        # cnnlab writes last.pt before the first best.pt, so this is a folder someone edited.
         if run.best.exists():
             raise RunDirError(f"{run.path} has best.pt but no last.pt to resume from; choose another --run-dir")
         return None  # stopped before the first epoch ended: nothing to lose, start again
-    return load_checkpoint(run.last)
+    return load_checkpoint(run.last, training_state=True)
+
+
+def repair_from_last(run: RunDir, state: dict, log: Callable[[str], None] = print) -> None:
+    """Bring ``best.pt`` and ``metrics.csv`` up to ``last.pt``, which is always written first.
+
+    ``best.pt`` can only lag when ``last.pt`` was saved at the end of the best epoch (the
+    kill came between the two writes): then ``last.pt``'s weights are the best weights.
+    ``metrics.csv`` is rewritten from ``last.pt``'s history every time (it is small).
+    """
+    best_epoch = int(state["best"]["epoch"])
+    trainer = state["trainer"]
+    if best_epoch and trainer["iteration"] == best_epoch * trainer["epoch_length"]:
+        try:
+            current = load_checkpoint(run.best).get("epoch") if run.best.exists() else None
+        except CheckpointError:
+            current = None
+        if current != best_epoch:
+            save_checkpoint(run.best, best_from_last(state))
+            log(f"rebuilt {run.best} (epoch {best_epoch}) from {run.last}: the run had stopped between the two")
+    if write_metrics(run, [dict(row) for row in state["history"]], only_if_changed=True):
+        log(f"rebuilt {run.metrics} from {run.last}")
 
 
 def resume_config(run_dir: str | Path, **changes: object) -> Config:
@@ -298,13 +421,17 @@ def resume_config(run_dir: str | Path, **changes: object) -> Config:
 
     cfg = read_config(open_run(run_dir))
     given = {dotted: value for dotted, value in changes.items() if value is not None}
-    fixed = [dotted for dotted in given if dotted not in RESUMABLE_CHANGES]
+    # An option repeated with the run's own value (`--deterministic` on a deterministic run) is the same
+    # command again, which resumes; only a setting that would change what is computed is refused.
+    fixed = [dotted for dotted, value in given.items()
+             if dotted not in RESUMABLE_CHANGES and getattr(getattr(cfg, dotted.split(".")[0]), dotted.split(".")[1]) != value]
     if fixed:
         raise RunDirError(f"--resume continues a run as it was configured; {', '.join(fixed)} cannot be changed "
                           f"(only {', '.join(RESUMABLE_CHANGES)} can)")
     for dotted, value in given.items():
         section, key = dotted.split(".")
-        cfg = cfg.override(section, **{key: value})
+        if dotted in RESUMABLE_CHANGES:
+            cfg = cfg.override(section, **{key: value})
     return cfg
 
 

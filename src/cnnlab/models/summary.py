@@ -40,6 +40,17 @@ class ModelSummary:
                         "macs": r.macs} for r in self.rows],
             "total_params": self.total_params, "total_macs": self.total_macs,
         }
+    def __repr__(self) -> str:
+        c, h, w = self.input_shape
+        return (f"ModelSummary({self.model!r}, input={c}x{h}x{w}, layers={len(self.rows)}, "
+                f"params={self.total_params:,}, MACs={self.total_macs:,})")
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+    def _repr_pretty_(self, printer: object, cycle: bool) -> None:
+        # IPython and Jupyter show the table (print() does too); repr() stays one line.
+        printer.text(self.to_text() if not cycle else "ModelSummary(...)")  # type: ignore[attr-defined]
 
     def to_text(self) -> str:
         c, h, w = self.input_shape
@@ -90,9 +101,10 @@ def summarize(model: "nn.Module", input_shape: tuple[int, int, int], name: str =
             handles.append(module.register_forward_hook(hook(mod_name)))
     was_training = model.training
     model.eval()
+    first = next(iter(model.parameters()), None)
     try:
         with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
+            model(torch.zeros(1, *input_shape, device=first.device if first is not None else None))
     finally:
         for h in handles:
             h.remove()

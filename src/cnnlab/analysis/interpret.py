@@ -1,0 +1,310 @@
+"""A trained model's test-set predictions, computed once, read in memory, written only when asked.
+
+In the spirit of fastai's ``ClassificationInterpretation``::
+
+    interp = run.interpret()                      # or cnnlab.interpret(run) / cnnlab.interpret("runs/x")
+    print(interp.report)                          # sklearn's classification report, 3 digits
+    interp.confusion_matrix()                     # (K, K) counts, rows = true class
+    interp.most_confused(5)                       # [("4", "9", 12), ...]
+    interp.plot_misclassified(classes=[8, 4, 9])  # the lesson's gallery; shows inline in Jupyter
+    interp.save("runs/x/analysis")                # the files `cnnlab analyze` writes
+
+Every ``plot_*`` returns a :class:`~cnnlab.analysis.figures.InlineFigure`: a matplotlib ``Figure``
+that a notebook shows as a picture without pyplot, and that ``fig.savefig(path)`` saves.
+Nothing is written to disk until :meth:`Interpretation.save`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from cnnlab.analysis import figures as plots
+from cnnlab.analysis.html import write_html_report
+from cnnlab.analysis.metrics import (
+    ECE_BINS,
+    ConfusedPair,
+    Predictions,
+    ReliabilityBins,
+    TestReport,
+    best_epoch,
+    classes_with_most_errors,
+    most_confused,
+    per_class_rates,
+    reliability_bins,
+    resolve_classes,
+    score,
+    select_misclassified,
+    test_set_fingerprint,
+    top_losses,
+)
+from cnnlab.core.errors import ConfigError
+from cnnlab.core.files import save_figure, write_csv, write_json
+
+
+@dataclass
+class AnalysisResult:
+    """What :meth:`Interpretation.save` (``cnnlab analyze``) computed, and where it wrote it."""
+
+    run_path: Path
+    out_dir: Path
+    predictions: Predictions
+    report: TestReport
+    reliability: ReliabilityBins
+    confused: list[ConfusedPair]
+    top_loss_indices: np.ndarray
+    misclassified: dict[int, np.ndarray]
+    summary: dict[str, Any]
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def ece(self) -> float:
+        return self.reliability.ece
+
+    def __repr__(self) -> str:
+        return f"AnalysisResult({str(self.out_dir)!r}, files={len(self.files)}, accuracy={self.summary['accuracy']:.4f})"
+
+    def text(self, max_pairs: int = 10) -> str:
+        """A short human summary: headline numbers and the most-confused table."""
+        s = self.summary
+        lines = [
+            f"test accuracy {s['accuracy']:.2%}  loss {s['loss']:.4f}  errors {s['errors']}/{s['num_images']}  "
+            f"ECE ({s['ece_bins']} bins) {s['ece']:.4f}",
+            "",
+            format_confused(self.confused[:max_pairs]),
+            "",
+            f"wrote {len(self.files)} files to {self.out_dir}  (open {self.files.get('html', self.out_dir)})",
+        ]
+        return "\n".join(lines)
+
+
+def format_confused(pairs: Sequence[ConfusedPair]) -> str:
+    if not pairs:
+        return "most confused: none (no errors)"
+    w = max(4, *(len(p.true) for p in pairs))
+    lines = ["most confused (true -> predicted, count):"]
+    lines += [f"  {p.true:>{w}} -> {p.pred:<{w}} {p.count:>6}" for p in pairs]
+    return "\n".join(lines)
+
+
+class Interpretation:
+    """One model's predictions on a test set, and everything to read them.
+
+    Build it with ``run.interpret()``, ``cnnlab.interpret(run_or_path)`` or
+    :meth:`from_logits`. Attributes: ``predictions`` (images, labels, probabilities, losses per
+    test image), ``report`` (:class:`~cnnlab.analysis.metrics.TestReport`: ``print`` it for
+    sklearn's classification report), ``history`` (the run's metrics per epoch, when known).
+    """
+
+    def __init__(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        images: torch.Tensor | np.ndarray,
+        classes: Sequence[str],
+        *,
+        history: Sequence[dict] | None = None,
+        run_path: str | Path | None = None,
+        epoch: int | None = None,
+        dataset: str = "test set",
+    ) -> None:
+        logits = torch.as_tensor(logits).float().cpu()
+        labels = torch.as_tensor(labels).long().cpu()
+        self.predictions = Predictions.from_logits(logits, labels, images, classes)
+        self.report: TestReport = score(logits, labels, list(classes))
+        self.history = [dict(r) for r in (history or [])]
+        self.run_path = Path(run_path) if run_path is not None else None
+        self.epoch = epoch
+        self.dataset = dataset
+
+    def __repr__(self) -> str:
+        where = f"{str(self.run_path)!r}, " if self.run_path is not None else ""
+        return (f"Interpretation({where}images={len(self.predictions)}, accuracy={self.accuracy:.4f}, "
+                f"errors={self.errors})")
+
+    # --- numbers -----------------------------------------------------------------------------
+
+    @property
+    def classes(self) -> list[str]:
+        return self.predictions.classes
+
+    @property
+    def accuracy(self) -> float:
+        return self.report.accuracy
+
+    @property
+    def errors(self) -> int:
+        return int((~self.predictions.correct).sum())
+
+    @property
+    def ece(self) -> float:
+        """Expected calibration error (15 bins)."""
+        p = self.predictions
+        return reliability_bins(p.confidence, p.correct, ECE_BINS).ece
+
+    def confusion_matrix(self) -> np.ndarray:
+        """Counts, shape (classes, classes): rows are true classes, columns predictions (sklearn's layout)."""
+        return self.report.confusion.copy()
+
+    def most_confused(self, k: int | None = None, min_count: int = 1) -> list[tuple[str, str, int]]:
+        """The ``k`` most frequent mistakes as (true class, predicted class, count), most frequent first."""
+        return [(p.true, p.pred, p.count) for p in most_confused(self.report.confusion, self.classes, top=k,
+                                                                  min_count=min_count)]
+
+    def top_losses(self, k: int = 9) -> np.ndarray:
+        """Test-set indices of the ``k`` images with the highest loss, highest first."""
+        return top_losses(self.predictions.losses, min(k, len(self.predictions)))
+
+    # --- figures (each an InlineFigure: shown in Jupyter, saved with savefig) ------------------
+
+    def plot_confusion_matrix(self) -> plots.InlineFigure:
+        """Counts and row-normalised rates."""
+        return plots.confusion_matrix_figure(self.report.confusion, self.classes)
+
+    def plot_misclassified(self, classes: Sequence[str | int] | None = None, per_class: int = 10) -> plots.InlineFigure:
+        """A row of up to ``per_class`` wrong test images for each of ``classes`` (names or indices),
+        titled "predicted (probability)"; by default the three classes with the most errors."""
+        _check_positive(per_class=per_class)
+        p = self.predictions
+        return plots.misclassified_figure(p.images, p.labels, p.probs, self.classes, show=classes, per_class=per_class)
+
+    def plot_top_losses(self, k: int = 9, ncols: int | None = None) -> plots.InlineFigure:
+        """The ``k`` test images with the highest loss: the surest mistakes, often mislabelled images."""
+        _check_positive(k=k)
+        p = self.predictions
+        ncols = ncols or (max(1, math.ceil(math.sqrt(k))) if k <= 16 else 8)
+        return plots.top_losses_figure(p.images, p.labels, p.probs, p.losses, self.classes, k=k, ncols=ncols)
+
+    def plot_calibration(self, n_bins: int = ECE_BINS) -> plots.InlineFigure:
+        """Reliability diagram: accuracy against confidence per bin (a calibrated model follows the diagonal)."""
+        _check_positive(n_bins=n_bins)
+        return plots.reliability_figure(self.predictions.confidence, self.predictions.correct, n_bins=n_bins)
+
+    def plot_confidence(self) -> plots.InlineFigure:
+        """Histograms of the confidence of correct and of wrong predictions."""
+        return plots.confidence_histogram_figure(self.predictions.confidence, self.predictions.correct)
+
+    def plot_per_class(self) -> plots.InlineFigure:
+        """Per-class accuracy (recall) and precision."""
+        return plots.per_class_figure(self.report.confusion, self.classes)
+
+    def plot_curves(self) -> plots.InlineFigure:
+        """Loss and accuracy per epoch, train against validation, the kept (best) epoch marked."""
+        if not self.history:
+            raise ConfigError("no training history to plot: this interpretation was not made from a run")
+        return plots.training_curves_figure(self.history)
+
+    # --- files -----------------------------------------------------------------------------------
+
+    def save(
+        self,
+        folder: str | Path | None = None,
+        *,
+        classes: Sequence[str | int] | None = None,
+        per_class: int = 10,
+        top_k: int = 24,
+        n_bins: int = ECE_BINS,
+        html: bool = True,
+        log: Callable[[str], None] | None = None,
+    ) -> AnalysisResult:
+        """Write the analysis files (what ``cnnlab analyze`` writes) to ``folder`` (default ``RUN/analysis``).
+
+        predictions.csv, most_confused.csv, top_losses.csv/.png, per_class.csv/.png, reliability.csv/.png,
+        confusion_matrix.png, misclassified.png, confidence.png, training_curves.png (when the history is
+        known), summary.json and a self-contained index.html.
+        """
+        _check_positive(per_class=per_class, top_k=top_k, n_bins=n_bins)
+        if folder is None:
+            if self.run_path is None:
+                raise ConfigError("give a folder to save into: this interpretation was not made from a run directory")
+            folder = self.run_path / "analysis"
+        out = Path(folder)
+        pred = self.predictions
+        names = pred.classes
+        k = len(names)
+        report = self.report
+        preds, conf, correct = pred.preds, pred.confidence, pred.correct
+        show = resolve_classes(classes, names) if classes else classes_with_most_errors(pred.labels, preds, k)
+        chosen = select_misclassified(pred.labels, preds, show, per_class)
+        bins = reliability_bins(conf, correct, n_bins)
+        confused = most_confused(report.confusion, names)
+        worst = top_losses(pred.losses, min(top_k, len(pred)))
+        rates = per_class_rates(report.confusion)
+        files: dict[str, Path] = {}
+
+        def figure(name: str, fig: Any) -> None:
+            path = out / f"{name}.png"
+            save_figure(fig, path)
+            files[name] = path
+
+        if log:
+            log(f"analysing {len(pred)} test images of {self.run_path or out} ...")
+        write_csv(out / "predictions.csv", ["index", "label", "pred", "confidence", "loss", "correct"], [
+            [i, names[t], names[p], f"{c:.6f}", f"{l:.6f}", int(ok)]
+            for i, (t, p, c, l, ok) in enumerate(zip(pred.labels, preds, conf, pred.losses, correct))
+        ])
+        files["predictions_csv"] = out / "predictions.csv"
+        write_csv(out / "most_confused.csv", ["true", "pred", "count"], [[p.true, p.pred, p.count] for p in confused])
+        files["most_confused_csv"] = out / "most_confused.csv"
+        write_csv(out / "top_losses.csv", ["rank", "index", "label", "pred", "confidence", "prob_of_label", "loss"], [
+            [rank + 1, int(i), names[pred.labels[i]], names[preds[i]], f"{conf[i]:.6f}",
+             f"{pred.probs[i, pred.labels[i]]:.6f}", f"{pred.losses[i]:.6f}"]
+            for rank, i in enumerate(worst)
+        ])
+        files["top_losses_csv"] = out / "top_losses.csv"
+        write_csv(out / "per_class.csv", ["class", "support", "correct", "accuracy", "precision"], [
+            [names[i], int(rates["support"][i]), int(rates["correct"][i]), f"{rates['recall'][i]:.6f}",
+             f"{rates['precision'][i]:.6f}"]
+            for i in range(k)
+        ])
+        files["per_class_csv"] = out / "per_class.csv"
+        write_csv(out / "reliability.csv", ["bin_low", "bin_high", "count", "accuracy", "mean_confidence"], bins.rows())
+        files["reliability_csv"] = out / "reliability.csv"
+
+        figure("confusion_matrix", plots.confusion_matrix_figure(report.confusion, names))
+        figure("misclassified", plots.misclassified_figure(pred.images, pred.labels, pred.probs, names, show=show,
+                                                           per_class=per_class))
+        figure("top_losses", plots.top_losses_figure(pred.images, pred.labels, pred.probs, pred.losses, names, k=top_k))
+        figure("per_class", plots.per_class_figure(report.confusion, names))
+        figure("reliability", plots.reliability_figure(conf, correct, n_bins=n_bins))
+        figure("confidence", plots.confidence_histogram_figure(conf, correct))
+        if self.history:
+            figure("training_curves", plots.training_curves_figure(self.history))
+
+        summary = {
+            "run": str(self.run_path) if self.run_path is not None else None,
+            "checkpoint": "best.pt",
+            "epoch": self.epoch,
+            "accuracy": float(correct.mean()) if len(pred) else math.nan,  # float64: 0.9885, not 0.98849999
+            "loss": report.loss,
+            "num_images": len(pred),
+            "errors": int((~correct).sum()),
+            "ece": bins.ece,
+            "ece_bins": n_bins,
+            "mean_confidence": float(conf.mean()) if len(pred) else math.nan,
+            "mean_confidence_correct": float(conf[correct].mean()) if correct.any() else None,
+            "mean_confidence_wrong": float(conf[~correct].mean()) if (~correct).any() else None,
+            "gallery_classes": [names[i] for i in show],
+            "per_class_shown": per_class,
+            "most_confused": [{"true": p.true, "pred": p.pred, "count": p.count} for p in confused[:20]],
+            "top_losses": [int(i) for i in worst],
+            "test_set": test_set_fingerprint(self.dataset, pred.labels, pred.images),
+            "best_epoch": best_epoch(self.history) if self.history else None,
+        }
+        result = AnalysisResult(self.run_path or out, out, pred, report, bins, confused, worst, chosen, summary, files)
+        if html:
+            files["html"] = write_html_report(result)
+        summary["files"] = {name: path.name for name, path in files.items()}
+        write_json(out / "summary.json", summary)
+        files["summary"] = out / "summary.json"
+        return result
+
+
+def _check_positive(**values: int) -> None:
+    for name, v in values.items():
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+            raise ConfigError(f"{name} must be a whole number >= 1, got {v!r}")
