@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 import torch.nn as nn
 
+from cnnlab.core.runs import RunDir
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -76,7 +78,7 @@ def visualize_run(run_dir: str | Path, out_dir: str | Path | None = None, *, ind
     pred = info.classes[int(logits.argmax())]
     prob = float(torch.softmax(logits, 0).max())
 
-    out = Path(out_dir) if out_dir else run_path / "visualize"
+    out = Path(out_dir) if out_dir else RunDir(Path(run_path)).visualize
     written: list[Path] = []
 
     def save(fig: Figure, name: str) -> None:

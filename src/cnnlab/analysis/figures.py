@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import math
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -66,7 +66,7 @@ def __getattr__(name: str) -> type:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def new_figure(width: float, height: float) -> InlineFigure:
+def new_figure(width: float, height: float) -> Any:  # an InlineFigure (made on first use)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     fig = _inline_figure_class()(figsize=(width, height))

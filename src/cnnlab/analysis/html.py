@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cnnlab.core.files import write_text
-from cnnlab.core.runs import read_metrics
 
 # (file key in AnalysisResult.files, heading, what the reader should look for)
 FIGURES: list[tuple[str, str, str]] = [
@@ -75,8 +74,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 0) 
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _img(path: Path, alt: str, key: str) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+def _img(png: bytes, alt: str, key: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
     return f'<img class="fig" id="fig-{_esc(key)}" alt="{_esc(alt)}" src="data:image/png;base64,{data}">'
 
 
@@ -88,13 +87,17 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
-def build_html(result: Any) -> str:
-    """The page as a string (no files written)."""
+def build_html(result: Any, *, images: dict[str, bytes], config: dict | None = None,
+               history: Sequence[dict] | None = None) -> str:
+    """The page as a string, from what the caller computed: nothing is read or written here.
+
+    ``images``: the PNG bytes of each figure by its key in ``result.files``; ``config``: the run's
+    config.json contents; ``history``: its metrics rows.
+    """
     s = result.summary
     run = result.run_path
     names = result.predictions.classes
-    config_path = run / "config.json"
-    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    config = config or {}
     cards = [
         ("test accuracy", f"{s['accuracy']:.2%}"),
         ("test loss", f"{s['loss']:.4f}"),
@@ -112,16 +115,16 @@ def build_html(result: Any) -> str:
         f"<header><h1>Error analysis: {_esc(run.name)}</h1>"
         f"<p>{_esc(run)} &middot; best.pt (epoch {_esc(s.get('epoch'))}) on the test set &middot; written "
         f"{_esc(_dt.datetime.now().strftime('%Y-%m-%d %H:%M'))}</p><nav>"
-        + "".join(f'<a href="#{k}">{_esc(h)}</a>' for k, h, _ in FIGURES if k in result.files)
+        + "".join(f'<a href="#{k}">{_esc(h)}</a>' for k, h, _ in FIGURES if k in images)
         + '<a href="#tables">tables</a><a href="#config">config</a></nav></header><main>',
         '<div class="cards" id="summary">'
         + "".join(f'<div class="card"><div class="v">{_esc(v)}</div><div class="k">{_esc(k)}</div></div>' for k, v in cards)
         + "</div>",
     ]
     for key, heading, note in FIGURES:
-        if key in result.files:
+        if key in images:
             parts.append(f'<section id="{key}"><h2>{_esc(heading)}</h2><p class="note">{_esc(note)}</p>'
-                         f"{_img(result.files[key], heading, key)}</section>")
+                         f"{_img(images[key], heading, key)}</section>")
 
     p = result.predictions
     confused_rows = [[c.true, c.pred, c.count] for c in result.confused[:20]]
@@ -139,10 +142,8 @@ def build_html(result: Any) -> str:
     )
     parts.append(f'<section id="report"><h2>Classification report</h2><pre>{_esc(result.report.text)}</pre></section>')
 
-    metrics_path = run / "metrics.csv"
-    if metrics_path.is_file():
-
-        rows = read_metrics(metrics_path)
+    if history:
+        rows = list(history)
         cols = [c for c in (rows[0].keys() if rows else []) if any(r.get(c) is not None for r in rows)]
         parts.append('<section id="metrics"><h2>Training metrics (metrics.csv)</h2>'
                      + _table(cols, [[_fmt(r.get(c)) for c in cols] for r in rows]) + "</section>")
@@ -157,8 +158,9 @@ def build_html(result: Any) -> str:
     return "\n".join(parts)
 
 
-def write_html_report(result: Any, path: str | Path | None = None) -> Path:
+def write_html_report(result: Any, path: str | Path | None = None, *, images: dict[str, bytes],
+                      config: dict | None = None, history: Sequence[dict] | None = None) -> Path:
     """Write :func:`build_html` to ``path`` (default ``RUN/analysis/index.html``)."""
     target = Path(path) if path is not None else result.out_dir / "index.html"
-    write_text(target, build_html(result))
+    write_text(target, build_html(result, images=images, config=config, history=history))
     return target

@@ -44,6 +44,7 @@ from cnnlab.analysis.metrics import (
 )
 from cnnlab.core.errors import ConfigError
 from cnnlab.core.files import save_figure, write_csv, write_json
+from cnnlab.core.runs import RunDir
 
 
 @dataclass
@@ -221,7 +222,7 @@ class Interpretation:
         if folder is None:
             if self.run_path is None:
                 raise ConfigError("give a folder to save into: this interpretation was not made from a run directory")
-            folder = self.run_path / "analysis"
+            folder = RunDir(self.run_path).analysis
         out = Path(folder)
         pred = self.predictions
         names = pred.classes
@@ -235,10 +236,11 @@ class Interpretation:
         worst = top_losses(pred.losses, min(top_k, len(pred)))
         rates = per_class_rates(report.confusion)
         files: dict[str, Path] = {}
+        pngs: dict[str, bytes] = {}  # rendered once: written to disk and embedded in the HTML page
 
         def figure(name: str, fig: Any) -> None:
             path = out / f"{name}.png"
-            save_figure(fig, path)
+            pngs[name] = save_figure(fig, path)
             files[name] = path
 
         if log:
@@ -277,7 +279,7 @@ class Interpretation:
 
         summary = {
             "run": str(self.run_path) if self.run_path is not None else None,
-            "checkpoint": "best.pt",
+            "checkpoint": RunDir(Path()).best.name,
             "epoch": self.epoch,
             "accuracy": float(correct.mean()) if len(pred) else math.nan,  # float64: 0.9885, not 0.98849999
             "loss": report.loss,
@@ -297,7 +299,8 @@ class Interpretation:
         }
         result = AnalysisResult(self.run_path or out, out, pred, report, bins, confused, worst, chosen, summary, files)
         if html:
-            files["html"] = write_html_report(result)
+            config = RunDir(self.run_path).config_json() if self.run_path is not None else {}
+            files["html"] = write_html_report(result, images=pngs, config=config, history=self.history)
         summary["files"] = {name: path.name for name, path in files.items()}
         write_json(out / "summary.json", summary)
         files["summary"] = out / "summary.json"

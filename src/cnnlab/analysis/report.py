@@ -84,7 +84,7 @@ def interpret_run(
     ``model``: an instance to load ``best.pt`` into; needed for a run of the user's own class.
     """
     r = run_test_logits(run_dir, model=model, data_dir=data_dir, device=device, batch_size=batch_size)
-    metrics_path = Path(r.run_path) / "metrics.csv"
+    metrics_path = RunDir(Path(r.run_path)).metrics
     history = read_metrics(metrics_path) if metrics_path.is_file() else []
     return Interpretation(r.logits, r.test.labels, r.test.images, r.info.classes, history=history,
                           run_path=r.run_path, epoch=r.payload.get("epoch"), dataset=r.info.name)
@@ -218,7 +218,7 @@ def compare_runs(
         accuracy_a=float(pa.correct.mean()), accuracy_b=float(pb.correct.mean()),
         mcnemar=mcnemar_exact(pa.correct, pb.correct), disagreements=disagree, test_set=fa,
     )
-    out_dir = Path(out) if out is not None else Path(ra.run_path) / "analysis" / f"compare-{Path(rb.run_path).resolve().name}"
+    out_dir = Path(out) if out is not None else RunDir(Path(ra.run_path)).analysis / f"compare-{Path(rb.run_path).resolve().name}"
     cmp.out_dir = out_dir
     shown = disagree[: max(0, max_images)]
     fig = plots.disagreement_figure(pa.images, pa.labels, pa.probs, pb.probs, pa.classes, shown,
@@ -266,16 +266,16 @@ def show_data(
 def write_report(run_path: Path, report: TestReport, *, extra: dict[str, Any] | None = None) -> None:
     """report.txt, report.json, confusion_matrix.csv and confusion_matrix.png in a run directory."""
 
-    run_path = Path(run_path)
+    run = RunDir(Path(run_path))
     header = f"test accuracy {report.accuracy:.4f}  loss {report.loss:.4f}  ({report.num_images} images)\n\n"
-    write_text(run_path / "report.txt", header + report.text)
-    write_json(run_path / "report.json", {**report.to_dict(), **(extra or {})})
+    write_text(run.report_txt, header + report.text)
+    write_json(run.report_json, {**report.to_dict(), **(extra or {})})
     write_csv(
-        run_path / "confusion_matrix.csv",
+        run.confusion_csv,
         ["true\\pred", *report.classes],
         [[name, *map(int, row)] for name, row in zip(report.classes, report.confusion)],
     )
-    save_figure(confusion_matrix_figure(report.confusion, report.classes), run_path / "confusion_matrix.png")
+    save_figure(confusion_matrix_figure(report.confusion, report.classes), run.confusion_png)
 
 
 @dataclass
@@ -334,7 +334,7 @@ def evaluate_run(
     """Load a run's ``best.pt``, score it on its dataset's test set, and rewrite the report files."""
     r = run_test_logits(run_dir, data_dir=data_dir, device=device, batch_size=batch_size, model=model)
     report = score(r.logits, r.test.labels, r.info.classes)
-    write_report(r.run_path, report, extra={"checkpoint": "best.pt", "epoch": r.payload["epoch"], "dataset": r.info.name})
+    write_report(r.run_path, report, extra={"checkpoint": RunDir(Path()).best.name, "epoch": r.payload["epoch"], "dataset": r.info.name})
     return report
 
 
@@ -350,5 +350,5 @@ def evaluate_checkpoint(
     model = model_from_checkpoint(payload, model=model).to(device)
     logits = predict_logits(model, data.test, batch_size=batch_size)
     report = score(logits, data.test.labels, data.info.classes)
-    write_report(run.path, report, extra={"checkpoint": "best.pt", "epoch": payload["epoch"], "dataset": data.info.name})
+    write_report(run.path, report, extra={"checkpoint": RunDir(Path()).best.name, "epoch": payload["epoch"], "dataset": data.info.name})
     return report

@@ -302,7 +302,7 @@ def _clear_run_dir(path: Path) -> None:
         return
     if path.is_file():
         raise RunDirError(f"run directory {path} is a file; choose another run_dir")
-    if (path / "config.json").is_file():
+    if RunDir(path).config.is_file():
         shutil.rmtree(path)
     elif any(path.iterdir()):
         raise RunDirError(f"{path} is not empty and holds no cnnlab run; overwrite=True replaces only a cnnlab run")

@@ -24,8 +24,8 @@ from PIL import Image
 
 from cnnlab.core.errors import CheckpointError, ImageError, RunDirError, SaveError
 from cnnlab.core.files import atomic_write, write_csv, write_json
+from cnnlab.core.runs import RunDir
 from cnnlab.core.runtime import resolve_device
-from cnnlab.inference import forward_batches
 from cnnlab.data.images import (
     IMAGE_SUFFIXES,
     check_spec,
@@ -34,6 +34,7 @@ from cnnlab.data.images import (
     tensor_to_image,
 )
 from cnnlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from cnnlab.inference import forward_batches
 
 ImageLike = Any  # PIL image, numpy array, torch tensor, path, or bytes
 
@@ -263,7 +264,7 @@ def load(
 
     path = Path(run_dir_or_checkpoint)
     if path.is_dir():
-        ckpt = path / "best.pt"
+        ckpt = RunDir(path).best
         if not ckpt.is_file():
             raise RunDirError(f"{path} holds no best.pt; give a cnnlab run directory or a checkpoint file")
     elif path.is_file():

@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterator
 from cnnlab import __version__
 from cnnlab.apps.predict import load
 from cnnlab.core.errors import CnnlabError, ImageError
+from cnnlab.core.runs import RunDir
 from cnnlab.data.images import decode_image, tensor_to_image
 
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024  # a phone photo of a digit fits; a canvas PNG is ~10 KB
@@ -295,7 +296,7 @@ def _describe_model(predictor: Any, source: Any) -> dict:
     if model is not None:
         info["parameters"] = sum(p.numel() for p in model.parameters())
     if isinstance(source, (str, os.PathLike)):
-        report = Path(source) / "report.json"
+        report = RunDir(Path(source)).report_json
         try:
             info["test_accuracy"] = float(json.loads(report.read_text())["accuracy"])
         except (OSError, ValueError, KeyError, TypeError):

@@ -207,10 +207,17 @@ def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Sequence[Seq
     write_text(path, csv_text(header, rows))
 
 
-def save_figure(fig: Any, path: str | os.PathLike, **kwargs: Any) -> None:
-    """Save a matplotlib figure atomically (format from the suffix)."""
-    fmt = Path(path).suffix.lstrip(".") or "png"
+def figure_bytes(fig: Any, fmt: str = "png", **kwargs: Any) -> bytes:
+    """A matplotlib figure rendered to bytes, as :func:`save_figure` writes it."""
     kwargs.setdefault("dpi", 120)
     kwargs.setdefault("bbox_inches", "tight")
-    with atomic_write(path, "wb") as fh:
-        fig.savefig(fh, format=fmt, **kwargs)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def save_figure(fig: Any, path: str | os.PathLike, **kwargs: Any) -> bytes:
+    """Save a matplotlib figure atomically (format from the suffix); returns the bytes written."""
+    data = figure_bytes(fig, Path(path).suffix.lstrip(".") or "png", **kwargs)
+    write_bytes(path, data)
+    return data

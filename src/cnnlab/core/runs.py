@@ -78,6 +78,22 @@ class RunDir:
     def confusion_png(self) -> Path:
         return self.path / "confusion_matrix.png"
 
+    @property
+    def analysis(self) -> Path:
+        """Where `cnnlab analyze` writes (and compare, under analysis/compare-OTHER)."""
+        return self.path / "analysis"
+
+    @property
+    def visualize(self) -> Path:
+        return self.path / "visualize"
+
+    def config_json(self) -> dict:
+        """config.json as stored (config and provenance); {} when there is none."""
+        try:
+            return json.loads(self.config.read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+
 
     def entries(self) -> list[Path]:
         """What the folder holds, leaving out ``atomic_write`` temporary files (a dead writer's leftovers)."""

@@ -101,7 +101,7 @@ def load_checkpoint(
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
+    except pickle.UnpicklingError:
         # weights_only refuses any global it does not know: this is the code-execution guard.
         raise CheckpointError(
             f"refusing to load {path}: it contains pickled Python objects, which could run code "
