@@ -23,7 +23,7 @@ import random
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -207,21 +207,65 @@ def _fit_locked(cfg: Config, run: RunDir, log: Callable[[str], None], t0: float,
     device = distributed.device_for_rank(setup_runtime(cfg))
     data = (load_data or prepare_data)(cfg.data, device)
     distributed.check_run_agreement(data.train_indices, data.val_indices, resume)
-    rank, world = distributed.rank(), distributed.world_size()
+    s = build_session(cfg, run, data, device, model)
+    if resume is not None:
+        restore_session(s, resume, log)
+    elif distributed.is_main():  # only rank 0 writes files
+        # config.json first and atomically: until it exists the folder counts as empty, so a
+        # kill before or during this write leaves a folder that the same command starts afresh.
+        write_config(run, cfg, {"provenance": provenance(device)})
+        write_split(run, data.train_indices, data.val_indices, cfg.data.split_seed)
+    say = attach_progress(s, log)
+    attach_epoch_end(s, say)
+    if cfg.train.patience:  # after the epoch end, which updates the best epoch
+        attach_early_stopping(s, say)
+    if cfg.train.tensorboard and distributed.is_main():  # after the epoch end: each epoch's row exists
+        attach_tensorboard(s.trainer, s.model, s.optimizer, run.path / "tensorboard", history=s.history, train_cfg=cfg.train)
+    run_to_the_end(s)
+    if distributed.is_main():
+        run.remove_temp_files()  # none should be left; a no-op unless something wrote beside us
+    return FitResult(run, s.best["epoch"], s.best["loss"], s.history, time.perf_counter() - t0, int(s.resumed_from),
+                     data, device)
+
+
+@dataclass
+class Session:
+    """Everything one training run holds while it trains; ``last.pt`` saves all of it."""
+
+    cfg: Config
+    run: RunDir
+    data: DataBundle
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    trainer: Engine
+    evaluator: Engine
+    train_batches: TensorBatches
+    eval_train: TensorBatches
+    eval_val: TensorBatches
+    history: list[dict] = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"loss": float("inf"), "epoch": 0})
+    resumed_from: float = 0.0
+
+    @property
+    def done(self) -> bool:
+        return self.trainer.state.iteration >= self.cfg.train.epochs * len(self.train_batches)
+
+
+def build_session(cfg: Config, run: RunDir, data: DataBundle, device: torch.device, model: nn.Module | None) -> Session:
+    """The model, optimizer, ignite trainer and evaluator, and the batches, as ``cfg`` says."""
+    t = cfg.train
     model = (build_model(cfg, data) if model is None else model).to(device)
-    if cfg.train.channels_last:
+    if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg.optim, model.parameters(), device)
-    loss_fn = nn.CrossEntropyLoss(reduction=cfg.train.loss_reduction, label_smoothing=cfg.train.label_smoothing)
-
-    t = cfg.train
+    loss_fn = nn.CrossEntropyLoss(reduction=t.loss_reduction, label_smoothing=t.label_smoothing)
     # Opt-in speed options (amp, compile) wrap only the forward passes; `model` itself is what
     # checkpoints save and load, so a compiled run's files load into a plain model.
     trainer = create_trainer(compile_model(distributed.wrap_model(model, device), t.compile), optimizer, loss_fn, t.amp)
     evaluator = create_evaluator(compile_model(model, t.compile), t.amp)
     # Distributed: t.batch_size is per process; each rank trains on its shard of every epoch's permutation
     # and evaluates its part of each set (ignite's metrics sum over the ranks).
-    shard = {"rank": rank, "world_size": world}
+    shard = {"rank": distributed.rank(), "world_size": distributed.world_size()}
     train_batches = TensorBatches(data.train, t.batch_size, shuffle=True, seed=t.seed, channels_last=t.channels_last, **shard)
     eval_train = TensorBatches(data.train, t.eval_batch_size, channels_last=t.channels_last, **shard)
     eval_val = TensorBatches(data.val, t.eval_batch_size, channels_last=t.channels_last, **shard)
@@ -229,138 +273,148 @@ def _fit_locked(cfg: Config, run: RunDir, log: Callable[[str], None], t0: float,
     build_scheduler(cfg.optim, optimizer, len(train_batches), t.epochs, trainer)
     attach_augmentation(trainer, build_augmenter(t.augment, cfg.data.dataset, distributed.rank_seed(t.seed)))
 
-    history: list[dict] = []
-    best = {"loss": float("inf"), "epoch": 0}
-    resumed_from = 0
-    if resume is not None:
-        state = resume
-        if not torch.equal(state["split"]["val"], data.val_indices) or not torch.equal(state["split"]["train"], data.train_indices):
-            raise RunDirError(f"{run.last} was trained on a different train/validation split; start a new --run-dir")
-        try:
-            model.load_state_dict(state["state_dict"])
-            optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"{run.last} does not fit this run's model or optimizer (did its class change?): "
-                                  f"{str(exc).splitlines()[0]}; start a new run directory") from None
-        position = distributed.resume_position(state["trainer"], len(train_batches))
-        done_epochs = position["iteration"] // len(train_batches)
-        # ignite refuses max_epochs below the epochs already done; asking for fewer means "nothing to do".
-        trainer.load_state_dict({**position, "max_epochs": max(t.epochs, done_epochs)})
-        restore_rng_state(state["rng"])
-        history = [dict(row) for row in state["history"]]
-        best.update(loss=state["best"]["loss"], epoch=state["best"]["epoch"])
-        resumed_from = trainer.state.iteration / len(train_batches)
-        if distributed.is_main():
-            # A kill between this epoch's writes left last.pt newer than best.pt or metrics.csv:
-            # both are functions of last.pt, so rebuild them before going on.
-            repair_from_last(run, state, log)
-        if trainer.state.iteration >= t.epochs * len(train_batches):
-            epochs = f"{resumed_from:g} epoch{'' if resumed_from == 1 else 's'}"
-            log(f"{run.path} already trained {epochs} (asked for {t.epochs}): nothing to train")
-        else:
-            log(f"resuming {run.path} from epoch {resumed_from:g} (iteration {trainer.state.iteration})")
-    elif distributed.is_main():  # only rank 0 writes files
-        # config.json first and atomically: until it exists the folder counts as empty, so a
-        # kill before or during this write leaves a folder that the same command starts afresh.
-        write_config(run, cfg, {"provenance": provenance(device)})
-        write_split(run, data.train_indices, data.val_indices, cfg.data.split_seed)
-
-    pbar = None
-    if t.progress and distributed.is_main():
-        from ignite.handlers import ProgressBar
-
-        per_image = t.batch_size if t.loss_reduction == "sum" else 1
-        pbar = ProgressBar(persist=False, desc="train")
-        pbar.attach(trainer, output_transform=lambda loss: {"loss": loss / per_image})
-    say = pbar.log_message if pbar is not None else log
-
-    def save_last() -> None:
-        if not distributed.is_main():
-            return
-        save_checkpoint(run.last, make_payload(
-            model, model_name=cfg.model.name, data_info=data.info.to_dict(), config=cfg.to_dict(),
-            epoch=trainer.state.epoch, metrics=history[-1] if history else {}, kind="last",
-            optimizer=optimizer.state_dict(),
-            trainer={"iteration": trainer.state.iteration, "epoch_length": len(train_batches), "world_size": world},
-            rng=capture_rng_state(),
-            split={"train": data.train_indices.cpu(), "val": data.val_indices.cpu(), "seed": cfg.data.split_seed},
-            best=dict(best),
-            history=history,
-        ))
-
-    clock = {"start": time.perf_counter()}
-
     @trainer.on(Events.EPOCH_STARTED)
     def _start_epoch(engine: Engine) -> None:
         # Mid-epoch resume (after Ctrl-C) continues the same permutation where it stopped.
         train_batches.set_epoch(engine.state.epoch, start_batch=engine.state.iteration % len(train_batches))
+
+    return Session(cfg, run, data, model, optimizer, trainer, evaluator, train_batches, eval_train, eval_val)
+
+
+def restore_session(s: Session, state: dict, log: Callable[[str], None]) -> None:
+    """Put a ``last.pt`` payload back: weights, optimizer, trainer position, RNGs, history, best epoch."""
+    run, t = s.run, s.cfg.train
+    if not torch.equal(state["split"]["val"], s.data.val_indices) or not torch.equal(state["split"]["train"], s.data.train_indices):
+        raise RunDirError(f"{run.last} was trained on a different train/validation split; start a new --run-dir")
+    try:
+        s.model.load_state_dict(state["state_dict"])
+        s.optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{run.last} does not fit this run's model or optimizer (did its class change?): "
+                              f"{str(exc).splitlines()[0]}; start a new run directory") from None
+    position = distributed.resume_position(state["trainer"], len(s.train_batches))
+    done_epochs = position["iteration"] // len(s.train_batches)
+    # ignite refuses max_epochs below the epochs already done; asking for fewer means "nothing to do".
+    s.trainer.load_state_dict({**position, "max_epochs": max(t.epochs, done_epochs)})
+    restore_rng_state(state["rng"])
+    s.history = [dict(row) for row in state["history"]]
+    s.best.update(loss=state["best"]["loss"], epoch=state["best"]["epoch"])
+    s.resumed_from = s.trainer.state.iteration / len(s.train_batches)
+    if distributed.is_main():
+        # A kill between this epoch's writes left last.pt newer than best.pt or metrics.csv:
+        # both are functions of last.pt, so rebuild them before going on.
+        repair_from_last(run, state, log)
+    if s.done:
+        epochs = f"{s.resumed_from:g} epoch{'' if s.resumed_from == 1 else 's'}"
+        log(f"{run.path} already trained {epochs} (asked for {t.epochs}): nothing to train")
+    else:
+        log(f"resuming {run.path} from epoch {s.resumed_from:g} (iteration {s.trainer.state.iteration})")
+
+
+def attach_progress(s: Session, log: Callable[[str], None]) -> Callable[[str], None]:
+    """A progress bar on rank 0 when asked for; returns how to print a line without breaking it."""
+    t = s.cfg.train
+    if not (t.progress and distributed.is_main()):
+        return log
+    from ignite.handlers import ProgressBar
+
+    per_image = t.batch_size if t.loss_reduction == "sum" else 1
+    pbar = ProgressBar(persist=False, desc="train")
+    pbar.attach(s.trainer, output_transform=lambda loss: {"loss": loss / per_image})
+    return pbar.log_message
+
+
+def save_last(s: Session) -> None:
+    """The full training state, for an exact resume (rank 0 writes it)."""
+    if not distributed.is_main():
+        return
+    cfg, data, trainer = s.cfg, s.data, s.trainer
+    save_checkpoint(s.run.last, make_payload(
+        s.model, model_name=cfg.model.name, data_info=data.info.to_dict(), config=cfg.to_dict(),
+        epoch=trainer.state.epoch, metrics=s.history[-1] if s.history else {}, kind="last",
+        optimizer=s.optimizer.state_dict(),
+        trainer={"iteration": trainer.state.iteration, "epoch_length": len(s.train_batches),
+                 "world_size": distributed.world_size()},
+        rng=capture_rng_state(),
+        split={"train": data.train_indices.cpu(), "val": data.val_indices.cpu(), "seed": cfg.data.split_seed},
+        best=dict(s.best),
+        history=s.history,
+    ))
+
+
+def attach_epoch_end(s: Session, say: Callable[[str], None]) -> None:
+    """After every epoch: train/val metrics, the best epoch, then last.pt, best.pt and metrics.csv, in that order."""
+    t, run = s.cfg.train, s.run
+    clock = {"start": time.perf_counter()}
+
+    @s.trainer.on(Events.EPOCH_STARTED)
+    def _start_clock(engine: Engine) -> None:
         clock["start"] = time.perf_counter()
 
-    @trainer.on(Events.EPOCH_COMPLETED)
+    @s.trainer.on(Events.EPOCH_COMPLETED)
     def _end_epoch(engine: Engine) -> None:
         epoch = engine.state.epoch
         row: dict = {"epoch": epoch}
         eval_start = time.perf_counter()
         if t.train_eval:
-            m = run_evaluation(evaluator, eval_train)
+            m = run_evaluation(s.evaluator, s.eval_train)
             row["train_loss"], row["train_acc"] = m["loss"], m["accuracy"]
-        m = run_evaluation(evaluator, eval_val)
+        m = run_evaluation(s.evaluator, s.eval_val)
         row["val_loss"], row["val_acc"] = m["loss"], m["accuracy"]
         eval_seconds = time.perf_counter() - eval_start
-        row["lr"] = optimizer.param_groups[0]["lr"]
-        row["best"] = row["val_loss"] < best["loss"]  # NaN never counts as best
+        row["lr"] = s.optimizer.param_groups[0]["lr"]
+        row["best"] = row["val_loss"] < s.best["loss"]  # NaN never counts as best
         if row["best"]:
-            best.update(loss=row["val_loss"], epoch=epoch)
+            s.best.update(loss=row["val_loss"], epoch=epoch)
         row["epoch_time_s"] = round(time.perf_counter() - clock["start"], 3)
         row["eval_time_s"] = round(eval_seconds, 3)
-        history.append(row)
+        s.history.append(row)
         # The order is what makes a kill at any instant resumable: last.pt (which holds the whole
         # history and the best epoch) first; best.pt and metrics.csv are rebuilt from it on resume.
-        save_last()
+        save_last(s)
         if distributed.is_main():
             if row["best"]:
                 save_checkpoint(run.best, make_payload(
-                    model, model_name=cfg.model.name, data_info=data.info.to_dict(), config=cfg.to_dict(),
+                    s.model, model_name=s.cfg.model.name, data_info=s.data.info.to_dict(), config=s.cfg.to_dict(),
                     epoch=epoch, metrics=best_metrics(row),
                 ))
-            write_metrics(run, history)
+            write_metrics(run, s.history)
         say(format_epoch(row, t.epochs))
         if not math.isfinite(row["val_loss"]):
             raise NonFiniteLossError(
                 f"the validation loss became {row['val_loss']} at epoch {epoch}: the model diverged "
-                f"(best.pt keeps epoch {best['epoch'] or 'none'}). Try a lower learning rate."
+                f"(best.pt keeps epoch {s.best['epoch'] or 'none'}). Try a lower learning rate."
             )
 
-    if t.patience:  # early stopping on validation loss; after _end_epoch, which updates `best`
 
-        @trainer.on(Events.EPOCH_COMPLETED)
-        def _early_stop(engine: Engine) -> None:
-            if engine.state.epoch - best["epoch"] >= t.patience and engine.state.epoch < t.epochs:
-                say(f"early stop: no better validation loss for {t.patience} epochs (best: epoch {best['epoch']})")
-                engine.terminate()
+def attach_early_stopping(s: Session, say: Callable[[str], None]) -> None:
+    """Stop when the validation loss has not improved for ``train.patience`` epochs."""
+    t = s.cfg.train
 
-    if t.tensorboard and distributed.is_main():  # registered after _end_epoch, so each epoch's metrics row already exists
+    @s.trainer.on(Events.EPOCH_COMPLETED)
+    def _early_stop(engine: Engine) -> None:
+        if engine.state.epoch - s.best["epoch"] >= t.patience and engine.state.epoch < t.epochs:
+            say(f"early stop: no better validation loss for {t.patience} epochs (best: epoch {s.best['epoch']})")
+            engine.terminate()
 
-        attach_tensorboard(trainer, model, optimizer, run.path / "tensorboard", history=history, train_cfg=t)
 
+def run_to_the_end(s: Session) -> None:
+    """Train the remaining iterations; on SIGINT/SIGTERM save last.pt on every rank's say-so and stop."""
+    t, trainer = s.cfg.train, s.trainer
     # A resumed run that had already stopped early stays stopped (no extra epoch).
-    stopped_early = bool(t.patience and history and trainer.state.epoch - best["epoch"] >= t.patience)
+    stopped_early = bool(t.patience and s.history and trainer.state.epoch - s.best["epoch"] >= t.patience)
     with stop_on_signals(trainer) as stopped:
-        if trainer.state.iteration < t.epochs * len(train_batches) and not stopped_early:
-            trainer.run(train_batches, max_epochs=t.epochs)
+        if not s.done and not stopped_early:
+            trainer.run(s.train_batches, max_epochs=t.epochs)
         if distributed.any_rank(bool(stopped)):  # every rank stops, even one that saw no signal
-            save_last()
+            save_last(s)
             distributed.barrier()  # no rank exits (and gets its launcher to kill the rest) before last.pt is saved
             signame, code = stopped[0] if stopped else ("SIGTERM", 128 + signal.SIGTERM)
             raise Interrupted(
                 f"{signame}: stopped at epoch {trainer.state.epoch}, iteration {trainer.state.iteration}; "
-                f"saved {run.last}. Resume with: cnnlab train --resume {run.path}",
+                f"saved {s.run.last}. Resume with: cnnlab train --resume {s.run.path}",
                 code,
             )
-
-    if distributed.is_main():
-        run.remove_temp_files()  # none should be left; a no-op unless something wrote beside us
-    return FitResult(run, best["epoch"], best["loss"], history, time.perf_counter() - t0, int(resumed_from), data, device)
 
 
 def check_run_dir(run: RunDir, cfg: Config) -> dict | None:
