@@ -347,21 +347,11 @@ def create_app(
     or an upload kept waiting for the decode budget, get a JSON 503 ``busy``.
     """
     _require_web_stack()
-    from fastapi import FastAPI, Query, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, Response
-    from pydantic import BaseModel, Field
-    from starlette.concurrency import run_in_threadpool
-    from starlette.exceptions import HTTPException as StarletteHTTPException
-
+    from fastapi import FastAPI
 
     if max_bytes < 1:
         raise CnnlabError(f"the request size limit must be at least 1 byte, got {max_bytes}")
-    if isinstance(source, (str, os.PathLike)):
-
-        predictor = load(source, device=device)
-    else:
-        predictor = source
+    predictor = load(source, device=device) if isinstance(source, (str, os.PathLike)) else source
     classes = [str(c) for c in predictor.classes]
     default_top_k = max(1, min(default_top_k, len(classes)))
     model_info = {
@@ -374,29 +364,8 @@ def create_app(
         "max_decoded_bytes": max_decoded_bytes,
         "cnnlab_version": __version__,
     }
-    gate = DecodeGate(decode_memory, decode_slots or os.cpu_count() or 1)
-    pages = {name: _web_file(name) for name in _WEB_FILES}
-    # One forward pass at a time: the model is shared and LeNet inference takes about a millisecond.
-    model_lock = threading.Lock()
-
-    class Candidate(BaseModel):
-        label: str = Field(description="class name")
-        index: int = Field(description="class index in the model's output")
-        prob: float = Field(description="softmax probability")
-
-    class PredictResponse(BaseModel):
-        label: str = Field(description="the most probable class")
-        prob: float = Field(description="its probability")
-        top_k: list[Candidate] = Field(description="the k most probable classes, best first")
-        input_png: str = Field(description="the preprocessed image the network saw, as a data:image/png;base64 URL")
-        input_shape: list[int] = Field(description="its shape (C, H, W)")
-        source_size: list[int] = Field(description="the uploaded image's width and height")
-
-    class ErrorResponse(BaseModel):
-        error: str = Field(description="a short code: too_large, too_many_pixels, unsupported_type, not_an_image, unusable_image, ...")
-        detail: str = Field(description="what was wrong, in one sentence")
-
-    errors = {code: {"model": ErrorResponse} for code in (400, 413, 415, 422, 503)}
+    classify = Classifier(predictor, DecodeGate(decode_memory, decode_slots or os.cpu_count() or 1),
+                          max_pixels=max_pixels, max_decoded_bytes=max_decoded_bytes)
 
     app = FastAPI(
         title="cnnlab serve",
@@ -405,6 +374,18 @@ def create_app(
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_bytes)
     app.add_middleware(ConcurrencyLimitMiddleware, max_requests=max_requests)  # outermost: refuses first
+    _add_error_handlers(app)
+    _add_page_routes(app)
+    _add_api_routes(app, model_info, classify, default_top_k, len(classes))
+    return app
+
+
+def _add_error_handlers(app: Any) -> None:
+    """Every error is one JSON object ``{"error": code, "detail": sentence}``."""
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -430,6 +411,13 @@ def create_app(
         return JSONResponse({"error": "internal", "detail": "internal server error; see the server log"},
                             status_code=500)
 
+
+def _add_page_routes(app: Any) -> None:
+    """The drawing page and its static files, read once from the package."""
+    from fastapi.responses import Response
+
+    pages = {name: _web_file(name) for name in _WEB_FILES}
+
     def page(name: str) -> Response:
         return Response(pages[name], media_type=_WEB_FILES[name], headers=_PAGE_HEADERS)
 
@@ -443,74 +431,143 @@ def create_app(
             raise ApiError(404, "not_found", f"no such file: {name}")
         return page(name)
 
+
+def _response_models() -> tuple[Any, Any]:
+    """The JSON schemas of a prediction and of an error, for the OpenAPI page (pydantic is optional)."""
+    from pydantic import BaseModel, Field
+
+    class Candidate(BaseModel):
+        label: str = Field(description="class name")
+        index: int = Field(description="class index in the model's output")
+        prob: float = Field(description="softmax probability")
+
+    class PredictResponse(BaseModel):
+        label: str = Field(description="the most probable class")
+        prob: float = Field(description="its probability")
+        top_k: list[Candidate] = Field(description="the k most probable classes, best first")
+        input_png: str = Field(description="the preprocessed image the network saw, as a data:image/png;base64 URL")
+        input_shape: list[int] = Field(description="its shape (C, H, W)")
+        source_size: list[int] = Field(description="the uploaded image's width and height")
+
+    class ErrorResponse(BaseModel):
+        error: str = Field(description="a short code: too_large, too_many_pixels, unsupported_type, not_an_image, unusable_image, ...")
+        detail: str = Field(description="what was wrong, in one sentence")
+
+    return PredictResponse, ErrorResponse
+
+
+def _add_api_routes(app: Any, model_info: dict, classify: "Classifier", default_top_k: int, num_classes: int) -> None:
+    from fastapi import Query, Request
+    from starlette.concurrency import run_in_threadpool
+
+    predict_response, error_response = _response_models()
+    errors = {code: {"model": error_response} for code in (400, 413, 415, 422, 503)}
+
     @app.get("/api/model", summary="Model information")
     def get_model() -> dict:
         """The model, its classes and the preprocessing stored with it, plus this server's limits."""
         return model_info
 
-    async def read_image_bytes(request: Request) -> bytes:
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        try:
-            if ctype == "multipart/form-data":
-                try:
-                    form = await request.form(max_files=1, max_fields=10)
-                except StarletteHTTPException as exc:
-                    raise ApiError(400, "bad_multipart", f"could not read the multipart upload: {exc.detail}") from None
-                upload = form.get("file")
-                if upload is None or isinstance(upload, str):
-                    raise ApiError(400, "no_file", "the multipart upload has no file in a field named 'file'")
-                try:
-                    return await upload.read()
-                finally:
-                    await form.close()  # deletes a spooled temporary file at once
-            if ctype.startswith(_RAW_TYPES):
-                chunks = [chunk async for chunk in request.stream()]
-                return b"".join(chunks)
-        except BodyTooLarge as exc:
-            raise ApiError(413, "too_large", str(exc)) from None
-        shown = ctype or "none"
-        raise ApiError(415, "unsupported_type",
-                       f"Content-Type {shown} is not accepted; send an image (image/png, image/jpeg, ... or "
-                       "application/octet-stream) as the body, or as multipart/form-data in a field named 'file'")
+    @app.post(
+        "/api/predict",
+        summary="Classify an image",
+        response_model=predict_response,
+        responses=errors,
+        openapi_extra=_PREDICT_BODY_DOC,
+    )
+    async def predict_endpoint(
+        request: Request,
+        top_k: int = Query(default_top_k, ge=1, le=num_classes, description="how many classes to return"),
+    ) -> dict:
+        """Classify one image, preprocessed exactly as `cnnlab predict` does."""
+        data = await read_image_bytes(request)
+        # Decoding and the forward pass are CPU work: keep them off the event loop.
+        return await run_in_threadpool(classify, data, top_k)
 
-    def classify(data: bytes, top_k: int) -> dict:
+
+async def read_image_bytes(request: Any) -> bytes:
+    """The uploaded image: a multipart field named ``file``, or the raw body of an image/* request."""
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    try:
+        if ctype == "multipart/form-data":
+            try:
+                form = await request.form(max_files=1, max_fields=10)
+            except StarletteHTTPException as exc:
+                raise ApiError(400, "bad_multipart", f"could not read the multipart upload: {exc.detail}") from None
+            upload = form.get("file")
+            if upload is None or isinstance(upload, str):
+                raise ApiError(400, "no_file", "the multipart upload has no file in a field named 'file'")
+            try:
+                return await upload.read()
+            finally:
+                await form.close()  # deletes a spooled temporary file at once
+        if ctype.startswith(_RAW_TYPES):
+            chunks = [chunk async for chunk in request.stream()]
+            return b"".join(chunks)
+    except BodyTooLarge as exc:
+        raise ApiError(413, "too_large", str(exc)) from None
+    shown = ctype or "none"
+    raise ApiError(415, "unsupported_type",
+                   f"Content-Type {shown} is not accepted; send an image (image/png, image/jpeg, ... or "
+                   "application/octet-stream) as the body, or as multipart/form-data in a field named 'file'")
+
+
+class Classifier:
+    """Image bytes in, the JSON answer out: size checks from the header, decoding under the memory gate,
+    one forward pass at a time."""
+
+    def __init__(self, predictor: Any, gate: DecodeGate, *, max_pixels: int, max_decoded_bytes: int) -> None:
+        self.predictor = predictor
+        self.gate = gate
+        self.max_pixels = max_pixels
+        self.max_decoded_bytes = max_decoded_bytes
+        # One forward pass at a time: the model is shared and LeNet inference takes about a millisecond.
+        self.model_lock = threading.Lock()
+
+    def _probe(self, data: bytes) -> tuple[int, int, str]:
+        """Width, height and mode from the header alone, so a decompression bomb is refused before decoding."""
+        from PIL import Image
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(io.BytesIO(data)) as probe:
+                    return probe.size[0], probe.size[1], probe.mode
+        except Image.DecompressionBombError:
+            raise ApiError(413, "too_many_pixels", f"the image has more than {self.max_pixels:,} pixels") from None
+        except Image.UnidentifiedImageError:
+            raise ApiError(400, "not_an_image", "not an image: no image format recognises these bytes") from None
+        except Exception:
+            return 0, 0, "L"  # a broken header: decode_image gives the reason
+
+    def __call__(self, data: bytes, top_k: int) -> dict:
         from PIL import Image
 
         if not data:
             raise ApiError(400, "empty", "the request holds no image (empty body)")
-        try:  # the header alone gives the size, so a decompression bomb is refused before decoding
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(io.BytesIO(data)) as probe:
-                    width, height = probe.size
-                    mode = probe.mode
-        except Image.DecompressionBombError:
-            raise ApiError(413, "too_many_pixels", f"the image has more than {max_pixels:,} pixels") from None
-        except Image.UnidentifiedImageError:
-            raise ApiError(400, "not_an_image", "not an image: no image format recognises these bytes") from None
-        except Exception:
-            width = height = 0  # a broken header: decode_image gives the reason
-            mode = "L"
-        if width * height > max_pixels:
+        width, height, mode = self._probe(data)
+        if width * height > self.max_pixels:
             raise ApiError(413, "too_many_pixels",
                            f"the image is {width}x{height} = {width * height:,} pixels; "
-                           f"this server accepts at most {max_pixels:,}")
+                           f"this server accepts at most {self.max_pixels:,}")
         decoded = _decoded_bytes(width, height, mode)
-        if decoded > max_decoded_bytes:
+        if decoded > self.max_decoded_bytes:
             raise ApiError(413, "too_large_decoded",
                            f"the image is {width}x{height} {mode}, {_human_bytes(decoded)} once decoded; "
-                           f"this server decodes at most {_human_bytes(max_decoded_bytes)} per image")
+                           f"this server decodes at most {_human_bytes(self.max_decoded_bytes)} per image")
         # Decoding and preprocessing a large image costs ~20 bytes a pixel: admitted only while that fits.
-        with gate.admit(_decode_cost(width, height, mode)):
+        with self.gate.admit(_decode_cost(width, height, mode)):
             try:
                 img = decode_image(data)
             except ImageError as exc:
                 raise ApiError(400, "not_an_image", str(exc)) from None
             except Image.DecompressionBombError:
-                raise ApiError(413, "too_many_pixels", f"the image has more than {max_pixels:,} pixels") from None
+                raise ApiError(413, "too_many_pixels", f"the image has more than {self.max_pixels:,} pixels") from None
             try:
-                with model_lock:
-                    pred = predictor.predict([img], top_k=top_k)[0]
+                with self.model_lock:
+                    pred = self.predictor.predict([img], top_k=top_k)[0]
             except ImageError as exc:  # decoded, but nothing to classify (a blank canvas, a flat photo)
                 raise ApiError(400, "unusable_image", str(exc)) from None
             source_size = [int(img.width), int(img.height)]
@@ -521,28 +578,10 @@ def create_app(
             "label": top[0]["label"],
             "prob": top[0]["prob"],
             "top_k": top,
-            "input_png": input_png(pred.input, getattr(predictor, "spec", None)),
+            "input_png": input_png(pred.input, getattr(self.predictor, "spec", None)),
             "input_shape": [int(s) for s in pred.input.shape],
             "source_size": source_size,
         }
-
-    @app.post(
-        "/api/predict",
-        summary="Classify an image",
-        response_model=PredictResponse,
-        responses=errors,
-        openapi_extra=_PREDICT_BODY_DOC,
-    )
-    async def predict_endpoint(
-        request: Request,
-        top_k: int = Query(default_top_k, ge=1, le=len(classes), description="how many classes to return"),
-    ) -> dict:
-        """Classify one image, preprocessed exactly as `cnnlab predict` does."""
-        data = await read_image_bytes(request)
-        # Decoding and the forward pass are CPU work: keep them off the event loop.
-        return await run_in_threadpool(classify, data, top_k)
-
-    return app
 
 
 def is_loopback(host: str) -> bool:
