@@ -32,8 +32,8 @@ from cnnlab.core.config import EVAL_BATCH_SIZE, Config, DataConfig, load_recipe
 from cnnlab.core.errors import ConfigError, RunDirError
 from cnnlab.core.runs import RunDir, default_run_dir
 from cnnlab.core.runtime import default_threads
-from cnnlab.data.registry import list_datasets
-from cnnlab.data.tensors import DataBundle, DatasetInfo, ImageSet, split_indices
+from cnnlab.data.registry import list_datasets, split_pool
+from cnnlab.data.tensors import DataBundle, DatasetInfo, ImageSet
 from cnnlab.engine import distributed
 from cnnlab.engine.checkpoint import CUSTOM_PREFIX, load_checkpoint, model_from_checkpoint
 from cnnlab.engine.train import fit, restored_process_state
@@ -403,16 +403,6 @@ def _bundle_loader(
     """The user's data, split as the config says (as ``prepare_data`` splits a named dataset)."""
 
     def load_data(cfg: DataConfig, device: torch.device) -> DataBundle:
-        val_size = cfg.val_size
-        if val_size == DataConfig.val_size and len(pool) <= val_size:
-            val_size = max(1, len(pool) // 5)  # the MNIST-sized default on a small dataset: hold out 20%
-        train_idx, val_idx = split_indices(len(pool), val_size, cfg.split_seed)
-        if cfg.subset is not None:
-            train_idx = train_idx[: cfg.subset]
-        val = pool.subset(val_idx)
-        return DataBundle(
-            train=pool.subset(train_idx).to(device), val=val.to(device), test=(test or val).to(device),
-            info=info, train_indices=train_idx, val_indices=val_idx,
-        )
+        return split_pool(pool, test, info, cfg, device)
 
     return load_data

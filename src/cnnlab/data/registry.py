@@ -64,6 +64,12 @@ def list_datasets() -> list[str]:
 def prepare_data(cfg: DataConfig, device: torch.device | str = "cpu") -> DataBundle:
     """Load a dataset, split it as configured, and move it to ``device``."""
     pool, test, info = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, image_size=cfg.image_size)
+    return split_pool(pool, test, info, cfg, device)
+
+
+def split_pool(pool: ImageSet, test: ImageSet | None, info: DatasetInfo, cfg: DataConfig,
+               device: torch.device | str = "cpu") -> DataBundle:
+    """A training pool split into train/validation as ``cfg`` says, on ``device``; no ``test``: the validation set."""
     if info.val_count:  # a dataset with its own validation images (folder:PATH with val/)
         n = len(pool)
         train_idx, val_idx = torch.arange(n - info.val_count), torch.arange(n - info.val_count, n)
@@ -74,10 +80,11 @@ def prepare_data(cfg: DataConfig, device: torch.device | str = "cpu") -> DataBun
         train_idx, val_idx = split_indices(len(pool), val_size, cfg.split_seed)
     if cfg.subset is not None:
         train_idx = train_idx[: cfg.subset]
+    val = pool.subset(val_idx)
     return DataBundle(
         train=pool.subset(train_idx).to(device),
-        val=pool.subset(val_idx).to(device),
-        test=test.to(device),
+        val=val.to(device),
+        test=(test if test is not None else val).to(device),
         info=info,
         train_indices=train_idx,
         val_indices=val_idx,
