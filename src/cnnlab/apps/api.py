@@ -12,8 +12,6 @@ drift apart. Library calls leave the process as they found it (threads, global R
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
-import re
 import shutil
 import time
 from dataclasses import dataclass, field, fields
@@ -28,14 +26,14 @@ from cnnlab.analysis.interpret import Interpretation
 from cnnlab.analysis.metrics import TestReport
 from cnnlab.analysis.report import evaluate_checkpoint, interpret_run
 from cnnlab.apps.predict import load  # noqa: F401 (cnnlab.load: a fresh instance via model=)
-from cnnlab.core.config import EVAL_BATCH_SIZE, Config, DataConfig, load_recipe
+from cnnlab.core.config import CUSTOM_PREFIX, EVAL_BATCH_SIZE, Config, DataConfig, load_recipe
 from cnnlab.core.errors import ConfigError, RunDirError
 from cnnlab.core.runs import RunDir, default_run_dir
 from cnnlab.core.runtime import default_threads
 from cnnlab.data.registry import list_datasets, split_pool
 from cnnlab.data.tensors import DataBundle, DatasetInfo, ImageSet
 from cnnlab.engine import distributed
-from cnnlab.engine.checkpoint import CUSTOM_PREFIX, load_checkpoint, model_from_checkpoint
+from cnnlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from cnnlab.engine.train import fit, restored_process_state
 from cnnlab.inference import predict_logits
 from cnnlab.models import list_models
@@ -233,7 +231,7 @@ def train(
             log("no test_data given: the validation images are also the test set")
         load_data = _bundle_loader(pool, test, info)
 
-    path = Path(run_dir) if run_dir is not None else _default_run_dir(cfg)
+    path = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
     if overwrite:
         _clear_run_dir(path)
     try:
@@ -286,14 +284,6 @@ def _set(cfg: Config, section: str, values: dict[str, Any]) -> Config:
     new = dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **values)})
     new.validate()
     return new
-
-
-def _default_run_dir(cfg: Config) -> Path:
-    if not cfg.model.name.startswith(CUSTOM_PREFIX) and not cfg.data.dataset.startswith(CUSTOM_PREFIX):
-        return default_run_dir(cfg)
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    safe = [re.sub(r"[^A-Za-z0-9_.-]+", "-", n.removeprefix(CUSTOM_PREFIX)) for n in (cfg.model.name, cfg.data.dataset)]
-    return Path("runs") / f"{safe[0]}-{safe[1]}-{stamp}"
 
 
 def _clear_run_dir(path: Path) -> None:

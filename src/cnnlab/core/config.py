@@ -30,6 +30,16 @@ COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 #: Device names: auto picks CUDA, then Apple's MPS, then the CPU (as Lightning's accelerator="auto").
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 DEVICE_HELP = "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."
+#: The prefix of a model name (``custom:ClassName``) or dataset name (``custom:tensors``) given from
+#: Python as the user's own nn.Module or data: no registry can rebuild it from the name.
+CUSTOM_PREFIX = "custom:"
+
+
+def is_custom(name: str) -> bool:
+    """Whether a model or dataset name stands for the user's own module or data (see :data:`CUSTOM_PREFIX`)."""
+    return str(name).startswith(CUSTOM_PREFIX)
+
+
 #: `cnnlab export` formats: ONNX (dynamo exporter), torch.export's ExportedProgram (.pt2), and
 #: TorchScript (torch.jit.trace; deprecated by PyTorch, kept one more release).
 EXPORT_FORMATS = ("onnx", "pt2", "torchscript")
@@ -158,7 +168,7 @@ class Config:
         return new
 
     def validate(self) -> None:
-        t, d, o = self.train, self.data, self.optim
+        t, d = self.train, self.data
         _positive("train.epochs", t.epochs)
         _positive("train.batch_size", t.batch_size)
         _positive("train.eval_batch_size", t.eval_batch_size)
@@ -170,8 +180,6 @@ class Config:
             raise ConfigError(f"model.tta_shift must be between 0 and 4 pixels, got {self.model.tta_shift}")
         if t.loss_reduction not in LOSS_REDUCTIONS:
             raise ConfigError(f"train.loss_reduction must be 'sum' or 'mean', got {t.loss_reduction!r}")
-        if o.name not in OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer {o.name!r}; available: {', '.join(OPTIMIZERS)}")
         if t.threads is not None:
             _positive("train.threads", t.threads)
         check_device(t.device, "train.device")

@@ -33,7 +33,7 @@ from typing import Any, Iterator
 
 import torch
 
-from cnnlab.core.config import Config
+from cnnlab.core.config import CUSTOM_PREFIX, Config
 from cnnlab.core.errors import RunDirError, SaveError
 from cnnlab.core.files import csv_text, make_dirs, remove_temp_files, temp_target, write_csv, write_json
 
@@ -41,6 +41,8 @@ from cnnlab.core.files import csv_text, make_dirs, remove_temp_files, temp_targe
 @dataclass(frozen=True)
 class RunDir:
     path: Path
+
+    BEST = "best.pt"  # the checkpoint every report and analysis is about; named in their files
 
     @property
     def config(self) -> Path:
@@ -56,7 +58,7 @@ class RunDir:
 
     @property
     def best(self) -> Path:
-        return self.path / "best.pt"
+        return self.path / self.BEST
 
     @property
     def last(self) -> Path:
@@ -142,9 +144,11 @@ def locked(run: RunDir) -> Iterator[RunDir]:
 
 
 def default_run_dir(cfg: Config, root: str | os.PathLike = "runs") -> Path:
-    """``runs/MODEL-DATASET-TIME``, a safe folder name whatever the dataset spec (``folder:~/photos``)."""
+    """``runs/MODEL-DATASET-TIME``, a safe folder name whatever the dataset spec (``folder:~/photos``)
+    or model (``custom:Lenet5``, the user's own class, is named ``Lenet5``)."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path(root) / f"{safe_name(cfg.model.name)}-{dataset_slug(cfg.data.dataset)}-{stamp}"
+    model = safe_name(cfg.model.name.removeprefix(CUSTOM_PREFIX))
+    return Path(root) / f"{model}-{dataset_slug(cfg.data.dataset)}-{stamp}"
 
 
 def safe_name(text: str) -> str:
@@ -156,7 +160,7 @@ def dataset_slug(spec: str) -> str:
     """A dataset spec as a short name: ``mnist`` -> ``mnist``, ``folder:~/photos/`` -> ``folder-photos``."""
     if spec.startswith("folder:"):
         return "folder-" + safe_name(Path(spec[len("folder:"):].rstrip("/\\") or "root").name)
-    return safe_name(spec)
+    return safe_name(spec.removeprefix(CUSTOM_PREFIX))
 
 
 def open_run(path: str | os.PathLike) -> RunDir:

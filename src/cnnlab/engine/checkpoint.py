@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from cnnlab import __version__
+from cnnlab.core.config import CUSTOM_PREFIX, is_custom
 from cnnlab.core.errors import CheckpointError
 from cnnlab.core.files import write_bytes
 from cnnlab.models import create_model
@@ -229,13 +230,6 @@ def best_from_last(last: dict) -> dict:
     }
 
 
-CUSTOM_PREFIX = "custom:"  # model name of a run trained from a user's own nn.Module class
-
-
-def is_custom_model(name: str) -> bool:
-    return str(name).startswith(CUSTOM_PREFIX)
-
-
 def model_from_checkpoint(
     payload: dict,
     *,
@@ -258,7 +252,7 @@ def model_from_checkpoint(
     data_name = payload.get("data", {}).get("name")
     if expect_dataset is not None and data_name != expect_dataset:
         raise CheckpointError(f"checkpoint was trained on dataset {data_name!r}, not {expect_dataset!r}")
-    if model is None and is_custom_model(spec["name"]):
+    if model is None and is_custom(spec["name"]):
         cls = spec["name"][len(CUSTOM_PREFIX):]
         raise CheckpointError(
             f"this checkpoint holds the weights of your own model class {cls} (model {spec['name']!r}); "

@@ -33,7 +33,7 @@ import torch.nn as nn
 from ignite.engine import Engine, Events
 
 from cnnlab import __version__
-from cnnlab.core.config import Config, DataConfig
+from cnnlab.core.config import CUSTOM_PREFIX, Config, DataConfig, is_custom
 from cnnlab.core.errors import CheckpointError, CnnlabError, ConfigError, NonFiniteLossError, RunDirError
 from cnnlab.core.runs import (
     RunDir,
@@ -51,11 +51,9 @@ from cnnlab.data.registry import absolute_paths, prepare_data
 from cnnlab.data.tensors import DataBundle, TensorBatches
 from cnnlab.engine import distributed
 from cnnlab.engine.checkpoint import (
-    CUSTOM_PREFIX,
     best_from_last,
     best_metrics,
     capture_rng_state,
-    is_custom_model,
     load_checkpoint,
     make_payload,
     restore_rng_state,
@@ -189,7 +187,7 @@ def _fit(
     log = distributed.main_only(log)  # only rank 0 prints
     if model is None:
         get_model_entry(cfg.model.name)  # fail on a typo before any data is read
-    elif not is_custom_model(cfg.model.name):
+    elif not is_custom(cfg.model.name):
         raise ConfigError(f"a model instance was given, so model.name must start with {CUSTOM_PREFIX!r}, got {cfg.model.name!r}")
     if cfg.model.pretrained:
         check_pretrained(cfg.model.name)
