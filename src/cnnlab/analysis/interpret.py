@@ -169,20 +169,20 @@ class Interpretation:
     def plot_misclassified(self, classes: Sequence[str | int] | None = None, per_class: int = 10) -> plots.InlineFigure:
         """A row of up to ``per_class`` wrong test images for each of ``classes`` (names or indices),
         titled "predicted (probability)"; by default the three classes with the most errors."""
-        _check_positive(per_class=per_class)
+        check_positive(per_class=per_class)
         p = self.predictions
         return plots.misclassified_figure(p.images, p.labels, p.probs, self.classes, show=classes, per_class=per_class)
 
     def plot_top_losses(self, k: int = 9, ncols: int | None = None) -> plots.InlineFigure:
         """The ``k`` test images with the highest loss: the surest mistakes, often mislabelled images."""
-        _check_positive(k=k)
+        check_positive(k=k)
         p = self.predictions
         ncols = ncols or (max(1, math.ceil(math.sqrt(k))) if k <= 16 else 8)
         return plots.top_losses_figure(p.images, p.labels, p.probs, p.losses, self.classes, k=k, ncols=ncols)
 
     def plot_calibration(self, n_bins: int = ECE_BINS) -> plots.InlineFigure:
         """Reliability diagram: accuracy against confidence per bin (a calibrated model follows the diagonal)."""
-        _check_positive(n_bins=n_bins)
+        check_positive(n_bins=n_bins)
         return plots.reliability_figure(self.predictions.confidence, self.predictions.correct, n_bins=n_bins)
 
     def plot_confidence(self) -> plots.InlineFigure:
@@ -218,7 +218,7 @@ class Interpretation:
         confusion_matrix.png, misclassified.png, confidence.png, training_curves.png (when the history is
         known), summary.json and a self-contained index.html.
         """
-        _check_positive(per_class=per_class, top_k=top_k, n_bins=n_bins)
+        check_positive(per_class=per_class, top_k=top_k, n_bins=n_bins)
         if folder is None:
             if self.run_path is None:
                 raise ConfigError("give a folder to save into: this interpretation was not made from a run directory")
@@ -279,7 +279,7 @@ class Interpretation:
 
         summary = {
             "run": str(self.run_path) if self.run_path is not None else None,
-            "checkpoint": RunDir(Path()).best.name,
+            "checkpoint": RunDir.BEST,
             "epoch": self.epoch,
             "accuracy": float(correct.mean()) if len(pred) else math.nan,  # float64: 0.9885, not 0.98849999
             "loss": report.loss,
@@ -307,7 +307,8 @@ class Interpretation:
         return result
 
 
-def _check_positive(**values: int) -> None:
+def check_positive(**values: int) -> None:
+    """Each of ``values`` a whole number >= 1 (gallery sizes, counts, bins), else a ConfigError naming it."""
     for name, v in values.items():
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
             raise ConfigError(f"{name} must be a whole number >= 1, got {v!r}")

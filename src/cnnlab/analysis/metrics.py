@@ -51,10 +51,14 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, classes: Seque
 
     The same numbers and the same text, character for character (``tests/test_analysis.py`` checks
     it against scikit-learn), computed here so that scoring a run does not import scikit-learn and
-    SciPy (~0.6 s of every `cnnlab train` and `cnnlab evaluate`).
+    SciPy (their import time is in benchmarks/README.md, "Start-up").
     """
+    return _report_from_confusion(confusion_matrix(y_true, y_pred, len(classes)), classes, digits)
+
+
+def _report_from_confusion(cm: np.ndarray, classes: Sequence[str],
+                           digits: int = 3) -> tuple[str, dict[str, dict[str, float]]]:
     k = len(classes)
-    cm = confusion_matrix(y_true, y_pred, k)
     tp = np.diag(cm).astype(np.float64)
     support = cm.sum(axis=1)
     predicted = cm.sum(axis=0)
@@ -94,8 +98,8 @@ def score(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> Tes
     """Accuracy, mean cross-entropy, the classification report and the confusion matrix."""
     labels = labels.cpu().long()
     preds = logits.argmax(dim=1)
-    y_true, y_pred = labels.numpy(), preds.numpy()
-    text, raw = classification_report(y_true, y_pred, classes, digits=3)
+    confusion = confusion_matrix(labels.numpy(), preds.numpy(), len(classes))
+    text, raw = _report_from_confusion(confusion, classes, digits=3)
     per_class = {
         name: {
             "precision": float(raw[name]["precision"]),
@@ -112,7 +116,7 @@ def score(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> Tes
         classes=list(classes),
         text=text,
         per_class=per_class,
-        confusion=confusion_matrix(y_true, y_pred, len(classes)),
+        confusion=confusion,
         num_images=len(labels),
         extra={
             "macro_avg": {k.replace("-score", ""): float(v) for k, v in raw["macro avg"].items()},

@@ -28,7 +28,12 @@ import torch
 
 from cnnlab.analysis import figures as plots
 from cnnlab.analysis.figures import confusion_matrix_figure
-from cnnlab.analysis.interpret import AnalysisResult, Interpretation, format_confused  # noqa: F401 (re-exported)
+from cnnlab.analysis.interpret import (  # noqa: F401 (AnalysisResult, format_confused: re-exported)
+    AnalysisResult,
+    Interpretation,
+    check_positive,
+    format_confused,
+)
 from cnnlab.analysis.metrics import (
     ECE_BINS,
     McNemarResult,
@@ -38,25 +43,19 @@ from cnnlab.analysis.metrics import (
     score,
     test_set_fingerprint,
 )
-from cnnlab.core.config import EVAL_BATCH_SIZE
+from cnnlab.core.config import EVAL_BATCH_SIZE, is_custom
 from cnnlab.core.errors import CnnlabError, ConfigError, DataError, RunDirError
 from cnnlab.core.files import save_figure, write_csv, write_json, write_text
 from cnnlab.core.runs import RunDir, open_run, read_config, read_metrics
 from cnnlab.core.runtime import resolve_device
 from cnnlab.data.registry import load_dataset
 from cnnlab.data.tensors import DataBundle, ImageSet
-from cnnlab.engine.checkpoint import CUSTOM_PREFIX, load_checkpoint, model_from_checkpoint
+from cnnlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from cnnlab.inference import predict_logits
 
 
 class IncomparableRunsError(CnnlabError):
     """Two runs that were not scored on the same test set (or the same classes)."""
-
-
-# --- predictions ---------------------------------------------------------------------------
-
-
-# --- numbers -------------------------------------------------------------------------------
 
 
 # --- a run ---------------------------------------------------------------------------------
@@ -110,9 +109,7 @@ def analyze_run(
     by default the three classes with the most errors. The same as
     ``interpret_run(run_dir).save(classes=..., ...)``.
     """
-
-    if per_class < 1 or top_k < 1:
-        raise ConfigError(f"--per-class and --top-k must be >= 1, got {per_class} and {top_k}")
+    check_positive(per_class=per_class, top_k=top_k, n_bins=n_bins)  # before the test set is scored
     interp = interpret_run(run_dir, model=model, data_dir=data_dir, device=device, batch_size=batch_size)
     return interp.save(classes=classes, per_class=per_class, top_k=top_k, n_bins=n_bins, html=html, log=log)
 
@@ -267,8 +264,7 @@ def write_report(run_path: Path, report: TestReport, *, extra: dict[str, Any] | 
     """report.txt, report.json, confusion_matrix.csv and confusion_matrix.png in a run directory."""
 
     run = RunDir(Path(run_path))
-    header = f"test accuracy {report.accuracy:.4f}  loss {report.loss:.4f}  ({report.num_images} images)\n\n"
-    write_text(run.report_txt, header + report.text)
+    write_text(run.report_txt, str(report))  # the headline numbers, then sklearn's report
     write_json(run.report_json, {**report.to_dict(), **(extra or {})})
     write_csv(
         run.confusion_csv,
@@ -297,7 +293,7 @@ def load_best_and_test_set(run_dir: str | Path, *, data_dir: str | None = None) 
     if not run.best.is_file():
         raise RunDirError(f"{run.path} has no best.pt yet; train it first (cnnlab train --run-dir {run.path})")
     payload = load_checkpoint(run.best)
-    if cfg.data.dataset.startswith(CUSTOM_PREFIX):
+    if is_custom(cfg.data.dataset):
         raise RunDirError(
             f"{run.path} was trained on data given from Python ({cfg.data.dataset}), which a run does not keep; "
             "interpret it from Python: cnnlab.interpret(run) on the object cnnlab.train returned"
@@ -333,9 +329,7 @@ def evaluate_run(
 ) -> TestReport:
     """Load a run's ``best.pt``, score it on its dataset's test set, and rewrite the report files."""
     r = run_test_logits(run_dir, data_dir=data_dir, device=device, batch_size=batch_size, model=model)
-    report = score(r.logits, r.test.labels, r.info.classes)
-    write_report(r.run_path, report, extra={"checkpoint": RunDir(Path()).best.name, "epoch": r.payload["epoch"], "dataset": r.info.name})
-    return report
+    return score_and_report(r.run_path, r.payload, r.logits, r.test, r.info)
 
 
 def evaluate_checkpoint(
@@ -349,6 +343,11 @@ def evaluate_checkpoint(
     payload = load_checkpoint(run.best)
     model = model_from_checkpoint(payload, model=model).to(device)
     logits = predict_logits(model, data.test, batch_size=batch_size)
-    report = score(logits, data.test.labels, data.info.classes)
-    write_report(run.path, report, extra={"checkpoint": RunDir(Path()).best.name, "epoch": payload["epoch"], "dataset": data.info.name})
+    return score_and_report(run.path, payload, logits, data.test, data.info)
+
+
+def score_and_report(run_path: Path, payload: dict[str, Any], logits: torch.Tensor, test: ImageSet, info: Any) -> TestReport:
+    """Score ``best.pt``'s test logits and write the run's report files, saying which checkpoint and epoch."""
+    report = score(logits, test.labels, info.classes)
+    write_report(run_path, report, extra={"checkpoint": RunDir.BEST, "epoch": payload["epoch"], "dataset": info.name})
     return report
