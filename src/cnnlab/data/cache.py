@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+from cnnlab.core.errors import SaveError
+from cnnlab.core.files import atomic_write
 
 CACHE_DIR = "cnnlab-cache"
 FORMAT = 1  # bump when what a cache file holds changes
@@ -78,19 +80,12 @@ def save_cached(folder: Path, name: str, raw_files: list[Path], tensors: dict[st
         return False
     target = cache_path(folder, name)
     try:
-        target.parent.mkdir(exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                torch.save({"format": FORMAT, "raw": raw if raw is not None else fingerprint(raw_files),
-                            "tensors": {k: v.contiguous() if isinstance(v, torch.Tensor) else v
-                                        for k, v in tensors.items()}}, fh)
-            os.chmod(tmp, 0o644)  # readable by whoever reads the dataset (mkstemp makes it private)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    except OSError:
+        with atomic_write(target, "wb") as fh:
+            torch.save({"format": FORMAT, "raw": raw if raw is not None else fingerprint(raw_files),
+                        "tensors": {k: v.contiguous() if isinstance(v, torch.Tensor) else v
+                                    for k, v in tensors.items()}}, fh)
+        os.chmod(target, 0o644)  # readable by whoever reads the dataset, whatever this user's umask
+    except (SaveError, OSError):
         return False
     return True
 
