@@ -7,7 +7,6 @@ Save them with :func:`cnnlab.files.save_figure` (atomic).
 """
 from __future__ import annotations
 
-import io
 import math
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -26,7 +25,7 @@ from cnnlab.analysis.metrics import (
     select_misclassified,
     top_losses,
 )
-
+from cnnlab.core.files import figure_bytes
 
 _INLINE: list[type] = []
 
@@ -46,9 +45,7 @@ def _inline_figure_class() -> type:
             """
 
             def _repr_png_(self) -> bytes:
-                buf = io.BytesIO()
-                self.savefig(buf, format="png", bbox_inches="tight")
-                return buf.getvalue()
+                return figure_bytes(self, dpi="figure")  # the figure's own resolution, as pyplot shows it
 
             def __repr__(self) -> str:
                 w, h = self.get_size_inches() * self.dpi

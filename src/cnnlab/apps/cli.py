@@ -30,6 +30,7 @@ from cnnlab.core.config import (
     list_recipes,
 )
 from cnnlab.core.errors import CnnlabError
+from cnnlab.core.files import STDOUT  # `-o -`: write the file to standard output
 from cnnlab.core.process import exit_now
 
 
@@ -62,9 +63,6 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 # --- shared declarations ---------------------------------------------------------------------
 # One declaration per option that several commands take, so its name, default and help agree.
-
-STDOUT = "-"  # `-o -`: write the file to standard output
-
 
 class LazyHelpOption(click.Option):
     """An option whose help ends with a list from a registry, built only when help is shown:
