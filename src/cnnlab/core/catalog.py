@@ -6,8 +6,8 @@ and descriptions.
 they answer without importing torch (``tests/test_startup.py``).
 
 `cnnlab models` prints this table for its default input (1x28x28, 10 classes) without building
-a single model, so it answers in the time Python starts (building the zoo needs torch, ~1.2 s
-here, and torchvision with torch._dynamo, ~0.8 s more). Any other input builds the models
+a single model, so it answers in the time Python starts (building the zoo needs torch, and
+torchvision with torch._dynamo; benchmarks/README.md, "Start-up"). Any other input builds the models
 (``cnnlab.models.summary.models_table``). ``tests/test_catalog.py`` builds every registered model
 and checks that it matches this table exactly, so the two cannot drift apart: a new model fails
 that test until its line is added here (the test prints the line).

@@ -1,9 +1,9 @@
 """Ending a command-line process without tearing down every imported module.
 
-After its last line of output a Python process still finalizes every module it imported. With
-torch loaded that is ~0.4 s, and after a training run (torch._dynamo, which every torch optimizer
-imports, ignite, matplotlib) ~1 s: a third of what `cnnlab train` spends outside its work
-(benchmarks/README.md, "Start-up"). :func:`exit_now` does what matters of that shutdown (the
+After its last line of output a Python process still finalizes every module it imported: with
+torch loaded, and more so after a training run (torch._dynamo, which every torch optimizer imports,
+ignite, matplotlib), that is a large part of what `cnnlab train` spends outside its work
+(measured in benchmarks/README.md, "Start-up"). :func:`exit_now` does what matters of that shutdown (the
 ``atexit`` handlers, which also run ``weakref.finalize`` callbacks such as temporary-folder
 clean-up, and flushing stdout/stderr), then ends the process with ``os._exit``. cnnlab closes
 every file it writes before returning (core/files.py writes atomically), so nothing is left for

@@ -1,7 +1,7 @@
 """MNIST from its four IDX files: verified, decoded once into uint8 tensors, cached beside them.
 
 When the uncompressed files are in ``MNIST/raw/`` they are read here directly (an IDX file is a
-small header and raw bytes), so training on MNIST never imports torchvision (~0.8 s of start-up);
+small header and raw bytes), so training on MNIST never imports torchvision (slow to import);
 torchvision's ``MNIST`` class is used only to download (and unpack) missing files. The decoded
 tensors are cached in ``MNIST/cnnlab-cache/`` (:mod:`cnnlab.data.cache`).
 """

@@ -3,8 +3,8 @@
 ``ShiftTTA(model, 1)`` runs ``model`` on the image and on its four copies shifted by one pixel
 left, right, up and down (zero fill, as MNIST's black background), averages the five softmax
 outputs and returns their log: log-probabilities, which serve as logits everywhere (argmax,
-softmax and cross-entropy read them the same way). On MNIST this adds 0.05-0.15% test accuracy
-to a one-epoch LeNet-5 for five forward passes of the *test* images (benchmarks/README.md,
+softmax and cross-entropy read them the same way). On MNIST it adds test accuracy to a one-epoch
+LeNet-5 for five forward passes of the *test* images (measured in benchmarks/README.md,
 "Time to accuracy"); training is unchanged. A recipe turns it on with ``[model] tta_shift = 1``;
 the checkpoint's config records it, so evaluate, predict, serve and export all answer with it.
 """
@@ -45,7 +45,7 @@ class ShiftTTA(nn.Module):
         """The same average, with ``net`` as the network's forward (``cnnlab.inference`` passes its
         exact fast path for ``self.model``, so the shifted views take the fast path too)."""
         # One view at a time: five batches of the caller's size stay in cache, where one batch of five
-        # times the size does not (4x faster for LeNet-5 at 256 images on the CPU).
+        # times the size does not (benchmarks/README.md).
         total = None
         for view in shifted_views(x, self.pixels).split(x.shape[0]):
             probs = net(view.contiguous()).float().softmax(dim=1)
