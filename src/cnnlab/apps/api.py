@@ -29,7 +29,7 @@ from cnnlab.apps.predict import load  # noqa: F401 (cnnlab.load: a fresh instanc
 from cnnlab.core.config import CUSTOM_PREFIX, EVAL_BATCH_SIZE, Config, DataConfig, load_recipe
 from cnnlab.core.errors import ConfigError, RunDirError
 from cnnlab.core.runs import RunDir, default_run_dir
-from cnnlab.core.runtime import default_threads
+from cnnlab.core.runtime import set_threads
 from cnnlab.data.registry import list_datasets, split_pool
 from cnnlab.data.tensors import DataBundle, DatasetInfo, ImageSet
 from cnnlab.engine import distributed
@@ -112,7 +112,7 @@ def train_config(
     t0 = time.perf_counter()
     with restored_process_state():
         fitted = fit(cfg, run_dir, log=log, model=model, load_data=load_data)
-        torch.set_num_threads(cfg.train.threads or default_threads())  # scoring as fast as training
+        set_threads(cfg.train.threads)  # scoring as fast as training (restored on return, as training's)
         if model is not None:  # the user's module, from here on the best checkpoint's, as load() gives it
             model.to(memory_format=torch.contiguous_format)
         # Rank 0 scores best.pt and writes the report; the other ranks get the same report object.

@@ -39,6 +39,11 @@ def mps_available() -> bool:
     return bool(backend is not None and backend.is_available())
 
 
+def set_threads(threads: int | None) -> None:
+    """torch's intra-op threads: ``threads``, or :func:`default_threads` when None."""
+    torch.set_num_threads(threads or default_threads())
+
+
 def default_threads() -> int:
     """Intra-op threads: 1 on machines with 2 cores or fewer, else all cores up to 8.
 

@@ -45,7 +45,7 @@ from cnnlab.core.runs import (
     write_metrics,
     write_split,
 )
-from cnnlab.core.runtime import default_threads, resolve_device
+from cnnlab.core.runtime import resolve_device, set_threads
 from cnnlab.data.augment import attach_augmentation, build_augmenter
 from cnnlab.data.registry import absolute_paths, prepare_data
 from cnnlab.data.tensors import DataBundle, TensorBatches
@@ -107,7 +107,7 @@ class FitResult:
 def setup_runtime(cfg: Config) -> torch.device:
     """Device, threads, seeds and (optionally) deterministic kernels; returns the device."""
     device = resolve_device(cfg.train.device)
-    torch.set_num_threads(cfg.train.threads or default_threads())
+    set_threads(cfg.train.threads)
     seed = cfg.train.seed
     random.seed(seed)
     np.random.seed(seed % 2**32)
