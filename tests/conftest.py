@@ -87,6 +87,9 @@ def tiny_trained_run(tiny_mnist: Path, tmp_path_factory: pytest.TempPathFactory)
 def _no_env_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
     # Tests must never pick up a developer's real data folder by accident.
     monkeypatch.delenv("CNNLAB_DATA_DIR", raising=False)
+    # Tests read English output unless they ask for another language (a developer's LANG=es_ES must not
+    # change what the English tests see); tests/test_i18n.py sets the language it tests.
+    monkeypatch.setenv("CNNLAB_LANG", "en")
 
 
 def real_mnist_dir() -> Path | None:

@@ -26,6 +26,7 @@ from cnnlab.analysis.figures import feature_maps_figure, filters_figure, input_f
 from cnnlab.analysis.report import load_best_and_test_set
 from cnnlab.core.errors import ConfigError
 from cnnlab.core.files import save_figure
+from cnnlab.core.i18n import _, format_percent
 from cnnlab.core.runtime import resolve_device
 from cnnlab.data.tensors import to_float
 from cnnlab.engine.checkpoint import model_from_checkpoint
@@ -65,7 +66,7 @@ def visualize_run(run_dir: str | Path, out_dir: str | Path | None = None, *, ind
                   data_dir: str | None = None, max_maps: int = 32, device: str = "auto") -> list[Path]:
     """Write filters.png, input.png and one maps_NN_<layer>.png per conv layer; returns the paths."""
 
-    run_path, _, payload, test, info = load_best_and_test_set(run_dir, data_dir=data_dir)
+    run_path, _cfg, payload, test, info = load_best_and_test_set(run_dir, data_dir=data_dir)
     dev = resolve_device(device)
     model = model_from_checkpoint(payload, tta=False).to(dev)  # the network's own filters and maps
     if not 0 <= index < len(test):
@@ -85,10 +86,13 @@ def visualize_run(run_dir: str | Path, out_dir: str | Path | None = None, *, ind
         save_figure(fig, out / name)
         written.append(out / name)
 
-    save(filters_figure(first_conv(model).weight, f"{payload['model']['name']} first conv layer"), "filters.png")
-    save(input_figure(x[0], f"test image {index}: label {label}, predicted {pred} ({prob:.0%})"), "input.png")
+    model_name = payload["model"]["name"]
+    save(filters_figure(first_conv(model).weight, _("{model} first conv layer").format(model=model_name)), "filters.png")
+    caption = _("test image {index}: label {label}, predicted {pred} ({prob})")
+    save(input_figure(x[0], caption.format(index=index, label=label, pred=pred, prob=format_percent(prob, 0))),
+         "input.png")
     for k, (name, maps) in enumerate(acts, start=1):
-        save(feature_maps_figure(maps, f"after {name}", max_maps), f"maps_{k:02d}_{_safe(name)}.png")
+        save(feature_maps_figure(maps, _("after {layer}").format(layer=name), max_maps), f"maps_{k:02d}_{_safe(name)}.png")
     return written
 
 

@@ -26,6 +26,7 @@ from cnnlab.analysis.metrics import (
     top_losses,
 )
 from cnnlab.core.files import figure_bytes
+from cnnlab.core.i18n import _, format_float
 
 _INLINE: list[type] = []
 
@@ -71,8 +72,10 @@ def new_figure(width: float, height: float) -> Any:  # an InlineFigure (made on 
     return fig
 
 
-def confusion_matrix_figure(cm: np.ndarray, classes: Sequence[str], title: str = "Test confusion matrix") -> Figure:
+def confusion_matrix_figure(cm: np.ndarray, classes: Sequence[str], title: str | None = None) -> Figure:
     """Counts (left) and row-normalised rates (right); readable from 10 to 100 classes.
+
+    ``title`` defaults to "Test confusion matrix" in the language in force.
 
     Cell numbers are drawn only while they fit (up to 20 classes); beyond that
     the colour carries the value and tick labels are thinned.
@@ -86,12 +89,14 @@ def confusion_matrix_figure(cm: np.ndarray, classes: Sequence[str], title: str =
         rates = cm / cm.sum(axis=1, keepdims=True)
     rates = np.nan_to_num(rates)
     step = max(1, k // 25)
-    for ax, values, name, fmt in ((axes[0], cm, "counts", "d"), (axes[1], rates, "row-normalised (recall)", ".2f")):
+    title = _("Test confusion matrix") if title is None else title
+    halves = ((axes[0], cm, _("{title}: counts"), "d"), (axes[1], rates, _("{title}: row-normalised (recall)"), ".2f"))
+    for ax, values, heading, fmt in halves:
         im = ax.imshow(values, cmap="Blues", interpolation="nearest")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-        ax.set_title(f"{title}: {name}")
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
+        ax.set_title(heading.format(title=title))
+        ax.set_xlabel(_("predicted"))
+        ax.set_ylabel(_("true"))
         ticks = np.arange(0, k, step)
         ax.set_xticks(ticks, [classes[i] for i in ticks], rotation=90 if k > 10 else 0, fontsize=8 if k > 20 else 10)
         ax.set_yticks(ticks, [classes[i] for i in ticks], fontsize=8 if k > 20 else 10)
@@ -101,7 +106,7 @@ def confusion_matrix_figure(cm: np.ndarray, classes: Sequence[str], title: str =
                 for j in range(k):
                     v = values[i, j]
                     if fmt == "d" or v >= 0.005:
-                        ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=7,
+                        ax.text(j, i, format(v, fmt) if fmt == "d" else format_float(v, 2), ha="center", va="center", fontsize=7,
                                 color="white" if v > threshold else "black")
     fig.tight_layout()
     return fig
@@ -132,9 +137,10 @@ def gallery_figure(
     row_labels: Sequence[str] | None = None,
     title: str | None = None,
     cell: tuple[float, float] = (1.25, 1.5),
-    empty_text: str = "none",
+    empty_text: str | None = None,
 ) -> Figure:
-    """A grid of images: ``rows`` of (image, caption, caption colour); empty rows say ``empty_text``."""
+    """A grid of images: ``rows`` of (image, caption, caption colour); empty rows say ``empty_text`` ("none")."""
+    empty_text = _("none") if empty_text is None else empty_text
     nrows = max(1, len(rows))
     ncols = max(1, ncols)
     fig = new_figure(cell[0] * ncols + (0.6 if row_labels else 0), cell[1] * nrows + (0.5 if title else 0))
@@ -182,10 +188,11 @@ def misclassified_figure(
     preds = probs.argmax(axis=1)
     rows_k = resolve_classes(show, classes) if show else classes_with_most_errors(labels, preds, len(classes))
     chosen = select_misclassified(labels, preds, rows_k, per_class)
-    rows = [[(images[i], f"{classes[preds[i]]} ({probs[i, preds[i]]:.2f})", WRONG) for i in chosen[k]] for k in rows_k]
+    rows = [[(images[i], f"{classes[preds[i]]} ({format_float(probs[i, preds[i]], 2)})", WRONG) for i in chosen[k]]
+            for k in rows_k]
     return gallery_figure(
-        rows, ncols=per_class, row_labels=[f"true {classes[k]}" for k in rows_k],
-        title="Misclassified test images: predicted class (probability)", empty_text="no errors",
+        rows, ncols=per_class, row_labels=[_("true {label}").format(label=classes[k]) for k in rows_k],
+        title=_("Misclassified test images: predicted class (probability)"), empty_text=_("no errors"),
     )
 
 
@@ -204,13 +211,15 @@ def top_losses_figure(
     labels, probs = np.asarray(labels), np.asarray(probs)
     preds = probs.argmax(axis=1)
     idx = top_losses(losses, min(k, len(labels)))
+    loss_line = _("loss {loss}  #{index}")
     items = [
-        (images[i], f"{classes[labels[i]]} \u2192 {classes[preds[i]]} ({probs[i, preds[i]]:.2f})\nloss {losses[i]:.2f}  #{i}",
+        (images[i], f"{classes[labels[i]]} \u2192 {classes[preds[i]]} ({format_float(probs[i, preds[i]], 2)})\n"
+                    + loss_line.format(loss=format_float(losses[i], 2), index=i),
          WRONG if preds[i] != labels[i] else RIGHT)
         for i in idx
     ]
     rows = [items[s : s + ncols] for s in range(0, len(items), ncols)] or [[]]
-    return gallery_figure(rows, ncols=ncols, title="Top losses: true \u2192 predicted (probability), loss, test index",
+    return gallery_figure(rows, ncols=ncols, title=_("Top losses: true \u2192 predicted (probability), loss, test index"),
                           cell=(1.35, 1.7))
 
 
@@ -242,16 +251,17 @@ def disagreement_figure(
     pa, pb = np.asarray(probs_a).argmax(axis=1), np.asarray(probs_b).argmax(axis=1)
     items = []
     for i in indices:
-        caption = (f"true {classes[labels[i]]}  #{i}\nA {classes[pa[i]]} ({probs_a[i, pa[i]]:.2f})"
-                   f"  B {classes[pb[i]]} ({probs_b[i, pb[i]]:.2f})")
+        caption = (_("true {label}").format(label=classes[labels[i]]) + f"  #{i}\n"
+                   f"A {classes[pa[i]]} ({format_float(probs_a[i, pa[i]], 2)})"
+                   f"  B {classes[pb[i]]} ({format_float(probs_b[i, pb[i]], 2)})")
         # Colour says who was right: green A, blue B, red neither.
         color = RIGHT if pa[i] == labels[i] else ("#1f5fbf" if pb[i] == labels[i] else WRONG)
         items.append((images[i], caption, color))
     rows = [items[s : s + ncols] for s in range(0, len(items), ncols)] or [[]]
     return gallery_figure(
-        rows, ncols=ncols, cell=(1.6, 1.8), empty_text="the two runs agree on every test image",
-        title=f"Where A and B disagree ({len(items)} of {len(items) if total is None else total} shown; "
-              "green: A right, blue: B right, red: both wrong)",
+        rows, ncols=ncols, cell=(1.6, 1.8), empty_text=_("the two runs agree on every test image"),
+        title=_("Where A and B disagree ({shown} of {total} shown; green: A right, blue: B right, red: both wrong)")
+        .format(shown=len(items), total=len(items) if total is None else total),
     )
 
 
@@ -264,11 +274,11 @@ def per_class_figure(confusion: np.ndarray, classes: Sequence[str]) -> Figure:
     fig = new_figure(min(max(6.0, 0.32 * k + 2), 30.0), 4.2)
     ax = fig.subplots()
     x = np.arange(k)
-    ax.bar(x - 0.2, rates["recall"], 0.4, label="accuracy (recall)", color="#3b75af")
-    ax.bar(x + 0.2, rates["precision"], 0.4, label="precision", color="#f0a04b")
+    ax.bar(x - 0.2, rates["recall"], 0.4, label=_("accuracy (recall)"), color="#3b75af")
+    ax.bar(x + 0.2, rates["precision"], 0.4, label=_("precision"), color="#f0a04b")
     total = cm.sum()
     if total:
-        ax.axhline(np.trace(cm) / total, color="black", lw=0.8, ls="--", label="overall accuracy")
+        ax.axhline(np.trace(cm) / total, color="black", lw=0.8, ls="--", label=_("overall accuracy"))
     low = float(min(rates["recall"].min(), rates["precision"].min())) if k else 0.0
     # Zoom in on the top of the scale: at 99% accuracy, bars from 0 would all look the same.
     ax.set_ylim(max(0.0, low - 0.05 * max(1.0 - low, 0.2)) if low > 0.5 else 0.0, 1.0)
@@ -277,10 +287,10 @@ def per_class_figure(confusion: np.ndarray, classes: Sequence[str]) -> Figure:
     if k <= 20:
         for i, v in enumerate(rates["recall"]):
             # Inside the bar's top: above it the label would collide with the title at 1.0.
-            ax.text(i - 0.2, v, f"{v:.3f} ", ha="center", va="top", fontsize=6, rotation=90, color="white")
-    ax.set_xlabel("class")
-    ax.set_ylabel("rate on the test set")
-    ax.set_title("Per-class accuracy (recall) and precision")
+            ax.text(i - 0.2, v, f"{format_float(v, 3)} ", ha="center", va="top", fontsize=6, rotation=90, color="white")
+    ax.set_xlabel(_("class"))
+    ax.set_ylabel(_("rate on the test set"))
+    ax.set_title(_("Per-class accuracy (recall) and precision"))
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14 if k <= 20 else -0.22), ncol=3, frameon=False)
     fig.tight_layout()
     return fig
@@ -296,20 +306,20 @@ def reliability_figure(confidences: np.ndarray, correct: np.ndarray, *, n_bins: 
     ax, ax2 = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     has = b.counts > 0
     acc, conf = np.nan_to_num(b.accuracy), np.nan_to_num(b.confidence)
-    ax.bar(centers[has], acc[has], width, color="#3b75af", edgecolor="white", label="accuracy")
+    ax.bar(centers[has], acc[has], width, color="#3b75af", edgecolor="white", label=_("accuracy"))
     ax.bar(centers[has], np.abs(conf - acc)[has], width, bottom=np.minimum(acc, conf)[has], color=WRONG, alpha=0.35,
-           edgecolor=WRONG, label="gap to confidence")
-    ax.plot([0, 1], [0, 1], ls="--", color="gray", lw=1, label="perfect calibration")
+           edgecolor=WRONG, label=_("gap to confidence"))
+    ax.plot([0, 1], [0, 1], ls="--", color="gray", lw=1, label=_("perfect calibration"))
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    ax.set_ylabel("accuracy")
-    ax.set_title(f"Reliability diagram (ECE {b.ece:.4f}, {n_bins} bins)")
+    ax.set_ylabel(_("accuracy"))
+    ax.set_title(_("Reliability diagram (ECE {ece}, {bins} bins)").format(ece=format_float(b.ece, 4), bins=n_bins))
     ax.legend(fontsize=8, loc="upper left")
     ax2.bar(centers, np.maximum(b.counts, 0), width, color="gray", edgecolor="white")
     if b.counts.max(initial=0) > 0:
         ax2.set_yscale("log")
-    ax2.set_xlabel("confidence (probability of the predicted class)")
-    ax2.set_ylabel("images")
+    ax2.set_xlabel(_("confidence (probability of the predicted class)"))
+    ax2.set_ylabel(_("images"))
     fig.tight_layout()
     return fig
 
@@ -320,18 +330,20 @@ def confidence_histogram_figure(confidences: np.ndarray, correct: np.ndarray, *,
     edges = np.linspace(0, 1, bins + 1)
     fig = new_figure(9.0, 3.6)
     axes = fig.subplots(1, 2, sharex=True)
-    for ax, mask, name, color in ((axes[0], ok, "correct", RIGHT), (axes[1], ~ok, "wrong", WRONG)):
+    panels = ((axes[0], ok, _("correct: {n} images, mean confidence {mean}"), _("correct: no images"), RIGHT),
+              (axes[1], ~ok, _("wrong: {n} images, mean confidence {mean}"), _("wrong: no images"), WRONG))
+    for ax, mask, heading, empty, color in panels:
         values = conf[mask]
         ax.hist(values, bins=edges, color=color, alpha=0.8, edgecolor="white")
         if len(values):
             ax.set_yscale("log")
             ax.axvline(values.mean(), color="black", ls="--", lw=0.8)
-            ax.set_title(f"{name}: {len(values)} images, mean confidence {values.mean():.3f}", fontsize=10)
+            ax.set_title(heading.format(n=len(values), mean=format_float(values.mean(), 3)), fontsize=10)
         else:
-            ax.set_title(f"{name}: no images", fontsize=10)
+            ax.set_title(empty, fontsize=10)
         ax.set_xlim(0, 1)
-        ax.set_xlabel("confidence")
-        ax.set_ylabel("images")
+        ax.set_xlabel(_("confidence"))
+        ax.set_ylabel(_("images"))
     fig.tight_layout()
     return fig
 
@@ -347,23 +359,23 @@ def training_curves_figure(rows: Sequence[dict]) -> Figure:
     axes = fig.subplots(1, 2)
     epochs = [r["epoch"] for r in rows]
     best = best_epoch(rows)
-    for ax, metric, label in ((axes[0], "loss", "loss (mean cross-entropy)"), (axes[1], "acc", "accuracy")):
-        for split, color in (("train", "#3b75af"), ("val", "#f0a04b")):
+    for ax, metric, label in ((axes[0], "loss", _("loss (mean cross-entropy)")), (axes[1], "acc", _("accuracy"))):
+        for split, color, name in (("train", "#3b75af", _("train")), ("val", "#f0a04b", _("validation"))):
             pts = [(e, r.get(f"{split}_{metric}")) for e, r in zip(epochs, rows) if r.get(f"{split}_{metric}") is not None]
             if pts:
-                ax.plot(*zip(*pts), marker="o", ms=4, color=color, label="validation" if split == "val" else "train")
+                ax.plot(*zip(*pts), marker="o", ms=4, color=color, label=name)
         if best is not None:
-            ax.axvline(best, color="gray", ls="--", lw=1, label=f"best epoch ({best})")
+            ax.axvline(best, color="gray", ls="--", lw=1, label=_("best epoch ({epoch})").format(epoch=best))
             row = next(r for r in rows if r["epoch"] == best)
             if row.get(f"val_{metric}") is not None:
                 ax.plot([best], [row[f"val_{metric}"]], marker="*", ms=14, color="#c62828", zorder=5)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(_("epoch"))
         ax.set_ylabel(label)
         ax.set_xticks(epochs if len(epochs) <= 20 else epochs[:: max(1, len(epochs) // 10)])
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    axes[0].set_title("Loss per epoch")
-    axes[1].set_title("Accuracy per epoch")
+    axes[0].set_title(_("Loss per epoch"))
+    axes[1].set_title(_("Accuracy per epoch"))
     fig.tight_layout()
     return fig
 
@@ -391,8 +403,8 @@ def _tile_grid(images: Sequence[np.ndarray], tile: float, pad_w: float, pad_h: f
     return fig
 
 
-def filters_figure(weight: torch.Tensor, title: str = "first conv layer filters") -> Figure:
-    """One tile per output channel of a conv weight (out, in, kh, kw).
+def filters_figure(weight: torch.Tensor, title: str | None = None) -> Figure:
+    """One tile per output channel of a conv weight (out, in, kh, kw); ``title`` defaults to "first conv layer filters".
 
     3-input-channel kernels are drawn as RGB (each kernel scaled to its own
     range); otherwise each (output, input) kernel pair is a grey tile, with a
@@ -418,7 +430,9 @@ def filters_figure(weight: torch.Tensor, title: str = "first conv layer filters"
                 im = ax.imshow(w[o, c], cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
                 ax.set_title(f"{o}" if shown_in == 1 else f"{o}/{c}", fontsize=7)
         fig.colorbar(im, ax=list(axes), fraction=0.03, pad=0.02)
-    fig.suptitle(f"{title}: {out_c} filters, {in_c} input channel(s), {w.shape[2]}x{w.shape[3]}")
+    title = _("first conv layer filters") if title is None else title
+    fig.suptitle(_("{title}: {filters} filters, {channels} input channel(s), {h}x{w}").format(
+        title=title, filters=out_c, channels=in_c, h=w.shape[2], w=w.shape[3]))
     return fig
 
 
@@ -427,8 +441,11 @@ def feature_maps_figure(maps: torch.Tensor, title: str, max_maps: int = 32) -> F
     m = maps.detach().float().cpu().numpy()
     n = min(len(m), max_maps)
     fig = _tile_grid(m[:n], 1.2, 0.4, 0.7, cmap="viridis")
-    shown = f"first {n} of {len(m)}" if n < len(m) else f"{len(m)}"
-    fig.suptitle(f"{title}: {shown} channels, {m.shape[1]}x{m.shape[2]}")
+    if n < len(m):
+        heading = _("{title}: first {shown} of {total} channels, {h}x{w}")
+    else:
+        heading = _("{title}: {total} channels, {h}x{w}")
+    fig.suptitle(heading.format(title=title, shown=n, total=len(m), h=m.shape[1], w=m.shape[2]))
     return fig
 
 

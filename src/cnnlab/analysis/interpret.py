@@ -44,6 +44,7 @@ from cnnlab.analysis.metrics import (
 )
 from cnnlab.core.errors import ConfigError
 from cnnlab.core.files import save_figure, write_csv, write_json
+from cnnlab.core.i18n import _, check_language, format_float, format_percent, use_language
 from cnnlab.core.runs import RunDir
 
 
@@ -61,6 +62,7 @@ class AnalysisResult:
     misclassified: dict[int, np.ndarray]
     summary: dict[str, Any]
     files: dict[str, Path] = field(default_factory=dict)
+    lang: str | None = None  # the language its text speaks (None: the one in force when it is read)
 
     @property
     def ece(self) -> float:
@@ -69,25 +71,29 @@ class AnalysisResult:
     def __repr__(self) -> str:
         return f"AnalysisResult({str(self.out_dir)!r}, files={len(self.files)}, accuracy={self.summary['accuracy']:.4f})"
 
-    def text(self, max_pairs: int = 10) -> str:
+    def text(self, max_pairs: int = 10, *, lang: str | None = None) -> str:
         """A short human summary: headline numbers and the most-confused table."""
         s = self.summary
-        lines = [
-            f"test accuracy {s['accuracy']:.2%}  loss {s['loss']:.4f}  errors {s['errors']}/{s['num_images']}  "
-            f"ECE ({s['ece_bins']} bins) {s['ece']:.4f}",
-            "",
-            format_confused(self.confused[:max_pairs]),
-            "",
-            f"wrote {len(self.files)} files to {self.out_dir}  (open {self.files.get('html', self.out_dir)})",
-        ]
+        with use_language(lang or self.lang):
+            lines = [
+                _("test accuracy {accuracy}  loss {loss}  errors {errors}/{images}  ECE ({bins} bins) {ece}").format(
+                    accuracy=format_percent(s["accuracy"]), loss=format_float(s["loss"]), errors=s["errors"],
+                    images=s["num_images"], bins=s["ece_bins"], ece=format_float(s["ece"])),
+                "",
+                format_confused(self.confused[:max_pairs]),
+                "",
+                _("wrote {n} files to {folder}  (open {page})").format(
+                    n=len(self.files), folder=self.out_dir, page=self.files.get("html", self.out_dir)),
+            ]
         return "\n".join(lines)
 
 
 def format_confused(pairs: Sequence[ConfusedPair]) -> str:
+    """The most-confused table, in the language in force (class names are data: kept as they are)."""
     if not pairs:
-        return "most confused: none (no errors)"
+        return _("most confused: none (no errors)")
     w = max(4, *(len(p.true) for p in pairs))
-    lines = ["most confused (true -> predicted, count):"]
+    lines = [_("most confused (true -> predicted, count):")]
     lines += [f"  {p.true:>{w}} -> {p.pred:<{w}} {p.count:>6}" for p in pairs]
     return "\n".join(lines)
 
@@ -99,6 +105,9 @@ class Interpretation:
     :meth:`from_logits`. Attributes: ``predictions`` (images, labels, probabilities, losses per
     test image), ``report`` (:class:`~cnnlab.analysis.metrics.TestReport`: ``print`` it for
     sklearn's classification report), ``history`` (the run's metrics per epoch, when known).
+
+    ``lang`` (``"es"``, ``"en"``; None: ``CNNLAB_LANG`` or the locale) is the language of its figures,
+    text and HTML page; each ``plot_*`` and :meth:`save` also take ``lang=`` for one call.
     """
 
     def __init__(
@@ -112,6 +121,7 @@ class Interpretation:
         run_path: str | Path | None = None,
         epoch: int | None = None,
         dataset: str = "test set",
+        lang: str | None = None,
     ) -> None:
         logits = torch.as_tensor(logits).float().cpu()
         labels = torch.as_tensor(labels).long().cpu()
@@ -121,6 +131,12 @@ class Interpretation:
         self.run_path = Path(run_path) if run_path is not None else None
         self.epoch = epoch
         self.dataset = dataset
+        # An unknown language fails here, not at the first figure.
+        self.lang = check_language(lang) if lang is not None else None
+
+    def _speak(self, lang: str | None):  # noqa: ANN202 - a context manager
+        """The language of one call: its own ``lang``, else this interpretation's, else the one in force."""
+        return use_language(lang or self.lang)
 
     def __repr__(self) -> str:
         where = f"{str(self.run_path)!r}, " if self.run_path is not None else ""
@@ -162,42 +178,56 @@ class Interpretation:
 
     # --- figures (each an InlineFigure: shown in Jupyter, saved with savefig) ------------------
 
-    def plot_confusion_matrix(self) -> plots.InlineFigure:
+    def plot_confusion_matrix(self, *, lang: str | None = None) -> plots.InlineFigure:
         """Counts and row-normalised rates."""
-        return plots.confusion_matrix_figure(self.report.confusion, self.classes)
+        with self._speak(lang):
+            return plots.confusion_matrix_figure(self.report.confusion, self.classes)
 
-    def plot_misclassified(self, classes: Sequence[str | int] | None = None, per_class: int = 10) -> plots.InlineFigure:
+    def plot_misclassified(self, classes: Sequence[str | int] | None = None, per_class: int = 10, *,
+                           lang: str | None = None) -> plots.InlineFigure:
         """A row of up to ``per_class`` wrong test images for each of ``classes`` (names or indices),
         titled "predicted (probability)"; by default the three classes with the most errors."""
         check_positive(per_class=per_class)
         p = self.predictions
-        return plots.misclassified_figure(p.images, p.labels, p.probs, self.classes, show=classes, per_class=per_class)
+        with self._speak(lang):
+            return plots.misclassified_figure(p.images, p.labels, p.probs, self.classes, show=classes,
+                                              per_class=per_class)
 
-    def plot_top_losses(self, k: int = 9, ncols: int | None = None) -> plots.InlineFigure:
+    def plot_top_losses(self, k: int = 9, ncols: int | None = None, *, lang: str | None = None) -> plots.InlineFigure:
         """The ``k`` test images with the highest loss: the surest mistakes, often mislabelled images."""
         check_positive(k=k)
         p = self.predictions
         ncols = ncols or (max(1, math.ceil(math.sqrt(k))) if k <= 16 else 8)
-        return plots.top_losses_figure(p.images, p.labels, p.probs, p.losses, self.classes, k=k, ncols=ncols)
+        with self._speak(lang):
+            return plots.top_losses_figure(p.images, p.labels, p.probs, p.losses, self.classes, k=k, ncols=ncols)
 
-    def plot_calibration(self, n_bins: int = ECE_BINS) -> plots.InlineFigure:
+    def plot_calibration(self, n_bins: int = ECE_BINS, *, lang: str | None = None) -> plots.InlineFigure:
         """Reliability diagram: accuracy against confidence per bin (a calibrated model follows the diagonal)."""
         check_positive(n_bins=n_bins)
-        return plots.reliability_figure(self.predictions.confidence, self.predictions.correct, n_bins=n_bins)
+        with self._speak(lang):
+            return plots.reliability_figure(self.predictions.confidence, self.predictions.correct, n_bins=n_bins)
 
-    def plot_confidence(self) -> plots.InlineFigure:
+    def plot_confidence(self, *, lang: str | None = None) -> plots.InlineFigure:
         """Histograms of the confidence of correct and of wrong predictions."""
-        return plots.confidence_histogram_figure(self.predictions.confidence, self.predictions.correct)
+        with self._speak(lang):
+            return plots.confidence_histogram_figure(self.predictions.confidence, self.predictions.correct)
 
-    def plot_per_class(self) -> plots.InlineFigure:
+    def plot_per_class(self, *, lang: str | None = None) -> plots.InlineFigure:
         """Per-class accuracy (recall) and precision."""
-        return plots.per_class_figure(self.report.confusion, self.classes)
+        with self._speak(lang):
+            return plots.per_class_figure(self.report.confusion, self.classes)
 
-    def plot_curves(self) -> plots.InlineFigure:
+    def plot_curves(self, *, lang: str | None = None) -> plots.InlineFigure:
         """Loss and accuracy per epoch, train against validation, the kept (best) epoch marked."""
-        if not self.history:
-            raise ConfigError("no training history to plot: this interpretation was not made from a run")
-        return plots.training_curves_figure(self.history)
+        with self._speak(lang):
+            if not self.history:
+                raise ConfigError(_("no training history to plot: this interpretation was not made from a run"))
+            return plots.training_curves_figure(self.history)
+
+    def most_confused_text(self, k: int | None = 10, *, lang: str | None = None) -> str:
+        """The ``k`` most frequent mistakes as a small table to print, in the language asked for."""
+        with self._speak(lang):
+            return format_confused(most_confused(self.report.confusion, self.classes, top=k))
 
     # --- files -----------------------------------------------------------------------------------
 
@@ -211,17 +241,24 @@ class Interpretation:
         n_bins: int = ECE_BINS,
         html: bool = True,
         log: Callable[[str], None] | None = None,
+        lang: str | None = None,
     ) -> AnalysisResult:
         """Write the analysis files (what ``cnnlab analyze`` writes) to ``folder`` (default ``RUN/analysis``).
 
         predictions.csv, most_confused.csv, top_losses.csv/.png, per_class.csv/.png, reliability.csv/.png,
         confusion_matrix.png, misclassified.png, confidence.png, training_curves.png (when the history is
-        known), summary.json and a self-contained index.html.
+        known), summary.json and a self-contained index.html; figures, log lines and the page speak ``lang``.
         """
+        with self._speak(lang) as spoken:
+            return self._save(folder, classes=classes, per_class=per_class, top_k=top_k, n_bins=n_bins, html=html,
+                              log=log, lang=spoken)
+
+    def _save(self, folder: str | Path | None, *, classes: Sequence[str | int] | None, per_class: int, top_k: int,
+              n_bins: int, html: bool, log: Callable[[str], None] | None, lang: str) -> AnalysisResult:
         check_positive(per_class=per_class, top_k=top_k, n_bins=n_bins)
         if folder is None:
             if self.run_path is None:
-                raise ConfigError("give a folder to save into: this interpretation was not made from a run directory")
+                raise ConfigError(_("give a folder to save into: this interpretation was not made from a run directory"))
             folder = RunDir(self.run_path).analysis
         out = Path(folder)
         pred = self.predictions
@@ -244,7 +281,7 @@ class Interpretation:
             files[name] = path
 
         if log:
-            log(f"analysing {len(pred)} test images of {self.run_path or out} ...")
+            log(_("analysing {n} test images of {run} ...").format(n=len(pred), run=self.run_path or out))
         write_csv(out / "predictions.csv", ["index", "label", "pred", "confidence", "loss", "correct"], [
             [i, names[t], names[p], f"{c:.6f}", f"{l:.6f}", int(ok)]
             for i, (t, p, c, l, ok) in enumerate(zip(pred.labels, preds, conf, pred.losses, correct))
@@ -297,7 +334,8 @@ class Interpretation:
             "test_set": test_set_fingerprint(self.dataset, pred.labels, pred.images),
             "best_epoch": best_epoch(self.history) if self.history else None,
         }
-        result = AnalysisResult(self.run_path or out, out, pred, report, bins, confused, worst, chosen, summary, files)
+        result = AnalysisResult(self.run_path or out, out, pred, report, bins, confused, worst, chosen, summary, files,
+                                lang=lang)
         if html:
             config = RunDir(self.run_path).config_json() if self.run_path is not None else {}
             files["html"] = write_html_report(result, images=pngs, config=config, history=self.history)

@@ -11,11 +11,16 @@ import torch
 import torch.nn.functional as F
 
 from cnnlab.core.errors import ConfigError
+from cnnlab.core.i18n import DEFAULT, _, format_float, format_int, language, use_language
 
 
 @dataclass
 class TestReport:
-    """The numbers a user reads after training; ``text`` is scikit-learn's report with 3 digits."""
+    """The numbers a user reads after training; ``text`` is scikit-learn's report with 3 digits.
+
+    ``text`` is always scikit-learn's English text (programs compare it); ``print(report)`` shows the
+    headline and the per-class table in ``lang`` (None: the language in force when it is printed).
+    """
 
     accuracy: float
     loss: float
@@ -25,6 +30,7 @@ class TestReport:
     confusion: np.ndarray
     num_images: int
     extra: dict[str, Any] = field(default_factory=dict)
+    lang: str | None = None
 
     def __repr__(self) -> str:
         return (f"TestReport(accuracy={self.accuracy:.4f}, loss={self.loss:.4f}, images={self.num_images}, "
@@ -32,7 +38,20 @@ class TestReport:
 
     def __str__(self) -> str:
         """What ``print(report)`` shows: the headline numbers and sklearn's report."""
-        return f"test accuracy {self.accuracy:.4f}  loss {self.loss:.4f}  ({self.num_images} images)\n\n{self.text}"
+        with use_language(self.lang):
+            return f"{self.headline()}\n\n{self.table()}"
+
+    def headline(self) -> str:
+        """``test accuracy 0.9870  loss 0.0412  (10000 images)``, in the language in force."""
+        return _("test accuracy {accuracy}  loss {loss}  ({images} images)").format(
+            accuracy=format_float(self.accuracy), loss=format_float(self.loss), images=self.num_images)
+
+    def table(self, digits: int = 3) -> str:
+        """The per-class table: scikit-learn's text in English; in another language its column and row
+        names translated and its numbers written that language's way (class names are data, kept)."""
+        if language() == DEFAULT and digits == 3:
+            return self.text
+        return _report_from_confusion(self.confusion, self.classes, digits, words=True)[0]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,8 +75,9 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, classes: Seque
     return _report_from_confusion(confusion_matrix(y_true, y_pred, len(classes)), classes, digits)
 
 
-def _report_from_confusion(cm: np.ndarray, classes: Sequence[str],
-                           digits: int = 3) -> tuple[str, dict[str, dict[str, float]]]:
+def _report_from_confusion(cm: np.ndarray, classes: Sequence[str], digits: int = 3,
+                           words: bool = False) -> tuple[str, dict[str, dict[str, float]]]:
+    """The report's text and numbers; ``words=True`` writes its text in the language in force."""
     k = len(classes)
     tp = np.diag(cm).astype(np.float64)
     support = cm.sum(axis=1)
@@ -80,6 +100,9 @@ def _report_from_confusion(cm: np.ndarray, classes: Sequence[str],
     out["macro avg"] = dict(zip(("precision", "recall", "f1-score"), macro), support=total)
     out["weighted avg"] = dict(zip(("precision", "recall", "f1-score"), weighted), support=total)
 
+    if words:
+        return _translated_report(classes, precision, recall, f1, support, accuracy, macro, weighted, total,
+                                  digits), out
     width = max(max((len(c) for c in classes), default=0), len("weighted avg"), digits)
     headers = ("precision", "recall", "f1-score", "support")
     text = ("{:>{width}s} " + " {:>9}" * 4).format("", *headers, width=width) + "\n\n"
@@ -94,8 +117,32 @@ def _report_from_confusion(cm: np.ndarray, classes: Sequence[str],
     return text, out
 
 
-def score(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> TestReport:
-    """Accuracy, mean cross-entropy, the classification report and the confusion matrix."""
+def _translated_report(classes: Sequence[str], precision: np.ndarray, recall: np.ndarray, f1: np.ndarray,
+                       support: np.ndarray, accuracy: float, macro: list[float], weighted: list[float], total: int,
+                       digits: int) -> str:
+    """scikit-learn's layout with the words of the language in force and its numbers' decimal mark."""
+    headers = (_("precision"), _("recall"), _("f1-score"), _("support"))
+    accuracy_name, macro_name, weighted_name = _("accuracy"), _("macro avg"), _("weighted avg")
+    width = max(max((len(c) for c in classes), default=0), len(accuracy_name), len(macro_name), len(weighted_name),
+                digits)
+    col = max(9, *(len(h) for h in headers))
+
+    def row(name: str, values: Sequence[float | None], n: int) -> str:
+        cells = ["" if v is None else format_float(v, digits) for v in values]
+        return f"{name:>{width}s} " + "".join(f" {c:>{col}}" for c in cells) + f" {format_int(n):>{col}}\n"
+
+    text = f"{'':>{width}s} " + "".join(f" {h:>{col}}" for h in headers) + "\n\n"
+    for i, name in enumerate(classes):
+        text += row(name, (precision[i], recall[i], f1[i]), int(support[i]))
+    text += "\n"
+    text += row(accuracy_name, (None, None, accuracy), total)
+    text += row(macro_name, macro, total)
+    text += row(weighted_name, weighted, total)
+    return text
+
+
+def score(logits: torch.Tensor, labels: torch.Tensor, classes: list[str], *, lang: str | None = None) -> TestReport:
+    """Accuracy, mean cross-entropy, the classification report and the confusion matrix (printed in ``lang``)."""
     labels = labels.cpu().long()
     preds = logits.argmax(dim=1)
     confusion = confusion_matrix(labels.numpy(), preds.numpy(), len(classes))
@@ -122,6 +169,7 @@ def score(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> Tes
             "macro_avg": {k.replace("-score", ""): float(v) for k, v in raw["macro avg"].items()},
             "weighted_avg": {k.replace("-score", ""): float(v) for k, v in raw["weighted avg"].items()},
         },
+        lang=lang,
     )
 
 

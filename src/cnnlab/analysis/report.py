@@ -46,6 +46,7 @@ from cnnlab.analysis.metrics import (
 from cnnlab.core.config import EVAL_BATCH_SIZE, is_custom
 from cnnlab.core.errors import CnnlabError, ConfigError, DataError, RunDirError
 from cnnlab.core.files import save_figure, write_csv, write_json, write_text
+from cnnlab.core.i18n import _
 from cnnlab.core.runs import RunDir, open_run, read_config, read_metrics
 from cnnlab.core.runtime import resolve_device
 from cnnlab.data.registry import load_dataset
@@ -255,7 +256,9 @@ def show_data(
     """Save a grid of ``n`` random labelled images (the lesson's first figure) to ``out``."""
 
     images, labels, classes, idx = sample_images(dataset, data_dir=data_dir, n=n, seed=seed, split=split, download=download)
-    fig = plots.samples_figure(images, labels, classes, title=f"{dataset} {split}: {len(idx)} random images (seed {seed})")
+    title = (_("{dataset} training set: {n} random images (seed {seed})") if split == "train"
+             else _("{dataset} test set: {n} random images (seed {seed})"))
+    fig = plots.samples_figure(images, labels, classes, title=title.format(dataset=dataset, n=len(idx), seed=seed))
     save_figure(fig, out)
     return Path(out)
 
@@ -299,7 +302,7 @@ def load_best_and_test_set(run_dir: str | Path, *, data_dir: str | None = None) 
             "interpret it from Python: cnnlab.interpret(run) on the object cnnlab.train returned"
         )
     try:  # reading only: never download, never create a folder
-        _, test, info = load_dataset(cfg.data.dataset, data_dir or cfg.data.data_dir, download=False,
+        _pool, test, info = load_dataset(cfg.data.dataset, data_dir or cfg.data.data_dir, download=False,
                                      image_size=cfg.data.image_size)
     except DataError as exc:
         raise DataError(f"{exc} (commands that read a run never download: give --data-dir, or download it with "

@@ -111,45 +111,51 @@ def N_(message: str) -> str:
     return message
 
 
-# Numbers: Babel knows each locale's separators ("61.706", "98,70 %" in Spanish). English keeps
-# Python's own formatting, so English output stays byte for byte what it was.
+# Numbers: Babel (CLDR) knows each locale's symbols and percent pattern ("61.706", "0,0528", "98,70 %" in
+# Spanish). The digits are always Python's own (correctly rounded from the float), so a number rounds
+# the same way in every language, and English output stays byte for byte what it was.
 _BABEL_LOCALE = {"es": "es_ES"}
+
+
+@lru_cache(maxsize=None)
+def _symbols(lang: str) -> tuple[str, str, str, str]:
+    """(decimal mark, group separator, text before and after a percentage's number) for ``lang``."""
+    from babel import Locale
+    from babel.numbers import get_decimal_symbol, get_group_symbol
+
+    locale = _BABEL_LOCALE[lang]
+    pattern = Locale.parse(locale).percent_formats[None].pattern  # "#,##0\u00a0%" in Spanish
+    number = pattern.strip("'").replace("'", "")
+    head, _sep, tail = number.partition("#,##0")
+    return get_decimal_symbol(locale), get_group_symbol(locale), head, tail
+
+
+def _localize(text: str, lang: str) -> str:
+    """Python's ``1,234.5`` written with ``lang``'s group separator and decimal mark."""
+    decimal, group, _head, _tail = _symbols(lang)
+    return text.replace(",", "\0").replace(".", decimal).replace("\0", group)
 
 
 def format_int(n: int) -> str:
     """An integer with thousands separators: ``61,706`` in English, ``61.706`` in Spanish."""
     lang = language()
-    if lang == DEFAULT:
-        return f"{n:,}"
-    from babel.numbers import format_decimal
-
-    # Spanish (CLDR) omits the separator on 4-digit numbers ("1706"); write it from 1,000 on, as a
-    # textbook does, so columns of numbers read alike.
-    return format_decimal(n, format="#,##0", locale=_BABEL_LOCALE[lang], group_separator=True)
+    # Spanish (CLDR) omits the separator on 4-digit numbers ("1706"); cnnlab writes it from 1,000 on,
+    # as a textbook does, so columns of numbers read alike.
+    return f"{n:,}" if lang == DEFAULT else _localize(f"{n:,}", lang)
 
 
 def format_float(x: float, decimals: int = 4) -> str:
-    """A decimal number: ``0.0528`` in English, ``0,0528`` in Spanish."""
+    """A decimal number: ``0.0528`` in English, ``0,0528`` in Spanish (no thousands separators)."""
     lang = language()
-    if lang == DEFAULT:
-        return f"{x:.{decimals}f}"
-    from babel.numbers import format_decimal
-
-    pattern = "0." + "0" * decimals if decimals else "0"
-    return format_decimal(x, format=pattern, locale=_BABEL_LOCALE[lang], decimal_quantization=True)
+    text = f"{x:.{decimals}f}"
+    return text if lang == DEFAULT else _localize(text, lang)
 
 
 def format_percent(fraction: float, decimals: int = 2) -> str:
-    """A fraction as a percentage: ``98.70%`` in English, ``98,70 %`` in Spanish."""
+    """A fraction as a percentage: ``98.70%`` in English, ``98,70 %`` in Spanish (a no-break space)."""
     lang = language()
+    text = f"{100 * fraction:.{decimals}f}"
     if lang == DEFAULT:
-        return f"{100 * fraction:.{decimals}f}%"
-    from babel.numbers import format_percent as babel_percent
-
-    from babel import Locale
-
-    # The locale's own pattern ("#,##0\u00a0%" in Spanish: a no-break space before the sign), with
-    # the decimals asked for.
-    pattern = Locale.parse(_BABEL_LOCALE[lang]).percent_formats[None].pattern
-    pattern = pattern.replace("#,##0", "#,##0." + "0" * decimals if decimals else "#,##0")
-    return babel_percent(fraction, format=pattern, locale=_BABEL_LOCALE[lang], decimal_quantization=True)
+        return f"{text}%"
+    _decimal, _group, head, tail = _symbols(lang)
+    return f"{head}{_localize(text, lang)}{tail}"

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from cnnlab.data.images import IMAGE_SUFFIXES
 from cnnlab.core.catalog import DATASETS
 from cnnlab.core.errors import ConfigError, DataError
+from cnnlab.core.i18n import _
 from cnnlab.data import cache
 from cnnlab.data.mnist import load_mnist
 from cnnlab.data.tensors import DatasetInfo, ImageSet
@@ -46,8 +47,9 @@ def is_known(name: str) -> bool:
 
 
 def describe() -> list[tuple[str, str]]:
-    """(name, one-line description) of every dataset, for help texts (declared in core/catalog.py)."""
-    return list(DATASETS)
+    """(name, one-line description) of every dataset, for help texts (declared in core/catalog.py), the
+    descriptions in the language in force."""
+    return [(name, _(text)) for name, text in DATASETS]
 
 
 def load(name: str, root: Path, *, download: bool = True, image_size: int | None = None) -> tuple[ImageSet, ImageSet, DatasetInfo]:
@@ -64,7 +66,7 @@ def load(name: str, root: Path, *, download: bool = True, image_size: int | None
         pool, test = (load_torchvision(name, root, train=t, download=download) for t in (True, False))
         ink = "light-on-dark" if name in ("fashion-mnist", "kmnist", "emnist") else None
         return _finish(name, pool, test, image_size, ink=ink)
-    raise ConfigError(f"unknown dataset {name!r}; available: {', '.join(n for n, _ in describe())}")
+    raise ConfigError(f"unknown dataset {name!r}; available: {', '.join(n for n, _text in describe())}")
 
 
 def _finish(name: str, pool: ImageSet, test: ImageSet, image_size: int | None, *, ink: str | None,
@@ -72,7 +74,7 @@ def _finish(name: str, pool: ImageSet, test: ImageSet, image_size: int | None, *
     if image_size is not None:
         pool = ImageSet(resize_images(pool.images, image_size), pool.labels, pool.classes)
         test = ImageSet(resize_images(test.images, image_size), test.labels, test.classes)
-    c, h, _ = pool.shape
+    c, h, _w = pool.shape
     spec: dict[str, Any] = {"style": "resize", "size": h, "channels": c, "scale": 255.0,
                             "mean": [0.0] * c, "std": [1.0] * c}
     if ink:

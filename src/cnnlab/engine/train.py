@@ -35,6 +35,7 @@ from ignite.engine import Engine, Events
 from cnnlab import __version__
 from cnnlab.core.config import CUSTOM_PREFIX, Config, DataConfig, is_custom
 from cnnlab.core.errors import CheckpointError, CnnlabError, ConfigError, NonFiniteLossError, RunDirError
+from cnnlab.core.i18n import _, format_float, format_percent, ngettext
 from cnnlab.core.runs import (
     RunDir,
     default_run_dir,
@@ -303,10 +304,13 @@ def restore_session(s: Session, state: dict, log: Callable[[str], None]) -> None
         # both are functions of last.pt, so rebuild them before going on.
         repair_from_last(run, state, log)
     if s.done:
-        epochs = f"{s.resumed_from:g} epoch{'' if s.resumed_from == 1 else 's'}"
-        log(f"{run.path} already trained {epochs} (asked for {t.epochs}): nothing to train")
+        done = ngettext("{run} already trained {epochs} epoch (asked for {asked}): nothing to train",
+                        "{run} already trained {epochs} epochs (asked for {asked}): nothing to train",
+                        1 if s.resumed_from == 1 else 2)
+        log(done.format(run=run.path, epochs=f"{s.resumed_from:g}", asked=t.epochs))
     else:
-        log(f"resuming {run.path} from epoch {s.resumed_from:g} (iteration {s.trainer.state.iteration})")
+        log(_("resuming {run} from epoch {epoch} (iteration {iteration})").format(
+            run=run.path, epoch=f"{s.resumed_from:g}", iteration=s.trainer.state.iteration))
 
 
 def attach_progress(s: Session, log: Callable[[str], None]) -> Callable[[str], None]:
@@ -317,7 +321,7 @@ def attach_progress(s: Session, log: Callable[[str], None]) -> Callable[[str], N
     from ignite.handlers import ProgressBar
 
     per_image = t.batch_size if t.loss_reduction == "sum" else 1
-    pbar = ProgressBar(persist=False, desc="train")
+    pbar = ProgressBar(persist=False, desc=_("train"))
     pbar.attach(s.trainer, output_transform=lambda loss: {"loss": loss / per_image})
     return pbar.log_message
 
@@ -392,7 +396,8 @@ def attach_early_stopping(s: Session, say: Callable[[str], None]) -> None:
     @s.trainer.on(Events.EPOCH_COMPLETED)
     def _early_stop(engine: Engine) -> None:
         if engine.state.epoch - s.best["epoch"] >= t.patience and engine.state.epoch < t.epochs:
-            say(f"early stop: no better validation loss for {t.patience} epochs (best: epoch {s.best['epoch']})")
+            say(_("early stop: no better validation loss for {patience} epochs (best: epoch {best})").format(
+                patience=t.patience, best=s.best["epoch"]))
             engine.terminate()
 
 
@@ -463,9 +468,10 @@ def repair_from_last(run: RunDir, state: dict, log: Callable[[str], None] = prin
             current = None
         if current != best_epoch:
             save_checkpoint(run.best, best_from_last(state))
-            log(f"rebuilt {run.best} (epoch {best_epoch}) from {run.last}: the run had stopped between the two")
+            log(_("rebuilt {best} (epoch {epoch}) from {last}: the run had stopped between the two").format(
+                best=run.best, epoch=best_epoch, last=run.last))
     if write_metrics(run, [dict(row) for row in state["history"]], only_if_changed=True):
-        log(f"rebuilt {run.metrics} from {run.last}")
+        log(_("rebuilt {metrics} from {last}").format(metrics=run.metrics, last=run.last))
 
 
 def resume_config(run_dir: str | Path, **changes: object) -> Config:
@@ -531,13 +537,16 @@ def build_model(cfg: Config, data: DataBundle) -> nn.Module:
 
 
 def format_epoch(row: dict, epochs: int) -> str:
-    parts = [f"epoch {row['epoch']:>{len(str(epochs))}}/{epochs}"]
+    """One line of the training log, in the language in force: ``epoch 1/5  train loss ... * best``."""
+    parts = [_("epoch {epoch}/{epochs}").format(epoch=f"{row['epoch']:>{len(str(epochs))}}", epochs=epochs)]
     if "train_loss" in row:
-        parts.append(f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.2%}")
-    parts.append(f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%}")
-    parts.append(f"{row['epoch_time_s']:.1f}s")
+        parts.append(_("train loss {loss} acc {acc}").format(loss=format_float(row["train_loss"]),
+                                                             acc=format_percent(row["train_acc"])))
+    parts.append(_("val loss {loss} acc {acc}").format(loss=format_float(row["val_loss"]),
+                                                       acc=format_percent(row["val_acc"])))
+    parts.append(_("{seconds}s").format(seconds=format_float(row["epoch_time_s"], 1)))
     if row.get("best"):
-        parts.append("* best")
+        parts.append(_("* best"))
     return "  ".join(parts)
 
 

@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 
 from cnnlab.core.catalog import format_models_table
+from cnnlab.core.i18n import _, format_int, use_language
 from cnnlab.models import (
     create_model,
     get_model_entry,
@@ -27,11 +28,18 @@ class LayerRow:
 
 @dataclass
 class ModelSummary:
+    """A model's layers with output shapes, parameters and multiply-adds; ``print`` it for the table.
+
+    The table speaks ``lang`` (None: the language in force when it is shown), numbers included
+    (``61.706`` in Spanish).
+    """
+
     model: str
     input_shape: tuple[int, int, int]
     rows: list[LayerRow]
     total_params: int
     total_macs: int
+    lang: str | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -52,19 +60,29 @@ class ModelSummary:
         # IPython and Jupyter show the table (print() does too); repr() stays one line.
         printer.text(self.to_text() if not cycle else "ModelSummary(...)")  # type: ignore[attr-defined]
 
-    def to_text(self) -> str:
+    def to_text(self, *, lang: str | None = None) -> str:
+        """The table, in ``lang`` (else this summary's language, else the one in force)."""
+        with use_language(lang or self.lang):
+            return self._text()
+
+    def _text(self) -> str:
         c, h, w = self.input_shape
-        name_w = max([len("layer")] + [len(r.name) for r in self.rows])
-        kind_w = max([len("type")] + [len(r.kind) for r in self.rows])
-        head = f"{'layer':<{name_w}}  {'type':<{kind_w}}  {'output shape':>14}  {'params':>11}  {'MACs':>13}"
-        lines = [f"{self.model} on a {c}x{h}x{w} input", head, "-" * len(head)]
+        layer, kind, output, params, macs, total = (_("layer"), _("type"), _("output shape"), _("params"), _("MACs"),
+                                                    _("total"))
+        name_w = max([len(layer)] + [len(r.name) for r in self.rows])
+        kind_w = max([len(kind)] + [len(r.kind) for r in self.rows])
+        shape_w, params_w, macs_w = max(14, len(output)), max(11, len(params)), max(13, len(macs))
+        head = f"{layer:<{name_w}}  {kind:<{kind_w}}  {output:>{shape_w}}  {params:>{params_w}}  {macs:>{macs_w}}"
+        lines = [_("{model} on a {c}x{h}x{w} input").format(model=self.model, c=c, h=h, w=w), head, "-" * len(head)]
         for r in self.rows:
             shape = "x".join(str(d) for d in r.output_shape)
-            lines.append(f"{r.name:<{name_w}}  {r.kind:<{kind_w}}  {shape:>14}  {r.params:>11,}  {r.macs:>13,}")
+            lines.append(f"{r.name:<{name_w}}  {r.kind:<{kind_w}}  {shape:>{shape_w}}  {format_int(r.params):>{params_w}}"
+                         f"  {format_int(r.macs):>{macs_w}}")
         lines.append("-" * len(head))
-        lines.append(f"{'total':<{name_w}}  {'':<{kind_w}}  {'':>14}  {self.total_params:>11,}  {self.total_macs:>13,}")
-        lines.append("MACs: multiply-adds of one image through conv and linear layers (bias, activations, "
-                     "pooling and normalisation not counted).")
+        lines.append(f"{total:<{name_w}}  {'':<{kind_w}}  {'':>{shape_w}}  {format_int(self.total_params):>{params_w}}"
+                     f"  {format_int(self.total_macs):>{macs_w}}")
+        lines.append(_("MACs: multiply-adds of one image through conv and linear layers (bias, activations, "
+                       "pooling and normalisation not counted)."))
         return "\n".join(lines)
 
 
@@ -81,8 +99,9 @@ def layer_macs(module: "nn.Module", inputs: tuple, output: "torch.Tensor") -> in
     return 0
 
 
-def summarize(model: "nn.Module", input_shape: tuple[int, int, int], name: str = "model") -> ModelSummary:
-    """One forward pass of a single zero image with hooks on every leaf module."""
+def summarize(model: "nn.Module", input_shape: tuple[int, int, int], name: str = "model", *,
+              lang: str | None = None) -> ModelSummary:
+    """One forward pass of a single zero image with hooks on every leaf module; the table speaks ``lang``."""
     import torch
 
     rows: list[LayerRow] = []
@@ -97,7 +116,7 @@ def summarize(model: "nn.Module", input_shape: tuple[int, int, int], name: str =
         return fn
 
     for mod_name, module in model.named_modules():
-        if mod_name and not any(True for _ in module.children()):
+        if mod_name and not any(True for _child in module.children()):
             handles.append(module.register_forward_hook(hook(mod_name)))
     was_training = model.training
     model.eval()
@@ -110,7 +129,7 @@ def summarize(model: "nn.Module", input_shape: tuple[int, int, int], name: str =
             h.remove()
         model.train(was_training)
     total_params = sum(p.numel() for p in model.parameters())
-    return ModelSummary(name, tuple(input_shape), rows, total_params, sum(r.macs for r in rows))
+    return ModelSummary(name, tuple(input_shape), rows, total_params, sum(r.macs for r in rows), lang=lang)
 
 
 def summarize_model(name: str, input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10) -> ModelSummary:
@@ -162,8 +181,9 @@ def models_table(input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: i
     for name in list_models():
         try:
             s = summarize_model(name, input_shape, num_classes)
-            params, macs = f"{s.total_params:,}", f"{s.total_macs:,}"
+            params, macs = format_int(s.total_params), format_int(s.total_macs)
         except ShapeError as exc:
             params, macs = "-", f"({exc})"[:40]
-        rows.append((name, params, macs, "yes" if supports_pretrained(name) else "", get_model_entry(name).description))
+        rows.append((name, params, macs, _("yes") if supports_pretrained(name) else "",
+                     _(get_model_entry(name).description)))
     return format_models_table(input_shape, num_classes, rows)

@@ -1,0 +1,302 @@
+"""cnnlab in the learner's language: complete catalogs, no English in a Spanish figure, Spanish numbers,
+and a language setting that never leaks between threads or calls."""
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cnnlab.analysis.interpret import Interpretation
+from cnnlab.core import i18n
+from cnnlab.core.i18n import _, format_float, format_int, format_percent, language, use_language
+from conftest import synthetic_digits
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tool():
+    """scripts/i18n.py, the one script that extracts, updates, compiles and checks the catalogs."""
+    spec = importlib.util.spec_from_file_location("cnnlab_i18n_tool", ROOT / "scripts" / "i18n.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+@pytest.fixture(scope="module")
+def tool():
+    return _tool()
+
+
+@pytest.fixture(scope="module")
+def template(tool):
+    return tool.extract()
+
+
+# --- the catalogs ------------------------------------------------------------------------------
+
+
+def test_every_message_in_the_code_has_a_spanish_translation(tool, template):
+    """Extraction runs here, over the code as it is now: a new `_()` without a translation fails."""
+    assert len(template) > 50
+    assert tool.problems(template) == []
+
+
+def test_a_new_untranslated_message_fails_the_check(tool, template):
+    from babel.messages.catalog import Catalog
+
+    grown = Catalog(domain="cnnlab")
+    for m in template:
+        if m.id:
+            grown.add(m.id, None, m.locations, context=m.context)
+    grown.add("a message nobody has translated yet", None, [("src/cnnlab/x.py", None)])
+    found = tool.problems(grown)
+    assert any("a message nobody has translated yet" in line and "no entry" in line for line in found), found
+
+
+def test_the_draw_page_strings_are_extracted(template):
+    """The JavaScript's t("...") and the HTML's data-i18n texts are catalog messages too."""
+    js = (ROOT / "src/cnnlab/web/app.js").read_text()
+    html = (ROOT / "src/cnnlab/web/index.html").read_text()
+    ids = {m.id for m in template if m.id}
+    called = re.findall(r'\bt\("((?:[^"\\]|\\.)*)"', js)
+    for text in called:
+        assert text.encode().decode("unicode_escape") in ids, text
+    if "data-i18n" in html:
+        assert any(loc[0].endswith("index.html") for m in template for loc in m.locations)
+
+
+def test_no_function_hides_the_translation_function():
+    """`_` as a throwaway name inside a module that translates would make `_()` fail in that function."""
+    offenders = []
+    for path in (ROOT / "src" / "cnnlab").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        imports_underscore = any(
+            isinstance(node, ast.ImportFrom) and node.module == "cnnlab.core.i18n"
+            and any(a.name == "_" for a in node.names)
+            for node in ast.walk(tree)
+        )
+        if not imports_underscore:
+            continue
+        for func in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))):
+            for node in ast.walk(func):
+                if isinstance(node, ast.Name) and node.id == "_" and isinstance(node.ctx, ast.Store):
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+                if isinstance(node, ast.arg) and node.arg == "_":
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert offenders == [], "rename the throwaway `_` (e.g. `_unused`) at " + ", ".join(offenders)
+
+
+# --- no English left in a Spanish figure ---------------------------------------------------------
+
+
+def _english_patterns(template) -> list[tuple[str, re.Pattern]]:
+    """Each English message whose Spanish differs, as a pattern (placeholders match anything)."""
+    out = []
+    with use_language("es"):
+        for m in template:
+            ids = [m.id] if isinstance(m.id, str) else list(m.id or [])
+            for msgid in ids:
+                if not msgid or _(msgid) == msgid:
+                    continue
+                parts = re.split(r"\{[^{}]*\}", msgid)
+                if len(re.findall(r"[A-Za-z]", "".join(parts))) < 3:
+                    continue  # "{seconds}s" would match any text ending in s
+                out.append((msgid, re.compile(".+?".join(re.escape(p) for p in parts), re.S)))
+    return out
+
+
+def _texts(fig) -> list[str]:
+    from matplotlib.text import Text
+
+    found = []
+    for artist in fig.findobj(Text):
+        text = artist.get_text().strip()
+        if text:
+            found.append(text)
+            found += [line.strip() for line in text.splitlines() if line.strip()]
+    return found
+
+
+def _english_left(figures: dict, template) -> dict[str, list[str]]:
+    patterns = _english_patterns(template)
+    left: dict[str, list[str]] = {}
+    for name, fig in figures.items():
+        for text in _texts(fig):
+            hits = [msgid for msgid, pat in patterns if pat.fullmatch(text)]
+            if hits:
+                left.setdefault(name, []).append(f"{text!r} (English: {hits[0]!r})")
+    return left
+
+
+def _interpretation(n: int = 240, k: int = 10, lang: str | None = None) -> Interpretation:
+    images, _labels = synthetic_digits(n, 0)
+    labels = torch.arange(n) % k
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(n, k, generator=gen)
+    logits[torch.arange(n), labels] += torch.where(torch.rand(n, generator=gen) < 0.8, 4.0, -2.0)
+    history = [
+        {"epoch": 1, "train_loss": 0.5, "train_acc": 0.8, "val_loss": 0.6, "val_acc": 0.78, "best": True},
+        {"epoch": 2, "train_loss": 0.3, "train_acc": 0.9, "val_loss": 0.4, "val_acc": 0.86, "best": True},
+    ]
+    return Interpretation(logits, labels, torch.as_tensor(images)[:, None], [str(i) for i in range(k)],
+                          history=history, lang=lang)
+
+
+def _plot_methods(interp: Interpretation) -> list[str]:
+    names = sorted(n for n in dir(interp) if n.startswith("plot_"))
+    assert len(names) >= 7, names
+    return names
+
+
+def test_no_english_left_in_any_spanish_interpretation_figure(template):
+    interp = _interpretation()
+    figures = {name: getattr(interp, name)(lang="es") for name in _plot_methods(interp)}
+    assert _english_left(figures, template) == {}
+    # The check can fail: the same figures in English are full of catalog messages.
+    english = {name: getattr(interp, name)(lang="en") for name in ("plot_confusion_matrix", "plot_curves")}
+    assert set(_english_left(english, template)) == {"plot_confusion_matrix", "plot_curves"}
+
+
+def test_no_english_left_in_the_command_lines_figures(tiny_trained_run, tiny_mnist, tmp_path, monkeypatch, template):
+    """What `cnnlab analyze`, `explain`, `compare`, `show-data` and `train`'s report draw, in Spanish."""
+    from cnnlab.analysis import explain, interpret, report
+
+    figures: dict[str, object] = {}
+
+    def keep(fig, path, *args, **kwargs):
+        figures[Path(path).name + f"#{len(figures)}"] = fig
+        return b""
+
+    for module in (interpret, report, explain):
+        monkeypatch.setattr(module, "save_figure", keep)
+    with use_language("es"):
+        interp = report.interpret_run(tiny_trained_run, data_dir=str(tiny_mnist))
+        interp.save(tmp_path / "analysis", html=False)
+        explain.visualize_run(tiny_trained_run, tmp_path / "explain", data_dir=str(tiny_mnist))
+        report.compare_runs(tiny_trained_run, tiny_trained_run, out=tmp_path / "compare", data_dir=str(tiny_mnist))
+        report.show_data("mnist", out=tmp_path / "samples.png", data_dir=str(tiny_mnist), download=False)
+        report.write_report(tmp_path, interp.report)
+    assert len(figures) >= 10, sorted(figures)
+    assert _english_left(figures, template) == {}
+
+
+# --- numbers and tables --------------------------------------------------------------------------
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("CNNLAB_LANG", "LC_ALL", "LC_MESSAGES", "LANG", "LANGUAGE")}
+    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    return {**env, **extra}
+
+
+def test_layers_prints_spanish_numbers_under_a_spanish_locale():
+    cmd = [sys.executable, "-m", "cnnlab", "layers", "lenet5"]
+    es = subprocess.run(cmd, capture_output=True, text=True, env=_env(LANG="es_ES.UTF-8"), check=True).stdout
+    assert "61.706" in es and "parámetros" in es and "61,706" not in es
+    en = subprocess.run(cmd, capture_output=True, text=True, env=_env(LANG="C.UTF-8"), check=True).stdout
+    assert "61,706" in en and "params" in en
+    # CNNLAB_LANG wins over the locale.
+    forced = subprocess.run(cmd, capture_output=True, text=True, env=_env(LANG="es_ES.UTF-8", CNNLAB_LANG="en"),
+                            check=True).stdout
+    assert forced == en
+
+
+def test_spanish_number_formats():
+    with use_language("es"):
+        assert format_int(61706) == "61.706"
+        assert format_int(1797) == "1.797"
+        assert format_float(0.98765, 4) == "0,9877"
+        assert format_percent(0.987) == "98,70\u00a0%"
+    assert (format_int(61706), format_float(0.98765, 4), format_percent(0.987)) == ("61,706", "0.9877", "98.70%")
+
+
+def test_english_output_is_byte_for_byte_what_it_was():
+    from cnnlab.engine.train import format_epoch
+
+    row = {"epoch": 3, "train_loss": 0.123456, "train_acc": 0.98765, "val_loss": 0.2, "val_acc": 0.95,
+           "epoch_time_s": 12.34, "best": True}
+    with use_language("en"):
+        assert format_epoch(row, 10) == ("epoch  3/10  train loss 0.1235 acc 98.77%  val loss 0.2000 acc 95.00%  "
+                                         "12.3s  * best")
+        report = _interpretation().report
+        assert str(report) == (f"test accuracy {report.accuracy:.4f}  loss {report.loss:.4f}  "
+                               f"({report.num_images} images)\n\n{report.text}")
+    with use_language("es"):
+        line = format_epoch(row, 10)
+    assert line == ("época  3/10  entrenamiento: pérdida 0,1235 exactitud 98,77\u00a0%  validación: pérdida 0,2000 "
+                    "exactitud 95,00\u00a0%  12,3 s  * mejor")
+
+
+def test_the_spanish_test_report_keeps_sklearns_text_and_prints_spanish():
+    interp = _interpretation(lang="es")
+    report = interp.report
+    assert report.text.splitlines()[0].split() == ["precision", "recall", "f1-score", "support"]  # programs read it
+    report.lang = "es"
+    shown = str(report)
+    assert shown.startswith("exactitud en test 0,")
+    head = shown.splitlines()[2].split()
+    assert head == ["precisión", "exhaustividad", "valor", "F1", "soporte"]
+    assert "media ponderada" in shown and "0." not in shown.split("\n\n", 1)[1]
+    assert "real -> predicha" in interp.most_confused_text(3)
+
+
+# --- the setting: explicit, then CNNLAB_LANG, then the locale; never process-global --------------
+
+
+def test_resolution_order(monkeypatch):
+    for var in ("CNNLAB_LANG", "LC_ALL", "LC_MESSAGES", "LANG", "LANGUAGE"):
+        monkeypatch.delenv(var, raising=False)
+    assert language() == "en"
+    monkeypatch.setenv("LANG", "es_ES.UTF-8")
+    assert language() == "es"
+    monkeypatch.setenv("CNNLAB_LANG", "en")
+    assert language() == "en"
+    with use_language("es"):
+        assert language() == "es"
+    assert language() == "en"
+    monkeypatch.setenv("LANG", "fr_FR.UTF-8")
+    monkeypatch.delenv("CNNLAB_LANG")
+    assert language() == "en"  # a language cnnlab does not speak falls back to English
+    with pytest.raises(i18n.ConfigError, match="unknown language 'xx'"):
+        _interpretation(lang="xx")
+
+
+def test_one_calls_language_does_not_leak_into_the_next_call():
+    interp = _interpretation()
+    before = language()
+    es = interp.plot_confusion_matrix(lang="es")
+    en = interp.plot_confusion_matrix(lang="en")
+    titles = lambda fig: {ax.get_title() for ax in fig.axes}  # noqa: E731
+    assert any("Matriz de confusión" in t for t in titles(es))
+    assert any("Test confusion matrix" in t for t in titles(en))
+    assert language() == before
+
+
+def test_threads_keep_their_own_language():
+    """Two notebook calls at once in two threads, one Spanish, one English: each keeps its own."""
+    barrier = threading.Barrier(2)
+    seen: dict[str, set] = {"es": set(), "en": set()}
+
+    def work(lang: str) -> None:
+        with use_language(lang):
+            barrier.wait()
+            for _i in range(200):
+                seen[lang].add((_("Test confusion matrix"), format_int(61706)))
+            barrier.wait()
+
+    threads = [threading.Thread(target=work, args=(lang,)) for lang in ("es", "en")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == {"es": {("Matriz de confusión en test", "61.706")}, "en": {("Test confusion matrix", "61,706")}}
+    assert threading.current_thread() is threading.main_thread() and i18n._current.get() is None
