@@ -95,6 +95,19 @@ def test_no_function_hides_the_translation_function():
     assert offenders == [], "rename the throwaway `_` (e.g. `_unused`) at " + ", ".join(offenders)
 
 
+def test_no_message_is_marked_inside_an_f_string():
+    """Babel reads an f-string as one token on Python < 3.12: a `_("...")` inside one is never extracted."""
+    offenders = []
+    for path in (ROOT / "src" / "cnnlab").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.JoinedStr):
+                for call in ast.walk(node):
+                    if (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
+                            and call.func.id in ("_", "N_", "ngettext", "pgettext")):
+                        offenders.append(f"{path.relative_to(ROOT)}:{call.lineno}")
+    assert offenders == [], "move these messages out of their f-strings: " + ", ".join(offenders)
+
+
 # --- no English left in a Spanish figure ---------------------------------------------------------
 
 
@@ -180,13 +193,41 @@ def test_no_english_left_in_the_command_lines_figures(tiny_trained_run, tiny_mni
         monkeypatch.setattr(module, "save_figure", keep)
     with use_language("es"):
         interp = report.interpret_run(tiny_trained_run, data_dir=str(tiny_mnist))
-        interp.save(tmp_path / "analysis", html=False)
+        result = interp.save(tmp_path / "analysis")
         explain.visualize_run(tiny_trained_run, tmp_path / "explain", data_dir=str(tiny_mnist))
         report.compare_runs(tiny_trained_run, tiny_trained_run, out=tmp_path / "compare", data_dir=str(tiny_mnist))
         report.show_data("mnist", out=tmp_path / "samples.png", data_dir=str(tiny_mnist), download=False)
         report.write_report(tmp_path, interp.report)
     assert len(figures) >= 10, sorted(figures)
     assert _english_left(figures, template) == {}
+    page = result.files["html"].read_text()
+    assert '<html lang="es">' in page and "Análisis de errores" in page
+    assert _english_in_page(page, template) == []
+
+
+def _english_in_page(page: str, template) -> list[str]:
+    """Text nodes of an HTML page (outside <pre>, which holds the run's config) that are English messages."""
+    from html.parser import HTMLParser
+
+    class Texts(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pre, self.found = 0, []
+
+        def handle_starttag(self, tag, attrs):
+            self.pre += tag == "pre"
+
+        def handle_endtag(self, tag):
+            self.pre -= tag == "pre"
+
+        def handle_data(self, data):
+            if not self.pre and data.strip():
+                self.found.append(data.strip())
+
+    parser = Texts()
+    parser.feed(page)
+    patterns = _english_patterns(template)
+    return [text for text in parser.found if any(p.fullmatch(text) for _m, p in patterns)]
 
 
 # --- numbers and tables --------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 Every figure is embedded as a base64 PNG and the style sheet is inline, so the
 file can be mailed, attached to an issue or opened offline: it loads nothing
 from anywhere. All text taken from the run (config values, class names) is
-HTML-escaped.
+HTML-escaped. The page speaks the language in force (``cnnlab.core.i18n``); the run's own names
+(config keys, class names, metrics.csv columns) are data and stay as they are.
 """
 from __future__ import annotations
 
@@ -15,23 +16,28 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cnnlab.core.files import write_text
+from cnnlab.core.i18n import N_, _, format_float, format_percent, language
 
-# (file key in AnalysisResult.files, heading, what the reader should look for)
+# (file key in AnalysisResult.files, heading, what the reader should look for); translated when drawn.
 FIGURES: list[tuple[str, str, str]] = [
-    ("training_curves", "Training curves", "Loss and accuracy per epoch, train against validation; "
-     "the dashed line is the epoch whose checkpoint was kept (lowest validation loss)."),
-    ("confusion_matrix", "Confusion matrix", "Rows are true classes, columns predictions; counts on the left, "
-     "row-normalised rates (recall) on the right."),
-    ("per_class", "Per-class accuracy", "Accuracy (= recall) and precision of each class on the test set."),
-    ("misclassified", "Misclassified test images", "For each chosen class, wrong test images in test order, "
-     "titled with the predicted class and its probability."),
-    ("top_losses", "Top losses", "The test images the model is most confidently wrong about (highest loss): "
-     "the best candidates for mislabelled data."),
-    ("reliability", "Calibration: reliability diagram", "Per confidence bin, how often the prediction was right; "
-     "a calibrated model's bars touch the diagonal."),
-    ("confidence", "Calibration: confidence of correct and wrong predictions", "Wrong predictions should be "
-     "less confident than correct ones."),
+    ("training_curves", N_("Training curves"), N_("Loss and accuracy per epoch, train against validation; "
+     "the dashed line is the epoch whose checkpoint was kept (lowest validation loss).")),
+    ("confusion_matrix", N_("Confusion matrix"), N_("Rows are true classes, columns predictions; counts on the "
+     "left, row-normalised rates (recall) on the right.")),
+    ("per_class", N_("Per-class accuracy"), N_("Accuracy (= recall) and precision of each class on the test set.")),
+    ("misclassified", N_("Misclassified test images"), N_("For each chosen class, wrong test images in test order, "
+     "titled with the predicted class and its probability.")),
+    ("top_losses", N_("Top losses"), N_("The test images the model is most confidently wrong about (highest loss): "
+     "the best candidates for mislabelled data.")),
+    ("reliability", N_("Calibration: reliability diagram"), N_("Per confidence bin, how often the prediction was "
+     "right; a calibrated model's bars touch the diagonal.")),
+    ("confidence", N_("Calibration: confidence of correct and wrong predictions"), N_("Wrong predictions should be "
+     "less confident than correct ones.")),
 ]
+
+# metrics.csv's columns as the page heads them. TRANSLATORS: these msgids are the file's column names.
+METRIC_COLUMNS = (N_("epoch"), N_("train_loss"), N_("train_acc"), N_("val_loss"), N_("val_acc"), N_("lr"), N_("best"),
+                  N_("epoch_time_s"), N_("eval_time_s"))
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0; color: #1d2330;
@@ -82,8 +88,10 @@ def _img(png: bytes, alt: str, key: str) -> str:
 def _fmt(v: Any, digits: int = 4) -> str:
     if v is None:
         return ""
+    if isinstance(v, bool):
+        return _("yes") if v else _("no")
     if isinstance(v, float):
-        return f"{v:.{digits}f}"
+        return format_float(v, digits)
     return str(v)
 
 
@@ -99,29 +107,41 @@ def build_html(result: Any, *, images: dict[str, bytes], config: dict | None = N
     names = result.predictions.classes
     config = config or {}
     cards = [
-        ("test accuracy", f"{s['accuracy']:.2%}"),
-        ("test loss", f"{s['loss']:.4f}"),
-        ("errors", f"{s['errors']} / {s['num_images']}"),
-        (f"ECE ({s['ece_bins']} bins)", f"{s['ece']:.4f}"),
-        ("best epoch", _fmt(s.get("best_epoch") or s.get("epoch"))),
-        ("model", _fmt(config.get("config", {}).get("model", {}).get("name", "?"))),
-        ("dataset", f"{s['test_set']['dataset']} ({len(names)} classes)"),
+        (_("test accuracy"), format_percent(s["accuracy"])),
+        (_("test loss"), format_float(s["loss"])),
+        (_("errors"), f"{s['errors']} / {s['num_images']}"),
+        (_("ECE ({bins} bins)").format(bins=s["ece_bins"]), format_float(s["ece"])),
+        (_("best epoch"), _fmt(s.get("best_epoch") or s.get("epoch"))),
+        (_("model"), _fmt(config.get("config", {}).get("model", {}).get("name", "?"))),
+        (_("dataset"), _("{dataset} ({n} classes)").format(dataset=s["test_set"]["dataset"], n=len(names))),
     ]
+    figures = [(key, _(heading), _(note)) for key, heading, note in FIGURES]
+    # Words first, then the page: a message inside an f-string would escape extraction.
+    w = {
+        "title": _("cnnlab analysis: {run}").format(run=run.name),
+        "h1": _("Error analysis: {run}").format(run=run.name),
+        "scored": _("best.pt (epoch {epoch}) on the test set").format(epoch=s.get("epoch")),
+        "written": _("written {when}").format(when=_dt.datetime.now().strftime("%Y-%m-%d %H:%M")),
+        "tables": _("tables"), "config": _("config"),
+        "confused_h2": _("Most confused pairs and top losses"), "confused_note": _("true → predicted, by count"),
+        "no_errors": _("no errors"), "losses_note": _("highest test losses (index = position in the test set)"),
+        "report_h2": _("Classification report"), "metrics_h2": _("Training metrics (metrics.csv)"),
+        "config_h2": _("Run config and provenance"),
+    }
+    w = {k: _esc(v) for k, v in w.items()}
     parts = [
         "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
+        f'<html lang="{_esc(language())}"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>cnnlab analysis: {_esc(run.name)}</title><style>{CSS}</style></head><body>",
-        f"<header><h1>Error analysis: {_esc(run.name)}</h1>"
-        f"<p>{_esc(run)} &middot; best.pt (epoch {_esc(s.get('epoch'))}) on the test set &middot; written "
-        f"{_esc(_dt.datetime.now().strftime('%Y-%m-%d %H:%M'))}</p><nav>"
-        + "".join(f'<a href="#{k}">{_esc(h)}</a>' for k, h, _ in FIGURES if k in images)
-        + '<a href="#tables">tables</a><a href="#config">config</a></nav></header><main>',
+        f"<title>{w['title']}</title><style>{CSS}</style></head><body>",
+        f"<header><h1>{w['h1']}</h1><p>{_esc(run)} &middot; {w['scored']} &middot; {w['written']}</p><nav>"
+        + "".join(f'<a href="#{k}">{_esc(h)}</a>' for k, h, _note in figures if k in images)
+        + f'<a href="#tables">{w["tables"]}</a><a href="#config">{w["config"]}</a></nav></header><main>',
         '<div class="cards" id="summary">'
         + "".join(f'<div class="card"><div class="v">{_esc(v)}</div><div class="k">{_esc(k)}</div></div>' for k, v in cards)
         + "</div>",
     ]
-    for key, heading, note in FIGURES:
+    for key, heading, note in figures:
         if key in images:
             parts.append(f'<section id="{key}"><h2>{_esc(heading)}</h2><p class="note">{_esc(note)}</p>'
                          f"{_img(images[key], heading, key)}</section>")
@@ -129,30 +149,35 @@ def build_html(result: Any, *, images: dict[str, bytes], config: dict | None = N
     p = result.predictions
     confused_rows = [[c.true, c.pred, c.count] for c in result.confused[:20]]
     loss_rows = [
-        [int(i), names[p.labels[i]], names[p.preds[i]], f"{p.confidence[i]:.4f}", f"{p.losses[i]:.3f}"]
+        [int(i), names[p.labels[i]], names[p.preds[i]], format_float(p.confidence[i]), format_float(p.losses[i], 3)]
         for i in result.top_loss_indices
     ]
+    true, predicted = _("true"), _("predicted")
     parts.append(
-        '<section id="tables"><h2>Most confused pairs and top losses</h2><div class="two"><div>'
-        "<p class=\"note\">true &rarr; predicted, by count</p>"
-        + (_table(["true", "predicted", "count"], confused_rows, left=2) if confused_rows else "<p>no errors</p>")
-        + '</div><div><p class="note">highest test losses (index = position in the test set)</p>'
-        + _table(["index", "true", "predicted", "confidence", "loss"], loss_rows)
+        f'<section id="tables"><h2>{w["confused_h2"]}</h2><div class="two"><div>'
+        f'<p class="note">{w["confused_note"]}</p>'
+        + (_table([true, predicted, _("count")], confused_rows, left=2) if confused_rows
+           else f"<p>{w['no_errors']}</p>")
+        + f'</div><div><p class="note">{w["losses_note"]}</p>'
+        + _table([_("index"), true, predicted, _("confidence"), _("loss")], loss_rows)
         + "</div></div></section>"
     )
-    parts.append(f'<section id="report"><h2>Classification report</h2><pre>{_esc(result.report.text)}</pre></section>')
+    parts.append(f'<section id="report"><h2>{w["report_h2"]}</h2>'
+                 f"<pre>{_esc(result.report.table())}</pre></section>")
 
     if history:
         rows = list(history)
         cols = [c for c in (rows[0].keys() if rows else []) if any(r.get(c) is not None for r in rows)]
-        parts.append('<section id="metrics"><h2>Training metrics (metrics.csv)</h2>'
-                     + _table(cols, [[_fmt(r.get(c)) for c in cols] for r in rows]) + "</section>")
+        parts.append(f'<section id="metrics"><h2>{w["metrics_h2"]}</h2>'
+                     + _table([_(c) if c in METRIC_COLUMNS else c for c in cols],
+                              [[_fmt(r.get(c)) for c in cols] for r in rows]) + "</section>")
     fp = s["test_set"]
+    test_set = _("Test set: {dataset}, {n} images, labels sha256 {sha}").format(
+        dataset=fp["dataset"], n=fp["num_images"], sha=fp["labels_sha256"][:16])
     parts.append(
-        '<section id="config"><h2>Run config and provenance</h2>'
+        f'<section id="config"><h2>{w["config_h2"]}</h2>'
         f"<pre>{_esc(json.dumps(config, indent=2))}</pre>"
-        f'<p class="note">Test set: {_esc(fp["dataset"])}, {fp["num_images"]} images, labels sha256 '
-        f'{_esc(fp["labels_sha256"][:16])}&hellip;</p></section>'
+        f'<p class="note">{_esc(test_set)}&hellip;</p></section>'
     )
     parts.append("</main></body></html>\n")
     return "\n".join(parts)
