@@ -341,3 +341,24 @@ def test_threads_keep_their_own_language():
         t.join()
     assert seen == {"es": {("Matriz de confusión en test", "61.706")}, "en": {("Test confusion matrix", "61,706")}}
     assert threading.current_thread() is threading.main_thread() and i18n._current.get() is None
+
+
+def test_the_notebook_api_speaks_the_language_it_is_given(tiny_mnist, tmp_path):
+    """cnnlab.train(..., lang="es"): a Spanish log, report and interpretation; the next call is English."""
+    import cnnlab
+
+    lines: list[str] = []
+    run = cnnlab.train("lenet5", "mnist", data_dir=tiny_mnist, run_dir=tmp_path / "es", download=False, epochs=1,
+                       threads=1, val_size=100, log=lines.append, lang="es")
+    assert any(re.match(r"época 1/1  .*validación: pérdida \d+,\d{4} exactitud \d+,\d\d\u00a0%", line)
+               for line in lines), lines
+    assert re.match(r"exactitud en test \d,\d{4}  pérdida \d+,\d{4}", str(run.test))
+    interp = run.interpret()
+    assert interp.lang == "es"
+    assert {ax.get_title() for ax in interp.plot_curves().axes} == {"Pérdida por época", "Exactitud por época"}
+    assert {ax.get_title() for ax in run.interpret(lang="en").plot_curves().axes} == {"Loss per epoch",
+                                                                                       "Accuracy per epoch"}
+    assert run.interpret() is interp  # asking for English once changed nothing for the next call
+    assert str(cnnlab.summarize("lenet5", lang="es")).splitlines()[-2].split()[-2:] == ["61.706", "416.520"]
+    assert language() == "en" and str(cnnlab.summarize("lenet5")).splitlines()[-2].split()[-2:] == ["61,706",
+                                                                                                    "416,520"]

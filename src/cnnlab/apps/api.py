@@ -26,6 +26,7 @@ from cnnlab.analysis.interpret import Interpretation
 from cnnlab.analysis.report import interpret_run
 from cnnlab.core.config import CUSTOM_PREFIX, EVAL_BATCH_SIZE, Config, DataConfig, load_recipe
 from cnnlab.core.errors import ConfigError, RunDirError
+from cnnlab.core.i18n import _, check_language, use_language
 from cnnlab.core.runs import RunDir, default_run_dir
 from cnnlab.data.images import pixels_to_uint8
 from cnnlab.data.registry import list_datasets, split_pool
@@ -68,6 +69,7 @@ def train(
     overwrite: bool = False,
     recipe: str | None = None,
     log: Callable[[str], None] | None = print,
+    lang: str | None = None,
     **config_fields: Any,
 ) -> TrainResult:
     """Train a model with the lesson's recipe; return the run (history, best epoch, test report, model).
@@ -99,6 +101,9 @@ def train(
         A named recipe (``tutorial``, ...) or a TOML file to start from instead of the lesson's defaults.
     log
         Where the per-epoch lines go (``None``: nowhere).
+    lang
+        The language of the log, the test report and the run's figures: ``"es"``, ``"en"`` (default:
+        ``CNNLAB_LANG``, else the locale, else English). It holds for this call and this run only.
     **config_fields
         Any config field by name: ``lr``, ``batch_size``, ``seed``, ``optimizer``, ``weight_decay``,
         ``schedule``, ``augment``, ``patience``, ``label_smoothing``, ``val_size``, ``split_seed``,
@@ -106,6 +111,20 @@ def train(
 
     Threads, global RNGs and allocator settings are as they were when this returns.
     """
+    lang = check_language(lang) if lang is not None else None
+    with use_language(lang):
+        result = _train(model, data, test_data=test_data, classes=classes, data_dir=data_dir, run_dir=run_dir,
+                        epochs=epochs, subset=subset, overwrite=overwrite, recipe=recipe, log=log, **config_fields)
+    if lang is not None:
+        result.lang = result.test.lang = lang
+    return result
+
+
+def _train(
+    model: str | nn.Module, data: Any, *, test_data: Any, classes: Sequence[str] | None, data_dir: str | Path | None,
+    run_dir: str | Path | None, epochs: int, subset: int | None, overwrite: bool, recipe: str | None,
+    log: Callable[[str], None] | None, **config_fields: Any,
+) -> TrainResult:
     cfg = load_recipe(recipe) if recipe else Config()
     keywords = _config_keywords()
     changes: dict[str, dict[str, Any]] = {}
@@ -138,7 +157,7 @@ def train(
         pool, test, info = _user_sets(data, test_data, classes)
         cfg = _set(cfg, "data", {"dataset": info.name, "download": False})
         if test is None and log:
-            log("no test_data given: the validation images are also the test set")
+            log(_("no test_data given: the validation images are also the test set"))
         load_data = _bundle_loader(pool, test, info)
 
     path = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
@@ -160,30 +179,39 @@ def interpret(
     data_dir: str | Path | None = None,
     device: str = "auto",
     batch_size: int = EVAL_BATCH_SIZE,
+    lang: str | None = None,
 ) -> Interpretation:
     """A run's best checkpoint on its test set, as an :class:`Interpretation` (nothing is written).
 
     ``run``: what :func:`train` returned (``run.interpret()`` is the same), or a run directory; a
-    directory of your own class needs ``model=YourClass()``.
+    directory of your own class needs ``model=YourClass()``. ``lang``: the language of its figures and
+    text (``"es"``, ``"en"``; default ``CNNLAB_LANG``, else the locale, else English).
     """
     if isinstance(run, TrainResult):
-        return run.interpret(batch_size=batch_size)
-    return interpret_run(run, model=model, data_dir=None if data_dir is None else str(data_dir), device=device,
-                         batch_size=batch_size)
+        return run.interpret(batch_size=batch_size, lang=lang)
+    interp = interpret_run(run, model=model, data_dir=None if data_dir is None else str(data_dir), device=device,
+                           batch_size=batch_size)
+    interp.lang = check_language(lang) if lang is not None else None
+    return interp
 
 
-def summarize(model: str | nn.Module, input_shape: Sequence[int] = (1, 28, 28)) -> ModelSummary:
+def summarize(model: str | nn.Module, input_shape: Sequence[int] = (1, 28, 28), *,
+              lang: str | None = None) -> ModelSummary:
     """Per-layer output shapes, parameters and multiply-adds for one image of ``input_shape`` (C, H, W).
 
     ``model``: your module or a registered model's name. ``print()`` it (or show it in Jupyter) for the table;
-    ``.total_params``, ``.total_macs`` and ``.rows`` hold the numbers.
+    ``.total_params``, ``.total_macs`` and ``.rows`` hold the numbers. ``lang``: the table's language
+    (``"es"`` writes ``61.706`` parámetros; default ``CNNLAB_LANG``, else the locale, else English).
     """
     shape = tuple(int(d) for d in input_shape)
     if len(shape) != 3:
         raise ConfigError(f"input_shape is (channels, height, width), got {tuple(input_shape)}")
     if isinstance(model, str):
-        return summarize_model(model, shape)  # type: ignore[arg-type]
-    return _summarize_module(model, shape, type(model).__name__)  # type: ignore[arg-type]
+        summary = summarize_model(model, shape)  # type: ignore[arg-type]
+    else:
+        summary = _summarize_module(model, shape, type(model).__name__)  # type: ignore[arg-type]
+    summary.lang = check_language(lang) if lang is not None else None
+    return summary
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -215,7 +243,7 @@ def _user_sets(
     pool_x, pool_y, kind = _as_tensors(data, "data")
     test = None
     if test_data is not None:
-        test_x, test_y, _ = _as_tensors(test_data, "test_data")
+        test_x, test_y, _kind = _as_tensors(test_data, "test_data")
         if test_x.shape[1:] != pool_x.shape[1:]:
             raise ConfigError(f"test_data images are {tuple(test_x.shape[1:])}, data images {tuple(pool_x.shape[1:])}")
         test = (test_x, test_y)

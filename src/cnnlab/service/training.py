@@ -6,6 +6,7 @@ global RNGs): training and the scoring after it run inside one ``restored_proces
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from cnnlab.analysis.interpret import Interpretation
 from cnnlab.analysis.metrics import TestReport
 from cnnlab.analysis.report import evaluate_checkpoint, interpret_run
 from cnnlab.core.config import EVAL_BATCH_SIZE, Config, DataConfig
+from cnnlab.core.i18n import check_language
 from cnnlab.core.runs import RunDir
 from cnnlab.core.runtime import set_threads
 from cnnlab.data.tensors import DataBundle
@@ -50,6 +52,7 @@ class TrainResult:
     device: torch.device | None = field(default=None, repr=False)
     _model: nn.Module | None = field(default=None, repr=False)
     _interpretation: Interpretation | None = field(default=None, repr=False)
+    lang: str | None = field(default=None, repr=False)  # the language its report and interpretation speak
 
     def __repr__(self) -> str:
         return (f"TrainResult({str(self.run.path)!r}, epochs={len(self.history)}, best_epoch={self.best_epoch}, "
@@ -67,19 +70,28 @@ class TrainResult:
             self._model = model.to(self.device or "cpu").eval()
         return self._model
 
-    def interpret(self, *, batch_size: int = EVAL_BATCH_SIZE) -> Interpretation:
-        """The best model's predictions on the test set, as an :class:`Interpretation` (computed once)."""
+    def interpret(self, *, batch_size: int = EVAL_BATCH_SIZE, lang: str | None = None) -> Interpretation:
+        """The best model's predictions on the test set, as an :class:`Interpretation` (computed once).
+
+        ``lang``: the language of its figures and text (default: the run's, else the one in force).
+        """
         if self._interpretation is None:
             if self.data is None:
                 self._interpretation = interpret_run(self.run.path, model=self._model, batch_size=batch_size)
+                self._interpretation.lang = self.lang
             else:
                 test = self.data.test
                 logits = predict_logits(self.model, test, batch_size=batch_size)
                 self._interpretation = Interpretation(
                     logits, test.labels, test.images.cpu(), test.classes, history=self.history,
-                    run_path=self.run.path, epoch=self.best_epoch, dataset=self.data.info.name,
+                    run_path=self.run.path, epoch=self.best_epoch, dataset=self.data.info.name, lang=self.lang,
                 )
-        return self._interpretation
+        if (lang or self.lang) == self._interpretation.lang:
+            return self._interpretation
+        # The same predictions, speaking another language: the cached one is left as it was.
+        spoken = copy.copy(self._interpretation)
+        spoken.lang = check_language(lang) if lang else self.lang
+        return spoken
 
 
 def train_config(
