@@ -18,8 +18,7 @@ from __future__ import annotations
 import argparse
 import io
 import sys
-from collections.abc import Iterable, Iterator
-from html.parser import HTMLParser
+from collections.abc import Iterable
 from pathlib import Path
 
 from babel.messages.catalog import Catalog
@@ -28,53 +27,16 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po, write_po
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))  # this checkout's cnnlab, whatever is installed
+
+from cnnlab.core.i18n_page import JS_KEYWORDS, extract_html  # noqa: E402 (the page's extractor lives with its renderer)
+
 PACKAGE = ROOT / "src" / "cnnlab"
 LOCALE = PACKAGE / "locale"
 DOMAIN = "cnnlab"
 POT = LOCALE / f"{DOMAIN}.pot"
 COMMENT_TAGS = ["TRANSLATORS:"]
 PROJECT = "cnnlab"
-JS_KEYWORDS = {"t": None}  # the draw page's t("English text")
-
-
-class _MarkedText(HTMLParser):
-    """The text of elements marked ``data-i18n`` (and their ``data-i18n-attr`` attributes), with line numbers."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.found: list[tuple[int, str]] = []
-        self._open: list[tuple[str, int, list[str]]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = dict(attrs)
-        line = self.getpos()[0]
-        for name in (a.get("data-i18n-attr") or "").split():
-            if a.get(name):
-                self.found.append((line, " ".join(a[name].split())))
-        if "data-i18n" in a:
-            self._open.append((tag, line, []))
-        elif self._open:
-            self._open[-1][2].append(f"<{tag}>")  # a marked element holds only text
-
-    def handle_data(self, data: str) -> None:
-        if self._open:
-            self._open[-1][2].append(data)
-
-    def handle_endtag(self, tag: str) -> None:
-        if self._open and self._open[-1][0] == tag:
-            _, line, parts = self._open.pop()
-            self.found.append((line, " ".join("".join(parts).split())))
-
-
-def extract_html(fileobj: io.BufferedIOBase, keywords: object, comment_tags: object,
-                 options: dict) -> Iterator[tuple[int, str, str, list[str]]]:
-    """Babel extraction method for the draw page's HTML: what ``data-i18n`` marks (the page's JS
-    translates the same text with ``t()`` when it loads; whitespace runs count as one space)."""
-    parser = _MarkedText()
-    parser.feed(fileobj.read().decode(options.get("encoding", "utf-8")))
-    for line, text in parser.found:
-        if text:
-            yield line, "_", text, []
 
 
 def _extract(method_map: list[tuple[str, object]], keywords: dict) -> Iterable[tuple]:

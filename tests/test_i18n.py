@@ -64,12 +64,15 @@ def test_a_new_untranslated_message_fails_the_check(tool, template):
 
 def test_the_draw_page_strings_are_extracted(template):
     """The JavaScript's t("...") and the HTML's data-i18n texts are catalog messages too."""
-    js = (ROOT / "src/cnnlab/web/app.js").read_text()
     html = (ROOT / "src/cnnlab/web/index.html").read_text()
     ids = {m.id for m in template if m.id}
-    called = re.findall(r'\bt\("((?:[^"\\]|\\.)*)"', js)
+    called = []
+    for script in (ROOT / "src/cnnlab/web").glob("*.js"):
+        code = re.sub(r"(^|\s)//.*", "", script.read_text())  # comments may show t("...") as an example
+        called += re.findall(r'\bt\("([^"\\]*)"', code)
+    assert len(called) >= 5
     for text in called:
-        assert text.encode().decode("unicode_escape") in ids, text
+        assert text in ids, text
     if "data-i18n" in html:
         assert any(loc[0].endswith("index.html") for m in template for loc in m.locations)
 
@@ -362,3 +365,25 @@ def test_the_notebook_api_speaks_the_language_it_is_given(tiny_mnist, tmp_path):
     assert str(cnnlab.summarize("lenet5", lang="es")).splitlines()[-2].split()[-2:] == ["61.706", "416.520"]
     assert language() == "en" and str(cnnlab.summarize("lenet5")).splitlines()[-2].split()[-2:] == ["61,706",
                                                                                                     "416,520"]
+
+
+def test_the_draw_page_follows_lang_then_accept_language(tiny_trained_run, monkeypatch):
+    pytest.importorskip("fastapi")
+    monkeypatch.delenv("CNNLAB_LANG")  # the server chose nothing: the browser decides
+    from fastapi.testclient import TestClient
+
+    from cnnlab.apps.serve import create_app
+
+    original = (ROOT / "src/cnnlab/web/index.html").read_text()
+    client = TestClient(create_app(tiny_trained_run))
+    es = client.get("/", headers={"Accept-Language": "es-ES,es;q=0.9,en;q=0.5"})
+    assert es.headers["content-language"] == "es" and '<html lang="es">' in es.text
+    assert "<h1 data-i18n>Dibuja un dígito</h1>" in es.text and '"{percent} sure": "seguro al {percent}"' in es.text
+    assert _english_in_page(es.text, _tool().extract()) == []
+    en = client.get("/?lang=en", headers={"Accept-Language": "es"}).text  # ?lang= beats the browser
+    block = re.search(r'  <script id="cnnlab-catalog" type="application/json">\{\}</script>\n', en)
+    assert block and en.replace(block.group(0), "") == original  # English: the page as it was, byte for byte
+    assert client.get("/", headers={"Accept-Language": "fr-FR,fr;q=0.9"}).headers["content-language"] == "en"
+    with use_language("es"):  # `cnnlab --lang es serve`: the server's choice beats the browser's
+        forced = TestClient(create_app(tiny_trained_run))
+    assert forced.get("/", headers={"Accept-Language": "en-US"}).headers["content-language"] == "es"

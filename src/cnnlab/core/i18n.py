@@ -71,6 +71,13 @@ def language() -> str:
     return _current.get() or from_environment()
 
 
+def chosen_language(environ: dict[str, str] | None = None) -> str | None:
+    """The language someone asked for (a :func:`use_language` in force, else ``CNNLAB_LANG``), or None
+    when only the locale speaks: a server lets a browser's ``Accept-Language`` beat a locale, not a choice."""
+    env = os.environ if environ is None else environ
+    return _current.get() or normalize(env.get("CNNLAB_LANG", "") or "x")
+
+
 @contextlib.contextmanager
 def use_language(lang: str | None) -> Iterator[str]:
     """Speak ``lang`` inside the block (None: keep what is in force); yields the language used."""

@@ -7,6 +7,31 @@ const DEBOUNCE_MS = 120;  // while drawing: at most one request per pause this l
 const INK = "#fff";
 const PAPER = "#000";
 
+// Words: the server writes the page in the reader's language (?lang=es, else Accept-Language) and
+// puts this script's messages in a JSON block; t("English text", {name: value}) looks them up.
+// Every string a reader sees goes through t(), so scripts/i18n.py extracts it (Babel's JS extractor).
+const CATALOG = (() => {
+  const block = document.getElementById("cnnlab-catalog");
+  try { return block ? JSON.parse(block.textContent) : {}; } catch (err) { return {}; }
+})();
+const LANG = document.documentElement.lang || "en";
+
+function t(text, values) {
+  const s = Object.prototype.hasOwnProperty.call(CATALOG, text) ? CATALOG[text] : text;
+  return values ? s.replace(/\{(\w+)\}/g, (m, k) => (k in values ? String(values[k]) : m)) : s;
+}
+
+// Numbers the reader's way: "98.7%" in English, "98,7 %" in Spanish.
+function percent(p, digits = 1) {
+  if (LANG === "en") return `${(100 * p).toFixed(digits)}%`;  // exactly what the page always wrote
+  return new Intl.NumberFormat(LANG, { style: "percent", minimumFractionDigits: digits,
+                                       maximumFractionDigits: digits }).format(p);
+}
+
+function integer(n) {
+  return Number(n).toLocaleString(LANG === "en" ? undefined : LANG);
+}
+
 const $ = (id) => document.getElementById(id);
 const pad = $("pad");
 const ctx = pad.getContext("2d");
@@ -114,7 +139,7 @@ function send(body, contentType) {
 
 function show(data) {
   $("label").textContent = data.label;
-  $("confidence").textContent = `${(100 * data.prob).toFixed(1)}% sure`;
+  $("confidence").textContent = t("{percent} sure", { percent: percent(data.prob) });
   $("seen").src = data.input_png;
   const bars = $("bars");
   bars.replaceChildren(...data.top_k.map((c) => {
@@ -131,7 +156,7 @@ function show(data) {
     track.append(fill);
     const pct = document.createElement("span");
     pct.className = "pct";
-    pct.textContent = `${(100 * c.prob).toFixed(1)}%`;
+    pct.textContent = percent(c.prob);
     li.append(name, track, pct);
     return li;
   }));
@@ -191,16 +216,18 @@ async function loadModel() {
     const res = await fetch("/api/model");
     const info = await res.json();
     const m = info.model || {};
-    const parts = [m.name, m.dataset && `trained on ${m.dataset}`, m.epoch && `epoch ${m.epoch}`,
-                   m.parameters && `${Number(m.parameters).toLocaleString()} parameters`,
-                   typeof m.test_accuracy === "number" && `test accuracy ${(100 * m.test_accuracy).toFixed(2)}%`];
-    $("model-info").textContent = parts.filter(Boolean).join(" · ") || `${info.classes.length} classes`;
+    const parts = [m.name, m.dataset && t("trained on {dataset}", { dataset: m.dataset }),
+                   m.epoch && t("epoch {epoch}", { epoch: m.epoch }),
+                   m.parameters && t("{n} parameters", { n: integer(m.parameters) }),
+                   typeof m.test_accuracy === "number" && t("test accuracy {percent}",
+                                                            { percent: percent(m.test_accuracy, 2) })];
+    $("model-info").textContent = parts.filter(Boolean).join(" · ") || t("{n} classes", { n: info.classes.length });
     const n = info.classes.length;
     for (const k of [...new Set([1, 3, 5, n])].filter((k) => k <= n).sort((a, b) => a - b)) {
       kSelect.append(new Option(String(k), String(k), false, k === info.default_top_k));
     }
   } catch (err) {
-    setStatus(`could not load the model info: ${err.message}`, true);
+    setStatus(t("could not load the model info: {error}", { error: err.message }), true);
   }
 }
 

@@ -20,6 +20,8 @@ import torch
 
 from cnnlab import __version__
 from cnnlab.core.errors import CnnlabError, ImageError
+from cnnlab.core.i18n import check_language, chosen_language, from_environment
+from cnnlab.core.i18n_page import negotiate, translate_page
 from cnnlab.core.runs import RunDir
 from cnnlab.data.images import decode_image, image_header, tensor_to_image
 from cnnlab.service.predictor import Predictor, load
@@ -150,6 +152,7 @@ def create_app(
     decode_memory: int = DEFAULT_DECODE_MEMORY,
     decode_slots: int | None = None,
     max_requests: int = DEFAULT_MAX_REQUESTS,
+    lang: str | None = None,
 ) -> Any:
     """The FastAPI app for a run directory (or checkpoint path, or an already loaded Predictor).
 
@@ -157,6 +160,9 @@ def create_app(
     header (413); decodes run while their estimated memory fits ``decode_memory``, at most
     ``decode_slots`` at once (default: one per core); more than ``max_requests`` requests in flight,
     or an upload kept waiting for the decode budget, get a JSON 503 ``busy``.
+
+    The page speaks ``?lang=`` when a request names one, else ``lang`` (default: ``cnnlab --lang``,
+    ``CNNLAB_LANG``), else the browser's ``Accept-Language``, else the server's locale, else English.
     """
     require_web_stack()
     from fastapi import FastAPI
@@ -187,7 +193,7 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_bytes)
     app.add_middleware(ConcurrencyLimitMiddleware, max_requests=max_requests)  # outermost: refuses first
     _add_error_handlers(app)
-    _add_page_routes(app)
+    _add_page_routes(app, check_language(lang) if lang is not None else chosen_language(), from_environment())
     _add_api_routes(app, model_info, classify, default_top_k, len(classes))
     return app
 
@@ -224,18 +230,25 @@ def _add_error_handlers(app: Any) -> None:
                             status_code=500)
 
 
-def _add_page_routes(app: Any) -> None:
-    """The drawing page and its static files, read once from the package."""
+def _add_page_routes(app: Any, server_lang: str | None, fallback_lang: str) -> None:
+    """The drawing page and its static files, read once from the package; the page once per language."""
+    from fastapi import Query, Request
     from fastapi.responses import Response
 
     pages = {name: _web_file(name) for name in _WEB_FILES}
+    scripts = [data for name, data in pages.items() if name.endswith(".js")]
+    translated: dict[str, bytes] = {}
 
     def page(name: str) -> Response:
         return Response(pages[name], media_type=_WEB_FILES[name], headers=_PAGE_HEADERS)
 
     @app.get("/", include_in_schema=False)
-    def index() -> Response:
-        return page("index.html")
+    def index(request: Request, lang: str | None = Query(None, max_length=35)) -> Response:
+        chosen = negotiate(lang, request.headers.get("accept-language"), server_lang, fallback_lang)
+        if chosen not in translated:  # a dict write of the same bytes: no lock needed
+            translated[chosen] = translate_page(pages["index.html"].decode("utf-8"), scripts, chosen).encode("utf-8")
+        return Response(translated[chosen], media_type=_WEB_FILES["index.html"],
+                        headers={**_PAGE_HEADERS, "Content-Language": chosen, "Vary": "Accept-Language"})
 
     @app.get("/static/{name}", include_in_schema=False)
     def static(name: str) -> Response:
