@@ -387,3 +387,23 @@ def test_the_draw_page_follows_lang_then_accept_language(tiny_trained_run, monke
     with use_language("es"):  # `cnnlab --lang es serve`: the server's choice beats the browser's
         forced = TestClient(create_app(tiny_trained_run))
     assert forced.get("/", headers={"Accept-Language": "en-US"}).headers["content-language"] == "es"
+
+
+def test_the_command_lines_lang_option(tiny_mnist, tmp_path):
+    """`cnnlab --lang es ...`: Spanish for that command only; an unknown language is a usage error."""
+    from click.testing import CliRunner
+
+    from cnnlab.apps.cli import cli
+
+    result = CliRunner().invoke(cli, ["--lang", "es", "layers", "lenet5"])
+    assert result.exit_code == 0 and "61.706" in result.output, result.output
+    assert language() == "en"  # the command's language ended with it
+    assert "61,706" in CliRunner().invoke(cli, ["layers", "lenet5"]).output
+    bad = CliRunner().invoke(cli, ["--lang", "xx", "layers", "lenet5"])
+    assert bad.exit_code == 2 and "choose one of en, es" in bad.output
+    trained = CliRunner().invoke(cli, ["--lang", "es", "train", "--data-dir", str(tiny_mnist), "--no-download",
+                                       "--epochs", "1", "--val-size", "100", "--threads", "1",
+                                       "--run-dir", str(tmp_path / "run")])
+    assert trained.exit_code == 0, trained.output
+    out = trained.output
+    assert "época 1/1" in out and "conjunto de test:" in out and "exhaustividad" in out and "exactitud en test" in out

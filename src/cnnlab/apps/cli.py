@@ -31,6 +31,7 @@ from cnnlab.core.config import (
 )
 from cnnlab.core.errors import CnnlabError, SaveError
 from cnnlab.core.files import STDOUT  # `-o -`: write the file to standard output
+from cnnlab.core.i18n import LANGUAGES, _, format_float, format_percent, language, normalize, use_language
 from cnnlab.core.process import exit_now
 
 
@@ -54,8 +55,8 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(exc.exit_code)
         except KeyboardInterrupt as exc:  # outside training's own handler (start-up, scoring, other commands)
             name, code = ("SIGTERM", 143) if isinstance(exc, Terminated) else ("SIGINT", 130)
-            click.echo(f"error: {name}: interrupted; files already written are complete (every write is atomic); "
-                       "run the same command again to finish", err=True)
+            click.echo(_("error: {signal}: interrupted; files already written are complete (every write is atomic); "
+                         "run the same command again to finish").format(signal=name), err=True)
             sys.exit(code)
 
     return wrapper
@@ -139,8 +140,8 @@ def renamed(old: str, new: str, param: str, **kwargs: Any) -> Callable[[Any], An
             if value is not None:
                 if click.get_current_context().get_parameter_source(param) == ParameterSource.COMMANDLINE:
                     raise click.UsageError(f"{old} is the old spelling of {new}; give only {new}")
-                click.echo(f"warning: {old} is deprecated and will be removed in the next release; use {new}",
-                           err=True)
+                click.echo(_("warning: {old} is deprecated and will be removed in the next release; use {new}")
+                           .format(old=old, new=new), err=True)
                 values[param] = value
             return fn(*args, **values)
 
@@ -186,8 +187,22 @@ def progress_default() -> bool:
     return sys.stdout.isatty() and sys.stderr.isatty()
 
 
+def _lang_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    code = normalize(value)
+    if code is None:
+        raise click.BadParameter(f"{value!r}: choose one of {', '.join(LANGUAGES)}")
+    # For the whole command, in a ContextVar (no process-wide state): left when the command ends.
+    ctx.with_resource(use_language(code))
+    return code
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="cnnlab")
+@click.option("--lang", metavar="LANG", default=None, expose_value=False, is_eager=True, callback=_lang_option,
+              help=f"Language of what cnnlab prints and draws: {', '.join(LANGUAGES)}.  "
+                   "[default: $CNNLAB_LANG, else the locale ($LANG), else en]")
 def cli() -> None:
     """Train, understand and ship small convolutional image classifiers.
 
@@ -311,21 +326,26 @@ def train(**opts: Any) -> None:
             values = {k.split(".", 1)[1]: v for k, v in changes.items() if k.split(".", 1)[0] == section}
             cfg = cfg.override(section, **values)
     run_dir = run_dir or default_run_dir(cfg)  # named once, so spawned workers agree on it
-    code = launch(train_and_report, cfg, run_dir, nproc=opts["nproc"])
+    # The language travels with the function: spawned workers do not inherit this thread's ContextVar.
+    code = launch(functools.partial(train_and_report, lang=language()), cfg, run_dir, nproc=opts["nproc"])
     if code:
         sys.exit(code)
 
 
-def train_and_report(cfg: Any, run_dir: Any) -> None:
-    """One training process (of one, or of several): train, then rank 0 prints the test report."""
+def train_and_report(cfg: Any, run_dir: Any, lang: str = "en") -> None:
+    """One training process (of one, or of several): train, then rank 0 prints the test report in ``lang``."""
     from cnnlab.service.training import train_config
     from cnnlab.engine.distributed import is_main
 
-    result = train_config(cfg, run_dir, log=click.echo)
-    if is_main():
-        click.echo(f"\nbest epoch {result.best_epoch} (val loss {result.best_val_loss:.4f}); test set:")
-        click.echo(result.test.text)
-        click.echo(f"test accuracy {result.test.accuracy:.2%}   run: {result.run.path}   ({result.seconds:.1f}s)")
+    with use_language(lang):
+        result = train_config(cfg, run_dir, log=click.echo)
+        if is_main():
+            click.echo("\n" + _("best epoch {epoch} (val loss {loss}); test set:").format(
+                epoch=result.best_epoch, loss=format_float(result.best_val_loss)))
+            click.echo(result.test.table())  # scikit-learn's report; its words translated in another language
+            click.echo(_("test accuracy {accuracy}   run: {run}   ({seconds}s)").format(
+                accuracy=format_percent(result.test.accuracy), run=result.run.path,
+                seconds=format_float(result.seconds, 1)))
 
 
 def base_config(opts: dict[str, Any]) -> Any:
@@ -361,8 +381,9 @@ def evaluate(run_dir: str, data_dir: str | None, device: str, eval_batch_size: i
 
         echo_json({"run": run_dir, **json.loads(RunDir(Path(run_dir)).report_json.read_text(encoding="utf-8"))})
         return
-    click.echo(report.text)
-    click.echo(f"test accuracy {report.accuracy:.2%}  loss {report.loss:.4f}  ({report.num_images} images)")
+    click.echo(report.table())
+    click.echo(_("test accuracy {accuracy}  loss {loss}  ({images} images)").format(
+        accuracy=format_percent(report.accuracy), loss=format_float(report.loss), images=report.num_images))
 
 
 # --- predict / export ----------------------------------------------------------------------
@@ -457,16 +478,16 @@ def predict(model: str, inputs: tuple[str, ...], top_k: int, output: str | None,
     if output:
         write_results(results, output, predictor, top_k, fmt)
     failed = len(results.failed)
-    summary = f"{len(results) - failed} predicted, {failed} failed"
+    summary = _("{ok} predicted, {failed} failed").format(ok=len(results) - failed, failed=failed)
     if results.skipped:
-        summary += f", {len(results.skipped)} non-image file(s) in folders skipped"
+        summary += _(", {n} non-image file(s) in folders skipped").format(n=len(results.skipped))
     if output and output != STDOUT:
-        summary += f"; wrote {output}"
+        summary += _("; wrote {path}").format(path=output)
     if save_preprocessed:
-        summary += f"; network inputs in {save_preprocessed}/"
+        summary += _("; network inputs in {folder}/").format(folder=save_preprocessed)
     click.echo(summary, err=True)
     if not len(results):
-        click.echo(f"error: no image files found in {', '.join(inputs)}", err=True)
+        click.echo(_("error: no image files found in {inputs}").format(inputs=", ".join(inputs)), err=True)
     if failed or not len(results):
         sys.exit(1)
 
@@ -596,7 +617,7 @@ def show_data(dataset: str, n: int, seed: int, split: str, output: str | None, d
     path = save_samples(dataset, out=output or f"{dataset_slug(dataset)}_samples.png", data_dir=data_dir, n=n,
                         seed=seed, split=split, download=download)
     if output != STDOUT:
-        click.echo(f"wrote {path}")
+        click.echo(_("wrote {path}").format(path=path))
 
 
 @cli.command()
