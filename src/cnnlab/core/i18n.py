@@ -143,6 +143,12 @@ def _localize(text: str, lang: str) -> str:
     return text.replace(",", "\0").replace(".", decimal).replace("\0", group)
 
 
+def localize_number(text: str) -> str:
+    """A number Python wrote (``"3.75"``, ``"1,234.5"``) with the marks of the language in force."""
+    lang = language()
+    return text if lang == DEFAULT else _localize(text, lang)
+
+
 def format_int(n: int) -> str:
     """An integer with thousands separators: ``61,706`` in English, ``61.706`` in Spanish."""
     lang = language()

@@ -14,6 +14,7 @@ import math
 from typing import TYPE_CHECKING
 
 from cnnlab.core.errors import ConfigError
+from cnnlab.core.i18n import _, localize_number
 
 if TYPE_CHECKING:  # torch is imported only where a model is summarised
     import torch
@@ -72,7 +73,8 @@ def pool_output_size(
 def explain_conv(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> str:
     """The conv output-size formula with the numbers filled in."""
     out = conv_output_size(size, kernel, stride, padding, dilation)
-    return (f"Conv2d(kernel_size={kernel}, stride={stride}, padding={padding}, dilation={dilation}) on {size}x{size}:\n"
+    layer = f"Conv2d(kernel_size={kernel}, stride={stride}, padding={padding}, dilation={dilation})"
+    return (_("{layer} on {size}x{size}:").format(layer=layer, size=size) + "\n"
             f"  out = floor((in + 2*padding - dilation*(kernel-1) - 1) / stride) + 1\n"
             f"      = floor(({size} + 2*{padding} - {dilation}*({kernel}-1) - 1) / {stride}) + 1 = {out}\n"
             f"  -> {out}x{out}")
@@ -84,8 +86,9 @@ def explain_pool(size: int, kernel: int, stride: int | None = None, padding: int
     s = kernel if stride is None else stride
     out = pool_output_size(size, kernel, s, padding, dilation, ceil_mode)
     rnd = "ceil" if ceil_mode else "floor"
-    return (f"MaxPool2d/AvgPool2d(kernel_size={kernel}, stride={s}, padding={padding}, dilation={dilation}, "
-            f"ceil_mode={ceil_mode}) on {size}x{size}:\n"
+    layer = (f"MaxPool2d/AvgPool2d(kernel_size={kernel}, stride={s}, padding={padding}, dilation={dilation}, "
+             f"ceil_mode={ceil_mode})")
+    return (_("{layer} on {size}x{size}:").format(layer=layer, size=size) + "\n"
             f"  out = {rnd}((in + 2*padding - dilation*(kernel-1) - 1) / stride) + 1\n"
             f"      = {rnd}(({size} + 2*{padding} - {dilation}*({kernel}-1) - 1) / {s}) + 1 = {out}\n"
             f"  -> {out}x{out}")
@@ -104,18 +107,21 @@ def pooling_example(values: list[list[float]] | None = None, kernel: int = 2) ->
     av = F.avg_pool2d(x[None, None], kernel)[0, 0]
 
     def grid(t: torch.Tensor) -> list[str]:
-        return ["  " + " ".join(f"{v:5g}" for v in row.tolist()) for row in t]
+        return ["  " + " ".join(localize_number(f"{v:5g}") for v in row.tolist()) for row in t]
 
-    lines = [f"input {x.shape[0]}x{x.shape[1]}, {kernel}x{kernel} windows, stride {kernel}:"]
+    lines = [_("input {h}x{w}, {k}x{k} windows, stride {k}:").format(h=x.shape[0], w=x.shape[1], k=kernel)]
     lines += grid(x)
     lines.append("")
+    sep = ", " if localize_number("0.5") == "0.5" else "; "  # a decimal comma needs another list separator
     for i in range(mx.shape[0]):
         for j in range(mx.shape[1]):
             win = x[i * kernel : (i + 1) * kernel, j * kernel : (j + 1) * kernel].flatten().tolist()
-            ws = ", ".join(f"{v:g}" for v in win)
-            lines.append(f"  window ({i},{j}) = [{ws}]: max {mx[i, j].item():g}, mean {av[i, j].item():g}")
-    lines += ["", "MaxPool2d(2) -> the largest value of each window:"] + grid(mx)
-    lines += ["", "AvgPool2d(2) -> the mean of each window:"] + grid(av)
+            ws = sep.join(localize_number(f"{v:g}") for v in win)
+            lines.append("  " + _("window ({i},{j}) = [{values}]: max {max}, mean {mean}").format(
+                i=i, j=j, values=ws, max=localize_number(f"{mx[i, j].item():g}"),
+                mean=localize_number(f"{av[i, j].item():g}")))
+    lines += ["", _("MaxPool2d(2) -> the largest value of each window:")] + grid(mx)
+    lines += ["", _("AvgPool2d(2) -> the mean of each window:")] + grid(av)
     return "\n".join(lines)
 
 
