@@ -407,3 +407,16 @@ def test_the_command_lines_lang_option(tiny_mnist, tmp_path):
     assert trained.exit_code == 0, trained.output
     out = trained.output
     assert "época 1/1" in out and "conjunto de test:" in out and "exhaustividad" in out and "exactitud en test" in out
+
+
+def test_errors_speak_the_commands_language():
+    """A library error raised inside `cnnlab --lang es ...` is one Spanish line with the same exit code."""
+    from click.testing import CliRunner
+
+    from cnnlab.apps.cli import cli
+
+    es = CliRunner().invoke(cli, ["--lang", "es", "layers", "lenet5", "--input", "1x28"])
+    en = CliRunner().invoke(cli, ["layers", "lenet5", "--input", "1x28"])
+    assert es.exit_code == en.exit_code != 0
+    assert es.output.strip() == "error: la forma de la entrada debe ser como 1x28x28 (canales x alto x ancho); se dio '1x28'"
+    assert en.output.strip() == "error: input shape must look like 1x28x28 (channels x height x width), got '1x28'"

@@ -263,7 +263,7 @@ def reliability_bins(confidences: np.ndarray, correct: np.ndarray, n_bins: int =
     the definition of Guo et al. (2017) with 15 bins by default.
     """
     if n_bins < 1:
-        raise ConfigError(f"the number of calibration bins must be >= 1, got {n_bins}")
+        raise ConfigError(_("the number of calibration bins must be >= 1, got {n}").format(n=n_bins))
     conf = np.asarray(confidences, dtype=np.float64)
     ok = np.asarray(correct, dtype=np.float64)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
@@ -375,7 +375,7 @@ def resolve_classes(spec: Sequence[str | int], classes: Sequence[str]) -> list[i
             out.append(int(key))
         else:
             shown = ", ".join(classes[:20]) + (" ..." if len(classes) > 20 else "")
-            raise ConfigError(f"unknown class {key!r}; classes are: {shown}")
+            raise ConfigError(_("unknown class {name!r}; classes are: {classes}").format(name=key, classes=shown))
     return out
 
 

@@ -75,7 +75,7 @@ class LazyHelpOption(click.Option):
 
     def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
         if self.help_suffix is not None:
-            text, _, default = (self.help or "").partition("  [default:")
+            text, _sep, default = (self.help or "").partition("  [default:")
             self.help = f"{text} {self.help_suffix()}" + (f"  [default:{default}" if default else "")
             self.help_suffix = None
         return super().get_help_record(ctx)
@@ -90,7 +90,7 @@ def model_names() -> list[str]:
 def dataset_names() -> list[str]:
     from cnnlab.core.catalog import DATASETS
 
-    return [name.replace("PATH", "") for name, _ in DATASETS]
+    return [name.replace("PATH", "") for name, _text in DATASETS]
 
 
 def _completer(names: Callable[[], list[str]]) -> Callable[..., list[CompletionItem]]:

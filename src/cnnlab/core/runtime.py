@@ -11,6 +11,7 @@ import torch
 
 from cnnlab.core.config import check_device
 from cnnlab.core.errors import ConfigError
+from cnnlab.core.i18n import _
 
 
 def resolve_device(name: str) -> torch.device:
@@ -22,14 +23,16 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("mps" if mps_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"device {name!r} was asked for, but no CUDA GPU is available; use --device cpu or auto")
+            raise ConfigError(_("device {name!r} was asked for, but no CUDA GPU is available; use --device cpu or auto")
+                              .format(name=name))
         index = int(name[5:]) if name[5:] else 0
         if index >= torch.cuda.device_count():
-            raise ConfigError(f"device {name!r} was asked for, but this machine has {torch.cuda.device_count()} "
-                              f"CUDA GPU(s): cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+            raise ConfigError(_("device {name!r} was asked for, but this machine has {n} CUDA GPU(s): cuda:0 to "
+                                "cuda:{last}").format(name=name, n=torch.cuda.device_count(),
+                                                      last=torch.cuda.device_count() - 1))
     if name == "mps" and not mps_available():
-        raise ConfigError("device 'mps' was asked for, but Apple's MPS is not available here "
-                          "(it needs a Mac with Apple silicon and a PyTorch built with MPS); use --device cpu or auto")
+        raise ConfigError(_("device 'mps' was asked for, but Apple's MPS is not available here "
+                            "(it needs a Mac with Apple silicon and a PyTorch built with MPS); use --device cpu or auto"))
     return torch.device(name)
 
 

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnlab.core.errors import ConfigError
+from cnnlab.core.i18n import _
 
 # Each preset's parameters and their defaults; "NAME:key=value,..." overrides them.
 PRESETS: dict[str, dict[str, float]] = {
@@ -63,29 +64,32 @@ def parse_spec(text: str, dataset: str | None = None) -> AugmentSpec:
 
     ``auto`` (and ``auto:...`` overrides) resolve to ``dataset``'s preset.
     """
-    name, _, rest = text.strip().partition(":")
+    name, _colon, rest = text.strip().partition(":")
     name = name.strip().lower()
     if name == "auto":
         if dataset is None:
-            raise ConfigError("augment 'auto' needs a dataset to choose its preset")
+            raise ConfigError(_("augment 'auto' needs a dataset to choose its preset"))
         name = preset_for(dataset)
     if name not in PRESETS:
-        raise ConfigError(f"unknown augmentation {name!r}; available: auto, {', '.join(PRESETS)}")
+        raise ConfigError(_("unknown augmentation {name!r}; available: {names}").format(
+            name=name, names=", ".join(["auto", *PRESETS])))
     params = dict(PRESETS[name])
     for item in filter(None, (p.strip() for p in rest.split(","))):
         key, eq, value = item.partition("=")
         key = key.strip()
         if not eq or key not in params:
             known = ", ".join(PRESETS[name]) or "none"
-            raise ConfigError(f"augmentation {name!r} has no setting {item!r}; its settings: {known} (as key=value)")
+            raise ConfigError(_("augmentation {name!r} has no setting {item!r}; its settings: {known} (as key=value)")
+                              .format(name=name, item=item, known=known))
         try:
             params[key] = float(value)
         except ValueError:
-            raise ConfigError(f"augmentation setting {key} must be a number, got {value!r}") from None
+            raise ConfigError(_("augmentation setting {key} must be a number, got {value!r}").format(
+                key=key, value=value)) from None
         if params[key] < 0:
-            raise ConfigError(f"augmentation setting {key} must be >= 0, got {value}")
+            raise ConfigError(_("augmentation setting {key} must be >= 0, got {value}").format(key=key, value=value))
     if name == "crop-flip" and params["flip"] > 1:
-        raise ConfigError(f"crop-flip's flip is a probability (0..1), got {params['flip']:g}")
+        raise ConfigError(_("crop-flip's flip is a probability (0..1), got {flip}").format(flip=f"{params['flip']:g}"))
     return AugmentSpec(name, params)
 
 

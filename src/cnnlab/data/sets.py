@@ -66,7 +66,8 @@ def load(name: str, root: Path, *, download: bool = True, image_size: int | None
         pool, test = (load_torchvision(name, root, train=t, download=download) for t in (True, False))
         ink = "light-on-dark" if name in ("fashion-mnist", "kmnist", "emnist") else None
         return _finish(name, pool, test, image_size, ink=ink)
-    raise ConfigError(f"unknown dataset {name!r}; available: {', '.join(n for n, _text in describe())}")
+    raise ConfigError(_("unknown dataset {name!r}; available: {names}").format(
+        name=name, names=", ".join(n for n, _text in describe())))
 
 
 def _finish(name: str, pool: ImageSet, test: ImageSet, image_size: int | None, *, ink: str | None,
@@ -113,7 +114,7 @@ def _tv_class(name: str) -> tuple[Callable[..., Any], dict[str, Any], str, str]:
         return tvd.CIFAR100, {}, "", "cifar-100-python/ (train, test, meta)"
     if name == "svhn":
         return tvd.SVHN, {}, "svhn", "svhn/train_32x32.mat and svhn/test_32x32.mat"
-    raise ConfigError(f"unknown dataset {name!r}")
+    raise ConfigError(_("unknown dataset {name!r}").format(name=name))
 
 
 def _tv_raw_files(name: str, root: Path, train: bool) -> tuple[Path, list[Path]]:
@@ -136,7 +137,7 @@ def _tv_raw_files(name: str, root: Path, train: bool) -> tuple[Path, list[Path]]
     if name == "svhn":
         folder = root / "svhn"
         return folder, [folder / f"{split}_32x32.mat"]
-    raise ConfigError(f"unknown dataset {name!r}")
+    raise ConfigError(_("unknown dataset {name!r}").format(name=name))
 
 
 def load_torchvision(name: str, root: Path, *, train: bool, download: bool = True) -> ImageSet:
@@ -172,10 +173,12 @@ def _read_torchvision(name: str, root: Path, *, train: bool, download: bool = Tr
         ds = cls(root=str(where), download=download, **kwargs)
     except Exception as exc:  # RuntimeError (not found / corrupted), URLError, OSError, pickle/scipy errors
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        how = f"could not be read or downloaded ({reason})" if download else f"could not be read ({reason}; downloading is off)"
+        how = (_("could not be read or downloaded ({reason})") if download
+               else _("could not be read ({reason}; downloading is off)")).format(reason=reason)
         raise DataError(
-            f"{name} is not in {Path(root)} and {how}. Put {files} under {Path(root)}/ "
-            "(as torchvision downloads them), or point --data-dir at the folder that holds them."
+            _("{name} is not in {root} and {how}. Put {files} under {root}/ (as torchvision downloads them), "
+              "or point --data-dir at the folder that holds them.").format(name=name, root=Path(root), how=how,
+                                                                           files=files)
         ) from None
     if name == "svhn":
         images = torch.from_numpy(np.ascontiguousarray(ds.data))  # torchvision gives (N, 3, 32, 32)
@@ -215,7 +218,7 @@ def seeded_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torc
     """(kept, held-out) indices: a random ``fraction`` of ``n`` held out, seeded."""
     held = max(1, int(round(n * fraction)))
     if held >= n:
-        raise DataError(f"{n} images are too few to hold out a test set; add images or a test/ folder")
+        raise DataError(_("{n} images are too few to hold out a test set; add images or a test/ folder").format(n=n))
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[: n - held].sort().values, perm[n - held :].sort().values
 
@@ -245,24 +248,28 @@ def load_folder(path: str, *, image_size: int | None = None) -> tuple[ImageSet, 
 
     root = Path(path).expanduser()
     if not root.is_dir():
-        raise DataError(f"folder dataset {root} does not exist (expected {root}/train/CLASS/image.png ...)")
+        raise DataError(_("folder dataset {root} does not exist (expected {root}/train/CLASS/image.png ...)").format(
+            root=root))
     train_dir = root / "train" if (root / "train").is_dir() else root
     splits = {"train": _class_folders(train_dir)}
     classes = list(splits["train"])
     if not classes:
-        raise DataError(f"{train_dir} has no class folders; put each class's images in {train_dir}/CLASS_NAME/")
+        raise DataError(_("{folder} has no class folders; put each class's images in {folder}/CLASS_NAME/").format(
+            folder=train_dir))
     empty = [c for c, files in splits["train"].items() if not files]
     if empty:
-        raise DataError(f"class folder(s) {', '.join(empty)} in {train_dir} hold no images "
-                        f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise DataError(_("class folder(s) {classes} in {folder} hold no images ({suffixes})").format(
+            classes=", ".join(empty), folder=train_dir, suffixes=", ".join(sorted(IMAGE_SUFFIXES))))
     if len(classes) < 2:
-        raise DataError(f"{train_dir} has only one class folder ({classes[0]}); a classifier needs at least two")
+        raise DataError(_("{folder} has only one class folder ({name}); a classifier needs at least two").format(
+            folder=train_dir, name=classes[0]))
     for split in ("val", "test"):
         if train_dir != root and (root / split).is_dir():
             found = _class_folders(root / split)
             unknown = sorted(set(found) - set(classes))
             if unknown:
-                raise DataError(f"{root / split} has class folder(s) {', '.join(unknown)} that {train_dir} lacks")
+                raise DataError(_("{folder} has class folder(s) {classes} that {train} lacks").format(
+                    folder=root / split, classes=", ".join(unknown), train=train_dir))
             splits[split] = found
 
     # Pass 1: headers only (mode and size), to choose the channel count and the common size.
@@ -274,7 +281,7 @@ def load_folder(path: str, *, image_size: int | None = None) -> tuple[ImageSet, 
                     modes.add(im.mode)
                     sizes[im.size] += 1
             except (UnidentifiedImageError, OSError) as exc:
-                raise DataError(f"cannot read image {f}: {exc}") from None
+                raise DataError(_("cannot read image {path}: {reason}").format(path=f, reason=exc)) from None
     grey = modes <= {"1", "L", "LA", "I", "I;16", "F"}
     channels = 1 if grey else 3
     if image_size is None:
@@ -328,7 +335,7 @@ SHAPES: dict[str, tuple[int, int, int]] = {
 def input_shape(name: str) -> tuple[tuple[int, int, int], int]:
     """((C, H, W), classes) of a named dataset, without reading it."""
     if name not in SHAPES:
-        raise ConfigError(f"no known input shape for dataset {name!r}; use --input CxHxW "
-                          f"(known: {', '.join(SHAPES)})")
+        raise ConfigError(_("no known input shape for dataset {name!r}; use --input CxHxW (known: {known})").format(
+            name=name, known=", ".join(SHAPES)))
     c, s, k = SHAPES[name]
     return (c, s, s), k

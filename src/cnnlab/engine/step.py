@@ -19,6 +19,7 @@ from ignite.metrics import Accuracy, Loss
 from cnnlab.inference import eval_forward, train_forward
 from cnnlab.core.config import OPTIMIZERS, OptimConfig
 from cnnlab.core.errors import ConfigError, NonFiniteLossError
+from cnnlab.core.i18n import _
 
 
 # ignite logs "Engine run is terminating due to exception: ..." before re-raising; with no
@@ -48,7 +49,8 @@ def build_optimizer(cfg: OptimConfig, params: Iterable[torch.nn.Parameter], devi
             params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay,
             foreach=True,
         )
-    raise ConfigError(f"unknown optimizer {cfg.name!r}; available: {', '.join(OPTIMIZERS)}")
+    raise ConfigError(_("unknown optimizer {name!r}; available: {names}").format(name=cfg.name,
+                                                                                names=", ".join(OPTIMIZERS)))
 
 
 class LRSchedule:
@@ -63,7 +65,8 @@ class LRSchedule:
 
     def __init__(self, cfg: OptimConfig, steps_per_epoch: int, epochs: int) -> None:
         if cfg.schedule not in ("constant", "onecycle", "cosine", "step"):
-            raise ConfigError(f"unknown schedule {cfg.schedule!r}; available: constant, onecycle, cosine, step")
+            raise ConfigError(_("unknown schedule {name!r}; available: {names}").format(
+                name=cfg.schedule, names="constant, onecycle, cosine, step"))
         self.cfg = cfg
         self.steps_per_epoch = max(1, steps_per_epoch)
         self.total = max(1, self.steps_per_epoch * epochs)
@@ -144,9 +147,9 @@ def create_train_step(
         value = loss.item()
         if not math.isfinite(value):
             raise NonFiniteLossError(
-                f"the training loss became {value} at epoch {engine.state.epoch}, iteration "
-                f"{engine.state.iteration}; training stopped before the bad update reached the weights. "
-                "Try a lower learning rate."
+                _("the training loss became {value} at epoch {epoch}, iteration {iteration}; training stopped before "
+                  "the bad update reached the weights. Try a lower learning rate.").format(
+                    value=value, epoch=engine.state.epoch, iteration=engine.state.iteration)
             )
         loss.backward()
         optimizer.step()

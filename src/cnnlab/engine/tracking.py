@@ -22,6 +22,7 @@ from ignite.engine import Engine, Events
 
 from cnnlab.core.errors import CnnlabError
 from cnnlab.core.files import make_dirs
+from cnnlab.core.i18n import _
 
 INSTALL_HINT = 'pip install "cnnlab[tensorboard]"'
 EPOCH_SCALARS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "eval_time_s")
@@ -34,7 +35,8 @@ class TrackingError(CnnlabError):
 def require_tensorboard() -> None:
     """Raise a clear error naming the extra to install when TensorBoard is missing."""
     if importlib.util.find_spec("tensorboard") is None:
-        raise TrackingError(f"--tensorboard needs the optional TensorBoard package; install it with: {INSTALL_HINT}")
+        raise TrackingError(_("--tensorboard needs the optional TensorBoard package; install it with: {hint}").format(
+            hint=INSTALL_HINT))
 
 
 def attach_tensorboard(
@@ -93,7 +95,7 @@ def attach_tensorboard(
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     tb.writer.add_scalar(f"epoch/{key}", value, int(row.get("epoch", engine.state.epoch)))
 
-    def _close(_: Engine) -> None:
+    def _close(_engine: Engine) -> None:
         tb.close()
 
     trainer.add_event_handler(Events.COMPLETED, _close)

@@ -8,6 +8,7 @@ dataset's input shape.
 from __future__ import annotations
 
 from cnnlab.core.errors import ConfigError
+from cnnlab.core.i18n import _
 
 # Importing the family modules registers their models.
 from cnnlab.models import classic, lenet, modern  # noqa: F401,E402
@@ -30,7 +31,8 @@ def check_pretrained(name: str) -> None:
     if not supports_pretrained(name):
 
         have = ", ".join(n for n in list_models() if supports_pretrained(n))
-        raise ConfigError(f"model {name!r} has no pretrained weights; --pretrained works with {have}")
+        raise ConfigError(_("model {name!r} has no pretrained weights; --pretrained works with {have}").format(
+            name=name, have=have))
 
 
 __all__ = ["check_pretrained", "create_model", "get_model_entry", "list_models", "register_model", "supports_pretrained"]

@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 
 from cnnlab.core.errors import CnnlabError
+from cnnlab.core.i18n import _
 from cnnlab.models.registry import register_model
 from cnnlab.models.shapes import ShapeError, conv_output_size, pool_output_size
 
@@ -89,8 +90,9 @@ def load_weights(arch: str) -> Any:
         folder = torch.hub.get_dir() + "/checkpoints"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PretrainedWeightsError(
-            f"could not get the ImageNet weights for {arch} ({weights}) from {weights.url}: {reason}. "
-            f"Without internet, copy {name} into {folder}/ (or set $TORCH_HOME), or train without --pretrained"
+            _("could not get the ImageNet weights for {arch} ({weights}) from {url}: {reason}. Without internet, copy "
+              "{name} into {folder}/ (or set $TORCH_HOME), or train without --pretrained").format(
+                arch=arch, weights=weights, url=weights.url, reason=reason, name=name, folder=folder)
         ) from None
     return weights
 
@@ -220,7 +222,7 @@ def _register(name: str, make: Callable[..., nn.Module], description: str) -> No
     @register_model(name, description)
     def build(in_channels: int = 3, num_classes: int = 10, image_size: int = 32, pretrained: bool = False) -> nn.Module:
         if image_size < 8:
-            raise ValueError(f"{name} needs images of at least 8x8 pixels, got {image_size}")
+            raise ValueError(_("{name} needs images of at least 8x8 pixels, got {size}").format(name=name, size=image_size))
         return ClassicNet(make(in_channels, num_classes, image_size, pretrained), in_channels)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from cnnlab.core.i18n import _
 from cnnlab.models.registry import register_model
 
 
@@ -39,7 +40,7 @@ class Lenet5(nn.Module):
         # padding 2 keeps the size, each 5x5 conv without padding removes 4, each pool halves.
         side = ((image_size // 2) - 4) // 2
         if side < 1:
-            raise ValueError(f"LeNet-5 needs images of at least 12x12 pixels, got {image_size}")
+            raise ValueError(_("LeNet-5 needs images of at least 12x12 pixels, got {size}").format(size=image_size))
         self.classifier = nn.Sequential(
             nn.Linear(16 * side * side, 120),
             nn.ReLU(),
@@ -79,7 +80,7 @@ class Lenet5Classic(nn.Module):
         )
         side = ((image_size // 2) - 4) // 2
         if side < 1:
-            raise ValueError(f"LeNet-5 needs images of at least 12x12 pixels, got {image_size}")
+            raise ValueError(_("LeNet-5 needs images of at least 12x12 pixels, got {size}").format(size=image_size))
         self.classifier = nn.Sequential(
             nn.Linear(16 * side * side, 120),
             nn.Tanh(),

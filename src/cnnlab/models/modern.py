@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from cnnlab.core.i18n import _
 from cnnlab.models.registry import register_model
 
 
@@ -34,7 +35,7 @@ class SmallCNN(nn.Module):
                  dropout: float = 0.25):
         super().__init__()
         if image_size < 4:
-            raise ValueError(f"the small CNN needs images of at least 4x4 pixels, got {image_size}")
+            raise ValueError(_("the small CNN needs images of at least 4x4 pixels, got {size}").format(size=image_size))
         w = width
         self.features = nn.Sequential(
             conv_bn_relu(in_channels, w),

@@ -7,6 +7,7 @@ from typing import Any, Callable
 import torch.nn as nn
 
 from cnnlab.core.errors import ConfigError
+from cnnlab.core.i18n import _
 
 ModelFn = Callable[..., nn.Module]
 
@@ -43,7 +44,8 @@ def get_model_entry(name: str) -> ModelEntry:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ConfigError(f"unknown model {name!r}; available: {', '.join(list_models())}") from None
+        raise ConfigError(_("unknown model {name!r}; available: {names}").format(
+            name=name, names=", ".join(list_models()))) from None
 
 
 def create_model(

@@ -27,19 +27,21 @@ class ShapeError(ConfigError):
 def _check_hyper(kernel: int, stride: int, padding: int, dilation: int) -> None:
     for name, value, low in (("kernel", kernel, 1), ("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ShapeError(f"{name} must be a whole number >= {low}, got {value!r}")
+            raise ShapeError(_("{name} must be a whole number >= {low}, got {value!r}").format(name=name, low=low,
+                                                                                               value=value))
 
 
 def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
     """Output side of a Conv2d: ``floor((size + 2*padding - dilation*(kernel-1) - 1) / stride) + 1``."""
     _check_hyper(kernel, stride, padding, dilation)
     if size < 1:
-        raise ShapeError(f"input size must be >= 1, got {size}")
+        raise ShapeError(_("input size must be >= 1, got {size}").format(size=size))
     span = dilation * (kernel - 1) + 1  # the kernel's footprint once dilated
     if span > size + 2 * padding:
         raise ShapeError(
-            f"a {kernel}x{kernel} kernel with dilation {dilation} spans {span} pixels, more than the "
-            f"{size}-pixel input plus padding 2*{padding} = {size + 2 * padding}; use a smaller kernel or more padding"
+            _("a {k}x{k} kernel with dilation {dilation} spans {span} pixels, more than the {size}-pixel input plus "
+              "padding 2*{padding} = {total}; use a smaller kernel or more padding").format(
+                k=kernel, dilation=dilation, span=span, size=size, padding=padding, total=size + 2 * padding)
         )
     return (size + 2 * padding - span) // stride + 1
 
@@ -51,10 +53,11 @@ def pool_output_size(
     stride = kernel if stride is None else stride
     _check_hyper(kernel, stride, padding, dilation)
     if size < 1:
-        raise ShapeError(f"input size must be >= 1, got {size}")
+        raise ShapeError(_("input size must be >= 1, got {size}").format(size=size))
     span = dilation * (kernel - 1) + 1
     if padding > kernel // 2:  # PyTorch's rule, on the undilated kernel size
-        raise ShapeError(f"padding {padding} is more than half the kernel size {kernel}; PyTorch refuses this")
+        raise ShapeError(_("padding {padding} is more than half the kernel size {kernel}; PyTorch refuses this").format(
+            padding=padding, kernel=kernel))
     top = size + 2 * padding - span
     out = (math.ceil(top / stride) if ceil_mode else top // stride) + 1
     # PyTorch drops a last window that would start entirely in the right padding.
@@ -62,7 +65,8 @@ def pool_output_size(
         out -= 1
     if out < 1:
         raise ShapeError(
-            f"a {kernel}x{kernel} pooling window (stride {stride}, padding {padding}) does not fit a {size}-pixel input"
+            _("a {k}x{k} pooling window (stride {stride}, padding {padding}) does not fit a {size}-pixel input").format(
+                k=kernel, stride=stride, padding=padding, size=size)
         )
     return out
 

@@ -137,7 +137,7 @@ def summarize_model(name: str, input_shape: tuple[int, int, int] = (1, 28, 28), 
 
     c, h, w = input_shape
     if h != w:
-        raise ShapeError(f"cnnlab models take square images; got {h}x{w}")
+        raise ShapeError(_("cnnlab models take square images; got {h}x{w}").format(h=h, w=w))
     try:
         model = create_model(name, in_channels=c, num_classes=num_classes, image_size=h)
     except ValueError as exc:
@@ -168,9 +168,10 @@ def parse_shape(text: str) -> tuple[int, int, int]:
     try:
         c, h, w = (int(p) for p in parts)
     except ValueError:
-        raise ShapeError(f"input shape must look like 1x28x28 (channels x height x width), got {text!r}") from None
+        raise ShapeError(_("input shape must look like 1x28x28 (channels x height x width), got {text!r}").format(
+            text=text)) from None
     if min(c, h, w) < 1:
-        raise ShapeError(f"input shape must be positive, got {text!r}")
+        raise ShapeError(_("input shape must be positive, got {text!r}").format(text=text))
     return c, h, w
 
 

@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cnnlab.core.i18n import _
+
 
 def shifted_views(x: torch.Tensor, pixels: int) -> torch.Tensor:
     """(5N, C, H, W): ``x`` and its shifts by ``pixels`` right, left, down and up, zero filled."""
@@ -34,7 +36,7 @@ class ShiftTTA(nn.Module):
     def __init__(self, model: nn.Module, pixels: int = 1) -> None:
         super().__init__()
         if pixels < 1:
-            raise ValueError(f"ShiftTTA needs a shift of at least 1 pixel, got {pixels}")
+            raise ValueError(_("ShiftTTA needs a shift of at least 1 pixel, got {pixels}").format(pixels=pixels))
         self.model = model
         self.pixels = int(pixels)
 
