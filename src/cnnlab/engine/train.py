@@ -322,7 +322,8 @@ def attach_progress(s: Session, log: Callable[[str], None]) -> Callable[[str], N
 
     per_image = t.batch_size if t.loss_reduction == "sum" else 1
     pbar = ProgressBar(persist=False, desc=_("train"))
-    pbar.attach(s.trainer, output_transform=lambda loss: {"loss": loss / per_image})
+    loss_name = _("loss")  # the bar's label for the running loss: "loss=0.123" / "pérdida=0.123"
+    pbar.attach(s.trainer, output_transform=lambda loss: {loss_name: loss / per_image})
     return pbar.log_message
 
 
