@@ -420,3 +420,11 @@ def test_errors_speak_the_commands_language():
     assert es.exit_code == en.exit_code != 0
     assert es.output.strip() == "error: la forma de la entrada debe ser como 1x28x28 (canales x alto x ancho); se dio '1x28'"
     assert en.output.strip() == "error: input shape must look like 1x28x28 (channels x height x width), got '1x28'"
+
+
+def test_the_catalog_script_checks_from_the_command_line():
+    """`python scripts/i18n.py --check` is what a contributor (and CI) runs: it passes on this tree."""
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "i18n.py"), "--check"], capture_output=True,
+                          text=True, env=_env())
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip().endswith("catalogs up to date")
