@@ -75,7 +75,8 @@ def chosen_language(environ: dict[str, str] | None = None) -> str | None:
     """The language someone asked for (a :func:`use_language` in force, else ``CNNLAB_LANG``), or None
     when only the locale speaks: a server lets a browser's ``Accept-Language`` beat a locale, not a choice."""
     env = os.environ if environ is None else environ
-    return _current.get() or normalize(env.get("CNNLAB_LANG", "") or "x")
+    asked = env.get("CNNLAB_LANG", "").strip()
+    return _current.get() or (normalize(asked) if asked else None)
 
 
 @contextlib.contextmanager
