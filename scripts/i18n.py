@@ -29,7 +29,7 @@ from babel.messages.pofile import read_po, write_po
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # this checkout's cnnlab, whatever is installed
 
-from cnnlab.core.i18n_page import JS_KEYWORDS, extract_html  # noqa: E402 (the page's extractor lives with its renderer)
+from cnnlab.core.i18n_page import JS_KEYWORDS, JS_OPTIONS, extract_html  # noqa: E402 (the page's extractor lives with its renderer)
 
 PACKAGE = ROOT / "src" / "cnnlab"
 LOCALE = PACKAGE / "locale"
@@ -40,8 +40,9 @@ PROJECT = "cnnlab"
 
 
 def _extract(method_map: list[tuple[str, object]], keywords: dict) -> Iterable[tuple]:
-    return extract_from_dir(str(PACKAGE), method_map=method_map, keywords=keywords, comment_tags=COMMENT_TAGS,
-                            strip_comment_tags=True)
+    options = {pattern: JS_OPTIONS for pattern, method in method_map if method == "javascript"}
+    return extract_from_dir(str(PACKAGE), method_map=method_map, options_map=options, keywords=keywords,
+                            comment_tags=COMMENT_TAGS, strip_comment_tags=True)
 
 
 def extract() -> Catalog:

@@ -20,6 +20,7 @@ from html.parser import HTMLParser
 from cnnlab.core.i18n import LANGUAGES, _, normalize, use_language
 
 JS_KEYWORDS = {"t": None}  # t("English text") or t("English {name}", {name: ...})
+JS_OPTIONS = {"parse_template_string": True}  # t() inside a `template ${t("literal")}` counts too
 CATALOG_ID = "cnnlab-catalog"
 
 
@@ -74,7 +75,8 @@ def script_messages(sources: Iterable[bytes]) -> list[str]:
 
     found: list[str] = []
     for source in sources:
-        for _line, message, _comments, _context in extract("javascript", io.BytesIO(source), keywords=JS_KEYWORDS):
+        for _line, message, _comments, _context in extract("javascript", io.BytesIO(source), keywords=JS_KEYWORDS,
+                                                              options=JS_OPTIONS):
             if isinstance(message, str) and message not in found:
                 found.append(message)
     return found
