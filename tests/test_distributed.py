@@ -350,5 +350,7 @@ def test_cli_nproc_spawns_the_training_worker(monkeypatch: pytest.MonkeyPatch, t
                                           str(tmp_path / "r"), "--batch-size", "16"])
     assert result.exit_code == 0, result.output
     (fn, (cfg, run_dir), nproc), = calls
-    assert fn is cli.train_and_report and nproc == 2 and cfg.train.batch_size == 16 and run_dir == str(tmp_path / "r")
+    # The worker function carries the command's language (cnnlab --lang): a partial of train_and_report.
+    assert getattr(fn, "func", fn) is cli.train_and_report and fn.keywords == {"lang": "en"}
+    assert nproc == 2 and cfg.train.batch_size == 16 and run_dir == str(tmp_path / "r")
     assert CliRunner().invoke(cli.cli, ["train", "--nproc", "0"]).exit_code == 2
