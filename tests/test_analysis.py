@@ -175,7 +175,7 @@ def two_runs(tiny_mnist: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
 
 def test_analyze_run_writes_everything(two_runs):
     run, _ = two_runs
-    result = A.analyze_run(run, classes=["8", "4", "9"], per_class=3, top_k=5)
+    result = A.interpret_run(run).save(classes=["8", "4", "9"], per_class=3, top_k=5)
     out = run / "analysis"
     for name in ["summary.json", "predictions.csv", "confusion_matrix.png", "misclassified.png", "top_losses.png",
                  "top_losses.csv", "most_confused.csv", "per_class.png", "per_class.csv", "reliability.png",

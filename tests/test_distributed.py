@@ -27,6 +27,7 @@ import torch
 from cnnlab.engine import distributed
 from cnnlab.core.config import Config
 from cnnlab.core.errors import ConfigError, RunDirError
+from cnnlab.core.runtime import resolve_device
 
 pytestmark = [
     pytest.mark.skipif(

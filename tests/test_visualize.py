@@ -29,11 +29,11 @@ def test_visualize_writes_filters_and_each_conv_layers_maps(lenet_run, tmp_path)
 
 
 def test_visualize_command_and_errors(lenet_run, tmp_path):
-    r = CliRunner().invoke(cli, ["visualize", str(lenet_run), "--out", str(tmp_path / "v")])
+    r = CliRunner().invoke(cli, ["visualize", str(lenet_run), "-o", str(tmp_path / "v")])
     assert r.exit_code == 0, r.output
     assert "filters.png" in r.output and (tmp_path / "v" / "maps_02_features_3.png").is_file()
     r = CliRunner().invoke(cli, ["visualize", str(lenet_run), "--index", "100000"])
-    assert r.exit_code == 2 and "--index must be between 0 and 199" in r.output
+    assert r.exit_code == 2 and "index must be between 0 and 199" in r.output and "--index" in r.output
     with pytest.raises(RunDirError):
         visualize_run(tmp_path / "missing")
 

@@ -69,7 +69,7 @@ def visualize_run(run_dir: str | Path, out_dir: str | Path | None = None, *, ind
     dev = resolve_device(device)
     model = model_from_checkpoint(payload, tta=False).to(dev)  # the network's own filters and maps
     if not 0 <= index < len(test):
-        raise ConfigError(f"--index must be between 0 and {len(test) - 1} for this test set, got {index}")
+        raise ConfigError(f"index must be between 0 and {len(test) - 1} for this test set, got {index}", option="index")
     x = to_float(test.images[index : index + 1])
     label = info.classes[int(test.labels[index])]
     acts = [(name, out.cpu()) for name, out in conv_activations(model, x.to(dev))]

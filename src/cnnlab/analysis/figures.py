@@ -3,7 +3,7 @@
 Figures are built with the object API on the Agg canvas, never through
 ``pyplot``, so they work headless and leave no global figure state behind. Each is an
 :class:`InlineFigure`, which a Jupyter notebook displays as a PNG.
-Save them with :func:`cnnlab.files.save_figure` (atomic).
+Save them with :func:`cnnlab.core.files.save_figure` (atomic).
 """
 from __future__ import annotations
 
@@ -339,7 +339,7 @@ def confidence_histogram_figure(confidences: np.ndarray, correct: np.ndarray, *,
 def training_curves_figure(rows: Sequence[dict]) -> Figure:
     """Loss and accuracy per epoch from ``metrics.csv`` rows, train against validation, best epoch marked.
 
-    ``rows`` are dicts as :func:`cnnlab.analysis.read_metrics` returns them; a
+    ``rows`` are dicts as :func:`cnnlab.core.runs.read_metrics` returns them; a
     missing train column (``--no-train-eval``) is simply not drawn.
     """
 

@@ -42,6 +42,7 @@ from cnnlab.analysis.metrics import (
     test_set_fingerprint,
     top_losses,
 )
+from cnnlab.core.config import check_positive
 from cnnlab.core.errors import ConfigError
 from cnnlab.core.files import save_figure, write_csv, write_json
 from cnnlab.core.runs import RunDir
@@ -69,18 +70,21 @@ class AnalysisResult:
     def __repr__(self) -> str:
         return f"AnalysisResult({str(self.out_dir)!r}, files={len(self.files)}, accuracy={self.summary['accuracy']:.4f})"
 
-    def text(self, max_pairs: int = 10) -> str:
-        """A short human summary: headline numbers and the most-confused table."""
+    def text(self, max_pairs: int = 10, *, files: bool = True) -> str:
+        """A short human summary: headline numbers and the most-confused table (and, with ``files``,
+        where the files went: :meth:`wrote`)."""
         s = self.summary
         lines = [
             f"test accuracy {s['accuracy']:.2%}  loss {s['loss']:.4f}  errors {s['errors']}/{s['num_images']}  "
             f"ECE ({s['ece_bins']} bins) {s['ece']:.4f}",
             "",
             format_confused(self.confused[:max_pairs]),
-            "",
-            f"wrote {len(self.files)} files to {self.out_dir}  (open {self.files.get('html', self.out_dir)})",
         ]
-        return "\n".join(lines)
+        return "\n".join(lines + (["", self.wrote()] if files else []))
+
+    def wrote(self) -> str:
+        """One line: how many files were written where (the CLI prints it on stderr)."""
+        return f"wrote {len(self.files)} files to {self.out_dir}  (open {self.files.get('html', self.out_dir)})"
 
 
 def format_confused(pairs: Sequence[ConfusedPair]) -> str:
@@ -305,10 +309,3 @@ class Interpretation:
         write_json(out / "summary.json", summary)
         files["summary"] = out / "summary.json"
         return result
-
-
-def check_positive(**values: int) -> None:
-    """Each of ``values`` a whole number >= 1 (gallery sizes, counts, bins), else a ConfigError naming it."""
-    for name, v in values.items():
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-            raise ConfigError(f"{name} must be a whole number >= 1, got {v!r}")

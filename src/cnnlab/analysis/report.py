@@ -1,7 +1,7 @@
 """Error analysis: what a trained model gets wrong, how sure it is, and whether another model is better.
 
 Every function here is usable on its own, from plain arrays (``labels``,
-``probs``, ``confusion``), and returns data; :func:`analyze_run` and
+``probs``, ``confusion``), and returns data; ``interpret_run(run).save()`` and
 :func:`compare_runs` put them together for a run directory::
 
     RUN/analysis/
@@ -28,12 +28,7 @@ import torch
 
 from cnnlab.analysis import figures as plots
 from cnnlab.analysis.figures import confusion_matrix_figure
-from cnnlab.analysis.interpret import (  # noqa: F401 (AnalysisResult, format_confused: re-exported)
-    AnalysisResult,
-    Interpretation,
-    check_positive,
-    format_confused,
-)
+from cnnlab.analysis.interpret import Interpretation
 from cnnlab.analysis.metrics import (
     ECE_BINS,
     McNemarResult,
@@ -43,7 +38,7 @@ from cnnlab.analysis.metrics import (
     score,
     test_set_fingerprint,
 )
-from cnnlab.core.config import EVAL_BATCH_SIZE, is_custom
+from cnnlab.core.config import EVAL_BATCH_SIZE, check_positive, is_custom
 from cnnlab.core.errors import CnnlabError, ConfigError, DataError, RunDirError
 from cnnlab.core.files import save_figure, write_csv, write_json, write_text
 from cnnlab.core.runs import RunDir, open_run, read_config, read_metrics
@@ -89,31 +84,6 @@ def interpret_run(
                           run_path=r.run_path, epoch=r.payload.get("epoch"), dataset=r.info.name)
 
 
-def analyze_run(
-    run_dir: str | Path,
-    *,
-    classes: Sequence[str | int] | None = None,
-    per_class: int = 10,
-    top_k: int = 24,
-    n_bins: int = ECE_BINS,
-    data_dir: str | None = None,
-    device: str = "auto",
-    batch_size: int = EVAL_BATCH_SIZE,
-    html: bool = True,
-    model: torch.nn.Module | None = None,
-    log: Callable[[str], None] | None = None,
-) -> AnalysisResult:
-    """Score a run's best checkpoint on the test set and write the full error analysis to RUN/analysis/.
-
-    ``classes`` picks the rows of the misclassified gallery (names or indices);
-    by default the three classes with the most errors. The same as
-    ``interpret_run(run_dir).save(classes=..., ...)``.
-    """
-    check_positive(per_class=per_class, top_k=top_k, n_bins=n_bins)  # before the test set is scored
-    interp = interpret_run(run_dir, model=model, data_dir=data_dir, device=device, batch_size=batch_size)
-    return interp.save(classes=classes, per_class=per_class, top_k=top_k, n_bins=n_bins, html=html, log=log)
-
-
 # --- two runs ------------------------------------------------------------------------------
 
 
@@ -148,7 +118,8 @@ class Comparison:
             "disagreements": [int(i) for i in self.disagreements], "test_set": self.test_set,
         }
 
-    def text(self) -> str:
+    def text(self, *, files: bool = True) -> str:
+        """The verdict in a few lines (and, with ``files``, what was written: :meth:`wrote`)."""
         m, n = self.mcnemar, self.test_set["num_images"]
         if self.difference == 0:
             verdict = "the two runs have the same test accuracy"
@@ -164,9 +135,12 @@ class Comparison:
             f"{format_p(m.p_value)}",
             f"the runs disagree on {len(self.disagreements)} images; {verdict}",
         ]
-        if self.files:
-            lines.append(f"wrote {', '.join(str(p) for p in self.files.values())}")
+        if self.files and files:
+            lines.append(self.wrote())
         return "\n".join(lines)
+
+    def wrote(self) -> str:
+        return f"wrote {', '.join(str(p) for p in self.files.values())}" if self.files else ""
 
 
 def format_p(p: float) -> str:
@@ -236,8 +210,7 @@ def sample_images(
 ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
     """``n`` random labelled images of a dataset split: (images, labels, classes, indices)."""
 
-    if n < 1:
-        raise ConfigError(f"--n must be >= 1, got {n}")
+    check_positive(n=n)
     if split not in ("train", "test"):
         raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
     pool, test, info = load_dataset(dataset, data_dir, download=download)
@@ -281,7 +254,7 @@ class RunTestLogits:
     run_path: Path
     payload: dict[str, Any]  # the loaded best.pt (epoch, metrics, data info)
     test: ImageSet  # the test set on the CPU, in file order
-    info: Any  # cnnlab.data.DatasetInfo
+    info: Any  # cnnlab.data.tensors.DatasetInfo
     logits: torch.Tensor  # (N, classes), CPU float
 
 
@@ -291,7 +264,7 @@ def load_best_and_test_set(run_dir: str | Path, *, data_dir: str | None = None) 
     run = open_run(run_dir)
     cfg = read_config(run)
     if not run.best.is_file():
-        raise RunDirError(f"{run.path} has no best.pt yet; train it first (cnnlab train --run-dir {run.path})")
+        raise RunDirError(f"{run.path} has no best.pt yet; train it first")
     payload = load_checkpoint(run.best)
     if is_custom(cfg.data.dataset):
         raise RunDirError(
@@ -302,8 +275,8 @@ def load_best_and_test_set(run_dir: str | Path, *, data_dir: str | None = None) 
         _, test, info = load_dataset(cfg.data.dataset, data_dir or cfg.data.data_dir, download=False,
                                      image_size=cfg.data.image_size)
     except DataError as exc:
-        raise DataError(f"{exc} (commands that read a run never download: give --data-dir, or download it with "
-                        f"`cnnlab show-data --dataset {cfg.data.dataset}`)") from None
+        raise DataError(f"{exc} (reading a run never downloads: give the folder that holds {cfg.data.dataset}, or "
+                        "download the dataset first)", option="data_dir") from None
     return run.path, cfg, payload, test, info
 
 

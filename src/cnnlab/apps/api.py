@@ -12,9 +12,7 @@ Library calls leave the process as they found it (threads, global RNGs).
 """
 from __future__ import annotations
 
-import dataclasses
 import shutil
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -25,7 +23,15 @@ import torch.nn as nn
 from cnnlab.analysis.interpret import Interpretation
 from cnnlab.analysis.report import interpret_run
 from cnnlab.core.config import CUSTOM_PREFIX, EVAL_BATCH_SIZE, Config, DataConfig, load_recipe
-from cnnlab.core.errors import ConfigError, RunDirError
+from cnnlab.core.config import config_fields as config_field_list
+from cnnlab.core.errors import (
+    CnnlabError,
+    ConfigError,
+    OutputExistsError,
+    ResumeChangeError,
+    RunConfigMismatch,
+    RunDirError,
+)
 from cnnlab.core.runs import RunDir, default_run_dir
 from cnnlab.data.images import pixels_to_uint8
 from cnnlab.data.registry import list_datasets, split_pool
@@ -41,17 +47,16 @@ __all__ = ["TrainResult", "interpret", "list_datasets", "list_models", "summariz
 # --- the notebook API ------------------------------------------------------------------------
 
 # Keyword -> (config section, key), for every config field; `optimizer` names optim.name.
-_ALIASES = {"optimizer": ("optim", "name")}
-_NOT_KEYWORDS = {("model", "name"), ("optim", "name"), ("data", "dataset")}  # given as model=, optimizer=, data=
+_ALIASES = {"optimizer": "optim.name"}
+_NOT_KEYWORDS = {"model.name", "optim.name", "data.dataset"}  # given as model=, optimizer=, data=
 
 
-def _config_keywords() -> dict[str, tuple[str, str]]:
-    out = dict(_ALIASES)
-    cfg = Config()
-    for section in ("data", "model", "optim", "train"):
-        for f in fields(getattr(cfg, section)):
-            if (section, f.name) not in _NOT_KEYWORDS:
-                out[f.name] = (section, f.name)
+def _config_keywords() -> dict[str, str]:
+    """Keyword -> dotted config key, for every config field but those given as model=, optimizer=, data=."""
+    out = {alias: dotted for alias, dotted in _ALIASES.items()}
+    for section, f in config_field_list():
+        if f"{section}.{f.name}" not in _NOT_KEYWORDS:
+            out[f.name] = f"{section}.{f.name}"
     return out
 
 
@@ -103,29 +108,25 @@ def train(
         Any config field by name: ``lr``, ``batch_size``, ``seed``, ``optimizer``, ``weight_decay``,
         ``schedule``, ``augment``, ``patience``, ``label_smoothing``, ``val_size``, ``split_seed``,
         ``device``, ``threads``, ``progress`` (a progress bar; off by default here), ...
+        ``None`` means "not given": the recipe's value stays (as for every way of setting a config,
+        :meth:`cnnlab.core.config.Config.apply`).
 
     Threads, global RNGs and allocator settings are as they were when this returns.
     """
-    cfg = load_recipe(recipe) if recipe else Config()
     keywords = _config_keywords()
-    changes: dict[str, dict[str, Any]] = {}
+    changes: dict[str, Any] = {}
     for key, value in {"epochs": epochs, "subset": subset, "data_dir": None if data_dir is None else str(data_dir),
                        "progress": False, **config_fields}.items():
         if key not in keywords:
-            raise ConfigError(f"train() got an unknown keyword {key!r}; config fields are: {', '.join(sorted(keywords))}")
-        section, name = keywords[key]
-        changes.setdefault(section, {})[name] = value
-    for section, values in changes.items():
-        cfg = _set(cfg, section, values)
+            raise ConfigError(f"train() got an unknown keyword {key!r}; config fields are: {', '.join(sorted(keywords))}",
+                              option=key)
+        changes[keywords[key]] = value
 
     own_model = isinstance(model, nn.Module)
     if own_model:
-        if cfg.model.pretrained:
-            raise ConfigError("pretrained=True loads torchvision's weights into a registry model; "
-                              "give a model name (e.g. 'resnet18'), or load weights into your module yourself")
-        cfg = _set(cfg, "model", {"name": f"{CUSTOM_PREFIX}{type(model).__name__}"})
+        changes["model.name"] = f"{CUSTOM_PREFIX}{type(model).__name__}"
     elif isinstance(model, str):
-        cfg = _set(cfg, "model", {"name": model})
+        changes["model.name"] = model
     else:
         raise ConfigError(f"model must be a registered model's name or an nn.Module, got {type(model).__name__}")
 
@@ -133,24 +134,44 @@ def train(
     if isinstance(data, str):
         if test_data is not None or classes is not None:
             raise ConfigError("test_data and classes go with your own data; a named dataset brings its own")
-        cfg = _set(cfg, "data", {"dataset": data})
+        changes["data.dataset"] = data
     else:
         pool, test, info = _user_sets(data, test_data, classes)
-        cfg = _set(cfg, "data", {"dataset": info.name, "download": False})
+        changes.update({"data.dataset": info.name, "data.download": False})
         if test is None and log:
             log("no test_data given: the validation images are also the test set")
         load_data = _bundle_loader(pool, test, info)
+    # One meaning of None, as everywhere (Config.apply): a keyword left at None keeps the recipe's value.
+    cfg = (load_recipe(recipe) if recipe else Config()).apply(changes)
+    if own_model and cfg.model.pretrained:
+        raise ConfigError("pretrained=True loads torchvision's weights into a registry model; "
+                          "give a model name (e.g. 'resnet18'), or load weights into your module yourself",
+                          option="pretrained")
 
     path = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
-    if overwrite:
-        _clear_run_dir(path)
     try:
+        if overwrite:
+            _clear_run_dir(path)
         return train_config(cfg, path, log=log or (lambda _msg: None), model=model if own_model else None,
                             load_data=load_data)
-    except RunDirError as exc:
-        if "different config" in str(exc) or "not empty" in str(exc):
-            raise RunDirError(f"{exc} (from Python: pass overwrite=True to replace it, or another run_dir)") from None
+    except CnnlabError as exc:
+        exc.hint = exc.hint or python_hint(exc)
         raise
+
+
+def python_hint(exc: CnnlabError) -> str | None:
+    """The notebook API's way out of a library error, written from the data the error carries."""
+    if isinstance(exc, RunConfigMismatch):
+        return "from Python: pass overwrite=True to replace it, or another run_dir"
+    if isinstance(exc, ResumeChangeError):
+        return "from Python: call train() with the run's own settings to resume it, or pass another run_dir"
+    if isinstance(exc, OutputExistsError):
+        return "pass overwrite=True to replace it"
+    if exc.option == "resume":
+        return "call train() again with the same run_dir to resume"
+    if exc.option == "run_dir":
+        return "choose another run_dir"
+    return None
 
 
 def interpret(
@@ -189,23 +210,17 @@ def summarize(model: str | nn.Module, input_shape: Sequence[int] = (1, 28, 28)) 
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _set(cfg: Config, section: str, values: dict[str, Any]) -> Config:
-    """``cfg`` with ``values`` set in ``section``; unlike Config.override, ``None`` is a value (subset=None)."""
-    new = dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **values)})
-    new.validate()
-    return new
-
-
 def _clear_run_dir(path: Path) -> None:
     """Empty ``path`` for a fresh run: only a cnnlab run directory or an empty folder is ever removed."""
     if not path.exists():
         return
     if path.is_file():
-        raise RunDirError(f"run directory {path} is a file; choose another run_dir")
+        raise RunDirError(f"run directory {path} is a file", option="run_dir")
     if RunDir(path).config.is_file():
         shutil.rmtree(path)
     elif any(path.iterdir()):
-        raise RunDirError(f"{path} is not empty and holds no cnnlab run; overwrite=True replaces only a cnnlab run")
+        raise RunDirError(f"{path} is not empty and holds no cnnlab run; overwrite=True replaces only a cnnlab run",
+                          option="run_dir")
 
 
 def _user_sets(

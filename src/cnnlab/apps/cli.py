@@ -6,7 +6,6 @@ traceback.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import signal
@@ -15,7 +14,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import click
-from click.core import ParameterSource
 from click.shell_completion import CompletionItem
 
 from cnnlab import __version__
@@ -27,10 +25,13 @@ from cnnlab.core.config import (
     EXPORT_FORMATS,
     Config,
     TrainConfig,
+    config_fields,
+    field_kinds,
     list_recipes,
 )
-from cnnlab.core.errors import CnnlabError, SaveError
+from cnnlab.core.errors import CnnlabError, OutputExistsError, ResumeChangeError, RunConfigMismatch
 from cnnlab.core.files import STDOUT  # `-o -`: write the file to standard output
+from cnnlab.core.i18n import _
 from cnnlab.core.process import exit_now
 
 
@@ -50,6 +51,7 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except CnnlabError as exc:
+            exc.hint = exc.hint or cli_hint(exc)
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt as exc:  # outside training's own handler (start-up, scoring, other commands)
@@ -59,6 +61,36 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(code)
 
     return wrapper
+
+
+def cli_hint(exc: CnnlabError) -> str | None:
+    """The command line's way out of a library error, written from the data the error carries."""
+    if isinstance(exc, RunConfigMismatch):
+        return "use another --run-dir, or `cnnlab train --resume` to continue it as configured"
+    if isinstance(exc, ResumeChangeError):
+        return "--resume continues a run as it was configured: drop those options, or train into a new --run-dir"
+    if isinstance(exc, OutputExistsError):
+        return "pass --overwrite to write into it anyway" if exc.folder else "pass --overwrite to replace it"
+    if exc.option == "resume" and getattr(exc, "path", None) is not None:
+        return f"resume with: cnnlab train --resume {exc.path}"
+    if exc.option == "run_dir":
+        return "choose another --run-dir"
+    if exc.option in ("data.data_dir", "data_dir"):
+        return "give the folder with --data-dir (or set $CNNLAB_DATA_DIR)"
+    if exc.option == "nproc":
+        return "leave out --nproc under torchrun (its --nproc_per_node starts the workers)"
+    flag = config_flags().get(exc.option or "") or _KEYWORD_FLAGS.get(exc.option or "")
+    return f"see {flag}" if flag else None
+
+
+# Library keywords that errors name, and the option each command spells them with.
+_KEYWORD_FLAGS = {"device": "--device", "index": "--index", "input": "--input CxHxW", "n": "--n"}
+
+
+def config_flags() -> dict[str, str]:
+    """``{"data.data_dir": "--data-dir", ...}``: the option of every config field."""
+    return {f"{section}.{f.name}": f.metadata["cli"]["flag"] or "--" + f.name.replace("_", "-")
+            for section, f in config_fields() if "cli" in f.metadata}
 
 
 # --- shared declarations ---------------------------------------------------------------------
@@ -128,39 +160,15 @@ def device_option(fn: Any) -> Any:
                         shell_complete=complete_devices)(fn)
 
 
-def renamed(old: str, new: str, param: str, **kwargs: Any) -> Callable[[Any], Any]:
-    """Keep an old option spelling working for one release: hidden, with a deprecation note on stderr."""
-    key = "deprecated_" + old.lstrip("-").replace("-", "_")
-
-    def decorate(fn: Any) -> Any:
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **values: Any) -> Any:
-            value = values.pop(key)
-            if value is not None:
-                if click.get_current_context().get_parameter_source(param) == ParameterSource.COMMANDLINE:
-                    raise click.UsageError(f"{old} is the old spelling of {new}; give only {new}")
-                click.echo(f"warning: {old} is deprecated and will be removed in the next release; use {new}",
-                           err=True)
-                values[param] = value
-            return fn(*args, **values)
-
-        return click.option(old, key, default=None, hidden=True, **kwargs)(wrapper)
-
-    return decorate
-
-
 def eval_batch_size_option(fn: Any) -> Any:
-    fn = renamed("--batch-size", "--eval-batch-size", "eval_batch_size", type=click.IntRange(min=1))(fn)
     return click.option("--eval-batch-size", type=click.IntRange(min=1), default=EVAL_BATCH_SIZE, show_default=True,
                         help="Images per forward pass (speed only, never the results).")(fn)
 
 
-def output_option(help: str, *, folder: bool = False, old: bool = False) -> Callable[[Any], Any]:
-    """``-o/--output``; for a file, ``-`` is standard output. ``old``: the deprecated ``--out`` still works."""
+def output_option(help: str, *, folder: bool = False) -> Callable[[Any], Any]:
+    """``-o/--output``; for a file, ``-`` is standard output."""
 
     def decorate(fn: Any) -> Any:
-        if old:
-            fn = renamed("--out", "-o/--output", "output")(fn)
         path = click.Path(file_okay=False) if folder else click.Path(dir_okay=False, allow_dash=True)
         return click.option("--output", "-o", type=path, default=None, help=help)(fn)
 
@@ -179,6 +187,28 @@ def echo_json(doc: Any) -> None:
 def folder_output(output: str | None, what: str) -> None:
     if output == STDOUT:
         raise click.UsageError(f"-o - (standard output) takes a file, but {what} writes a folder; name a folder")
+
+
+def overwrite_option(help: str = "Replace an existing -o/--output file.") -> Callable[[Any], Any]:
+    return click.option("--overwrite", is_flag=True, help=help)
+
+
+def claim_output(output: str | None, overwrite: bool, *, folder: bool = False) -> None:
+    """The habit of every command: a file (or non-empty folder) the user named with -o is never
+    replaced without --overwrite; checked before any work is done."""
+    from cnnlab.core.files import check_folder_free, check_output_free
+
+    if folder:
+        check_folder_free(output, overwrite, "-o/--output folder")
+    else:
+        check_output_free(output, overwrite, "-o/--output file")
+
+
+def note_regenerating(marker: Path, folder: Path) -> None:
+    """The other habit: a command that rewrites its own derived files inside a run folder says so (stderr)."""
+    if marker.exists():
+        click.echo(_("note: rewriting the files cnnlab derived in {folder}").format(
+            folder=folder), err=True)
 
 
 def progress_default() -> bool:
@@ -213,13 +243,6 @@ _COMPLETE = {"data.dataset": complete_datasets, "model.name": complete_models}
 _HELP_LISTS = {"data.dataset": datasets_help, "model.name": models_help}
 
 
-def config_fields() -> list[tuple[str, Any]]:
-    """(section, dataclass field) of every config value that is a command-line option, in config order."""
-    defaults = Config()
-    return [(section.name, f) for section in dataclasses.fields(Config)
-            for f in dataclasses.fields(getattr(defaults, section.name)) if "cli" in f.metadata]
-
-
 def config_option(section: str, f: Any) -> Callable[[Any], Any]:
     """The click option of one config field: ``--flag VALUE``, or ``--flag/--no-flag`` for a bool."""
     meta = f.metadata["cli"]
@@ -238,7 +261,7 @@ def config_option(section: str, f: Any) -> Callable[[Any], Any]:
     }
     if isinstance(f.default, bool):
         return click.option(f"{flag}/--no-{flag[2:]}", f"{section}__{f.name}", **kwargs)
-    kinds = str(f.type)
+    kinds = field_kinds(f)
     kind: Any = int if "int" in kinds else float if "float" in kinds else str
     if meta["choices"]:
         kind = click.Choice(meta["choices"])
@@ -249,13 +272,14 @@ def config_option(section: str, f: Any) -> Callable[[Any], Any]:
 
 def config_options(fn: Any) -> Any:
     for section, f in reversed(config_fields()):
-        fn = config_option(section, f)(fn)
+        if "cli" in f.metadata:
+            fn = config_option(section, f)(fn)
     return fn
 
 
 def config_changes(opts: dict[str, Any]) -> dict[str, Any]:
-    """``{"section.key": value}`` for every config option given on the command line."""
-    return {key.replace("__", "."): value for key, value in opts.items() if "__" in key and value is not None}
+    """``{"section.key": value}`` of every config option; ``None`` (not given) is what Config.apply keeps."""
+    return {key.replace("__", "."): value for key, value in opts.items() if "__" in key}
 
 
 @cli.command()
@@ -272,7 +296,10 @@ def config_changes(opts: dict[str, Any]) -> dict[str, Any]:
               help=f"Start from a named recipe ({', '.join(list_recipes())}) or a TOML file; "
                    "other flags override it.  [default: tutorial, the lesson's]")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help="A TOML config file (same as --recipe FILE).")
+              help="A config file: TOML (as --print-config writes it) or a run's config.json; other flags "
+                   "override it.")
+@click.option("--print-config", is_flag=True,
+              help="Print the resolved config as TOML (for --config) and exit without training.")
 @friendly_errors
 def train(**opts: Any) -> None:
     """Train a model; by default the lesson's recipe (LeNet-5, MNIST, Adam 1e-3, batch 32, 5 epochs).
@@ -284,6 +311,10 @@ def train(**opts: Any) -> None:
     interrupted run (Ctrl-C saves and exits with 130). The run stores its data
     folder as an absolute path, so it evaluates from any working directory.
 
+    `cnnlab train --print-config [options] > my.toml` writes the config those
+    options make; `cnnlab train --config my.toml` (or a run's config.json)
+    trains it.
+
     Several processes: `cnnlab train --nproc 2 ...` on one machine, or
     `torchrun --nproc_per_node=4 -m cnnlab train ...` (also across machines);
     see docs/distributed.md.
@@ -294,9 +325,10 @@ def train(**opts: Any) -> None:
     from cnnlab.engine.train import resume_config
 
     changes = config_changes(opts)
-    if changes.get("train.tensorboard"):
+    if changes.get("train.tensorboard") and not opts["print_config"]:
         require_tensorboard()  # before any data is read or a run folder is made
-    changes.setdefault("train.progress", progress_default())
+    if changes.get("train.progress") is None and not opts["print_config"]:
+        changes["train.progress"] = progress_default()
     run_dir = opts["run_dir"]
     if opts["resume_dir"]:
         if run_dir and Path(run_dir) != Path(opts["resume_dir"]):
@@ -304,12 +336,12 @@ def train(**opts: Any) -> None:
         if opts["recipe"] or opts["config_file"]:
             raise click.UsageError("--resume continues a run as it was configured; drop --recipe/--config")
         run_dir = opts["resume_dir"]
-        cfg = resume_config(run_dir, **changes)  # the library says which settings may change
+        cfg = resume_config(run_dir, changes)  # the library says which settings may change
     else:
-        cfg = base_config(opts)
-        for section in ("data", "model", "optim", "train"):
-            values = {k.split(".", 1)[1]: v for k, v in changes.items() if k.split(".", 1)[0] == section}
-            cfg = cfg.override(section, **values)
+        cfg = base_config(opts).apply(changes)
+    if opts["print_config"]:
+        click.echo(cfg.to_toml(), nl=False)
+        return
     run_dir = run_dir or default_run_dir(cfg)  # named once, so spawned workers agree on it
     code = launch(train_and_report, cfg, run_dir, nproc=opts["nproc"])
     if code:
@@ -321,7 +353,11 @@ def train_and_report(cfg: Any, run_dir: Any) -> None:
     from cnnlab.service.training import train_config
     from cnnlab.engine.distributed import is_main
 
-    result = train_config(cfg, run_dir, log=click.echo)
+    try:
+        result = train_config(cfg, run_dir, log=click.echo)
+    except CnnlabError as exc:  # a distributed worker reports it itself (engine/distributed): hint it here
+        exc.hint = exc.hint or cli_hint(exc)
+        raise
     if is_main():
         click.echo(f"\nbest epoch {result.best_epoch} (val loss {result.best_val_loss:.4f}); test set:")
         click.echo(result.test.text)
@@ -354,11 +390,11 @@ def evaluate(run_dir: str, data_dir: str | None, device: str, eval_batch_size: i
     Reads the data only: a missing dataset is an error, never a download.
     """
     from cnnlab.analysis.report import evaluate_run
+    from cnnlab.core.runs import RunDir
 
+    note_regenerating(RunDir(Path(run_dir)).report_json, Path(run_dir))
     report = evaluate_run(run_dir, data_dir=data_dir, device=device, batch_size=eval_batch_size)
     if as_json:  # the report.json just written, and the run it belongs to
-        from cnnlab.core.runs import RunDir
-
         echo_json({"run": run_dir, **json.loads(RunDir(Path(run_dir)).report_json.read_text(encoding="utf-8"))})
         return
     click.echo(report.text)
@@ -386,18 +422,6 @@ def format_table(results: Any, top_k: int, *, max_path: int = 60) -> str:
     for p, row in zip(paths, cells):
         lines.append(f"{p:<{width}}  " + "  ".join(f"{c:<{col}}" for c in row))
     return "\n".join(line.rstrip() for line in lines)
-
-
-def check_folder_free(path: str | None, overwrite: bool) -> None:
-    """``--save-preprocessed`` must be a new or empty folder unless ``overwrite``."""
-
-    if path is None:
-        return
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise SaveError(f"--save-preprocessed {p} is a file; give a folder")
-    if p.is_dir() and any(p.iterdir()) and not overwrite:
-        raise SaveError(f"--save-preprocessed folder {p} is not empty; pass --overwrite to write into it anyway")
 
 
 @cli.command()
@@ -434,14 +458,14 @@ def predict(model: str, inputs: tuple[str, ...], top_k: int, output: str | None,
     Example:
       cnnlab predict runs/lenet5 my_digit.png scans/ --top-k 3 -o preds.csv
     """
-    from cnnlab.core.files import check_output_free
+    from cnnlab.core.files import check_folder_free, check_output_free
     from cnnlab.service.predictor import load, results_json, write_results
 
     if as_json and output == STDOUT:
         raise click.UsageError("--json and -o - both write to stdout; give one of them")
     if output != STDOUT:
         check_output_free(output, overwrite)
-    check_folder_free(save_preprocessed, overwrite)
+    check_folder_free(save_preprocessed, overwrite, "--save-preprocessed folder")
     predictor = load(model, device=device, batch_size=eval_batch_size)
 
     def report_error(result: Any) -> None:
@@ -475,7 +499,7 @@ def predict(model: str, inputs: tuple[str, ...], top_k: int, output: str | None,
 @click.argument("model", type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default=EXPORT_FORMATS[0], show_default=True,
               help="onnx (dynamo exporter; any runtime), pt2 (torch.export ExportedProgram; PyTorch) or "
-                   "torchscript (torch.jit; deprecated by PyTorch, kept for one release).")
+                   "torchscript (torch.jit, for LibTorch; deprecated by PyTorch).")
 @output_option("File to write; - for stdout.  [default: model.onnx / model.pt2 / model.torchscript.pt next to the "
                "checkpoint]")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
@@ -529,7 +553,7 @@ def serve(run_dir: str, host: str, port: int, max_upload_mb: float, device: str)
     from cnnlab.apps.serve import serve as run_server
 
     run_server(run_dir, host=host, port=port, max_bytes=int(max_upload_mb * 1024 * 1024), device=device,
-               log=click.echo)
+               log=lambda line: click.echo(line, err=True))  # status and warnings: stderr
 
 
 # --- analyze / show-data / compare ---------------------------------------------------------
@@ -572,9 +596,14 @@ def analyze(ctx: click.Context, run_dir: str, classes: str | None, per_class: in
     if ctx.args and classes is None:
         raise click.UsageError(f"unexpected arguments: {' '.join(ctx.args)}")
     wanted = [c for part in [classes or "", *ctx.args] for c in part.split(",") if c.strip()] or None
+    from cnnlab.core.runs import RunDir
+
+    analysis = RunDir(Path(run_dir)).analysis
+    note_regenerating(analysis / "summary.json", analysis)
     interp = interpret_run(run_dir, data_dir=data_dir, device=device, batch_size=eval_batch_size)
     result = interp.save(classes=wanted, per_class=per_class, top_k=top_k, n_bins=bins, html=not no_html)
-    click.echo(result.text())
+    click.echo(result.text(files=False))  # results on stdout; "wrote ..." on stderr
+    click.echo(result.wrote(), err=True)
 
 
 @cli.command("show-data")
@@ -582,28 +611,38 @@ def analyze(ctx: click.Context, run_dir: str, classes: str | None, per_class: in
 @click.option("--n", "n", type=click.IntRange(min=1), default=10, show_default=True, help="Number of images.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Which random images (same seed, same images).")
 @click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True, help="Dataset split.")
-@output_option("PNG to write; - for stdout.  [default: DATASET_samples.png]", old=True)
+@output_option("PNG to write; - for stdout.  [default: DATASET_samples.png]")
+@overwrite_option()
 @data_dir_option("$CNNLAB_DATA_DIR, else ~/.cache/cnnlab/data")
 @click.option("--download/--no-download", default=True, help="Download the dataset when its files are missing.  "
               "[default: on]")
 @friendly_errors
-def show_data(dataset: str, n: int, seed: int, split: str, output: str | None, data_dir: str | None,
-              download: bool) -> None:
-    """Save a grid of random labelled images from a dataset (the lesson's first figure)."""
+def show_data(dataset: str, n: int, seed: int, split: str, output: str | None, overwrite: bool,
+              data_dir: str | None, download: bool) -> None:
+    """Save a grid of random labelled images from a dataset (the lesson's first figure).
+
+    A file named with -o is not replaced without --overwrite; the default
+    DATASET_samples.png is cnnlab's own and is replaced (with a note on stderr).
+    """
     from cnnlab.analysis.report import show_data as save_samples
     from cnnlab.core.runs import dataset_slug
 
-    path = save_samples(dataset, out=output or f"{dataset_slug(dataset)}_samples.png", data_dir=data_dir, n=n,
+    claim_output(output, overwrite)
+    target = Path(output or f"{dataset_slug(dataset)}_samples.png")
+    if output is None and target.exists():
+        click.echo(_("note: replacing {path}").format(path=target), err=True)
+    path = save_samples(dataset, out=target if output != STDOUT else STDOUT, data_dir=data_dir, n=n,
                         seed=seed, split=split, download=download)
     if output != STDOUT:
-        click.echo(f"wrote {path}")
+        click.echo(f"wrote {path}", err=True)
 
 
 @cli.command()
 @click.argument("run_a", type=click.Path(file_okay=False))
 @click.argument("run_b", type=click.Path(file_okay=False))
 @output_option("Folder for compare.json and disagreements.png.  [default: RUN_A/analysis/compare-<RUN_B name>]",
-               folder=True, old=True)
+               folder=True)
+@overwrite_option("Write into a non-empty -o/--output folder (its files may be replaced).")
 @click.option("--max-images", type=click.IntRange(min=0), default=40, show_default=True,
               help="Disagreement images drawn.")
 @data_dir_option("each run's")
@@ -611,8 +650,8 @@ def show_data(dataset: str, n: int, seed: int, split: str, output: str | None, d
 @eval_batch_size_option
 @json_option
 @friendly_errors
-def compare(run_a: str, run_b: str, output: str | None, max_images: int, data_dir: str | None, device: str,
-            eval_batch_size: int, as_json: bool) -> None:
+def compare(run_a: str, run_b: str, output: str | None, overwrite: bool, max_images: int, data_dir: str | None,
+            device: str, eval_batch_size: int, as_json: bool) -> None:
     """Which of two runs is better on the test set, and is the difference significant?
 
     Prints both test accuracies and their difference, runs McNemar's exact test
@@ -621,13 +660,20 @@ def compare(run_a: str, run_b: str, output: str | None, max_images: int, data_di
     """
     from cnnlab.analysis.report import compare_runs
 
+    from cnnlab.core.runs import RunDir
+
     folder_output(output, "compare")
+    claim_output(output, overwrite, folder=True)
+    if output is None:
+        default = RunDir(Path(run_a)).analysis / f"compare-{Path(run_b).resolve().name}"
+        note_regenerating(default / "compare.json", default)
     result = compare_runs(run_a, run_b, out=output, max_images=max_images, data_dir=data_dir, device=device,
                           batch_size=eval_batch_size)
     if as_json:
         echo_json({**result.to_dict(), "files": {k: str(v) for k, v in result.files.items()}})
     else:
-        click.echo(result.text())
+        click.echo(result.text(files=False))  # results on stdout; "wrote ..." on stderr
+    click.echo(result.wrote(), err=True)
 
 
 # --- models, layers, visualize ---------------------------------------------------------------
@@ -727,17 +773,27 @@ def layers(model: str | None, input_text: str | None, dataset: str | None, conv_
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@output_option("Folder for the PNGs.  [default: RUN_DIR/visualize]", folder=True, old=True)
+@output_option("Folder for the PNGs.  [default: RUN_DIR/visualize]", folder=True)
+@overwrite_option("Write into a non-empty -o/--output folder (its files may be replaced).")
 @click.option("--index", type=int, default=0, show_default=True, help="Which test image to follow through the network.")
 @data_dir_option()
 @click.option("--max-maps", type=int, default=32, show_default=True, help="At most this many feature maps per layer.")
 @device_option
 @friendly_errors
-def visualize(run_dir: str, output: str | None, index: int, data_dir: str | None, max_maps: int, device: str) -> None:
-    """Write PNGs of the first conv layer's filters and of every conv layer's feature maps for one test image."""
+def visualize(run_dir: str, output: str | None, overwrite: bool, index: int, data_dir: str | None, max_maps: int,
+              device: str) -> None:
+    """Write PNGs of the first conv layer's filters and of every conv layer's feature maps for one test image.
+
+    The paths written are printed on stdout, one per line.
+    """
     from cnnlab.analysis.explain import visualize_run
+    from cnnlab.core.runs import RunDir
 
     folder_output(output, "visualize")
+    claim_output(output, overwrite, folder=True)
+    if output is None:
+        default = RunDir(Path(run_dir)).visualize
+        note_regenerating(default, default)
     for path in visualize_run(run_dir, output, index=index, data_dir=data_dir, max_maps=max_maps, device=device):
         click.echo(str(path))
 

@@ -102,7 +102,7 @@ class RunDir:
         try:
             return sorted(p for p in self.path.iterdir() if temp_target(p.name) is None)
         except NotADirectoryError:
-            raise RunDirError(f"run directory {self.path} is a file; choose another --run-dir") from None
+            raise RunDirError(f"run directory {self.path} is a file", option="run_dir") from None
         except OSError as exc:
             raise RunDirError(f"cannot read run directory {self.path}: {exc.strerror or exc}") from None
 
@@ -130,7 +130,7 @@ def locked(run: RunDir) -> Iterator[RunDir]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RunDirError(
-                f"another cnnlab process is training into {run.path}; wait for it to finish or choose another --run-dir"
+                f"another cnnlab process is training into {run.path}; wait for it to finish", option="run_dir"
             ) from None
         except OSError as exc:
             if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):

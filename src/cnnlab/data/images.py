@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cnnlab.core.errors import CnnlabError, ImageError
+from cnnlab.core.errors import CnnlabError, ImageError, first_line
 
 #: Formats recognised by content. Deliberately a closed list: PIL's other plugins
 #: include ones that shell out (EPS via Ghostscript) or are rarely fuzzed.
@@ -132,7 +132,7 @@ def decode_image(
         raise ImageError(f"{label}: not an image (or not one of the formats {', '.join(_format_names())})") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, _struct_error()) as exc:
         # Truncated data, broken chunks, bad headers: PIL raises a mix of these.
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         if "truncated" in reason.lower() or isinstance(exc, EOFError):
             reason = f"the image data is truncated ({reason})"
         raise ImageError(f"{label}: cannot decode the image: {reason}") from None
@@ -379,7 +379,7 @@ def _normalise(x: torch.Tensor, spec: dict) -> torch.Tensor:
 
 
 def resize_pixels(img: Image.Image, spec: dict) -> torch.Tensor:
-    """Generic path, as cnnlab.datasets builds its training images, as uint8-valued (C, H, W).
+    """Generic path, as cnnlab.data.sets builds its training images, as uint8-valued (C, H, W).
 
     The image is squashed to ``size`` x ``size`` (bilinear, antialiased when shrinking),
     exactly like the training images of image-folder datasets. With ``"ink":

@@ -10,7 +10,7 @@
   recipe made for MNIST applies unchanged.
 
 Every loader returns ``(training pool, test set, DatasetInfo)``, exactly as
-:func:`cnnlab.data.load_dataset` does for MNIST; the class names travel in the
+:func:`cnnlab.data.registry.load_dataset` does for MNIST; the class names travel in the
 info (and so in every checkpoint), together with a ``preprocess`` spec that
 says how a raw image becomes network input:
 ``{"style": "resize", "size": S, "channels": C, "scale": 255.0, "mean": [0..], "std": [1..], "ink": ...}``
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from cnnlab.data.images import IMAGE_SUFFIXES
 from cnnlab.core.catalog import DATASETS
-from cnnlab.core.errors import ConfigError, DataError
+from cnnlab.core.errors import ConfigError, DataError, first_line
 from cnnlab.data import cache
 from cnnlab.data.mnist import load_mnist
 from cnnlab.data.tensors import DatasetInfo, ImageSet
@@ -169,11 +169,12 @@ def _read_torchvision(name: str, root: Path, *, train: bool, download: bool = Tr
     try:
         ds = cls(root=str(where), download=download, **kwargs)
     except Exception as exc:  # RuntimeError (not found / corrupted), URLError, OSError, pickle/scipy errors
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         how = f"could not be read or downloaded ({reason})" if download else f"could not be read ({reason}; downloading is off)"
         raise DataError(
             f"{name} is not in {Path(root)} and {how}. Put {files} under {Path(root)}/ "
-            "(as torchvision downloads them), or point --data-dir at the folder that holds them."
+            "(as torchvision downloads them), or point the data folder at the folder that holds them.",
+            option="data.data_dir",
         ) from None
     if name == "svhn":
         images = torch.from_numpy(np.ascontiguousarray(ds.data))  # torchvision gives (N, 3, 32, 32)
@@ -326,7 +327,7 @@ SHAPES: dict[str, tuple[int, int, int]] = {
 def input_shape(name: str) -> tuple[tuple[int, int, int], int]:
     """((C, H, W), classes) of a named dataset, without reading it."""
     if name not in SHAPES:
-        raise ConfigError(f"no known input shape for dataset {name!r}; use --input CxHxW "
-                          f"(known: {', '.join(SHAPES)})")
+        raise ConfigError(f"no known input shape for dataset {name!r}; give the input shape "
+                          f"(known: {', '.join(SHAPES)})", option="input")
     c, s, k = SHAPES[name]
     return (c, s, s), k

@@ -34,7 +34,8 @@ class TrackingError(CnnlabError):
 def require_tensorboard() -> None:
     """Raise a clear error naming the extra to install when TensorBoard is missing."""
     if importlib.util.find_spec("tensorboard") is None:
-        raise TrackingError(f"--tensorboard needs the optional TensorBoard package; install it with: {INSTALL_HINT}")
+        raise TrackingError(f"TensorBoard logging needs the optional TensorBoard package; install it with: {INSTALL_HINT}",
+                            option="train.tensorboard")
 
 
 def attach_tensorboard(

@@ -25,7 +25,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -33,8 +33,17 @@ import torch.nn as nn
 from ignite.engine import Engine, Events
 
 from cnnlab import __version__
-from cnnlab.core.config import CUSTOM_PREFIX, Config, DataConfig, is_custom
-from cnnlab.core.errors import CheckpointError, CnnlabError, ConfigError, NonFiniteLossError, RunDirError
+from cnnlab.core.config import CUSTOM_PREFIX, Config, DataConfig, is_custom, resumable_keys
+from cnnlab.core.errors import (
+    CheckpointError,
+    CnnlabError,
+    ConfigError,
+    NonFiniteLossError,
+    ResumeChangeError,
+    RunConfigMismatch,
+    RunDirError,
+    first_line,
+)
 from cnnlab.core.runs import (
     RunDir,
     default_run_dir,
@@ -70,21 +79,15 @@ from cnnlab.engine.step import (
 from cnnlab.engine.tracking import attach_tensorboard
 from cnnlab.models import check_pretrained, create_model, get_model_entry
 
-# Config keys that may differ when a run is resumed: they change how, not what, is computed.
-RESUMABLE_CHANGES = (
-    "train.epochs", "train.progress", "train.threads", "train.device", "train.eval_batch_size", "train.tensorboard",
-    "data.data_dir", "data.download",
-)
-
-
 class Interrupted(CnnlabError):
-    """Training was stopped by SIGINT/SIGTERM after saving ``last.pt``."""
+    """Training was stopped by SIGINT/SIGTERM after saving ``last.pt``; ``path`` is the run to resume."""
 
     raised_on_every_rank = True  # distributed runs stop together: rank 0 alone reports it
+    option = "resume"
 
-    def __init__(self, message: str, exit_code: int) -> None:
+    def __init__(self, message: str, exit_code: int, path: Path) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code, self.path = exit_code, Path(path)
 
 
 @dataclass
@@ -283,13 +286,13 @@ def restore_session(s: Session, state: dict, log: Callable[[str], None]) -> None
     """Put a ``last.pt`` payload back: weights, optimizer, trainer position, RNGs, history, best epoch."""
     run, t = s.run, s.cfg.train
     if not torch.equal(state["split"]["val"], s.data.val_indices) or not torch.equal(state["split"]["train"], s.data.train_indices):
-        raise RunDirError(f"{run.last} was trained on a different train/validation split; start a new --run-dir")
+        raise RunDirError(f"{run.last} was trained on a different train/validation split", option="run_dir")
     try:
         s.model.load_state_dict(state["state_dict"])
         s.optimizer.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{run.last} does not fit this run's model or optimizer (did its class change?): "
-                              f"{str(exc).splitlines()[0]}; start a new run directory") from None
+                              f"{first_line(exc)}", option="run_dir") from None
     position = distributed.resume_position(state["trainer"], len(s.train_batches))
     done_epochs = position["iteration"] // len(s.train_batches)
     # ignite refuses max_epochs below the epochs already done; asking for fewer means "nothing to do".
@@ -410,8 +413,8 @@ def run_to_the_end(s: Session) -> None:
             signame, code = stopped[0] if stopped else ("SIGTERM", 128 + signal.SIGTERM)
             raise Interrupted(
                 f"{signame}: stopped at epoch {trainer.state.epoch}, iteration {trainer.state.iteration}; "
-                f"saved {s.run.last}. Resume with: cnnlab train --resume {s.run.path}",
-                code,
+                f"saved {s.run.last}",
+                code, s.run.path,
             )
 
 
@@ -425,24 +428,21 @@ def check_run_dir(run: RunDir, cfg: Config) -> dict | None:
     if not run.path.exists():
         return None
     if not run.path.is_dir():
-        raise RunDirError(f"run directory {run.path} is a file; choose another --run-dir")
+        raise RunDirError(f"run directory {run.path} is a file", option="run_dir")
     if distributed.is_main():
         run.remove_temp_files()
     if not run.config.exists():
         if run.entries():
-            raise RunDirError(f"{run.path} is not empty and holds no cnnlab run; choose another --run-dir")
+            raise RunDirError(f"{run.path} is not empty and holds no cnnlab run", option="run_dir")
         return None
     saved = read_config(run)
-    diff = saved.differences(cfg, ignore=RESUMABLE_CHANGES)
+    diff = saved.differences(cfg, ignore=resumable_keys())
     if diff:
-        raise RunDirError(
-            f"{run.path} holds a run with a different config ({', '.join(diff)} differ); "
-            "use another --run-dir, or `cnnlab train --resume` to continue it as configured"
-        )
+        raise RunConfigMismatch(run.path, diff)
     if not run.last.exists():
         # cnnlab writes last.pt before the first best.pt, so this is a folder someone edited.
         if run.best.exists():
-            raise RunDirError(f"{run.path} has best.pt but no last.pt to resume from; choose another --run-dir")
+            raise RunDirError(f"{run.path} has best.pt but no last.pt to resume from", option="run_dir")
         return None  # stopped before the first epoch ended: nothing to lose, start again
     return load_checkpoint(run.last, training_state=True)
 
@@ -468,23 +468,20 @@ def repair_from_last(run: RunDir, state: dict, log: Callable[[str], None] = prin
         log(f"rebuilt {run.metrics} from {run.last}")
 
 
-def resume_config(run_dir: str | Path, **changes: object) -> Config:
-    """The config a run was started with, with only resumable settings (epochs, device, ...) changed."""
+def resume_config(run_dir: str | Path, changes: Mapping[str, Any] | None = None) -> Config:
+    """The config a run was started with, with ``changes`` (as :meth:`Config.apply` takes them) applied.
 
-    cfg = read_config(open_run(run_dir))
-    given = {dotted: value for dotted, value in changes.items() if value is not None}
-    # An option repeated with the run's own value (`--deterministic` on a deterministic run) is the same
-    # command again, which resumes; only a setting that would change what is computed is refused.
-    fixed = [dotted for dotted, value in given.items()
-             if dotted not in RESUMABLE_CHANGES and getattr(getattr(cfg, dotted.split(".")[0]), dotted.split(".")[1]) != value]
+    Only fields declared resumable (epochs, device, threads, ...: how a run computes, not what) may
+    change; :class:`ResumeChangeError` names the others. A setting repeated with the run's own value
+    (``deterministic=True`` on a deterministic run) is the same command again, which resumes.
+    """
+    run = open_run(run_dir)
+    cfg = read_config(run)
+    allowed = resumable_keys()
+    fixed = [dotted for dotted in cfg.changed(changes or {}) if dotted not in allowed]
     if fixed:
-        raise RunDirError(f"--resume continues a run as it was configured; {', '.join(fixed)} cannot be changed "
-                          f"(only {', '.join(RESUMABLE_CHANGES)} can)")
-    for dotted, value in given.items():
-        section, key = dotted.split(".")
-        if dotted in RESUMABLE_CHANGES:
-            cfg = cfg.override(section, **{key: value})
-    return cfg
+        raise ResumeChangeError(run.path, fixed, allowed)
+    return cfg.apply(changes or {})
 
 
 @contextlib.contextmanager
@@ -527,7 +524,7 @@ def build_model(cfg: Config, data: DataBundle) -> nn.Module:
             **({"pretrained": True} if cfg.model.pretrained else {}),
         )
     except ValueError as exc:  # a model that cannot take this image size
-        raise ConfigError(f"{exc}; choose another model or resize the images with --image-size") from None
+        raise ConfigError(f"{exc}; choose another model or resize the images", option="data.image_size") from None
 
 
 def format_epoch(row: dict, epochs: int) -> str:

@@ -30,7 +30,7 @@ def check_pretrained(name: str) -> None:
     if not supports_pretrained(name):
 
         have = ", ".join(n for n in list_models() if supports_pretrained(n))
-        raise ConfigError(f"model {name!r} has no pretrained weights; --pretrained works with {have}")
+        raise ConfigError(f"model {name!r} has no pretrained weights; these do: {have}", option="model.pretrained")
 
 
 __all__ = ["check_pretrained", "create_model", "get_model_entry", "list_models", "register_model", "supports_pretrained"]

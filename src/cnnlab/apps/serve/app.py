@@ -204,6 +204,14 @@ def _add_error_handlers(app: Any) -> None:
         headers = {"Retry-After": "1"} if exc.status == 503 else None
         return JSONResponse({"error": exc.code, "detail": exc.detail}, status_code=exc.status, headers=headers)
 
+    @app.exception_handler(CnnlabError)
+    async def _library_error(request: Request, exc: CnnlabError) -> JSONResponse:
+        # The server's hint is data: the setting concerned, as the library names it, in "option".
+        body = {"error": "invalid_request", "detail": str(exc)}
+        if exc.option:
+            body["option"] = exc.option
+        return JSONResponse(body, status_code=400)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
