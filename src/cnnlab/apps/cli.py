@@ -204,11 +204,16 @@ def claim_output(output: str | None, overwrite: bool, *, folder: bool = False) -
         check_output_free(output, overwrite, "-o/--output file")
 
 
-def note_regenerating(marker: Path, folder: Path) -> None:
-    """The other habit: a command that rewrites its own derived files inside a run folder says so (stderr)."""
-    if marker.exists():
-        click.echo(_("note: rewriting the files cnnlab derived in {folder}").format(
-            folder=folder), err=True)
+def regenerating(marker: Path, folder: Path) -> Callable[[], None]:
+    """The other habit: a command that rewrote its own derived files inside a run folder says so on
+    stderr. Call the result when the work is done (a failed command says only its error)."""
+    existed = marker.exists()
+
+    def done() -> None:
+        if existed:
+            click.echo(_("note: rewrote the files cnnlab derived in {folder}").format(folder=folder), err=True)
+
+    return done
 
 
 def progress_default() -> bool:
@@ -392,8 +397,9 @@ def evaluate(run_dir: str, data_dir: str | None, device: str, eval_batch_size: i
     from cnnlab.analysis.report import evaluate_run
     from cnnlab.core.runs import RunDir
 
-    note_regenerating(RunDir(Path(run_dir)).report_json, Path(run_dir))
+    said = regenerating(RunDir(Path(run_dir)).report_json, Path(run_dir))
     report = evaluate_run(run_dir, data_dir=data_dir, device=device, batch_size=eval_batch_size)
+    said()
     if as_json:  # the report.json just written, and the run it belongs to
         echo_json({"run": run_dir, **json.loads(RunDir(Path(run_dir)).report_json.read_text(encoding="utf-8"))})
         return
@@ -599,11 +605,12 @@ def analyze(ctx: click.Context, run_dir: str, classes: str | None, per_class: in
     from cnnlab.core.runs import RunDir
 
     analysis = RunDir(Path(run_dir)).analysis
-    note_regenerating(analysis / "summary.json", analysis)
+    said = regenerating(analysis / "summary.json", analysis)
     interp = interpret_run(run_dir, data_dir=data_dir, device=device, batch_size=eval_batch_size)
     result = interp.save(classes=wanted, per_class=per_class, top_k=top_k, n_bins=bins, html=not no_html)
     click.echo(result.text(files=False))  # results on stdout; "wrote ..." on stderr
     click.echo(result.wrote(), err=True)
+    said()
 
 
 @cli.command("show-data")
@@ -629,12 +636,13 @@ def show_data(dataset: str, n: int, seed: int, split: str, output: str | None, o
 
     claim_output(output, overwrite)
     target = Path(output or f"{dataset_slug(dataset)}_samples.png")
-    if output is None and target.exists():
-        click.echo(_("note: replacing {path}").format(path=target), err=True)
+    replacing = output is None and target.exists()
     path = save_samples(dataset, out=target if output != STDOUT else STDOUT, data_dir=data_dir, n=n,
                         seed=seed, split=split, download=download)
     if output != STDOUT:
         click.echo(f"wrote {path}", err=True)
+    if replacing:
+        click.echo(_("note: replaced the earlier {path}").format(path=target), err=True)
 
 
 @cli.command()
@@ -664,9 +672,8 @@ def compare(run_a: str, run_b: str, output: str | None, overwrite: bool, max_ima
 
     folder_output(output, "compare")
     claim_output(output, overwrite, folder=True)
-    if output is None:
-        default = RunDir(Path(run_a)).analysis / f"compare-{Path(run_b).resolve().name}"
-        note_regenerating(default / "compare.json", default)
+    default = RunDir(Path(run_a)).analysis / f"compare-{Path(run_b).resolve().name}"
+    said = regenerating(default / "compare.json", default) if output is None else (lambda: None)
     result = compare_runs(run_a, run_b, out=output, max_images=max_images, data_dir=data_dir, device=device,
                           batch_size=eval_batch_size)
     if as_json:
@@ -674,6 +681,7 @@ def compare(run_a: str, run_b: str, output: str | None, overwrite: bool, max_ima
     else:
         click.echo(result.text(files=False))  # results on stdout; "wrote ..." on stderr
     click.echo(result.wrote(), err=True)
+    said()
 
 
 # --- models, layers, visualize ---------------------------------------------------------------
@@ -791,11 +799,11 @@ def visualize(run_dir: str, output: str | None, overwrite: bool, index: int, dat
 
     folder_output(output, "visualize")
     claim_output(output, overwrite, folder=True)
-    if output is None:
-        default = RunDir(Path(run_dir)).visualize
-        note_regenerating(default, default)
+    default = RunDir(Path(run_dir)).visualize
+    said = regenerating(default, default) if output is None else (lambda: None)
     for path in visualize_run(run_dir, output, index=index, data_dir=data_dir, max_maps=max_maps, device=device):
         click.echo(str(path))
+    said()
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ softmax gives probabilities.
   Load it with ``ep = torch.export.load(path, extra_files={"cnnlab.json": ""})`` and
   call ``ep.module()(x)``.
 * ``torchscript``: ``torch.jit.trace``, deprecated by PyTorch (its warning is shown, not
-  hidden); kept for one more release for LibTorch users. ``torch.jit.load(path,
+  hidden), for LibTorch (C++) users. ``torch.jit.load(path,
   _extra_files={"cnnlab.json": ""})``.
 
 Before writing, the exported bytes are loaded back (ONNX with onnxruntime when

@@ -42,7 +42,7 @@ def is_custom(name: str) -> bool:
 
 
 #: `cnnlab export` formats: ONNX (dynamo exporter), torch.export's ExportedProgram (.pt2), and
-#: TorchScript (torch.jit.trace; deprecated by PyTorch, kept one more release).
+#: TorchScript (torch.jit.trace; deprecated by PyTorch, for LibTorch users).
 EXPORT_FORMATS = ("onnx", "pt2", "torchscript")
 
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from cnnlab.core.errors import CnnlabError, RunDirError, first_line
-from cnnlab.core.runtime import available_cores, resolve_device
+from cnnlab.core.runtime import available_cores
 
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
@@ -78,27 +78,17 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def main_only(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` on rank 0, a no-op elsewhere: for logging and printing callbacks."""
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        return fn(*args, **kwargs) if is_main() else None
-
-    return call
-
-
 # --- joining the process group -------------------------------------------------------------
 
 
-def backend_for(device: str) -> str:
+def backend_for(device: torch.device) -> str:
     """nccl when training on CUDA (where available), gloo otherwise."""
-
-    if resolve_device(device).type == "cuda" and torch.distributed.is_nccl_available():
+    if device.type == "cuda" and torch.distributed.is_nccl_available():
         return "nccl"
     return "gloo"
 
 
-def ensure_initialized(device: str = "auto") -> bool:
+def ensure_initialized(device: torch.device) -> bool:
     """Join the process group the environment describes; True when this run is distributed.
 
     A no-op when a group already exists (the caller set one up) or when the

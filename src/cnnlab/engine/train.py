@@ -44,29 +44,18 @@ from cnnlab.core.errors import (
     RunDirError,
     first_line,
 )
-from cnnlab.core.runs import (
-    RunDir,
-    default_run_dir,
-    locked,
-    open_run,
-    read_config,
-    write_config,
-    write_metrics,
-    write_split,
-)
+from cnnlab.core.runs import RunDir, default_run_dir, open_run, read_config
 from cnnlab.core.runtime import resolve_device, set_threads
 from cnnlab.data.augment import attach_augmentation, build_augmenter
 from cnnlab.data.registry import absolute_paths, prepare_data
 from cnnlab.data.tensors import DataBundle, TensorBatches
 from cnnlab.engine import distributed
 from cnnlab.engine.checkpoint import (
-    best_from_last,
     best_metrics,
     capture_rng_state,
     load_checkpoint,
     make_payload,
     restore_rng_state,
-    save_checkpoint,
 )
 from cnnlab.engine.step import (
     build_optimizer,
@@ -77,6 +66,7 @@ from cnnlab.engine.step import (
     run_evaluation,
 )
 from cnnlab.engine.tracking import attach_tensorboard
+from cnnlab.engine.writer import RunWriter
 from cnnlab.models import check_pretrained, create_model, get_model_entry
 
 class Interrupted(CnnlabError):
@@ -107,9 +97,8 @@ class FitResult:
         return f"FitResult({self.run.path}, epochs={len(self.history)}, best_epoch={self.best_epoch})"
 
 
-def setup_runtime(cfg: Config) -> torch.device:
-    """Device, threads, seeds and (optionally) deterministic kernels; returns the device."""
-    device = resolve_device(cfg.train.device)
+def setup_runtime(cfg: Config) -> None:
+    """Threads, seeds and (optionally) deterministic kernels, as ``cfg`` says."""
     set_threads(cfg.train.threads)
     seed = cfg.train.seed
     random.seed(seed)
@@ -120,7 +109,6 @@ def setup_runtime(cfg: Config) -> torch.device:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
-    return device
 
 
 @contextlib.contextmanager
@@ -185,9 +173,9 @@ def _fit(
 ) -> FitResult:
     cfg.validate()
     cfg = dataclasses.replace(cfg, data=absolute_paths(cfg.data))  # stored so: the run evaluates from anywhere
+    device = resolve_device(cfg.train.device)  # once: the process group, the session and the result use it
     # Under torchrun or `cnnlab train --nproc N` this is one process of several: join them.
-    distributed.ensure_initialized(cfg.train.device)
-    log = distributed.main_only(log)  # only rank 0 prints
+    distributed.ensure_initialized(device)
     if model is None:
         get_model_entry(cfg.model.name)  # fail on a typo before any data is read
     elif not is_custom(cfg.model.name):
@@ -195,38 +183,35 @@ def _fit(
     if cfg.model.pretrained:
         check_pretrained(cfg.model.name)
     t0 = time.perf_counter()
-    run = RunDir(Path(run_dir) if run_dir else default_run_dir(cfg))
-    # Rank 0 holds the folder's lock for the whole run: no second process trains into it, and
-    # temporary files found there are a dead process's leftovers, safe to delete.
-    with (locked(run) if distributed.is_main() else contextlib.nullcontext(run)):
-        return _fit_locked(cfg, run, log, t0, model, load_data)
+    # Every file and every printed line comes from one process (rank 0): the writer decides, once.
+    writer = RunWriter.for_this_process(RunDir(Path(run_dir) if run_dir else default_run_dir(cfg)))
+    with writer.lock():
+        return _fit_locked(cfg, writer, device, writer.log(log), t0, model, load_data)
 
 
-def _fit_locked(cfg: Config, run: RunDir, log: Callable[[str], None], t0: float, model: nn.Module | None,
-                load_data: DataSource | None) -> FitResult:
-    resume = check_run_dir(run, cfg)
-    device = distributed.device_for_rank(setup_runtime(cfg))
+def _fit_locked(cfg: Config, writer: RunWriter, device: torch.device, log: Callable[[str], None], t0: float,
+                model: nn.Module | None, load_data: DataSource | None) -> FitResult:
+    run = writer.run
+    resume = check_run_dir(writer, cfg)
+    setup_runtime(cfg)
+    device = distributed.device_for_rank(device)  # cuda:LOCAL_RANK when distributed on GPUs
     data = (load_data or prepare_data)(cfg.data, device)
     distributed.check_run_agreement(data.train_indices, data.val_indices, resume)
-    s = build_session(cfg, run, data, device, model)
+    s = build_session(cfg, writer, data, device, model)
     if resume is not None:
         restore_session(s, resume, log)
-    elif distributed.is_main():  # only rank 0 writes files
-        # config.json first and atomically: until it exists the folder counts as empty, so a
-        # kill before or during this write leaves a folder that the same command starts afresh.
-        write_config(run, cfg, {"provenance": provenance(device)})
-        write_split(run, data.train_indices, data.val_indices, cfg.data.split_seed)
+    else:
+        writer.start(cfg, provenance(device), data.train_indices, data.val_indices)
     say = attach_progress(s, log)
     attach_epoch_end(s, say)
     if cfg.train.patience:  # after the epoch end, which updates the best epoch
         attach_early_stopping(s, say)
-    if cfg.train.tensorboard and distributed.is_main():  # after the epoch end: each epoch's row exists
+    if cfg.train.tensorboard and writer.active:  # after the epoch end: each epoch's row exists
         attach_tensorboard(s.trainer, s.model, s.optimizer, run.path / "tensorboard", history=s.history, train_cfg=cfg.train)
     run_to_the_end(s)
-    if distributed.is_main():
-        run.remove_temp_files()  # none should be left; a no-op unless something wrote beside us
+    writer.remove_temp_files()  # none should be left; a no-op unless something wrote beside us
     return FitResult(run, s.best["epoch"], s.best["loss"], s.history, time.perf_counter() - t0, int(s.resumed_from),
-                     data, device)
+                     data, s.device)
 
 
 @dataclass
@@ -234,7 +219,8 @@ class Session:
     """Everything one training run holds while it trains; ``last.pt`` saves all of it."""
 
     cfg: Config
-    run: RunDir
+    writer: RunWriter  # the run folder, and whether this process writes into it
+    device: torch.device  # resolved once, in fit
     data: DataBundle
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -248,11 +234,16 @@ class Session:
     resumed_from: float = 0.0
 
     @property
+    def run(self) -> RunDir:
+        return self.writer.run
+
+    @property
     def done(self) -> bool:
         return self.trainer.state.iteration >= self.cfg.train.epochs * len(self.train_batches)
 
 
-def build_session(cfg: Config, run: RunDir, data: DataBundle, device: torch.device, model: nn.Module | None) -> Session:
+def build_session(cfg: Config, writer: RunWriter, data: DataBundle, device: torch.device,
+                  model: nn.Module | None) -> Session:
     """The model, optimizer, ignite trainer and evaluator, and the batches, as ``cfg`` says."""
     t = cfg.train
     model = (build_model(cfg, data) if model is None else model).to(device)
@@ -279,7 +270,7 @@ def build_session(cfg: Config, run: RunDir, data: DataBundle, device: torch.devi
         # Mid-epoch resume (after Ctrl-C) continues the same permutation where it stopped.
         train_batches.set_epoch(engine.state.epoch, start_batch=engine.state.iteration % len(train_batches))
 
-    return Session(cfg, run, data, model, optimizer, trainer, evaluator, train_batches, eval_train, eval_val)
+    return Session(cfg, writer, device, data, model, optimizer, trainer, evaluator, train_batches, eval_train, eval_val)
 
 
 def restore_session(s: Session, state: dict, log: Callable[[str], None]) -> None:
@@ -301,10 +292,9 @@ def restore_session(s: Session, state: dict, log: Callable[[str], None]) -> None
     s.history = [dict(row) for row in state["history"]]
     s.best.update(loss=state["best"]["loss"], epoch=state["best"]["epoch"])
     s.resumed_from = s.trainer.state.iteration / len(s.train_batches)
-    if distributed.is_main():
-        # A kill between this epoch's writes left last.pt newer than best.pt or metrics.csv:
-        # both are functions of last.pt, so rebuild them before going on.
-        repair_from_last(run, state, log)
+    # A kill between this epoch's writes left last.pt newer than best.pt or metrics.csv:
+    # both are functions of last.pt, so rebuild them before going on.
+    s.writer.repair_from_last(state, log)
     if s.done:
         epochs = f"{s.resumed_from:g} epoch{'' if s.resumed_from == 1 else 's'}"
         log(f"{run.path} already trained {epochs} (asked for {t.epochs}): nothing to train")
@@ -315,7 +305,7 @@ def restore_session(s: Session, state: dict, log: Callable[[str], None]) -> None
 def attach_progress(s: Session, log: Callable[[str], None]) -> Callable[[str], None]:
     """A progress bar on rank 0 when asked for; returns how to print a line without breaking it."""
     t = s.cfg.train
-    if not (t.progress and distributed.is_main()):
+    if not (t.progress and s.writer.active):
         return log
     from ignite.handlers import ProgressBar
 
@@ -327,10 +317,12 @@ def attach_progress(s: Session, log: Callable[[str], None]) -> Callable[[str], N
 
 def save_last(s: Session) -> None:
     """The full training state, for an exact resume (rank 0 writes it)."""
-    if not distributed.is_main():
-        return
+    s.writer.last(lambda: last_payload(s))
+
+
+def last_payload(s: Session) -> dict:
     cfg, data, trainer = s.cfg, s.data, s.trainer
-    save_checkpoint(s.run.last, make_payload(
+    return make_payload(
         s.model, model_name=cfg.model.name, data_info=data.info.to_dict(), config=cfg.to_dict(),
         epoch=trainer.state.epoch, metrics=s.history[-1] if s.history else {}, kind="last",
         optimizer=s.optimizer.state_dict(),
@@ -340,7 +332,7 @@ def save_last(s: Session) -> None:
         split={"train": data.train_indices.cpu(), "val": data.val_indices.cpu(), "seed": cfg.data.split_seed},
         best=dict(s.best),
         history=s.history,
-    ))
+    )
 
 
 def attach_epoch_end(s: Session, say: Callable[[str], None]) -> None:
@@ -373,13 +365,10 @@ def attach_epoch_end(s: Session, say: Callable[[str], None]) -> None:
         # The order is what makes a kill at any instant resumable: last.pt (which holds the whole
         # history and the best epoch) first; best.pt and metrics.csv are rebuilt from it on resume.
         save_last(s)
-        if distributed.is_main():
-            if row["best"]:
-                save_checkpoint(run.best, make_payload(
-                    s.model, model_name=s.cfg.model.name, data_info=s.data.info.to_dict(), config=s.cfg.to_dict(),
-                    epoch=epoch, metrics=best_metrics(row),
-                ))
-            write_metrics(run, s.history)
+        s.writer.epoch_end(s.history, (lambda: make_payload(
+            s.model, model_name=s.cfg.model.name, data_info=s.data.info.to_dict(), config=s.cfg.to_dict(),
+            epoch=epoch, metrics=best_metrics(row),
+        )) if row["best"] else None)
         say(format_epoch(row, t.epochs))
         if not math.isfinite(row["val_loss"]):
             raise NonFiniteLossError(
@@ -418,19 +407,19 @@ def run_to_the_end(s: Session) -> None:
             )
 
 
-def check_run_dir(run: RunDir, cfg: Config) -> dict | None:
+def check_run_dir(writer: RunWriter, cfg: Config) -> dict | None:
     """Decide between a fresh run and a resume; never touch a run that holds something else.
 
     Returns the ``last.pt`` payload to resume from, or None for a fresh start. Temporary
     files of a killed writer are deleted first (the caller holds the folder's lock), and a
     folder holding nothing else counts as empty.
     """
+    run = writer.run
     if not run.path.exists():
         return None
     if not run.path.is_dir():
         raise RunDirError(f"run directory {run.path} is a file", option="run_dir")
-    if distributed.is_main():
-        run.remove_temp_files()
+    writer.remove_temp_files()
     if not run.config.exists():
         if run.entries():
             raise RunDirError(f"{run.path} is not empty and holds no cnnlab run", option="run_dir")
@@ -445,27 +434,6 @@ def check_run_dir(run: RunDir, cfg: Config) -> dict | None:
             raise RunDirError(f"{run.path} has best.pt but no last.pt to resume from", option="run_dir")
         return None  # stopped before the first epoch ended: nothing to lose, start again
     return load_checkpoint(run.last, training_state=True)
-
-
-def repair_from_last(run: RunDir, state: dict, log: Callable[[str], None] = print) -> None:
-    """Bring ``best.pt`` and ``metrics.csv`` up to ``last.pt``, which is always written first.
-
-    ``best.pt`` can only lag when ``last.pt`` was saved at the end of the best epoch (the
-    kill came between the two writes): then ``last.pt``'s weights are the best weights.
-    ``metrics.csv`` is rewritten from ``last.pt``'s history every time (it is small).
-    """
-    best_epoch = int(state["best"]["epoch"])
-    trainer = state["trainer"]
-    if best_epoch and trainer["iteration"] == best_epoch * trainer["epoch_length"]:
-        try:
-            current = load_checkpoint(run.best).get("epoch") if run.best.exists() else None
-        except CheckpointError:
-            current = None
-        if current != best_epoch:
-            save_checkpoint(run.best, best_from_last(state))
-            log(f"rebuilt {run.best} (epoch {best_epoch}) from {run.last}: the run had stopped between the two")
-    if write_metrics(run, [dict(row) for row in state["history"]], only_if_changed=True):
-        log(f"rebuilt {run.metrics} from {run.last}")
 
 
 def resume_config(run_dir: str | Path, changes: Mapping[str, Any] | None = None) -> Config:
