@@ -118,7 +118,30 @@ def restored_process_state() -> Iterator[None]:
     Restored: torch's intra-op thread count, the global RNGs (Python ``random``, NumPy, torch CPU and
     CUDA), deterministic-kernel flags and ``CUBLAS_WORKSPACE_CONFIG``. The command line exits after
     training, so for it this changes nothing.
+
+    Nested blocks (``service.training.train_config`` around ``fit``) save and restore once, at the
+    outermost block: the scoring after training runs in the same captured state.
     """
+    if getattr(_PROCESS_STATE, "depth", 0):
+        _PROCESS_STATE.depth += 1
+        try:
+            yield
+        finally:
+            _PROCESS_STATE.depth -= 1
+        return
+    _PROCESS_STATE.depth = 1
+    try:
+        with _restoring_process_state():
+            yield
+    finally:
+        _PROCESS_STATE.depth = 0
+
+
+_PROCESS_STATE = threading.local()  # how deep in restored_process_state this thread is
+
+
+@contextlib.contextmanager
+def _restoring_process_state() -> Iterator[None]:
     threads = torch.get_num_threads()
     cuda_was_used = torch.cuda.is_available() and torch.cuda.is_initialized()
     rng = capture_rng_state() if cuda_was_used else capture_rng_state(cuda=False)  # never start CUDA here
