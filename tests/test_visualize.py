@@ -9,7 +9,8 @@ from PIL import Image
 from cnnlab.apps.cli import cli
 from cnnlab.core.errors import RunDirError
 from cnnlab.models import create_model
-from cnnlab.analysis.explain import conv_activations, visualize_run
+from cnnlab.analysis.explain import conv_activations
+from cnnlab.analysis.report import visualize_run
 from cnnlab.analysis.figures import feature_maps_figure, filters_figure
 from conftest import train_tiny_run
 
@@ -22,7 +23,8 @@ def lenet_run(tmp_path_factory, tiny_mnist):
 def test_visualize_writes_filters_and_each_conv_layers_maps(lenet_run, tmp_path):
     paths = visualize_run(lenet_run, tmp_path / "vis", index=3)
     names = [p.name for p in paths]
-    assert names == ["filters.png", "input.png", "maps_01_features_0.png", "maps_02_features_3.png"]
+    assert names == ["filters.png", "input.png", "maps_01_features_0.png", "maps_02_features_3.png", "layers.png",
+                     "attribution.png", "kernel_01_features_0.png", "kernel_02_features_3.png"]
     for p in paths:
         with Image.open(p) as im:
             assert im.format == "PNG" and im.size[0] > 100

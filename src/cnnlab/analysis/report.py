@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from cnnlab.analysis import figures as plots
+from cnnlab.analysis.explain import Explanation, explain
 from cnnlab.analysis.figures import confusion_matrix_figure
 from cnnlab.analysis.interpret import (  # noqa: F401 (AnalysisResult, format_confused: re-exported)
     AnalysisResult,
@@ -49,7 +50,7 @@ from cnnlab.core.files import save_figure, write_csv, write_json, write_text
 from cnnlab.core.runs import RunDir, open_run, read_config, read_metrics
 from cnnlab.core.runtime import resolve_device
 from cnnlab.data.registry import load_dataset
-from cnnlab.data.tensors import DataBundle, ImageSet
+from cnnlab.data.tensors import DataBundle, ImageSet, to_float
 from cnnlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from cnnlab.inference import predict_logits
 
@@ -351,3 +352,26 @@ def score_and_report(run_path: Path, payload: dict[str, Any], logits: torch.Tens
     report = score(logits, test.labels, info.classes)
     write_report(run_path, report, extra={"checkpoint": RunDir.BEST, "epoch": payload["epoch"], "dataset": info.name})
     return report
+
+
+def explain_test_image(run_dir: str | Path, *, index: int = 0, data_dir: str | None = None, device: str = "auto",
+                       target: int | str | None = None, method: str = "integrated_gradients") -> tuple[Explanation, str]:
+    """:func:`~cnnlab.analysis.explain.explain` a run's ``best.pt`` on test image ``index``; (explanation, caption)."""
+    run_path, _cfg, payload, test, info = load_best_and_test_set(run_dir, data_dir=data_dir)
+    if not 0 <= index < len(test):
+        raise ConfigError(f"--index must be between 0 and {len(test) - 1} for this test set, got {index}")
+    model = model_from_checkpoint(payload, tta=False).to(resolve_device(device))  # the network's own layers
+    ex = explain(model, to_float(test.images[index]), target=target, classes=info.classes, method=method)
+    p = ex.prediction
+    label = info.classes[int(test.labels[index])]
+    return ex, f"test image {index}: label {label}, predicted {p.label} ({p.probability:.0%})"
+
+
+def visualize_run(run_dir: str | Path, out_dir: str | Path | None = None, *, index: int = 0,
+                  data_dir: str | None = None, max_maps: int = 32, device: str = "auto",
+                  target: int | str | None = None, method: str = "integrated_gradients") -> list[Path]:
+    """Write the explanation of test image ``index`` (:meth:`Explanation.save`) to ``RUN/visualize``; the paths."""
+    ex, caption = explain_test_image(run_dir, index=index, data_dir=data_dir, device=device, target=target,
+                                     method=method)
+    out = Path(out_dir) if out_dir else RunDir(open_run(run_dir).path).visualize
+    return ex.save(out, caption=caption, max_maps=max_maps)

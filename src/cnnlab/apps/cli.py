@@ -709,7 +709,7 @@ def layers(model: str | None, input_text: str | None, dataset: str | None, conv_
 @friendly_errors
 def visualize(run_dir: str, output: str | None, index: int, data_dir: str | None, max_maps: int, device: str) -> None:
     """Write PNGs of the first conv layer's filters and of every conv layer's feature maps for one test image."""
-    from cnnlab.analysis.explain import visualize_run
+    from cnnlab.analysis.report import visualize_run
 
     folder_output(output, "visualize")
     for path in visualize_run(run_dir, output, index=index, data_dir=data_dir, max_maps=max_maps, device=device):
