@@ -232,3 +232,30 @@ def test_explain_takes_a_predictor_and_preprocesses_the_image(tiny_trained_run, 
     assert repr(ex).startswith("Explanation(prediction=")
     files = ex.save(tmp_path / "out")
     assert [p.name for p in files][:2] == ["filters.png", "input.png"] and all(p.is_file() for p in files)
+
+
+# --- the interpretation's view inside -----------------------------------------------------------
+
+def test_interpretation_overlays_attributions_and_maps_the_embedding(tiny_trained_run):
+    import cnnlab
+    from cnnlab.analysis.interpret import Interpretation
+
+    interp = cnnlab.interpret(tiny_trained_run)
+    plain, heat = interp.plot_top_losses(4), interp.plot_top_losses(4, heatmap=True)
+    assert isinstance(heat, InlineFigure) and plain._repr_png_() != heat._repr_png_()
+    worst = interp.top_losses(4)
+    maps = interp.attributions(worst)
+    assert maps.shape == (4, 28, 28) and maps.abs().sum() > 0
+    # The heat map explains the predicted class: the same as cnnlab.explain on that image.
+    ex = explain(interp.model, to_float(torch.as_tensor(interp.predictions.images[worst[0]])))
+    torch.testing.assert_close(maps[0], ex.attribution, atol=1e-5, rtol=1e-4)
+    idx, points, method = interp.embedding(max_images=120)
+    assert points.shape == (120, 2) and method in ("t-SNE", "UMAP") and np.isfinite(points).all()
+    wrong = np.flatnonzero(~interp.predictions.correct)
+    assert set(wrong[:60]) <= set(idx)  # misclassified images are kept in the sample
+    assert interp.features().shape == (200, 84)  # LeNet-5's last Linear takes 84 features
+    assert isinstance(interp.plot_embedding(max_images=120), InlineFigure)
+    bare = Interpretation(torch.zeros(3, 10), torch.zeros(3), torch.zeros(3, 1, 28, 28, dtype=torch.uint8),
+                          [str(i) for i in range(10)])
+    with pytest.raises(ConfigError, match="holds no model"):
+        bare.plot_top_losses(2, heatmap=True)

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from cnnlab.analysis.figures import feature_maps_figure, filters_figure, input_figure, new_figure
+from cnnlab.analysis.figures import feature_maps_figure, filters_figure, input_figure, new_figure, overlay_attribution
 from cnnlab.core.errors import CnnlabError, ConfigError
 from cnnlab.core.files import save_figure
 from cnnlab.core.i18n import _
@@ -312,13 +312,6 @@ class Explanation:
                      fontsize=10)
         fig.subplots_adjust(left=0.03, right=0.97, top=0.88, bottom=0.03, hspace=0.35)  # the sum's text runs wide
         return fig
-
-
-def overlay_attribution(ax: Any, a: np.ndarray, alpha: float = 0.6) -> None:
-    """Draw a signed (H, W) attribution over an image already on ``ax``: red for, blue against."""
-    vmax = float(np.abs(a).max()) or 1.0
-    ax.imshow(a, cmap="RdBu_r", vmin=-vmax, vmax=vmax, alpha=np.clip(np.abs(a) / vmax * 1.5, 0, 1) * alpha,
-              interpolation="nearest")
 
 
 def _show_input(ax: Any, x: torch.Tensor) -> None:

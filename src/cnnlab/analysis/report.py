@@ -87,7 +87,7 @@ def interpret_run(
     metrics_path = RunDir(Path(r.run_path)).metrics
     history = read_metrics(metrics_path) if metrics_path.is_file() else []
     return Interpretation(r.logits, r.test.labels, r.test.images, r.info.classes, history=history,
-                          run_path=r.run_path, epoch=r.payload.get("epoch"), dataset=r.info.name)
+                          run_path=r.run_path, epoch=r.payload.get("epoch"), dataset=r.info.name, model=r.model)
 
 
 def analyze_run(
@@ -284,6 +284,7 @@ class RunTestLogits:
     test: ImageSet  # the test set on the CPU, in file order
     info: Any  # cnnlab.data.DatasetInfo
     logits: torch.Tensor  # (N, classes), CPU float
+    model: torch.nn.Module | None = None  # best.pt's weights (for attributions and the embedding)
 
 
 def load_best_and_test_set(run_dir: str | Path, *, data_dir: str | None = None) -> tuple:
@@ -321,7 +322,7 @@ def run_test_logits(
     dev = resolve_device(device)
     model = model_from_checkpoint(payload, expect_dataset=cfg.data.dataset, model=model).to(dev)
     logits = predict_logits(model, test.to(dev), batch_size=batch_size)
-    return RunTestLogits(run_path, payload, test, info, logits)
+    return RunTestLogits(run_path, payload, test, info, logits, model)
 
 
 def evaluate_run(
