@@ -46,7 +46,7 @@ from cnnlab.apps.serve.limits import (
 _RAW_TYPES = ("image/", "application/octet-stream")
 # The page's own files; served from memory by name, so no request path ever reaches the file system.
 _WEB_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
-              "style.css": "text/css; charset=utf-8"}
+              "inside.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 # The page needs nothing from other origins; the API docs (/docs) keep FastAPI's defaults.
 _PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
