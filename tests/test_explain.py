@@ -230,6 +230,11 @@ def test_explain_takes_a_predictor_and_preprocesses_the_image(tiny_trained_run, 
     ex = explain(predictor, path)
     assert isinstance(ex, Explanation) and ex.input.shape == (1, 28, 28) and ex.classes == predictor.classes
     assert repr(ex).startswith("Explanation(prediction=")
+    # The front door takes the run folder itself, and a bare module with its input tensor.
+    from_run = cnnlab.explain(tiny_trained_run, path)
+    torch.testing.assert_close(from_run.attribution, ex.attribution)
+    from_module = cnnlab.explain(predictor.model, ex.input, target=ex.classes[3])
+    assert from_module.target == 3 and from_module.prediction == ex.prediction
     files = ex.save(tmp_path / "out")
     assert [p.name for p in files][:2] == ["filters.png", "input.png"] and all(p.is_file() for p in files)
 

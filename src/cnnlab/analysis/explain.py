@@ -170,8 +170,9 @@ class Explanation:
 
     # --- numbers for JSON ----------------------------------------------------------------------
 
-    def summary(self) -> dict[str, Any]:
-        """Plain numbers: the prediction, each layer's kind, shape and range, the attribution's range."""
+    def summary(self, values: bool = False) -> dict[str, Any]:
+        """Plain numbers: the prediction, each layer's kind, shape, range (and each channel's maximum for maps),
+        the attribution's range; ``values=True`` adds the attribution map itself (H lists of W numbers)."""
         p = self.prediction
         a = self.attribution
         return {
@@ -180,11 +181,13 @@ class Explanation:
             "target": {"label": self.classes[self.target], "index": self.target},
             "layers": [
                 {"name": n, "kind": self.kinds[n], "type": type(self.modules[n.split(":")[0]]).__name__,
-                 "shape": list(t.shape), "min": float(t.min()), "max": float(t.max()), "mean": float(t.float().mean())}
+                 "shape": list(t.shape), "min": float(t.min()), "max": float(t.max()), "mean": float(t.float().mean()),
+                 **({"channel_max": [float(v) for v in t.flatten(1).amax(1)]} if t.dim() == 3 else {})}
                 for n, t in self.activations.items()
             ],
             "attribution": {"method": self.method, "shape": list(a.shape), "min": float(a.min()),
-                            "max": float(a.max()), "sum": float(a.sum())},
+                            "max": float(a.max()), "sum": float(a.sum()),
+                            **({"values": [[round(float(v), 6) for v in row] for row in a]} if values else {})},
         }
 
     # --- files ---------------------------------------------------------------------------------

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import torch.nn as nn
 
 from cnnlab.analysis.explain import METHODS, Explanation
 from cnnlab.analysis.explain import explain as explain_module
+from cnnlab.analysis.report import explain_test_image
+from cnnlab.core.runs import RunDir
 from cnnlab.service.predictor import Predictor, load
 
 
@@ -31,3 +34,45 @@ def explain(
     if isinstance(run_or_model, (str, os.PathLike)):
         run_or_model = load(run_or_model, model=model, device=device)
     return explain_module(run_or_model, image, target=target, method=method)
+
+
+def explain_run(
+    run_dir: str | os.PathLike,
+    *,
+    index: int | None = None,
+    image: str | os.PathLike | None = None,
+    target: int | str | None = None,
+    method: str = METHODS[0],
+    model: nn.Module | None = None,
+    data_dir: str | None = None,
+    device: str = "auto",
+) -> tuple[Explanation, str]:
+    """A run's ``best.pt`` explained on test image ``index`` (default 0) or on the user's ``image`` file.
+
+    Returns the explanation and a caption for its input picture.
+    """
+    if image is not None:
+        ex = explain(run_dir, image, target=target, model=model, method=method, device=device)
+        p = ex.prediction
+        return ex, f"{os.fspath(image)}: predicted {p.label} ({p.probability:.0%})"
+    return explain_test_image(run_dir, index=index or 0, data_dir=data_dir, device=device, target=target,
+                              method=method)
+
+
+def visualize(
+    run_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    index: int | None = None,
+    image: str | os.PathLike | None = None,
+    target: int | str | None = None,
+    method: str = METHODS[0],
+    max_maps: int = 32,
+    data_dir: str | None = None,
+    device: str = "auto",
+) -> tuple[Explanation, list[Path]]:
+    """:func:`explain_run`, written as PNGs (:meth:`Explanation.save`) to ``out_dir`` (default ``RUN/visualize``)."""
+    ex, caption = explain_run(run_dir, index=index, image=image, target=target, method=method, data_dir=data_dir,
+                              device=device)
+    out = Path(out_dir) if out_dir is not None else RunDir(Path(run_dir)).visualize
+    return ex, ex.save(out, caption=caption, max_maps=max_maps)
