@@ -47,6 +47,7 @@ from cnnlab.analysis.metrics import (
 from cnnlab.core.config import EVAL_BATCH_SIZE, is_custom
 from cnnlab.core.errors import CnnlabError, ConfigError, DataError, RunDirError
 from cnnlab.core.files import save_figure, write_csv, write_json, write_text
+from cnnlab.core.i18n import _
 from cnnlab.core.runs import RunDir, open_run, read_config, read_metrics
 from cnnlab.core.runtime import resolve_device
 from cnnlab.data.registry import load_dataset
@@ -365,7 +366,8 @@ def explain_test_image(run_dir: str | Path, *, index: int = 0, data_dir: str | N
     ex = explain(model, to_float(test.images[index]), target=target, classes=info.classes, method=method)
     p = ex.prediction
     label = info.classes[int(test.labels[index])]
-    return ex, f"test image {index}: label {label}, predicted {p.label} ({p.probability:.0%})"
+    return ex, _("test image {index}: label {label}, predicted {pred} ({prob})").format(
+        index=index, label=label, pred=p.label, prob=f"{p.probability:.0%}")
 
 
 def visualize_run(run_dir: str | Path, out_dir: str | Path | None = None, *, index: int = 0,

@@ -10,6 +10,7 @@ import torch.nn as nn
 from cnnlab.analysis.explain import METHODS, Explanation
 from cnnlab.analysis.explain import explain as explain_module
 from cnnlab.analysis.report import explain_test_image
+from cnnlab.core.i18n import _
 from cnnlab.core.runs import RunDir
 from cnnlab.service.predictor import Predictor, load
 
@@ -54,7 +55,8 @@ def explain_run(
     if image is not None:
         ex = explain(run_dir, image, target=target, model=model, method=method, device=device)
         p = ex.prediction
-        return ex, f"{os.fspath(image)}: predicted {p.label} ({p.probability:.0%})"
+        return ex, _("{image}: predicted {pred} ({prob})").format(image=os.fspath(image), pred=p.label,
+                                                                 prob=f"{p.probability:.0%}")
     return explain_test_image(run_dir, index=index or 0, data_dir=data_dir, device=device, target=target,
                               method=method)
 
