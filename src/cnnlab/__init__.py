@@ -9,6 +9,8 @@ From a notebook::
     interp = run.interpret()                                # == cnnlab.interpret(run): test predictions, once
     interp.most_confused(5); interp.plot_misclassified(classes=[8, 4, 9])   # figures show inline
     interp.save("runs/lenet5/analysis")                     # the files `cnnlab analyze` writes
+    ex = cnnlab.explain(run.path, "digit.png")              # every layer's maps, the prediction, the attribution
+    ex.plot_layers(); ex.plot_attribution(); ex.plot_kernel("features.3", 0)
     cnnlab.summarize(Lenet5(), (1, 28, 28))                 # shapes, parameters, multiply-adds per layer
 
 The ``cnnlab`` command line is a thin layer over the same calls. Library calls leave the process
@@ -25,6 +27,8 @@ _LAZY = {
     "load": "cnnlab.service.predictor",
     "interpret": "cnnlab.apps.api",
     "summarize": "cnnlab.apps.api",
+    "explain": "cnnlab.service.explain",
+    "Explanation": "cnnlab.analysis.explain",
     "list_models": "cnnlab.apps.api",
     "list_datasets": "cnnlab.apps.api",
     "TrainResult": "cnnlab.service.training",

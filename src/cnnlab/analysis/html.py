@@ -27,6 +27,11 @@ FIGURES: list[tuple[str, str, str]] = [
      "titled with the predicted class and its probability."),
     ("top_losses", "Top losses", "The test images the model is most confidently wrong about (highest loss): "
      "the best candidates for mislabelled data."),
+    ("top_losses_heatmap", "Top losses: where the model looked", "The same images with their attribution "
+     "(Integrated Gradients) for the predicted class overlaid: red pixels pushed towards it, blue against."),
+    ("embedding", "The test set as the model sees it", "The penultimate layer's features in 2-D (t-SNE, or UMAP "
+     "where installed): colour is the true class, ringed points are misclassified, a few images sit at their "
+     "points. Classes the model separates form islands; errors sit between them."),
     ("reliability", "Calibration: reliability diagram", "Per confidence bin, how often the prediction was right; "
      "a calibrated model's bars touch the diagonal."),
     ("confidence", "Calibration: confidence of correct and wrong predictions", "Wrong predictions should be "

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from cnnlab.analysis import figures as plots
+from cnnlab.analysis.explain import Explanation, explain
 from cnnlab.analysis.figures import confusion_matrix_figure
 from cnnlab.analysis.interpret import Interpretation
 from cnnlab.analysis.metrics import (
@@ -41,10 +42,11 @@ from cnnlab.analysis.metrics import (
 from cnnlab.core.config import EVAL_BATCH_SIZE, check_positive, is_custom
 from cnnlab.core.errors import CnnlabError, ConfigError, DataError, RunDirError
 from cnnlab.core.files import save_figure, write_csv, write_json, write_text
+from cnnlab.core.i18n import _
 from cnnlab.core.runs import RunDir, open_run, read_config, read_metrics
 from cnnlab.core.runtime import resolve_device
 from cnnlab.data.registry import load_dataset
-from cnnlab.data.tensors import DataBundle, ImageSet
+from cnnlab.data.tensors import DataBundle, ImageSet, to_float
 from cnnlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from cnnlab.inference import predict_logits
 
@@ -81,7 +83,7 @@ def interpret_run(
     metrics_path = RunDir(Path(r.run_path)).metrics
     history = read_metrics(metrics_path) if metrics_path.is_file() else []
     return Interpretation(r.logits, r.test.labels, r.test.images, r.info.classes, history=history,
-                          run_path=r.run_path, epoch=r.payload.get("epoch"), dataset=r.info.name)
+                          run_path=r.run_path, epoch=r.payload.get("epoch"), dataset=r.info.name, model=r.model)
 
 
 # --- two runs ------------------------------------------------------------------------------
@@ -256,6 +258,7 @@ class RunTestLogits:
     test: ImageSet  # the test set on the CPU, in file order
     info: Any  # cnnlab.data.tensors.DatasetInfo
     logits: torch.Tensor  # (N, classes), CPU float
+    model: torch.nn.Module | None = None  # best.pt's weights (for attributions and the embedding)
 
 
 def load_best_and_test_set(run_dir: str | Path, *, data_dir: str | None = None) -> tuple:
@@ -293,7 +296,7 @@ def run_test_logits(
     dev = resolve_device(device)
     model = model_from_checkpoint(payload, expect_dataset=cfg.data.dataset, model=model).to(dev)
     logits = predict_logits(model, test.to(dev), batch_size=batch_size)
-    return RunTestLogits(run_path, payload, test, info, logits)
+    return RunTestLogits(run_path, payload, test, info, logits, model)
 
 
 def evaluate_run(
@@ -324,3 +327,28 @@ def score_and_report(run_path: Path, payload: dict[str, Any], logits: torch.Tens
     report = score(logits, test.labels, info.classes)
     write_report(run_path, report, extra={"checkpoint": RunDir.BEST, "epoch": payload["epoch"], "dataset": info.name})
     return report
+
+
+def explain_test_image(run_dir: str | Path, *, index: int = 0, data_dir: str | None = None, device: str = "auto",
+                       target: int | str | None = None, method: str = "integrated_gradients") -> tuple[Explanation, str]:
+    """:func:`~cnnlab.analysis.explain.explain` a run's ``best.pt`` on test image ``index``; (explanation, caption)."""
+    run_path, _cfg, payload, test, info = load_best_and_test_set(run_dir, data_dir=data_dir)
+    if not 0 <= index < len(test):
+        raise ConfigError(_("index must be between 0 and {last} for this test set, got {index}").format(
+            last=len(test) - 1, index=index), option="index")
+    model = model_from_checkpoint(payload, tta=False).to(resolve_device(device))  # the network's own layers
+    ex = explain(model, to_float(test.images[index]), target=target, classes=info.classes, method=method)
+    p = ex.prediction
+    label = info.classes[int(test.labels[index])]
+    return ex, _("test image {index}: label {label}, predicted {pred} ({prob})").format(
+        index=index, label=label, pred=p.label, prob=f"{p.probability:.0%}")
+
+
+def visualize_run(run_dir: str | Path, out_dir: str | Path | None = None, *, index: int = 0,
+                  data_dir: str | None = None, max_maps: int = 32, device: str = "auto",
+                  target: int | str | None = None, method: str = "integrated_gradients") -> list[Path]:
+    """Write the explanation of test image ``index`` (:meth:`Explanation.save`) to ``RUN/visualize``; the paths."""
+    ex, caption = explain_test_image(run_dir, index=index, data_dir=data_dir, device=device, target=target,
+                                     method=method)
+    out = Path(out_dir) if out_dir else RunDir(open_run(run_dir).path).visualize
+    return ex.save(out, caption=caption, max_maps=max_maps)

@@ -783,25 +783,43 @@ def layers(model: str | None, input_text: str | None, dataset: str | None, conv_
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @output_option("Folder for the PNGs.  [default: RUN_DIR/visualize]", folder=True)
 @overwrite_option("Write into a non-empty -o/--output folder (its files may be replaced).")
-@click.option("--index", type=int, default=0, show_default=True, help="Which test image to follow through the network.")
+@click.option("--index", type=int, default=None, help="Which test image to follow through the network.  [default: 0]")
+@click.option("--image", type=click.Path(dir_okay=False), default=None,
+              help="Your own image instead of a test image (preprocessed as `cnnlab predict` does).")
+@click.option("--target", default=None, help="The class whose attribution to show (name).  [default: the predicted one]")
+@click.option("--method", type=click.Choice(["integrated_gradients", "saliency", "gradcam"]),
+              default="integrated_gradients", show_default=True, help="How the attribution is computed.")
 @data_dir_option()
 @click.option("--max-maps", type=int, default=32, show_default=True, help="At most this many feature maps per layer.")
 @device_option
+@json_option
 @friendly_errors
-def visualize(run_dir: str, output: str | None, overwrite: bool, index: int, data_dir: str | None, max_maps: int,
-              device: str) -> None:
-    """Write PNGs of the first conv layer's filters and of every conv layer's feature maps for one test image.
-
-    The paths written are printed on stdout, one per line.
-    """
-    from cnnlab.analysis.explain import visualize_run
+def visualize(run_dir: str, output: str | None, overwrite: bool, index: int | None, image: str | None,
+              target: str | None, method: str, data_dir: str | None, max_maps: int, device: str,
+              as_json: bool) -> None:
+    """Follow one image through the network: every conv layer's filters and feature maps, each conv kernel's
+    arithmetic, and which pixels drove the prediction (attribution). Writes PNGs (their paths on stdout,
+    one per line), or with --json prints the numbers (prediction, each layer's shape and range, the
+    attribution map) and writes nothing."""
     from cnnlab.core.runs import RunDir
+    from cnnlab.service import explain as explaining
 
+    if index is not None and image is not None:
+        raise click.UsageError("give --index (a test image) or --image (your own), not both")
     folder_output(output, "visualize")
+    if as_json:
+        ex, _caption = explaining.explain_run(run_dir, index=index, image=image, target=target, method=method,
+                                              data_dir=data_dir, device=device)
+        doc = ex.summary(values=True)
+        doc["source"] = {"image": image} if image is not None else {"test_index": index or 0}
+        echo_json(doc)
+        return
     claim_output(output, overwrite, folder=True)
     default = RunDir(Path(run_dir)).visualize
     said = regenerating(default, default) if output is None else (lambda: None)
-    for path in visualize_run(run_dir, output, index=index, data_dir=data_dir, max_maps=max_maps, device=device):
+    _ex, paths = explaining.visualize(run_dir, output, index=index, image=image, target=target, method=method,
+                                      max_maps=max_maps, data_dir=data_dir, device=device)
+    for path in paths:
         click.echo(str(path))
     said()
 

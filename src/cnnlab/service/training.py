@@ -77,7 +77,7 @@ class TrainResult:
                 logits = predict_logits(self.model, test, batch_size=batch_size)
                 self._interpretation = Interpretation(
                     logits, test.labels, test.images.cpu(), test.classes, history=self.history,
-                    run_path=self.run.path, epoch=self.best_epoch, dataset=self.data.info.name,
+                    run_path=self.run.path, epoch=self.best_epoch, dataset=self.data.info.name, model=self.model,
                 )
         return self._interpretation
 
