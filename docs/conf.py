@@ -62,7 +62,7 @@ autodoc_default_options = {"members": True, "undoc-members": False}
 html_theme = "furo"
 html_title = f"cnnlab {release}"
 html_static_path: list[str] = []
-html_extra_path = ["docs/site/extra"]  # index.html at the top: a redirect to the root page
+html_extra_path = ["site/extra"]  # index.html at the top: a redirect to the root page
 html_show_sourcelink = False
 
 

@@ -400,13 +400,13 @@ for ax, path in zip(axes, photos):
 from cnnlab.data.images import mnist_steps
 
 titles = {"decoded": "grey", "inverted": "inverted", "not_inverted": "not inverted", "stretched": "background 0",
-          "cropped": "cropped", "fitted": "fitted 20x20", "centred": "centred 28x28"}
+          "cropped": "cropped", "fitted": "fitted into 20x20", "centred": "centred by mass"}
 examples = [IMAGES / "digit_4.jpg", IMAGES / "digit_3_chalk.jpg", IMAGES / "digit_7_transparent.png"]
 fig, axes = plt.subplots(len(examples), 6, figsize=(12, 2.2 * len(examples)))
 for row, path in zip(axes, examples):
     for ax, (key, pixels) in zip(row, mnist_steps(path).items()):
         ax.imshow(pixels, cmap="gray", vmin=0, vmax=255)
-        ax.set_title(f"{titles[key]} {pixels.shape[0]}x{pixels.shape[1]}", fontsize=9)
+        ax.set_title(f"{titles[key]}\n{pixels.shape[0]}x{pixels.shape[1]}", fontsize=9)
         ax.axis("off")
 fig.tight_layout()
 
@@ -733,8 +733,6 @@ def log_epoch(engine):
 trainer.run(train_loader, max_epochs=EPOCHS);
 
 # %%
-from matplotlib.ticker import MaxNLocator
-
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
 epochs = [h["epoch"] for h in history]
 for ax, key, name in [(axes[0], "loss", "loss (cross-entropy)"), (axes[1], "acc", "accuracy")]:
@@ -742,7 +740,7 @@ for ax, key, name in [(axes[0], "loss", "loss (cross-entropy)"), (axes[1], "acc"
     ax.plot(epochs, [h[f"val_{key}"] for h in history], "o-", label="validation")
     ax.set_xlabel("epoch")
     ax.set_ylabel(name)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+    ax.set_xticks(epochs)  # one tick per epoch: whole numbers
     ax.legend()
 fig.tight_layout()
 

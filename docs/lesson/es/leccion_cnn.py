@@ -407,13 +407,13 @@ for ax, path in zip(axes, photos):
 from cnnlab.data.images import mnist_steps
 
 titles = {"decoded": "gris", "inverted": "invertida", "not_inverted": "sin invertir", "stretched": "fondo 0",
-          "cropped": "recortada", "fitted": "en 20x20", "centred": "centrada 28x28"}
+          "cropped": "recortada", "fitted": "encajada en 20x20", "centred": "centrada por masa"}
 examples = [IMAGES / "digit_4.jpg", IMAGES / "digit_3_chalk.jpg", IMAGES / "digit_7_transparent.png"]
 fig, axes = plt.subplots(len(examples), 6, figsize=(12, 2.2 * len(examples)))
 for row, path in zip(axes, examples):
     for ax, (key, pixels) in zip(row, mnist_steps(path).items()):
         ax.imshow(pixels, cmap="gray", vmin=0, vmax=255)
-        ax.set_title(f"{titles[key]} {pixels.shape[0]}x{pixels.shape[1]}", fontsize=9)
+        ax.set_title(f"{titles[key]}\n{pixels.shape[0]}x{pixels.shape[1]}", fontsize=9)
         ax.axis("off")
 fig.tight_layout()
 
@@ -744,8 +744,6 @@ def log_epoch(engine):
 trainer.run(train_loader, max_epochs=EPOCHS);
 
 # %%
-from matplotlib.ticker import MaxNLocator
-
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
 epochs = [h["epoch"] for h in history]
 for ax, key, name in [(axes[0], "loss", "pérdida (entropía cruzada)"), (axes[1], "acc", "acierto")]:
@@ -753,7 +751,7 @@ for ax, key, name in [(axes[0], "loss", "pérdida (entropía cruzada)"), (axes[1
     ax.plot(epochs, [h[f"val_{key}"] for h in history], "o-", label="validación")
     ax.set_xlabel("época")
     ax.set_ylabel(name)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # las épocas son números enteros
+    ax.set_xticks(epochs)  # una marca por época: números enteros
     ax.legend()
 fig.tight_layout()
 
