@@ -9,7 +9,7 @@ grain, a slight tilt and blur, saved as JPEG. Two are different on purpose:
 * ``digit_3_chalk.jpg``: light chalk on a dark board, which must *not* be inverted.
 
 Run from anywhere; it rewrites the images beside this file, byte for byte the same
-each time (seeded)::
+each time (seeded; with the same Pillow, byte for byte)::
 
     python docs/lesson/images/make_digits.py
 """
