@@ -8,8 +8,8 @@ grain, a slight tilt and blur, saved as JPEG. Two are different on purpose:
   case where a naive ``convert("L")`` turns the whole picture black;
 * ``digit_3_chalk.jpg``: light chalk on a dark board, which must *not* be inverted.
 
-Run from anywhere; it rewrites the images beside this file, byte for byte the same
-each time (seeded; with the same Pillow, byte for byte)::
+Run from anywhere; it rewrites the images beside this file (only those it writes), the
+same pictures each time (seeded; byte for byte with the same Pillow)::
 
     python docs/lesson/images/make_digits.py
 """
@@ -92,6 +92,9 @@ def photo(digit: int, seed: int, *, chalk: bool = False) -> Image.Image:
         base = paper(rng, size, level=60, light=15)
         ink = 215 + rng.normal(0, 12, (size, size))
     else:  # dark pen on white-ish paper
+        # Light varies by 10-25 grey levels across the page. cnnlab's preparation takes one
+        # background level from the border, so much stronger gradients (40-60 levels) can leave
+        # no ink above its noise threshold: a real limit of the preparation, not shown here.
         base = paper(rng, size, level=rng.uniform(175, 225), light=rng.uniform(10, 25))
         ink = rng.uniform(25, 70) + rng.normal(0, 6, (size, size))
     grey = base * (1 - mask) + ink * mask
