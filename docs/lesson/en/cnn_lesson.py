@@ -511,7 +511,7 @@ cnnlab.list_models()
 #
 # 1. `read_image` on `digit_7_transparent.png` (without `mode=`): how many channels?
 # 2. What would the model see if we only resized the photo to 28x28 (no crop, no inversion)?
-#    Predict, then look: `transforms.functional.resize(read_image(str(photos[4]), mode=ImageReadMode.GRAY), [28, 28])`.
+#    Predict, then look: `transforms.functional.resize(read_image(str(IMAGES / "digit_4.jpg"), mode=ImageReadMode.GRAY), [28, 28])`.
 # 3. Which of MNIST's steps makes a digit written small in a corner of the page look like one written large in the middle?
 #
 # <details><summary>Solutions</summary>
@@ -836,7 +836,7 @@ for path, p in zip(photos, predictions):
 # <details><summary>Solutions</summary>
 #
 # 1. No: the cell seeds the weights and the batch order and starts from a fresh model, so on the
-#    same machine it prints the same numbers.
+#    same machine it prints the same numbers (on a GPU, nearly: some GPU kernels add in a varying order).
 # 2. About the same (within a few tenths of a percent), in either direction: a different seed is
 #    a different, equally good draw.
 # 3. ceil(50,000 / 128) = **391** (instead of 1,563): four times fewer steps, which is why a larger

@@ -519,7 +519,7 @@ cnnlab.list_models()
 #
 # 1. `read_image` sobre `digit_7_transparent.png` (sin `mode=`): ¿cuántos canales?
 # 2. ¿Qué vería el modelo si solo encogiéramos la foto a 28x28 (sin recortar ni invertir)?
-#    Predice y después mira: `transforms.functional.resize(read_image(str(photos[4]), mode=ImageReadMode.GRAY), [28, 28])`.
+#    Predice y después mira: `transforms.functional.resize(read_image(str(IMAGES / "digit_4.jpg"), mode=ImageReadMode.GRAY), [28, 28])`.
 # 3. ¿Qué paso de MNIST hace que un dígito escrito pequeño en una esquina de la hoja se parezca a uno escrito grande en el centro?
 #
 # <details><summary>Soluciones</summary>
@@ -848,7 +848,8 @@ for path, p in zip(photos, predictions):
 # <details><summary>Soluciones</summary>
 #
 # 1. No: la celda fija la semilla de los pesos y del orden de los lotes y empieza con un modelo
-#    nuevo, así que en la misma máquina imprime los mismos números.
+#    nuevo, así que en la misma máquina imprime los mismos números (en una GPU, casi: algunas
+#    operaciones de la GPU suman en un orden que varía).
 # 2. Más o menos el mismo (unas décimas arriba o abajo): otra semilla es otro sorteo igual de bueno.
 # 3. ceil(50.000 / 128) = **391** (en lugar de 1.563): cuatro veces menos pasos, por eso un lote
 #    más grande suele pedir una tasa de aprendizaje mayor.
