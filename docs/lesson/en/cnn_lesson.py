@@ -38,15 +38,15 @@
 # %% [markdown]
 # ## 0. Setup
 #
-# The first cell installs what is missing (on Colab: cnnlab and pytorch-ignite; torch is
-# already there and is **never** reinstalled), then picks the device: a CUDA GPU, Apple's
-# MPS, or the CPU.
+# The first cell installs what is missing, and only when it is missing (on Colab: cnnlab and
+# pytorch-ignite; torch is already there and is **never** reinstalled), then picks the device:
+# a CUDA GPU, Apple's MPS, or the CPU.
 
 # %%
 import importlib.util
 import sys
 
-if "google.colab" in sys.modules or importlib.util.find_spec("cnnlab") is None:
+if importlib.util.find_spec("cnnlab") is None or importlib.util.find_spec("ignite") is None:
     import torch
     import torchvision
 

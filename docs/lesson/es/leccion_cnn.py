@@ -38,14 +38,14 @@
 # %% [markdown]
 # ## 0. Preparación
 #
-# La primera celda instala lo que falte (en Colab: cnnlab y pytorch-ignite; torch ya está y
-# **nunca** se reinstala) y elige el dispositivo: una GPU CUDA, MPS de Apple o la CPU.
+# La primera celda instala lo que falte, y solo si falta (en Colab: cnnlab y pytorch-ignite;
+# torch ya está y **nunca** se reinstala), y elige el dispositivo: una GPU CUDA, MPS de Apple o la CPU.
 
 # %%
 import importlib.util
 import sys
 
-if "google.colab" in sys.modules or importlib.util.find_spec("cnnlab") is None:
+if importlib.util.find_spec("cnnlab") is None or importlib.util.find_spec("ignite") is None:
     import torch
     import torchvision
 
