@@ -390,8 +390,10 @@ def mnist_pixels(
     :func:`mnist_steps`), so a lesson can show them from this very code.
     """
     a = np.asarray(gray, dtype=np.float32)
-    record = (lambda key, value: steps.__setitem__(key, np.array(value, dtype=np.float32))) if steps is not None \
-        else (lambda key, value: None)
+
+    def record(key: str, value: np.ndarray) -> None:
+        if steps is not None:
+            steps[key] = np.array(value, dtype=np.float32)  # a copy: later steps work in place
     if a.ndim != 2:
         raise ImageError(f"expected a 2-D grayscale image, got shape {a.shape}")
     box = max(1, round(size * MNIST_BOX / MNIST_SIZE))
@@ -403,12 +405,12 @@ def mnist_pixels(
     # 1. Polarity and background from the border: MNIST is light ink on a black background.
     border = _border(a)
     background = float(np.median(border))
-    if background > 127.5:
+    inverted = background > 127.5
+    if inverted:
         a = 255.0 - a
         border = 255.0 - border
         background = 255.0 - background
-    record("inverted" if steps is not None and float(np.median(_border(np.asarray(gray, np.float32)))) > 127.5
-           else "not_inverted", a)
+    record("inverted" if inverted else "not_inverted", a)
     contrast = float(a.max()) - background
     if contrast < 16.0:
         raise ImageError("the image is blank: no ink stands out from the background")
