@@ -98,5 +98,22 @@ def test_every_page_loads_links_resolve_and_lessons_show_their_figures(site: Pat
             "return Array.from(document.querySelectorAll('.cell_output img'))"
             ".filter(i => i.complete && i.naturalWidth > 100).length")
         assert figures >= 13, f"{lesson} shows {figures} figures; the executed lesson draws 13"
+        folded = browser.execute_script("return Array.from(document.querySelectorAll('details')).filter(d => !d.open).length")
+        assert folded >= 5, f"{lesson}: the exercises' solutions are not folded away ({folded} <details>)"
         errors = browser.execute_script("return document.querySelectorAll('.output.traceback, .output.stderr .ansi-red-fg').length")
         assert errors == 0, f"{lesson} shows an error output"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_the_api_and_cli_references_come_from_the_code(site: Path) -> None:
+    """The API page documents the public names from their docstrings; the CLI page every click command."""
+    from cnnlab.apps.cli import cli
+
+    api = ids_in(site / "docs" / "site" / "api.html")
+    for name in ("train", "load", "interpret", "Interpretation", "Predictor", "TrainResult", "summarize",
+                 "Interpretation.plot_misclassified", "Predictor.predict"):
+        assert f"cnnlab.{name}" in api, f"the API reference does not document cnnlab.{name}"
+    commands = ids_in(site / "docs" / "site" / "cli-reference.html")
+    missing = [c for c in cli.commands if f"cnnlab-{c}" not in commands]
+    assert not missing, f"the CLI reference lacks: {missing}"
