@@ -20,7 +20,8 @@ LAYERS: dict[str, int] = {
     "inference": 3,
     "engine": 4,
     "analysis": 5,
-    "apps": 6,
+    "service": 6,
+    "apps": 7,
 }
 # Only these may import cnnlab inside a function, each for a stated reason (ARCHITECTURE.md):
 # the CLI imports a command's module when the command runs (so --help and completion stay instant),

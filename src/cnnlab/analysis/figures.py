@@ -26,6 +26,7 @@ from cnnlab.analysis.metrics import (
     top_losses,
 )
 from cnnlab.core.files import figure_bytes
+from cnnlab.core.i18n import _
 
 _INLINE: list[type] = []
 
@@ -222,6 +223,42 @@ def samples_figure(
     ncols = max(1, min(ncols, len(items)))
     rows = [items[s : s + ncols] for s in range(0, len(items), ncols)]
     return gallery_figure(rows, ncols=ncols, title=title, cell=(1.1, 1.3))
+
+
+def lr_find_figure(
+    lrs: Sequence[float], losses: Sequence[float], smoothed: Sequence[float],
+    suggestions: dict[str, float | None] | None = None, method: str = "steep",
+) -> Figure:
+    """The learning-rate range test: loss per step against the rate (log scale), raw and smoothed.
+
+    The suggested rates are marked on the smoothed curve; ``method`` is the one drawn boldest.
+    """
+    fig = new_figure(7.0, 4.2)
+    ax = fig.subplots()
+    lr, raw, smooth = (np.asarray(v, dtype=float) for v in (lrs, losses, smoothed))
+    ax.plot(lr, raw, color="#9dbbd8", lw=0.8, label=_("loss per step"))
+    ax.plot(lr, smooth, color="#3b75af", lw=2, label=_("smoothed loss"))
+    names = {"steep": _("steepest descent"), "minimum": _("minimum / 10")}
+    colors = {"steep": WRONG, "minimum": "#f0a04b"}
+    for name, value in (suggestions or {}).items():
+        if value is None or not len(lr):
+            continue
+        y = float(np.interp(np.log10(value), np.log10(lr), np.where(np.isfinite(smooth), smooth, np.nan)))
+        ax.plot([value], [y], marker="o", ms=9 if name == method else 6, color=colors.get(name, "black"), zorder=5,
+                label=f"{names.get(name, name)}: {value:.1e}")
+    ax.set_xscale("log")
+    finite = smooth[np.isfinite(smooth)]
+    if len(finite):
+        # The curve ends where the loss ran away; a y range up to the first loss keeps the valley readable.
+        top = max(float(finite[0]), float(np.nanmin(finite))) * 1.25
+        ax.set_ylim(max(0.0, float(np.nanmin(finite)) * 0.8), top)
+    ax.set_xlabel(_("learning rate (log scale)"))
+    ax.set_ylabel(_("training loss (per image)"))
+    ax.set_title(_("Learning-rate range test"))
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def disagreement_figure(

@@ -254,10 +254,19 @@ def show_data(
 ) -> Path:
     """Save a grid of ``n`` random labelled images (the lesson's first figure) to ``out``."""
 
-    images, labels, classes, idx = sample_images(dataset, data_dir=data_dir, n=n, seed=seed, split=split, download=download)
-    fig = plots.samples_figure(images, labels, classes, title=f"{dataset} {split}: {len(idx)} random images (seed {seed})")
+    fig = samples_figure(dataset, data_dir=data_dir, n=n, seed=seed, split=split, download=download)
     save_figure(fig, out)
     return Path(out)
+
+
+def samples_figure(
+    dataset: str = "mnist", *, data_dir: str | None = None, n: int = 10, seed: int = 0, split: str = "train",
+    download: bool = True, ncols: int = 10,
+) -> Any:
+    """The grid :func:`show_data` saves, as an ``InlineFigure`` (``cnnlab.show_batch`` in a notebook)."""
+    images, labels, classes, idx = sample_images(dataset, data_dir=data_dir, n=n, seed=seed, split=split, download=download)
+    return plots.samples_figure(images, labels, classes, ncols=ncols,
+                                title=f"{dataset} {split}: {len(idx)} random images (seed {seed})")
 
 
 def write_report(run_path: Path, report: TestReport, *, extra: dict[str, Any] | None = None) -> None:
