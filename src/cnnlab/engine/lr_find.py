@@ -6,6 +6,11 @@ from ``start_lr`` to ``end_lr``; record each step's loss, smooth it (an exponent
 average with bias correction, ``beta`` 0.98, as both references do), and stop once the smoothed
 loss passes ``stop_factor`` times its best (or is not finite): beyond that the model diverges.
 
+400 steps, not the references' 100: an average with ``beta`` 0.98 spans about 50 steps, which
+over 8 decades of rate in 100 steps is 4 decades of lag, and both suggestions then land about
+ten times too high for the lesson's LeNet-5 (measured in benchmarks/README.md, "Learning-rate
+finder"); at 400 steps the lag is one decade.
+
 Two suggestions are read from the curve:
 
 - ``steep``: where the smoothed loss falls fastest (the most negative slope against the step,
@@ -55,7 +60,7 @@ class RangeTest:
     suggestions: dict[str, float | None]
     method: str = "steep"
     diverged: bool = False
-    num_it: int = 100
+    num_it: int = 400
     config: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -84,7 +89,7 @@ def range_test(
     load_data: DataSource | None = None,
     start_lr: float = 1e-7,
     end_lr: float = 10.0,
-    num_it: int = 100,
+    num_it: int = 400,
     stop_factor: float | None = 4.0,
     beta: float = 0.98,
     method: str = "steep",
