@@ -249,9 +249,10 @@ def lr_find_figure(
     ax.set_xscale("log")
     finite = smooth[np.isfinite(smooth)]
     if len(finite):
-        # The curve ends where the loss ran away; a y range up to the first loss keeps the valley readable.
-        top = max(float(finite[0]), float(np.nanmin(finite))) * 1.25
-        ax.set_ylim(max(0.0, float(np.nanmin(finite)) * 0.8), top)
+        # Past the valley the loss runs away: a y range from the lowest loss to a little above the
+        # first keeps the valley readable.
+        low = min(float(finite.min()), float(np.nanmin(np.where(np.isfinite(raw), raw, np.inf))))
+        ax.set_ylim(max(0.0, low * 0.9), float(finite[0]) * 1.25)
     ax.set_xlabel(_("learning rate (log scale)"))
     ax.set_ylabel(_("training loss (per image)"))
     ax.set_title(_("Learning-rate range test"))
