@@ -69,18 +69,21 @@ class AnalysisResult:
     def __repr__(self) -> str:
         return f"AnalysisResult({str(self.out_dir)!r}, files={len(self.files)}, accuracy={self.summary['accuracy']:.4f})"
 
-    def text(self, max_pairs: int = 10) -> str:
-        """A short human summary: headline numbers and the most-confused table."""
+    def text(self, max_pairs: int = 10, *, files: bool = True) -> str:
+        """A short human summary: headline numbers and the most-confused table (``files``: and where it wrote)."""
         s = self.summary
         lines = [
             f"test accuracy {s['accuracy']:.2%}  loss {s['loss']:.4f}  errors {s['errors']}/{s['num_images']}  "
             f"ECE ({s['ece_bins']} bins) {s['ece']:.4f}",
             "",
             format_confused(self.confused[:max_pairs]),
-            "",
-            f"wrote {len(self.files)} files to {self.out_dir}  (open {self.files.get('html', self.out_dir)})",
         ]
+        if files:
+            lines += ["", self.files_line()]
         return "\n".join(lines)
+
+    def files_line(self) -> str:
+        return f"wrote {len(self.files)} files to {self.out_dir}  (open {self.files.get('html', self.out_dir)})"
 
 
 def format_confused(pairs: Sequence[ConfusedPair]) -> str:

@@ -26,7 +26,8 @@ class LRFinderResult(RangeTest):
     def text(self) -> str:
         """One line for a terminal: the suggested rate and how it was read from the curve."""
         how = {"steep": _("steepest descent of the smoothed loss"), "minimum": _("minimum of the smoothed loss / 10")}
-        other = [f"{name} {value:.1e}" for name, value in self.suggestions.items()
+        short = {"steep": _("steepest descent"), "minimum": _("minimum/10")}
+        other = [f"{short.get(name, name)} {value:.1e}" for name, value in self.suggestions.items()
                  if name != self.method and value is not None]
         if self.suggestion is None:
             return _("no suggestion: the loss curve is too short ({n} steps); give more steps or a wider range").format(
