@@ -115,3 +115,33 @@ def test_table_has_one_line_per_run(runs_folder: Path) -> None:
     lines = text.splitlines()
     assert lines[0].split()[:3] == ["run", "model", "dataset"] and len(lines) == 1 + len(recs)
     assert any(line.startswith("sweep/nested") for line in lines) and "2/2" in text
+
+
+def test_notebook_api(runs_folder: Path, tiny_mnist: Path) -> None:
+    import cnnlab
+
+    assert sorted(Path(r.path).name for r in cnnlab.runs(runs_folder, seed=1)) == ["b"]
+    assert [r.epochs_done for r in cnnlab.runs(runs_folder, state="finished", sort="-epochs_done")] == [2, 2, 1]
+    fig = cnnlab.show_batch("mnist", n=32, data_dir=tiny_mnist, download=False)
+    assert type(fig).__name__ == "InlineFigure" and sum(ax.has_data() for ax in fig.axes) == 32
+    import torch
+
+    images, labels = torch.randint(0, 256, (50, 1, 28, 28), dtype=torch.uint8), torch.arange(50) % 10
+    fig = cnnlab.show_batch((images, labels), n=12, classes=[f"c{i}" for i in range(10)])
+    assert sum(ax.has_data() for ax in fig.axes) == 12
+    titles = {ax.get_title() for ax in fig.axes if ax.has_data()}
+    assert titles <= {f"c{i}" for i in range(10)}
+
+
+def test_runs_command(runs_folder: Path) -> None:
+    from click.testing import CliRunner
+
+    from cnnlab.apps.cli import cli
+
+    result = CliRunner().invoke(cli, ["runs", str(runs_folder), "--filter", "state=finished", "--sort", "-test_acc"])
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) == 4
+    doc = __import__("json").loads(CliRunner().invoke(cli, ["runs", str(runs_folder), "--json"]).stdout)
+    assert len(doc["runs"]) == 5 and {"state", "config", "test_acc"} <= set(doc["runs"][0])
+    bad = CliRunner().invoke(cli, ["runs", str(runs_folder), "--filter", "nope=1"])
+    assert bad.exit_code == 2 and bad.output.count("\n") == 1 and "unknown filter key" in bad.output
