@@ -10,6 +10,9 @@ From a notebook::
     interp.most_confused(5); interp.plot_misclassified(classes=[8, 4, 9])   # figures show inline
     interp.save("runs/lenet5/analysis")                     # the files `cnnlab analyze` writes
     cnnlab.summarize(Lenet5(), (1, 28, 28))                 # shapes, parameters, multiply-adds per layer
+    cnnlab.lr_find(Lenet5(), "mnist").plot()                # the learning-rate range test; .suggestion
+    cnnlab.show_batch("mnist", n=32)                        # labelled images in a grid, inline
+    pd.DataFrame(cnnlab.runs("runs"))                       # every run under a folder, one row each
 
 The ``cnnlab`` command line is a thin layer over the same calls. Library calls leave the process
 as they found it (thread count, global random generators).
