@@ -69,3 +69,23 @@ def test_suggestions_on_a_known_curve() -> None:
 def test_bad_settings_are_config_errors(tiny_config, kwargs) -> None:
     with pytest.raises(ConfigError):
         lr_find(tiny_config, **kwargs)
+
+
+def test_cli_lr_find_refuses_what_it_cannot_do(tiny_mnist, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from cnnlab.apps.cli import cli
+
+    common = ["train", "--lr-find", "--data-dir", str(tiny_mnist), "--val-size", "100", "--threads", "1"]
+    for extra in (["--resume", str(tmp_path)], ["--run-dir", str(tmp_path / "r")], ["--nproc", "2"]):
+        result = CliRunner().invoke(cli, [*common, *extra])
+        assert result.exit_code == 2 and "--lr-find trains nothing" in result.output, extra
+    plot = tmp_path / "curve.png"
+    plot.write_bytes(b"mine")
+    result = CliRunner().invoke(cli, [*common, "--lr-find-plot", str(plot)])
+    assert result.exit_code != 0 and "already exists" in result.stderr and plot.read_bytes() == b"mine"
+    fresh = tmp_path / "new.png"
+    result = CliRunner().invoke(cli, [*common, "--lr-find-plot", str(fresh)])
+    assert result.exit_code == 0, result.output
+    assert fresh.read_bytes().startswith(b"\x89PNG") and result.stdout.startswith("suggested learning rate")
+    assert f"wrote {fresh}" in result.stderr and sorted(p.name for p in tmp_path.iterdir()) == ["curve.png", "new.png"]

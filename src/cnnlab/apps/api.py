@@ -34,7 +34,7 @@ from cnnlab.data.tensors import DataBundle, DatasetInfo, ImageSet
 from cnnlab.models import list_models
 from cnnlab.models.summary import ModelSummary, summarize_model
 from cnnlab.models.summary import summarize as _summarize_module
-from cnnlab.service.lr_find import LRFinderResult
+from cnnlab.service.lr_find import NUM_IT, LRFinderResult
 from cnnlab.service.lr_find import lr_find as find_lr
 from cnnlab.service.runs import RunRecord, list_runs
 from cnnlab.service.training import TrainResult, train_config
@@ -137,7 +137,7 @@ def lr_find(
     recipe: str | None = None,
     start_lr: float = 1e-7,
     end_lr: float = 10.0,
-    num_it: int = 400,
+    num_it: int = NUM_IT,
     method: str = "steep",
     stop_factor: float | None = 4.0,
     **config_fields: Any,

@@ -374,9 +374,10 @@ def lr_find_command(opts: dict[str, Any], changes: dict[str, Any]) -> None:
     if cfg.train.progress:
         from tqdm.auto import tqdm
 
+        from cnnlab.engine.lr_find import NUM_IT
         from cnnlab.engine.progress import MININTERVAL
 
-        bar = tqdm(desc="lr find", mininterval=MININTERVAL, leave=False, file=sys.stderr, unit="step")
+        bar = tqdm(total=NUM_IT, desc="lr find", mininterval=MININTERVAL, leave=False, file=sys.stderr, unit="step")
     try:
         result = lr_find(cfg, on_step=(lambda step, lr, loss: bar.update(1)) if bar is not None else None)
     finally:

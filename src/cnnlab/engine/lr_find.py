@@ -42,6 +42,7 @@ from cnnlab.engine.step import build_optimizer, create_trainer
 from cnnlab.engine.train import build_model, restored_process_state, setup_runtime
 
 SUGGESTIONS = ("steep", "minimum")
+NUM_IT = 400  # steps of the test (see the module's docstring for why not 100)
 SKIP_BEGIN, SKIP_END = 10, 1  # Lightning's suggestion() defaults: the first steps are noise, the last diverged
 
 
@@ -60,7 +61,7 @@ class RangeTest:
     suggestions: dict[str, float | None]
     method: str = "steep"
     diverged: bool = False
-    num_it: int = 400
+    num_it: int = NUM_IT
     config: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -89,7 +90,7 @@ def range_test(
     load_data: DataSource | None = None,
     start_lr: float = 1e-7,
     end_lr: float = 10.0,
-    num_it: int = 400,
+    num_it: int = NUM_IT,
     stop_factor: float | None = 4.0,
     beta: float = 0.98,
     method: str = "steep",

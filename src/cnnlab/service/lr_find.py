@@ -13,7 +13,7 @@ import torch.nn as nn
 from cnnlab.analysis.figures import lr_find_figure
 from cnnlab.core.config import Config
 from cnnlab.core.i18n import _
-from cnnlab.engine.lr_find import DataSource, RangeTest, range_test
+from cnnlab.engine.lr_find import NUM_IT, DataSource, RangeTest, range_test  # noqa: F401 (NUM_IT: the front doors' default)
 
 
 class LRFinderResult(RangeTest):
