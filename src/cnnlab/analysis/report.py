@@ -317,7 +317,7 @@ def compare_many(
     Writes ``compare.json`` (all pairs) to ``out`` when given; nothing otherwise.
     """
     if len(runs) < 2:
-        raise ConfigError(f"compare needs at least two runs, got {len(runs)}")
+        raise ConfigError(_("compare needs at least two runs, got {n}").format(n=len(runs)))
     scored = [predict_run(r, data_dir=data_dir, device=device, batch_size=batch_size) for r in runs]
     prints = [test_set_fingerprint(r.info.name, r.test.labels, r.test.images) for _p, r in scored]
     for (p, r), fp in zip(scored[1:], prints[1:]):

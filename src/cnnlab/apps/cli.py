@@ -31,6 +31,7 @@ from cnnlab.core.config import (
 )
 from cnnlab.core.errors import CnnlabError, SaveError
 from cnnlab.core.files import STDOUT  # `-o -`: write the file to standard output
+from cnnlab.core.i18n import _
 from cnnlab.core.process import exit_now
 
 
@@ -356,16 +357,16 @@ def train_and_report(cfg: Any, run_dir: Any, as_json: bool = False) -> None:
 def lr_find_command(opts: dict[str, Any], changes: dict[str, Any]) -> None:
     """``train --lr-find``: the range test on the config the same flags would train; no run folder."""
     from cnnlab.core.files import save_figure
-    from cnnlab.core.i18n import _
     from cnnlab.service.lr_find import lr_find
 
     if opts["resume_dir"] or opts["run_dir"] or (opts["nproc"] or 1) > 1:
-        raise click.UsageError("--lr-find trains nothing: drop --resume, --run-dir and --nproc")
+        raise click.UsageError(_("--lr-find trains nothing: drop --resume, --run-dir and --nproc"))
     if opts["lr_find_plot"]:
         if opts["lr_find_plot"] == STDOUT:
-            raise click.UsageError("--lr-find-plot takes a file name (the suggestion is what goes to stdout)")
+            raise click.UsageError(_("--lr-find-plot takes a file name (the suggestion is what goes to stdout)"))
         if Path(opts["lr_find_plot"]).exists():  # train has no --overwrite: the user's file is never replaced
-            raise SaveError(f"--lr-find-plot {opts['lr_find_plot']} already exists; give a new file name")
+            raise SaveError(_("--lr-find-plot {path} already exists; give a new file name").format(
+                path=opts["lr_find_plot"]))
     cfg = base_config(opts)
     for section in ("data", "model", "optim", "train"):
         values = {k.split(".", 1)[1]: v for k, v in changes.items() if k.split(".", 1)[0] == section}
@@ -713,7 +714,8 @@ def compare(runs: tuple[str, ...], output: str | None, max_images: int, data_dir
     folder_output(output, "compare")
     paths = expand_runs(runs)
     if len(paths) < 2:
-        raise click.UsageError(f"compare needs at least two runs; {' '.join(runs)} gave {len(paths)}")
+        raise click.UsageError(_("compare needs at least two runs; {args} gave {n}").format(
+            args=" ".join(runs), n=len(paths)))
     if len(paths) > 2:
         many = compare_many(paths, out=output, data_dir=data_dir, device=device, batch_size=eval_batch_size)
         if as_json:
@@ -739,7 +741,7 @@ def expand_runs(args: tuple[str, ...]) -> list[str]:
         if any(ch in arg for ch in "*?[") and not Path(arg).exists():
             matches = sorted(p for p in glob.glob(arg) if (Path(p) / "config.json").is_file())
             if not matches:
-                raise click.UsageError(f"no run folders match {arg}")
+                raise click.UsageError(_("no run folders match {pattern}").format(pattern=arg))
             out += matches
         else:
             out.append(arg)
@@ -773,7 +775,8 @@ def runs_command(folder: str, sort_key: str | None, filters: tuple[str, ...], as
         echo_json({"folder": folder, "runs": [r.to_dict() for r in records]})
         return
     if not records:
-        click.echo(f"no runs under {folder}" + (" match the filters" if filters else ""), err=True)
+        click.echo((_("no runs under {folder} match the filters") if filters else _("no runs under {folder}"))
+                   .format(folder=folder), err=True)
         return
     click.echo(format_runs(records, folder))
 

@@ -37,6 +37,7 @@ import torch
 from cnnlab.core.config import CUSTOM_PREFIX, Config
 from cnnlab.core.errors import RunDirError, SaveError
 from cnnlab.core.files import csv_text, make_dirs, remove_temp_files, temp_target, write_csv, write_json
+from cnnlab.core.i18n import _
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,8 @@ def read_small(path: Path, limit: int) -> str:
     """A run's text file, refusing one over ``limit`` bytes: a listing never reads a huge file by mistake."""
     size = path.stat().st_size
     if size > limit:
-        raise RunDirError(f"{path} is {size} bytes, more than a cnnlab run writes there ({limit})")
+        raise RunDirError(_("{path} is {size} bytes, more than a cnnlab run writes there ({limit})").format(
+            path=path, size=size, limit=limit))
     return path.read_text(encoding="utf-8")
 
 

@@ -35,6 +35,7 @@ from ignite.engine import Engine, Events
 
 from cnnlab.core.config import Config, DataConfig
 from cnnlab.core.errors import ConfigError, NonFiniteLossError
+from cnnlab.core.i18n import _
 from cnnlab.data.augment import attach_augmentation, build_augmenter
 from cnnlab.data.registry import prepare_data
 from cnnlab.data.tensors import DataBundle, TensorBatches
@@ -147,7 +148,8 @@ def _run(cfg: Config, model: nn.Module, data: DataBundle, device: torch.device, 
     attach_augmentation(trainer, build_augmenter(t.augment, cfg.data.dataset, t.seed))
     batches = TensorBatches(data.train, t.batch_size, shuffle=True, seed=t.seed, channels_last=t.channels_last)
     if len(batches) == 0:
-        raise ConfigError(f"the range test needs training images; the training split is empty ({cfg.data.dataset})")
+        raise ConfigError(_("the range test needs training images; the training split is empty ({dataset})").format(
+            dataset=cfg.data.dataset))
     ratio = end_lr / start_lr
     lrs: list[float] = []
     losses: list[float] = []
@@ -213,12 +215,15 @@ def suggest(lrs: list[float], smoothed: list[float]) -> dict[str, float | None]:
 
 def _check(start_lr: float, end_lr: float, num_it: int, stop_factor: float | None, beta: float, method: str) -> None:
     if not (0 < start_lr < end_lr) or not math.isfinite(end_lr):
-        raise ConfigError(f"the range test needs 0 < start_lr < end_lr, got {start_lr} and {end_lr}")
+        raise ConfigError(_("the range test needs 0 < start_lr < end_lr, got {start} and {end}").format(
+            start=start_lr, end=end_lr))
     if not isinstance(num_it, int) or num_it < SKIP_BEGIN + SKIP_END + 3:
-        raise ConfigError(f"num_it must be a whole number >= {SKIP_BEGIN + SKIP_END + 3}, got {num_it!r}")
+        raise ConfigError(_("num_it must be a whole number >= {least}, got {value!r}").format(
+            least=SKIP_BEGIN + SKIP_END + 3, value=num_it))
     if stop_factor is not None and not stop_factor > 1:
-        raise ConfigError(f"stop_factor must be > 1 (or None), got {stop_factor}")
+        raise ConfigError(_("stop_factor must be > 1 (or None), got {value}").format(value=stop_factor))
     if not 0 <= beta < 1:
-        raise ConfigError(f"beta must be in [0, 1), got {beta}")
+        raise ConfigError(_("beta must be in [0, 1), got {value}").format(value=beta))
     if method not in SUGGESTIONS:
-        raise ConfigError(f"method must be one of {', '.join(SUGGESTIONS)}, got {method!r}")
+        raise ConfigError(_("method must be one of {choices}, got {value!r}").format(
+            choices=", ".join(SUGGESTIONS), value=method))
