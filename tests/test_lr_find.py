@@ -89,3 +89,27 @@ def test_cli_lr_find_refuses_what_it_cannot_do(tiny_mnist, tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert fresh.read_bytes().startswith(b"\x89PNG") and result.stdout.startswith("suggested learning rate")
     assert f"wrote {fresh}" in result.stderr and sorted(p.name for p in tmp_path.iterdir()) == ["curve.png", "new.png"]
+
+
+def test_a_module_that_cannot_be_copied_gets_its_weights_back(tiny_config) -> None:
+    import copy
+    import threading
+
+    class Locked(torch.nn.Module):  # a lock attribute: deepcopy refuses the module
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = create_model("lenet5", in_channels=1, num_classes=10, image_size=28)
+            self.lock = threading.Lock()
+
+        def forward(self, x):
+            return self.net(x)
+
+    torch.manual_seed(1)
+    model = Locked()
+    with pytest.raises(TypeError):
+        copy.deepcopy(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = lr_find(tiny_config.override("model", name="custom:Locked"), model=model, num_it=30)
+    assert len(result.lrs) > 12
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.is_contiguous() for p in model.parameters()) and model.training
