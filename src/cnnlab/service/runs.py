@@ -122,7 +122,8 @@ def read_run(path: str | os.PathLike) -> RunRecord:
 def _fill(rec: RunRecord, run: RunDir) -> None:
     training = is_being_trained(run)
     if not run.config.is_file():
-        rec.state, rec.problem = ("training" if training else "broken"), _("no config.json")
+        # A training process writes config.json first: until then its folder holds only its lock.
+        rec.state, rec.problem = ("training", None) if training else ("broken", _("no config.json"))
         return
     stored = _read_json(run.config)
     cfg = stored.get("config") if isinstance(stored, dict) else None
