@@ -327,7 +327,8 @@ def train(**opts: Any) -> None:
             values = {k.split(".", 1)[1]: v for k, v in changes.items() if k.split(".", 1)[0] == section}
             cfg = cfg.override(section, **values)
     run_dir = run_dir or default_run_dir(cfg)  # named once, so spawned workers agree on it
-    code = launch(functools.partial(train_and_report, as_json=opts["as_json"]), cfg, run_dir, nproc=opts["nproc"])
+    worker = functools.partial(train_and_report, as_json=True) if opts["as_json"] else train_and_report
+    code = launch(worker, cfg, run_dir, nproc=opts["nproc"])
     if code:
         sys.exit(code)
 
