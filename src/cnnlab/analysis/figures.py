@@ -293,6 +293,43 @@ def samples_figure(
     return gallery_figure(rows, ncols=ncols, title=title, cell=(1.1, 1.3))
 
 
+def lr_find_figure(
+    lrs: Sequence[float], losses: Sequence[float], smoothed: Sequence[float],
+    suggestions: dict[str, float | None] | None = None, method: str = "steep",
+) -> Figure:
+    """The learning-rate range test: loss per step against the rate (log scale), raw and smoothed.
+
+    The suggested rates are marked on the smoothed curve; ``method`` is the one drawn boldest.
+    """
+    fig = new_figure(7.0, 4.2)
+    ax = fig.subplots()
+    lr, raw, smooth = (np.asarray(v, dtype=float) for v in (lrs, losses, smoothed))
+    ax.plot(lr, raw, color="#9dbbd8", lw=0.8, label=_("loss per step"))
+    ax.plot(lr, smooth, color="#3b75af", lw=2, label=_("smoothed loss"))
+    names = {"steep": _("steepest descent"), "minimum": _("minimum / 10")}
+    colors = {"steep": WRONG, "minimum": "#f0a04b"}
+    for name, value in (suggestions or {}).items():
+        if value is None or not len(lr):
+            continue
+        y = float(np.interp(np.log10(value), np.log10(lr), np.where(np.isfinite(smooth), smooth, np.nan)))
+        ax.plot([value], [y], marker="o", ms=9 if name == method else 6, color=colors.get(name, "black"), zorder=5,
+                label=f"{names.get(name, name)}: {value:.1e}")
+    ax.set_xscale("log")
+    finite = smooth[np.isfinite(smooth)]
+    if len(finite):
+        # Past the valley the loss runs away: a y range from the lowest loss to a little above the
+        # first keeps the valley readable.
+        low = min(float(finite.min()), float(np.nanmin(np.where(np.isfinite(raw), raw, np.inf))))
+        ax.set_ylim(max(0.0, low * 0.9), float(finite[0]) * 1.25)
+    ax.set_xlabel(_("learning rate (log scale)"))
+    ax.set_ylabel(_("training loss (per image)"))
+    ax.set_title(_("Learning-rate range test"))
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def disagreement_figure(
     images: np.ndarray,
     labels: np.ndarray,

@@ -42,7 +42,7 @@ from cnnlab.analysis.metrics import (
 from cnnlab.core.config import EVAL_BATCH_SIZE, check_positive, is_custom
 from cnnlab.core.errors import CnnlabError, ConfigError, DataError, RunDirError
 from cnnlab.core.files import save_figure, write_csv, write_json, write_text
-from cnnlab.core.i18n import _
+from cnnlab.core.i18n import _, format_percent
 from cnnlab.core.runs import RunDir, open_run, read_config, read_metrics
 from cnnlab.core.runtime import resolve_device
 from cnnlab.data.registry import load_dataset
@@ -203,6 +203,117 @@ def compare_runs(
     return cmp
 
 
+@dataclass
+class PairwiseComparison:
+    """Three or more runs on one test set: each run's accuracy, and McNemar's test for every pair.
+
+    ``pairs``: one :class:`Comparison` per pair (A listed before B, in the order the runs were
+    given), with ``p_holm``: the p-values adjusted for the number of pairs (Holm-Bonferroni), since
+    with many pairs one of them is "significant" at 5% by chance alone.
+    """
+
+    runs: list[Path]
+    accuracies: list[float]
+    pairs: list[Comparison]
+    p_holm: list[float]
+    test_set: dict[str, Any]
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"PairwiseComparison({len(self.runs)} runs, {len(self.pairs)} pairs)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "runs": [{"run": str(r), "accuracy": a} for r, a in zip(self.runs, self.accuracies)],
+            "pairs": [{**{k: v for k, v in c.to_dict().items() if k not in ("disagreements", "test_set")},
+                       "p_holm": p} for c, p in zip(self.pairs, self.p_holm)],
+            "test_set": self.test_set,
+        }
+
+    def text(self, *, files: bool = True) -> str:
+        letters = [_letter(i) for i in range(len(self.runs))]
+        lines = [_("{n} runs on {images} test images ({dataset}):").format(
+            n=len(self.runs), images=self.test_set["num_images"], dataset=self.test_set["dataset"])]
+        width = max(len(str(r)) for r in self.runs)
+        for letter, run, acc in zip(letters, self.runs, self.accuracies):
+            lines.append(f"  {letter}  {str(run):<{width}}  {_('test accuracy')} {format_percent(acc)}")
+        index = {r: i for i, r in enumerate(self.runs)}
+        head = [_("pair"), _("B - A"), _("A only right"), _("B only right"), _("disagree"), _("p"), _("p (Holm)")]
+        rows = [head]
+        for c, p_holm in zip(self.pairs, self.p_holm):
+            a, b = letters[index[c.run_a]], letters[index[c.run_b]]
+            rows.append([f"{a}-{b}", f"{c.difference:+.2%}", str(c.mcnemar.only_a_right), str(c.mcnemar.only_b_right),
+                         str(len(c.disagreements)), _p_cell(c.mcnemar.p_value), _p_cell(p_holm)])
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+        lines.append("")
+        lines += ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+                  for row in rows]
+        if files and self.files:
+            lines.append(self.wrote())
+        return "\n".join(lines)
+
+    def wrote(self) -> str:
+        return f"wrote {', '.join(str(p) for p in self.files.values())}" if self.files else ""
+
+
+def _letter(i: int) -> str:
+    return chr(ord("A") + i) if i < 26 else f"R{i + 1}"
+
+
+def _p_cell(p: float) -> str:
+    return "< 1e-300" if p < 1e-300 else f"{p:.4g}"
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the order given (each at most 1)."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def compare_many(
+    runs: Sequence[str | Path],
+    *,
+    out: str | Path | None = None,
+    data_dir: str | None = None,
+    device: str = "auto",
+    batch_size: int = EVAL_BATCH_SIZE,
+) -> PairwiseComparison:
+    """Compare every pair of ``runs`` (two or more) on their shared test set; each run is scored once.
+
+    Writes ``compare.json`` (all pairs) to ``out`` when given; nothing otherwise.
+    """
+    if len(runs) < 2:
+        raise ConfigError(_("compare needs at least two runs, got {n}").format(n=len(runs)))
+    scored = [predict_run(r, data_dir=data_dir, device=device, batch_size=batch_size) for r in runs]
+    prints = [test_set_fingerprint(r.info.name, r.test.labels, r.test.images) for _p, r in scored]
+    for (p, r), fp in zip(scored[1:], prints[1:]):
+        check_same_test_set(prints[0], fp, str(scored[0][1].run_path), str(r.run_path))
+        if p.classes != scored[0][0].classes:
+            raise IncomparableRunsError(f"cannot compare {scored[0][1].run_path} and {r.run_path}: "
+                                        "their class lists differ")
+    pairs = []
+    for i in range(len(scored)):
+        for j in range(i + 1, len(scored)):
+            (pa, ra), (pb, rb) = scored[i], scored[j]
+            pairs.append(Comparison(
+                run_a=Path(ra.run_path), run_b=Path(rb.run_path),
+                accuracy_a=float(pa.correct.mean()), accuracy_b=float(pb.correct.mean()),
+                mcnemar=mcnemar_exact(pa.correct, pb.correct), disagreements=np.flatnonzero(pa.preds != pb.preds),
+                test_set=prints[0]))
+    result = PairwiseComparison([Path(r.run_path) for _p, r in scored], [float(p.correct.mean()) for p, _r in scored],
+                                pairs, holm([c.mcnemar.p_value for c in pairs]), prints[0])
+    if out is not None:
+        write_json(Path(out) / "compare.json", result.to_dict())
+        result.files["json"] = Path(out) / "compare.json"
+    return result
+
+
 # --- data ----------------------------------------------------------------------------------
 
 
@@ -229,10 +340,19 @@ def show_data(
 ) -> Path:
     """Save a grid of ``n`` random labelled images (the lesson's first figure) to ``out``."""
 
-    images, labels, classes, idx = sample_images(dataset, data_dir=data_dir, n=n, seed=seed, split=split, download=download)
-    fig = plots.samples_figure(images, labels, classes, title=f"{dataset} {split}: {len(idx)} random images (seed {seed})")
+    fig = samples_figure(dataset, data_dir=data_dir, n=n, seed=seed, split=split, download=download)
     save_figure(fig, out)
     return Path(out)
+
+
+def samples_figure(
+    dataset: str = "mnist", *, data_dir: str | None = None, n: int = 10, seed: int = 0, split: str = "train",
+    download: bool = True, ncols: int = 10,
+) -> Any:
+    """The grid :func:`show_data` saves, as an ``InlineFigure`` (``cnnlab.show_batch`` in a notebook)."""
+    images, labels, classes, idx = sample_images(dataset, data_dir=data_dir, n=n, seed=seed, split=split, download=download)
+    return plots.samples_figure(images, labels, classes, ncols=ncols,
+                                title=f"{dataset} {split}: {len(idx)} random images (seed {seed})")
 
 
 def write_report(run_path: Path, report: TestReport, *, extra: dict[str, Any] | None = None) -> None:

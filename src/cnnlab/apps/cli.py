@@ -29,7 +29,7 @@ from cnnlab.core.config import (
     field_kinds,
     list_recipes,
 )
-from cnnlab.core.errors import CnnlabError, OutputExistsError, ResumeChangeError, RunConfigMismatch
+from cnnlab.core.errors import CnnlabError, OutputExistsError, ResumeChangeError, RunConfigMismatch, SaveError
 from cnnlab.core.files import STDOUT  # `-o -`: write the file to standard output
 from cnnlab.core.i18n import _
 from cnnlab.core.process import exit_now
@@ -184,6 +184,13 @@ def echo_json(doc: Any) -> None:
     click.echo(json.dumps(doc, indent=2, default=str))
 
 
+def echo_result(result: Any) -> None:
+    """A result's text on stdout and the files it wrote ("wrote ...") on stderr: the streams habit."""
+    click.echo(result.text(files=False))
+    if result.files:
+        click.echo(result.wrote(), err=True)
+
+
 def folder_output(output: str | None, what: str) -> None:
     if output == STDOUT:
         raise click.UsageError(f"-o - (standard output) takes a file, but {what} writes a folder; name a folder")
@@ -305,6 +312,12 @@ def config_changes(opts: dict[str, Any]) -> dict[str, Any]:
                    "override it.")
 @click.option("--print-config", is_flag=True,
               help="Print the resolved config as TOML (for --config) and exit without training.")
+@click.option("--lr-find", is_flag=True,
+              help="Do not train: run the learning-rate range test on this config (a copy of the model, a few hundred "
+                   "steps, nothing written) and print the suggested --lr.")
+@click.option("--lr-find-plot", type=click.Path(dir_okay=False), default=None, metavar="PNG",
+              help="With --lr-find: also draw the loss curve into this new PNG file.")
+@json_option
 @friendly_errors
 def train(**opts: Any) -> None:
     """Train a model; by default the lesson's recipe (LeNet-5, MNIST, Adam 1e-3, batch 32, 5 epochs).
@@ -335,6 +348,8 @@ def train(**opts: Any) -> None:
     if changes.get("train.progress") is None and not opts["print_config"]:
         changes["train.progress"] = progress_default()
     run_dir = opts["run_dir"]
+    if opts["lr_find"] or opts["lr_find_plot"]:
+        return lr_find_command(opts, changes)
     if opts["resume_dir"]:
         if run_dir and Path(run_dir) != Path(opts["resume_dir"]):
             raise click.UsageError("--resume RUN_DIR and --run-dir name different folders; give only --resume")
@@ -348,25 +363,72 @@ def train(**opts: Any) -> None:
         click.echo(cfg.to_toml(), nl=False)
         return
     run_dir = run_dir or default_run_dir(cfg)  # named once, so spawned workers agree on it
-    code = launch(train_and_report, cfg, run_dir, nproc=opts["nproc"])
+    worker = functools.partial(train_and_report, as_json=True) if opts["as_json"] else train_and_report
+    code = launch(worker, cfg, run_dir, nproc=opts["nproc"])
     if code:
         sys.exit(code)
 
 
-def train_and_report(cfg: Any, run_dir: Any) -> None:
-    """One training process (of one, or of several): train, then rank 0 prints the test report."""
+def train_and_report(cfg: Any, run_dir: Any, as_json: bool = False) -> None:
+    """One training process (of one, or of several): train, then rank 0 prints the test report.
+
+    ``as_json``: the epoch lines go to stderr and stdout gets one JSON document (the run's result).
+    """
     from cnnlab.service.training import train_config
     from cnnlab.engine.distributed import is_main
 
+    log = functools.partial(click.echo, err=True) if as_json else click.echo
     try:
-        result = train_config(cfg, run_dir, log=click.echo)
+        result = train_config(cfg, run_dir, log=log)
     except CnnlabError as exc:  # a distributed worker reports it itself (engine/distributed): hint it here
         exc.hint = exc.hint or cli_hint(exc)
         raise
-    if is_main():
-        click.echo(f"\nbest epoch {result.best_epoch} (val loss {result.best_val_loss:.4f}); test set:")
-        click.echo(result.test.text)
-        click.echo(f"test accuracy {result.test.accuracy:.2%}   run: {result.run.path}   ({result.seconds:.1f}s)")
+    if not is_main():
+        return
+    if as_json:
+        echo_json({"run": str(result.run.path), "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+                   "seconds": round(result.seconds, 3), "resumed_from": result.resumed_from,
+                   "history": result.history, "test": result.test.to_dict()})
+        return
+    click.echo(f"\nbest epoch {result.best_epoch} (val loss {result.best_val_loss:.4f}); test set:")
+    click.echo(result.test.text)
+    click.echo(f"test accuracy {result.test.accuracy:.2%}   run: {result.run.path}   ({result.seconds:.1f}s)")
+
+
+def lr_find_command(opts: dict[str, Any], changes: dict[str, Any]) -> None:
+    """``train --lr-find``: the range test on the config the same flags would train; no run folder."""
+    from cnnlab.core.files import save_figure
+    from cnnlab.service.lr_find import lr_find
+
+    if opts["resume_dir"] or opts["run_dir"] or (opts["nproc"] or 1) > 1:
+        raise click.UsageError(_("--lr-find trains nothing: drop --resume, --run-dir and --nproc"))
+    if opts["lr_find_plot"]:
+        if opts["lr_find_plot"] == STDOUT:
+            raise click.UsageError(_("--lr-find-plot takes a file name (the suggestion is what goes to stdout)"))
+        if Path(opts["lr_find_plot"]).exists():  # train has no --overwrite: the user's file is never replaced
+            raise SaveError(_("--lr-find-plot {path} already exists; give a new file name").format(
+                path=opts["lr_find_plot"]))
+    cfg = base_config(opts).apply(changes)
+    bar = None
+    if cfg.train.progress:
+        from tqdm.auto import tqdm
+
+        from cnnlab.engine.lr_find import NUM_IT
+        from cnnlab.engine.progress import MININTERVAL
+
+        bar = tqdm(total=NUM_IT, desc="lr find", mininterval=MININTERVAL, leave=False, file=sys.stderr, unit="step")
+    try:
+        result = lr_find(cfg, on_step=(lambda step, lr, loss: bar.update(1)) if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    if opts["lr_find_plot"]:
+        save_figure(result.plot(), opts["lr_find_plot"])
+        click.echo(_("wrote {path}").format(path=opts["lr_find_plot"]), err=True)
+    if opts["as_json"]:
+        echo_json(result.to_dict())
+    else:
+        click.echo(result.text())
 
 
 def base_config(opts: dict[str, Any]) -> Any:
@@ -515,9 +577,10 @@ def predict(model: str, inputs: tuple[str, ...], top_k: int, output: str | None,
 @data_dir_option()
 @click.option("--verify-count", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Test images used for the comparison.")
+@json_option
 @friendly_errors
 def export(model: str, fmt: str, output: str | None, overwrite: bool, opset: int | None,
-           verify_images: tuple[str, ...], data_dir: str | None, verify_count: int) -> None:
+           verify_images: tuple[str, ...], data_dir: str | None, verify_count: int, as_json: bool) -> None:
     """Export a trained model to ONNX or a torch.export program (.pt2), checked against PyTorch.
 
     MODEL is a run directory (its best.pt) or a checkpoint file. The exported
@@ -530,9 +593,14 @@ def export(model: str, fmt: str, output: str | None, overwrite: bool, opset: int
     """
     from cnnlab.apps.export import export_model
 
+    if as_json and output == STDOUT:
+        raise click.UsageError("--json and -o - both write to stdout; give one of them")
     result = export_model(model, fmt, output, overwrite=overwrite, opset=opset, verify_images=list(verify_images),
                           data_dir=data_dir, verify_count=verify_count)
-    click.echo(result.summary(), err=output == STDOUT)
+    if as_json:
+        echo_json(result.to_dict())
+    else:
+        click.echo(result.summary(), err=output == STDOUT)
 
 
 # --- serve ---------------------------------------------------------------------------------
@@ -578,10 +646,11 @@ def serve(run_dir: str, host: str, port: int, max_upload_mb: float, device: str)
 @data_dir_option()
 @device_option
 @eval_batch_size_option
+@json_option
 @click.pass_context
 @friendly_errors
 def analyze(ctx: click.Context, run_dir: str, classes: str | None, per_class: int, top_k: int, bins: int,
-            no_html: bool, data_dir: str | None, device: str, eval_batch_size: int) -> None:
+            no_html: bool, data_dir: str | None, device: str, eval_batch_size: int, as_json: bool) -> None:
     """Study a run's mistakes on the test set; everything is written to RUN_DIR/analysis/.
 
     Confusion matrix (counts and row-normalised), a gallery of misclassified
@@ -608,8 +677,10 @@ def analyze(ctx: click.Context, run_dir: str, classes: str | None, per_class: in
     said = regenerating(analysis / "summary.json", analysis)
     interp = interpret_run(run_dir, data_dir=data_dir, device=device, batch_size=eval_batch_size)
     result = interp.save(classes=wanted, per_class=per_class, top_k=top_k, n_bins=bins, html=not no_html)
-    click.echo(result.text(files=False))  # results on stdout; "wrote ..." on stderr
-    click.echo(result.wrote(), err=True)
+    if as_json:  # summary.json as written, the run, and every file's path
+        echo_json({"run": run_dir, **result.summary, "files": {k: str(v) for k, v in result.files.items()}})
+    else:
+        echo_result(result)
     said()
 
 
@@ -623,65 +694,133 @@ def analyze(ctx: click.Context, run_dir: str, classes: str | None, per_class: in
 @data_dir_option("$CNNLAB_DATA_DIR, else ~/.cache/cnnlab/data")
 @click.option("--download/--no-download", default=True, help="Download the dataset when its files are missing.  "
               "[default: on]")
+@json_option
 @friendly_errors
 def show_data(dataset: str, n: int, seed: int, split: str, output: str | None, overwrite: bool,
-              data_dir: str | None, download: bool) -> None:
+              data_dir: str | None, download: bool, as_json: bool) -> None:
     """Save a grid of random labelled images from a dataset (the lesson's first figure).
 
     A file named with -o is not replaced without --overwrite; the default
     DATASET_samples.png is cnnlab's own and is replaced (with a note on stderr).
+    From Python the same grid is cnnlab.show_batch(DATASET, n=N), shown inline.
     """
     from cnnlab.analysis.report import show_data as save_samples
     from cnnlab.core.runs import dataset_slug
 
-    claim_output(output, overwrite)
+    if as_json and output == STDOUT:
+        raise click.UsageError("--json and -o - both write to stdout; give one of them")
+    claim_output(output, overwrite)  # before the data is read
     target = Path(output or f"{dataset_slug(dataset)}_samples.png")
     replacing = output is None and target.exists()
     path = save_samples(dataset, out=target if output != STDOUT else STDOUT, data_dir=data_dir, n=n,
                         seed=seed, split=split, download=download)
-    if output != STDOUT:
+    if as_json:
+        echo_json({"path": str(path), "dataset": dataset, "split": split, "n": n, "seed": seed})
+    elif output != STDOUT:
         click.echo(f"wrote {path}", err=True)
     if replacing:
         click.echo(_("note: replaced the earlier {path}").format(path=target), err=True)
 
 
 @cli.command()
-@click.argument("run_a", type=click.Path(file_okay=False))
-@click.argument("run_b", type=click.Path(file_okay=False))
-@output_option("Folder for compare.json and disagreements.png.  [default: RUN_A/analysis/compare-<RUN_B name>]",
-               folder=True)
+@click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@output_option("Folder for compare.json (and, for two runs, disagreements.png).  [default: for two runs "
+               "RUN_A/analysis/compare-<RUN_B name>; for more, nothing is written]", folder=True)
 @overwrite_option("Write into a non-empty -o/--output folder (its files may be replaced).")
 @click.option("--max-images", type=click.IntRange(min=0), default=40, show_default=True,
-              help="Disagreement images drawn.")
+              help="Disagreement images drawn (two runs).")
 @data_dir_option("each run's")
 @device_option
 @eval_batch_size_option
 @json_option
 @friendly_errors
-def compare(run_a: str, run_b: str, output: str | None, overwrite: bool, max_images: int, data_dir: str | None,
+def compare(runs: tuple[str, ...], output: str | None, overwrite: bool, max_images: int, data_dir: str | None,
             device: str, eval_batch_size: int, as_json: bool) -> None:
-    """Which of two runs is better on the test set, and is the difference significant?
+    """Which of two or more runs is better on the test set, and is the difference significant?
 
-    Prints both test accuracies and their difference, runs McNemar's exact test
-    on the paired predictions, and draws the images where the runs disagree.
-    Runs scored on different test sets are refused.
+    For two runs: both test accuracies and their difference, McNemar's exact test
+    on the paired predictions, and the images where the runs disagree. For more
+    (`cnnlab compare runs/a runs/b runs/c`, or a quoted glob: `cnnlab compare
+    'runs/lenet5-*'`): every run's accuracy and the pairwise table, with p-values
+    adjusted for the number of pairs (Holm). Runs scored on different test sets
+    are refused.
     """
-    from cnnlab.analysis.report import compare_runs
+    from cnnlab.analysis.report import compare_many, compare_runs
 
     from cnnlab.core.runs import RunDir
 
     folder_output(output, "compare")
     claim_output(output, overwrite, folder=True)
-    default = RunDir(Path(run_a)).analysis / f"compare-{Path(run_b).resolve().name}"
+    paths = expand_runs(runs)
+    if len(paths) < 2:
+        raise click.UsageError(_("compare needs at least two runs; {args} gave {n}").format(
+            args=" ".join(runs), n=len(paths)))
+    if len(paths) > 2:
+        many = compare_many(paths, out=output, data_dir=data_dir, device=device, batch_size=eval_batch_size)
+        if as_json:
+            echo_json({**many.to_dict(), "files": {k: str(v) for k, v in many.files.items()}})
+        else:
+            echo_result(many)
+        return
+    default = RunDir(Path(paths[0])).analysis / f"compare-{Path(paths[1]).resolve().name}"
     said = regenerating(default / "compare.json", default) if output is None else (lambda: None)
-    result = compare_runs(run_a, run_b, out=output, max_images=max_images, data_dir=data_dir, device=device,
+    result = compare_runs(paths[0], paths[1], out=output, max_images=max_images, data_dir=data_dir, device=device,
                           batch_size=eval_batch_size)
     if as_json:
         echo_json({**result.to_dict(), "files": {k: str(v) for k, v in result.files.items()}})
     else:
-        click.echo(result.text(files=False))  # results on stdout; "wrote ..." on stderr
-    click.echo(result.wrote(), err=True)
+        echo_result(result)
     said()
+
+
+def expand_runs(args: tuple[str, ...]) -> list[str]:
+    """Run folders from arguments: a pattern with ``*``, ``?`` or ``[`` (quoted, so the shell left it) is
+    expanded to the run folders it matches, in name order."""
+    import glob
+
+    out: list[str] = []
+    for arg in args:
+        if any(ch in arg for ch in "*?[") and not Path(arg).exists():
+            matches = sorted(p for p in glob.glob(arg) if (Path(p) / "config.json").is_file())
+            if not matches:
+                raise click.UsageError(_("no run folders match {pattern}").format(pattern=arg))
+            out += matches
+        else:
+            out.append(arg)
+    return out
+
+
+# --- runs ----------------------------------------------------------------------------------
+
+
+@cli.command("runs")
+@click.argument("folder", default="runs", required=False, type=click.Path(file_okay=False))
+@click.option("--sort", "sort_key", default=None, metavar="KEY",
+              help="Sort by a column (model, test_acc, started, ...); -KEY sorts descending.  [default: started]")
+@click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE",
+              help="Only runs where a column or config field has this value (repeatable): model=lenet5, "
+                   "optim.lr=0.001, lr=0.001, state=finished.")
+@json_option
+@friendly_errors
+def runs_command(folder: str, sort_key: str | None, filters: tuple[str, ...], as_json: bool) -> None:
+    """List every run under FOLDER (default runs/): model, data, recipe, epochs, accuracies, time, state.
+
+    State is finished, interrupted (resume it with `cnnlab train --resume RUN`),
+    training (a process holds the run's lock now), incomplete (no epoch finished)
+    or broken (files missing or damaged; the reason is shown). Only the runs'
+    small files are read, never a checkpoint.
+    """
+    from cnnlab.service.runs import format_runs, list_runs
+
+    records = list_runs(folder, filters=filters, sort=sort_key)
+    if as_json:
+        echo_json({"folder": folder, "runs": [r.to_dict() for r in records]})
+        return
+    if not records:
+        click.echo((_("no runs under {folder} match the filters") if filters else _("no runs under {folder}"))
+                   .format(folder=folder), err=True)
+        return
+    click.echo(format_runs(records, folder))
 
 
 # --- models, layers, visualize ---------------------------------------------------------------

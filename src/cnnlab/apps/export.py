@@ -26,6 +26,7 @@ reported and an export that disagrees is refused.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -80,6 +81,13 @@ class ExportResult:
     verification: Verification
     size_bytes: int = 0
     notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """What ``cnnlab export --json`` prints: the file, its metadata and the check against PyTorch."""
+        return {"path": str(self.path), "format": self.format, "size_bytes": self.size_bytes,
+                "metadata": self.metadata, "verification": {**dataclasses.asdict(self.verification),
+                                                            "ok": self.verification.ok},
+                "notes": list(self.notes)}
 
     def summary(self) -> str:
         v = self.verification

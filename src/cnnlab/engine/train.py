@@ -65,6 +65,7 @@ from cnnlab.engine.step import (
     create_trainer,
     run_evaluation,
 )
+from cnnlab.engine.progress import EVAL_DELAY, attach_bar, stderr_is_terminal
 from cnnlab.engine.tracking import attach_tensorboard
 from cnnlab.engine.writer import RunWriter
 from cnnlab.models import check_pretrained, create_model, get_model_entry
@@ -330,12 +331,11 @@ def attach_progress(s: Session, log: Callable[[str], None]) -> Callable[[str], N
     t = s.cfg.train
     if not (t.progress and s.writer.active):
         return log
-    from ignite.handlers import ProgressBar
-
     per_image = t.batch_size if t.loss_reduction == "sum" else 1
-    pbar = ProgressBar(persist=False, desc="train")
-    pbar.attach(s.trainer, output_transform=lambda loss: {"loss": loss / per_image})
-    return pbar.log_message
+    say = attach_bar(s.trainer, "train", postfix=lambda loss: {"loss": loss / per_image})
+    if stderr_is_terminal():  # the evaluation passes: a bar only for one that takes over a second
+        attach_bar(s.evaluator, "evaluate", delay=EVAL_DELAY)
+    return say(log)
 
 
 def save_last(s: Session) -> None:

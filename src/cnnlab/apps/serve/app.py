@@ -415,8 +415,7 @@ class Classifier:
                 raise ApiError(400, "unusable_image", str(exc)) from None
             source_size = [int(img.width), int(img.height)]
             del img  # the decoded picture is not needed for the answer: free it inside the gate
-        top = [{"label": str(lab), "index": int(i), "prob": float(p)}
-               for lab, i, p in zip(pred.labels, pred.indices, pred.probs)]
+        top = pred.top_k()
         return {
             "label": top[0]["label"],
             "prob": top[0]["prob"],
