@@ -175,11 +175,12 @@ def two_runs(tiny_mnist: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
 
 def test_analyze_run_writes_everything(two_runs):
     run, _ = two_runs
-    result = A.analyze_run(run, classes=["8", "4", "9"], per_class=3, top_k=5)
+    result = A.interpret_run(run).save(classes=["8", "4", "9"], per_class=3, top_k=5)
     out = run / "analysis"
     for name in ["summary.json", "predictions.csv", "confusion_matrix.png", "misclassified.png", "top_losses.png",
                  "top_losses.csv", "most_confused.csv", "per_class.png", "per_class.csv", "reliability.png",
-                 "reliability.csv", "confidence.png", "training_curves.png", "index.html"]:
+                 "reliability.csv", "confidence.png", "training_curves.png", "top_losses_heatmap.png", "embedding.png",
+                 "index.html"]:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     summary = json.loads((out / "summary.json").read_text())
     report = json.loads((run / "report.json").read_text())
@@ -197,7 +198,7 @@ def test_analyze_run_writes_everything(two_runs):
     rows = (out / "predictions.csv").read_text().splitlines()
     assert len(rows) == 201
     html = (out / "index.html").read_text()
-    assert html.count("data:image/png;base64,") == 7 and "http://" not in html and "https://" not in html
+    assert html.count("data:image/png;base64,") == 9 and 'id="embedding"' in html and "http://" not in html and "https://" not in html
 
 
 def test_cli_analyze_takes_classes_like_the_lesson(two_runs):

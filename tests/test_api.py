@@ -222,3 +222,28 @@ def test_the_package_lists_its_api_and_imports_light() -> None:
     code = "import sys, cnnlab; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_command_line_and_python_train_the_same_bits(tiny_mnist: Path, tmp_path: Path) -> None:
+    """`cnnlab train` options and `cnnlab.train` keywords go through one Config.apply: same config,
+    same metrics.csv (timings aside), same best.pt weights."""
+    from cnnlab.apps.cli import cli
+    from cnnlab.engine.checkpoint import load_checkpoint
+
+    args = ["train", "--data-dir", str(tiny_mnist), "--val-size", "100", "--epochs", "2", "--lr", "0.002",
+            "--threads", "1", "--no-progress", "--run-dir", str(tmp_path / "cli")]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    cnnlab.train(data_dir=tiny_mnist, val_size=100, epochs=2, lr=0.002, threads=1, run_dir=tmp_path / "py", log=None)
+
+    def metrics(run: str) -> list[list[str]]:
+        rows = [line.split(",") for line in (tmp_path / run / "metrics.csv").read_text().splitlines()]
+        keep = [i for i, name in enumerate(rows[0]) if not name.endswith("time_s")]
+        return [[row[i] for i in keep] for row in rows]
+
+    def config(run: str) -> dict:
+        return json.loads((tmp_path / run / "config.json").read_text())["config"]
+
+    assert config("cli") == config("py")
+    assert metrics("cli") == metrics("py")
+    a, b = (load_checkpoint(tmp_path / run / "best.pt")["state_dict"] for run in ("cli", "py"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

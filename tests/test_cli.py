@@ -172,3 +172,64 @@ def test_resume_rules_live_in_the_library(tiny_trained_run):
     result = CliRunner().invoke(cli, ["train", "--resume", str(tiny_trained_run), "--lr", "0.1", "--seed", "3"])
     assert result.exit_code == 2
     assert "optim.lr, train.seed cannot be changed" in result.stderr and "train.epochs" in result.stderr
+
+
+def test_print_config_round_trips_through_config_and_a_runs_config_json(tiny_mnist, tmp_path, monkeypatch):
+    """--print-config writes the TOML that --config reads back, and a run's own config.json trains again
+    as it was: the same config three times, from a fresh folder."""
+    import tomllib
+
+    from cnnlab.core.config import Config
+
+    monkeypatch.chdir(tmp_path)
+    options = ["--data-dir", str(tiny_mnist), "--val-size", "100", "--epochs", "1", "--lr", "0.002",
+               "--schedule", "cosine", "--subset", "300", "--threads", "1"]
+    printed = CliRunner().invoke(cli, ["train", "--print-config", *options])
+    assert printed.exit_code == 0, printed.output
+    assert not list(tmp_path.iterdir())  # printing trains nothing and writes nothing
+    cfg = Config.from_dict(tomllib.loads(printed.stdout))
+    assert (cfg.optim.lr, cfg.optim.schedule, cfg.data.subset, cfg.train.epochs) == (0.002, "cosine", 300, 1)
+
+    (tmp_path / "my.toml").write_text(printed.stdout)
+    first = CliRunner().invoke(cli, ["train", "--config", "my.toml", "--run-dir", "r1", "--no-progress"])
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(cli, ["train", "--config", "r1/config.json", "--run-dir", "r2", "--no-progress"])
+    assert again.exit_code == 0, again.output
+
+    def stored(run: str) -> Config:
+        return Config.from_dict(json.loads((tmp_path / run / "config.json").read_text())["config"])
+
+    assert stored("r1") == stored("r2") == cfg.apply({"train.progress": False})
+    reprinted = CliRunner().invoke(cli, ["train", "--print-config", "--config", "r1/config.json", "--progress"])
+    assert reprinted.stdout == printed.stdout
+
+
+@pytest.mark.parametrize("command, folder", [
+    ("show-data --data-dir {data} --no-download -o {out}", False),
+    ("visualize {run} -o {out}", True),
+    ("compare {run} {run} -o {out}", True),
+])
+def test_what_o_names_is_never_replaced_without_overwrite(command, folder, tiny_mnist, tiny_trained_run, tmp_path):
+    out = tmp_path / ("mine" if folder else "mine.png")
+    precious = out / "notes.txt" if folder else out
+    precious.parent.mkdir(exist_ok=True)
+    precious.write_text("precious")
+    args = command.format(data=tiny_mnist, run=tiny_trained_run, out=out).split()
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 4 and "pass --overwrite" in refused.stderr, refused.output
+    assert precious.read_text() == "precious" and refused.stdout == ""
+    done = CliRunner().invoke(cli, [*args, "--overwrite"])
+    assert done.exit_code == 0, done.output
+    assert (precious.read_text() == "precious") if folder else precious.read_bytes().startswith(b"\x89PNG")
+
+
+def test_rewriting_derived_files_in_a_run_says_so_on_stderr(tiny_trained_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_trained_run, run)
+    first = CliRunner().invoke(cli, ["visualize", str(run)])
+    assert first.exit_code == 0 and "note:" not in first.stderr
+    again = CliRunner().invoke(cli, ["visualize", str(run)])
+    assert again.exit_code == 0 and f"note: rewrote the files cnnlab derived in {run / 'visualize'}" in again.stderr
+    assert "note:" not in again.stdout and str(run / "visualize") in again.stdout  # the paths are its result

@@ -27,6 +27,7 @@ import torch
 from cnnlab.engine import distributed
 from cnnlab.core.config import Config
 from cnnlab.core.errors import ConfigError, RunDirError
+from cnnlab.core.runtime import resolve_device
 
 pytestmark = [
     pytest.mark.skipif(
@@ -65,7 +66,7 @@ def _recording_worker(cfg: Config, run_dir: str, out: str) -> None:
     sys.stderr = open(outdir / f"stderr{me}.txt", "w", buffering=1)
     record: dict = {"orders": {}}
 
-    distributed.ensure_initialized(cfg.train.device)
+    distributed.ensure_initialized(resolve_device(cfg.train.device))
     try:  # the disagreement check must fire, identically, on every rank
         distributed.same_on_all_ranks(f"value of rank {me}", "a test value")
         record["disagreement"] = None
@@ -306,19 +307,19 @@ def test_resume_position_across_world_sizes() -> None:
 def test_single_process_helpers_are_plain(monkeypatch: pytest.MonkeyPatch) -> None:
     for k in distributed.TORCHRUN_VARS:
         monkeypatch.delenv(k, raising=False)
-    assert not distributed.launched_by_torchrun() and not distributed.ensure_initialized("cpu")
+    assert not distributed.launched_by_torchrun() and not distributed.ensure_initialized(torch.device("cpu"))
     assert (distributed.rank(), distributed.world_size(), distributed.is_main()) == (0, 1, True)
     assert distributed.stop_agreed(True, 3) and not distributed.stop_agreed(False, 10)
     assert distributed.broadcast_object({"a": 1}) == {"a": 1} and distributed.rank_seed(7) == 7
     distributed.same_on_all_ranks("anything", "x")  # nothing to disagree with
-    assert distributed.backend_for("cpu") == "gloo"
+    assert distributed.backend_for(torch.device("cpu")) == "gloo"
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("LOCAL_RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert not distributed.launched_by_torchrun()  # torchrun with one process: nothing to join
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert distributed.launched_by_torchrun()
-    with pytest.raises(distributed.DistributedError, match="--nproc_per_node"):
+    with pytest.raises(distributed.DistributedError, match="already runs under torchrun"):
         distributed.launch(print, nproc=2)
 
 

@@ -95,7 +95,7 @@ def test_pretrained_download_failure_is_a_clear_error(tmp_path, monkeypatch):
 
 def test_pretrained_only_for_classic_models(tiny_mnist, tmp_path):
     assert supports_pretrained("vgg11") and not supports_pretrained("lenet5")
-    with pytest.raises(ConfigError, match="'smallcnn' has no pretrained weights; --pretrained works with alexnet"):
+    with pytest.raises(ConfigError, match="'smallcnn' has no pretrained weights; these do: alexnet"):
         check_pretrained("smallcnn")
     r = CliRunner().invoke(cli, ["train", "--pretrained", "--data-dir", str(tiny_mnist), "--run-dir",
                                  str(tmp_path / "r"), "--no-progress"])

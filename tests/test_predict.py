@@ -260,7 +260,11 @@ def test_cli_predict_all_good_exits_zero_and_writes_json(tiny_trained_run, folde
     data = json.loads(out.read_text())
     assert data["top_k"] == 2 and data["classes"] == [str(i) for i in range(10)]
     assert [Path(r["path"]).name for r in data["results"]] == ["a.png", "c.png"]
-    assert all(len(r["labels"]) == 2 and r["error"] is None for r in data["results"])
+    assert all(len(r["top_k"]) == 2 and r["error"] is None for r in data["results"])
+    # the server's top-k shape: [{label, index, prob}], best first; label/prob repeat the first
+    first = data["results"][0]
+    assert set(first["top_k"][0]) == {"label", "index", "prob"} and first["label"] == first["top_k"][0]["label"]
+    assert first["top_k"][0]["prob"] >= first["top_k"][1]["prob"] and first["prob"] == first["top_k"][0]["prob"]
     assert sorted(p.name for p in (tmp_path / "seen").iterdir()) == ["a.png", "c.png"]
 
 

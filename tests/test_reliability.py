@@ -195,9 +195,9 @@ def test_resume_refuses_changes_that_alter_the_run(tiny_config, tmp_path):
     from cnnlab.engine.train import resume_config
 
     train(tiny_config.override("train", epochs=1), tmp_path / "run", log=quiet)
-    assert resume_config(tmp_path / "run", **{"train.epochs": 4}).train.epochs == 4
+    assert resume_config(tmp_path / "run", {"train.epochs": 4}).train.epochs == 4
     with pytest.raises(RunDirError, match="optim.lr cannot be changed"):
-        resume_config(tmp_path / "run", **{"optim.lr": 0.1})
+        resume_config(tmp_path / "run", {"optim.lr": 0.1})
 
 
 @pytest.mark.parametrize("damage", ["truncate", "magic"])

@@ -18,10 +18,10 @@ from conftest import train_tiny_run
 
 @pytest.fixture(scope="module")
 def report(tiny_mnist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from cnnlab.analysis.report import analyze_run
+    from cnnlab.analysis.report import interpret_run
 
     run = train_tiny_run(tiny_mnist, tmp_path_factory.mktemp("report-browser") / "run")
-    return analyze_run(run, per_class=5, top_k=8).files["html"]
+    return interpret_run(run).save(per_class=5, top_k=8).files["html"]
 
 
 @pytest.fixture

@@ -145,33 +145,19 @@ def test_compare_never_prints_p_equals_zero(tmp_path):
     assert format_p(0.01234) == "p = 0.01234" and format_p(1.0) == "p = 1"
 
 
-# --- old spellings: still working, with a note -----------------------------------------------------
+# --- old spellings: gone before the first release, never silently taken for something else -------
 
 
-@pytest.mark.parametrize("old, new", [
-    ("compare {run} {run} --out {tmp}/c", "-o/--output"),
-    ("visualize {run} --out {tmp}/v", "-o/--output"),
-    ("show-data --data-dir {data} --no-download --out {tmp}/s.png", "-o/--output"),
-    ("evaluate {run} --batch-size 64", "--eval-batch-size"),
-    ("analyze {run} --no-html --batch-size 64", "--eval-batch-size"),
-    ("compare {run} {run} --batch-size 64 -o {tmp}/c2", "--eval-batch-size"),
-    ("predict {run} {digits} --batch-size 2", "--eval-batch-size"),
+@pytest.mark.parametrize("old", [
+    "compare {run} {run} --out {tmp}/c",
+    "show-data --data-dir {data} --no-download --out {tmp}/s.png",
+    "evaluate {run} --batch-size 64",
+    "predict {run} {digits} --batch-size 2",
 ])
-def test_old_spellings_still_work_with_a_deprecation_note(old, new, tiny_trained_run, tiny_mnist, digit_files,
-                                                          tmp_path):
+def test_old_spellings_are_usage_errors(old, tiny_trained_run, tiny_mnist, digit_files, tmp_path):
     args = old.format(run=tiny_trained_run, tmp=tmp_path, data=tiny_mnist, digits=digit_files).split()
     result = CliRunner().invoke(cli, args)
-    assert result.exit_code == 0, result.output
-    flag = args[[i for i, a in enumerate(args) if a in ("--out", "--batch-size")][0]]
-    assert f"warning: {flag} is deprecated" in result.stderr and f"use {new}" in result.stderr
-    assert "deprecated" not in result.stdout
-    if "--out" in args:
-        assert (tmp_path / args[args.index("--out") + 1].rsplit("/", 1)[1]).exists()
-
-
-def test_old_and_new_spelling_together_is_a_usage_error(tiny_trained_run):
-    result = CliRunner().invoke(cli, ["evaluate", str(tiny_trained_run), "--batch-size", "8", "--eval-batch-size", "16"])
-    assert result.exit_code == 2 and "give only --eval-batch-size" in result.output
+    assert result.exit_code == 2 and "No such option" in result.output, result.output
 
 
 def test_json_and_dash_output_together_are_refused(tiny_trained_run, digit_files):

@@ -336,3 +336,20 @@ def test_block_wise_conversion_equals_the_whole_image(monkeypatch: pytest.Monkey
     monkeypatch.setattr(images, "BLOCK_PIXELS", 7 * 200 + 13)  # 7 rows a block, the last one short
     blocks = images.to_standard_mode(img)
     assert whole.mode == blocks.mode and np.array_equal(np.asarray(whole), np.asarray(blocks))
+
+
+def test_a_library_error_is_a_json_answer_naming_the_setting(predictor, monkeypatch) -> None:
+    """The server's hint is data: a CnnlabError becomes a 400 whose "option" names the setting concerned."""
+    from cnnlab.apps.serve import create_app
+    from cnnlab.core.errors import ConfigError
+    from cnnlab.service.predictor import Predictor
+
+    def refuse(self, images, top_k=3):
+        raise ConfigError("device 'cuda' was asked for, but no CUDA GPU is available", option="device")
+
+    monkeypatch.setattr(Predictor, "predict", refuse)
+    with TestClient(create_app(predictor)) as c:
+        r = c.post("/api/predict", content=png_bytes(digit_image(0)), headers={"Content-Type": "image/png"})
+    assert r.status_code == 400
+    assert r.json() == {"error": "invalid_request", "option": "device",
+                        "detail": "device 'cuda' was asked for, but no CUDA GPU is available"}

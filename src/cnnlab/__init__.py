@@ -9,7 +9,12 @@ From a notebook::
     interp = run.interpret()                                # == cnnlab.interpret(run): test predictions, once
     interp.most_confused(5); interp.plot_misclassified(classes=[8, 4, 9])   # figures show inline
     interp.save("runs/lenet5/analysis")                     # the files `cnnlab analyze` writes
+    ex = cnnlab.explain(run.path, "digit.png")              # every layer's maps, the prediction, the attribution
+    ex.plot_layers(); ex.plot_attribution(); ex.plot_kernel("features.3", 0)
     cnnlab.summarize(Lenet5(), (1, 28, 28))                 # shapes, parameters, multiply-adds per layer
+    cnnlab.lr_find(Lenet5(), "mnist").plot()                # the learning-rate range test; .suggestion
+    cnnlab.show_batch("mnist", n=32)                        # labelled images in a grid, inline
+    pd.DataFrame(cnnlab.runs("runs"))                       # every run under a folder, one row each
 
 The ``cnnlab`` command line is a thin layer over the same calls. Library calls leave the process
 as they found it (thread count, global random generators).
@@ -25,6 +30,11 @@ _LAZY = {
     "load": "cnnlab.service.predictor",
     "interpret": "cnnlab.apps.api",
     "summarize": "cnnlab.apps.api",
+    "explain": "cnnlab.service.explain",
+    "Explanation": "cnnlab.analysis.explain",
+    "lr_find": "cnnlab.apps.api",
+    "show_batch": "cnnlab.apps.api",
+    "runs": "cnnlab.apps.api",
     "list_models": "cnnlab.apps.api",
     "list_datasets": "cnnlab.apps.api",
     "TrainResult": "cnnlab.service.training",

@@ -16,49 +16,96 @@
 # %% [markdown]
 # # A convolutional network in PyTorch
 #
+# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/cnnlab/cnnlab/blob/main/docs/lesson/en/cnn_lesson.ipynb)
+#
 # This notebook walks through the chapter step by step, with code you can run:
 #
-# 1. **Convolution and pooling**: what each argument of `nn.Conv2d` and `nn.MaxPool2d` does,
-#    and how to predict the size of the output.
-# 2. **torchvision**: datasets, reading and writing images, transforms and the classic models.
-# 3. **LeNet-5**: the network written as a class, layer by layer.
+# 1. **Convolution and pooling**: a convolution worked by hand, what each argument of
+#    `nn.Conv2d` and `nn.MaxPool2d` does, and how to predict the size of the output.
+# 2. **torchvision**: datasets, reading images (your own picture, prepared the way MNIST was),
+#    transforms and the classic models.
+# 3. **LeNet-5**: the network written as a class, layer by layer, and how it differs from the 1998 original.
 # 4. **Training** with pytorch-ignite, with the loop in plain sight, and then the same thing
 #    with a single `cnnlab` call.
-# 5. **Analysing** the best model on the test set: report, confusion matrix, mistakes.
+# 5. **Analysing** the best model on the test set: report, confusion matrix, mistakes, calibration.
 # 6. **Where to go next**: augmentation, pretrained models and the command line.
 #
-# The notebook runs offline: MNIST has to be on disk already (`download=False`).
+# Each section ends with short exercises: **predict** the answer first, **then run** the code;
+# the solutions are folded away.
+#
+# It runs on Colab, on a laptop (CPU is enough: a few minutes) or on a GPU.
 
 # %% [markdown]
-# ## 0. Settings
+# ## 0. Setup
 #
-# - `DATA_DIR` is the folder that *contains* `MNIST/raw/` (the four `*-ubyte` files).
-#   The default points to the repository's `shared/data` folder, relative to this
-#   notebook's folder (`docs/lesson/en/`); set the environment variable
-#   `CNNLAB_DATA_DIR` if your copy is somewhere else.
-# - `QUICK = True` (the environment variable `CNNLAB_LESSON_QUICK=1`, which CI sets) trains
-#   for a single epoch on a few thousand images, just to check that everything runs.
-#   With `QUICK = False` you follow the lesson: 50,000 training images, 10,000 validation
-#   images, 5 epochs (a few minutes on a laptop CPU).
-# - `RUNS` is where the trainings write their checkpoints.
+# The first cell installs what is missing, and only when it is missing (on Colab: cnnlab and
+# pytorch-ignite; torch is already there and is **never** reinstalled), then picks the device:
+# a CUDA GPU, Apple's MPS, or the CPU.
+
+# %%
+import importlib.util
+import sys
+
+if importlib.util.find_spec("cnnlab") is None or importlib.util.find_spec("ignite") is None:
+    import torch
+    import torchvision
+
+    # Pin the torch that is already installed, so pip keeps it instead of downloading another.
+    keep = [f"torch=={torch.__version__.split('+')[0]}", f"torchvision=={torchvision.__version__.split('+')[0]}"]
+    # %pip install --quiet "cnnlab @ git+https://github.com/cnnlab/cnnlab" {" ".join(keep)}
+
+import torch
+
+DEVICE = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+print("torch", torch.__version__, "| device:", DEVICE)
+
+# %% [markdown]
+# **Settings.**
+#
+# - `DATA_DIR`: where MNIST lives, found the way cnnlab finds it: the environment variable
+#   `CNNLAB_DATA_DIR` if set, else cnnlab's data folder (`~/.cache/cnnlab/data`). MNIST
+#   (about 12 MB) is downloaded there the first time, then read from disk.
+# - `QUICK = True` (the environment variable `CNNLAB_LESSON_QUICK=1`, which the tests and the
+#   docs build set) trains for a single epoch on a few thousand images, just to check that
+#   everything runs. With `QUICK = False` you follow the lesson: 50,000 training images,
+#   10,000 validation images, 5 epochs.
+# - `RUNS` is where the trainings write their checkpoints; `IMAGES` holds the photos of
+#   digits used in section 2.2 (downloaded when this notebook is not inside its repository).
 
 # %%
 import os
 from pathlib import Path
 
-DATA_DIR = os.environ.get("CNNLAB_DATA_DIR", "../../../../shared/data")  # the folder holding MNIST/raw/
-QUICK = os.environ.get("CNNLAB_LESSON_QUICK", "0") == "1"  # CI sets 1: one epoch on a few thousand images
+from cnnlab.data.tensors import resolve_data_dir
+
+# --- language: cnnlab's own words (figure titles, tables, messages) are set here ---------
+# ------------------------------------------------------------------------------------------
+
+DATA_DIR = resolve_data_dir(None)  # $CNNLAB_DATA_DIR, else ~/.cache/cnnlab/data
+QUICK = os.environ.get("CNNLAB_LESSON_QUICK", "0") == "1"
 EPOCHS = 1 if QUICK else 5
 SUBSET = 3000 if QUICK else None  # training images (None: the lesson's 50k/10k split)
 RUNS = Path(os.environ.get("CNNLAB_LESSON_RUNS", "runs"))
 
-print("MNIST files found:", (Path(DATA_DIR) / "MNIST" / "raw").is_dir(), "| quick mode:", QUICK, "| epochs:", EPOCHS)
+DIGITS = ["digit_0.jpg", "digit_1.jpg", "digit_2.jpg", "digit_3.jpg", "digit_3_chalk.jpg", "digit_4.jpg",
+          "digit_5.jpg", "digit_6.jpg", "digit_7.jpg", "digit_7_transparent.png", "digit_8.jpg", "digit_9.jpg"]
+IMAGES = Path("../images")  # beside the notebooks in the repository
+if not all((IMAGES / name).is_file() for name in DIGITS):  # a lone copy (Colab): fetch them once
+    import urllib.request
+
+    IMAGES = Path("lesson_images")
+    IMAGES.mkdir(exist_ok=True)
+    for name in DIGITS:
+        if not (IMAGES / name).is_file():
+            urllib.request.urlretrieve(
+                f"https://raw.githubusercontent.com/cnnlab/cnnlab/main/docs/lesson/images/{name}", IMAGES / name)
+
+print("data:", DATA_DIR, "| quick mode:", QUICK, "| epochs:", EPOCHS)
 
 # %%
 import math
 
 import matplotlib.pyplot as plt
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -67,11 +114,66 @@ torch.manual_seed(0);  # the same random numbers on every run
 # %% [markdown]
 # ## 1. Convolution and pooling
 #
-# ### 1.1 `nn.Conv2d`
+# ### 1.1 A convolution by hand
 #
-# A 2-D convolution slides small filters (*kernels*) over the image. At every position it
-# multiplies the filter by the patch underneath, adds everything up (plus a bias) and writes
-# a single number. Each filter produces one output *channel*, also called a *feature map*.
+# A 2-D convolution slides a small filter (a *kernel*) over the image. At every position it
+# multiplies the filter by the patch underneath, element by element, and adds everything up
+# (plus a bias) into one number. A 4x4 input and a 2x2 kernel, by hand:
+
+# %%
+image = torch.tensor([[1., 2., 0., 1.],
+                      [0., 1., 3., 1.],
+                      [2., 0., 1., 0.],
+                      [1., 1., 0., 2.]])
+kernel = torch.tensor([[1., 0.],
+                       [0., -1.]])
+
+by_hand = torch.zeros(3, 3)  # a 2x2 kernel fits in 4 - 2 + 1 = 3 positions per side
+for i in range(3):
+    for j in range(3):
+        patch = image[i:i + 2, j:j + 2]
+        by_hand[i, j] = (patch * kernel).sum()
+print(by_hand)
+
+# F.conv2d wants (N, C, H, W) inputs and (out, in, kH, kW) kernels
+torch_result = F.conv2d(image.reshape(1, 1, 4, 4), kernel.reshape(1, 1, 2, 2))[0, 0]
+assert torch.equal(by_hand, torch_result)
+# top-left: 1*1 + 2*0 + 0*0 + 1*(-1) = 0; the one to its right: 2*1 + 0*0 + 1*0 + 3*(-1) = -1
+
+# %% [markdown]
+# **Cross-correlation or convolution?** What PyTorch (and every deep-learning library) calls
+# a convolution does *not* flip the kernel: mathematically it is a **cross-correlation**. The
+# convolution of signal processing flips the kernel in both directions first. For a learnt
+# kernel the difference does not matter (the network simply learns the flipped kernel), but
+# it does when you copy a filter from a textbook. SciPy has both:
+
+# %%
+from scipy.signal import convolve2d, correlate2d
+
+print("correlate2d == F.conv2d:        ", torch.equal(torch.from_numpy(correlate2d(image.numpy(), kernel.numpy(), mode="valid")), by_hand))
+flipped = torch.flip(kernel, dims=[0, 1])
+true_conv = F.conv2d(image.reshape(1, 1, 4, 4), flipped.reshape(1, 1, 2, 2))[0, 0]
+print("convolve2d == F.conv2d(flipped):", torch.equal(torch.from_numpy(convolve2d(image.numpy(), kernel.numpy(), mode="valid")), true_conv))
+
+# %% [markdown]
+# **Several input channels.** A colour image has 3 channels; the maps inside a network have
+# many. A filter then has one 2-D kernel *per input channel*: each is applied to its channel
+# and the results are **added** into a single output map. With 2 input channels:
+
+# %%
+two_channels = torch.stack([image, torch.ones(4, 4)])  # (C=2, 4, 4): our image, and a plane of ones
+kernel_2ch = torch.stack([kernel, torch.full((2, 2), 0.5)])  # (in=2, 2, 2): one kernel per channel
+
+per_channel = [F.conv2d(two_channels[c].reshape(1, 1, 4, 4), kernel_2ch[c].reshape(1, 1, 2, 2))[0, 0] for c in range(2)]
+together = F.conv2d(two_channels.unsqueeze(0), kernel_2ch.unsqueeze(0))[0, 0]  # weights (out=1, in=2, 2, 2)
+print(together)
+assert torch.equal(together, per_channel[0] + per_channel[1])  # the second channel adds 4 * 0.5 = 2 everywhere
+
+# %% [markdown]
+# ### 1.2 `nn.Conv2d`
+#
+# A layer learns many filters at once. Each filter produces one output *channel*, also
+# called a *feature map*.
 #
 # `nn.Conv2d(in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1)`:
 #
@@ -85,7 +187,7 @@ torch.manual_seed(0);  # the same random numbers on every run
 # | `dilation` | gap between the filter's taps: with 2, a 3x3 filter covers a 5x5 area |
 #
 # The weights have shape `(out_channels, in_channels, kernel, kernel)`: every filter looks
-# at *all* the input channels.
+# at *all* the input channels, as above.
 
 # %%
 conv = nn.Conv2d(in_channels=1, out_channels=6, kernel_size=5, stride=1, padding=2)
@@ -96,7 +198,7 @@ print("input: ", tuple(x.shape))
 print("output:", tuple(conv(x).shape))
 
 # %% [markdown]
-# ### 1.2 How big is the output?
+# ### 1.3 How big is the output?
 #
 # For an input of side $n$, a kernel $k$, stride $s$, padding $p$ and dilation $d$:
 #
@@ -131,7 +233,7 @@ for k, s, p, d in cases:
     assert ours == real == lib
 
 # %% [markdown]
-# ### 1.3 `nn.MaxPool2d`
+# ### 1.4 `nn.MaxPool2d`
 #
 # Pooling has no weights: it summarises each window with a single number. `nn.MaxPool2d(kernel_size)`
 # keeps the largest value of each window. Its arguments are almost the same as the convolution's
@@ -166,19 +268,19 @@ for size, k, s, ceil in [(28, 2, None, False), (10, 2, None, False), (7, 2, None
     assert real == lib
 
 # %% [markdown]
-# ### 1.4 What a filter "sees"
+# ### 1.5 What a filter "sees"
 #
 # A network learns its filters, but we can also write one by hand. The 3x3 kernel below
 # (a Sobel filter) responds strongly where the intensity changes from left to right, that is,
 # at **vertical edges**; its transpose responds to horizontal edges. We apply it to an MNIST
 # digit with `F.conv2d` (the functional version of `nn.Conv2d`: the weights are passed in).
 #
-# The line that loads MNIST is explained in section 2.
+# The line that loads MNIST is explained in section 2; the first time, it downloads the dataset.
 
 # %%
 from torchvision import datasets, transforms
 
-train_set = datasets.MNIST(root=DATA_DIR, train=True, download=False, transform=transforms.ToTensor())
+train_set = datasets.MNIST(root=DATA_DIR, train=True, download=True, transform=transforms.ToTensor())
 digit, label = train_set[0]  # a tensor of shape (1, 28, 28) with values in [0, 1]
 
 vertical = torch.tensor([[-1., 0., 1.],
@@ -207,6 +309,22 @@ fig.tight_layout()
 # Red and blue mark changes of opposite sign (dark to light or light to dark). After the ReLU
 # only the positive responses remain, and the max-pool keeps them in a map half the size:
 # the network still knows *that* there is an edge in that area, with less detail about *exactly where*.
+#
+# ### Exercises (predict, then run)
+#
+# 1. `nn.Conv2d(3, 8, kernel_size=3)`: how many parameters does it have?
+# 2. What size is the output of `nn.Conv2d(1, 1, kernel_size=3, stride=2, padding=1)` on a 28x28 image?
+# 3. In section 1.1, what does the output become if the kernel is `[[0, 0], [0, 1]]`?
+#
+# <details><summary>Solutions</summary>
+#
+# 1. 8 filters of 3 x 3 x 3 weights plus 8 biases: 8 * 27 + 8 = **224**
+#    (`sum(p.numel() for p in nn.Conv2d(3, 8, 3).parameters())`).
+# 2. floor((28 + 2 - 2 - 1) / 2) + 1 = **14**: `out_size(28, 3, s=2, p=1)`.
+# 3. Each output takes the bottom-right pixel of its patch: the input without its first row
+#    and first column, `image[1:, 1:]`.
+#
+# </details>
 
 # %% [markdown]
 # ## 2. torchvision
@@ -216,13 +334,13 @@ fig.tight_layout()
 #
 # ### 2.1 The MNIST dataset
 #
-# `datasets.MNIST` reads the original files. With `download=False` it does not try to download
-# anything (it fails if they are missing). `transforms.ToTensor()` turns each image into a
-# `float32` tensor of shape `(1, 28, 28)` with values between 0 and 1.
+# `datasets.MNIST` reads the original files from `root`; with `download=True` it downloads
+# them first if they are not there yet (and does nothing if they are). `transforms.ToTensor()`
+# turns each image into a `float32` tensor of shape `(1, 28, 28)` with values between 0 and 1.
 
 # %%
-train_set = datasets.MNIST(root=DATA_DIR, train=True, download=False, transform=transforms.ToTensor())
-test_set = datasets.MNIST(root=DATA_DIR, train=False, download=False, transform=transforms.ToTensor())
+train_set = datasets.MNIST(root=DATA_DIR, train=True, download=True, transform=transforms.ToTensor())
+test_set = datasets.MNIST(root=DATA_DIR, train=False, download=True, transform=transforms.ToTensor())
 print(len(train_set), "training images,", len(test_set), "test images")
 
 image, label = train_set[0]
@@ -240,43 +358,78 @@ fig.suptitle("The first 32 training images and their labels")
 fig.tight_layout()
 
 # %% [markdown]
-# ### 2.2 Reading and writing images: your own picture
+# ### 2.2 Reading images: your own picture
 #
-# `torchvision.io` reads and writes PNG and JPEG files as `uint8` tensors of shape
-# `(C, H, W)`. We save a digit to a temporary folder and read it back.
+# `torchvision.io` reads PNG and JPEG files as `uint8` tensors of shape `(C, H, W)`.
+# Here are the photos of handwritten digits that come with this lesson (in `IMAGES`): not
+# MNIST digits, but what a phone gives you: grey paper with uneven light, a chalk digit
+# on a board, and a PNG with a transparent background.
 
 # %%
-import tempfile
+from torchvision.io import ImageReadMode, read_image
 
-from torchvision.io import ImageReadMode, read_image, write_png
+photos = [IMAGES / name for name in DIGITS]
+first = read_image(str(photos[0]))
+print(photos[0].name, "->", tuple(first.shape), first.dtype)
 
-tmp_dir = Path(tempfile.mkdtemp())
-image, label = train_set[0]
-image_u8 = (image * 255).round().to(torch.uint8)  # write_png wants uint8 values 0..255
-png_path = tmp_dir / f"digit_{label}.png"
-write_png(image_u8, str(png_path))
-
-back = read_image(str(png_path), mode=ImageReadMode.GRAY)
-print(png_path.name, "->", tuple(back.shape), back.dtype, "| identical to what we wrote:", torch.equal(back, image_u8))
+fig, axes = plt.subplots(1, len(photos), figsize=(14, 1.8))
+for ax, path in zip(axes, photos):
+    ax.imshow(read_image(str(path), mode=ImageReadMode.RGB).permute(1, 2, 0))  # (H, W, C) for matplotlib
+    ax.set_title(path.stem.removeprefix("digit_"), fontsize=8)
+    ax.axis("off")
 
 # %% [markdown]
-# To feed **your own picture** (a digit drawn on paper, a photo...) to a model trained on MNIST
-# it has to look like MNIST: one grey channel, 28x28 pixels, values in [0, 1] and a **light digit
-# on a dark background**. The function below prepares any image file; try it with one of your own.
+# A model trained on MNIST only knows digits that look like MNIST's, and MNIST was built in a
+# precise way: **light ink on a black background**, the digit **cropped** to its ink, **scaled
+# to fit a 20x20 box** (keeping its shape), and pasted into 28x28 so that its **centre of mass**
+# is in the middle. Squashing a whole photo to 28x28 gives a small grey digit on a grey
+# background, off-centre: the model has never seen anything like it.
+#
+# cnnlab prepares pictures exactly that way (`cnnlab predict` and `cnnlab serve` use it).
+# `mnist_steps` runs the same code and keeps the picture after each step, so we can watch:
+#
+# 1. **grey**: one channel; a transparent background is filled with the colour that contrasts
+#    with the ink (white behind black ink), so it does not turn black;
+# 2. **inverted when needed**: dark ink on light paper becomes light on dark (the chalk digit is left alone);
+# 3. **background to 0**, the ink stretched to full contrast (paper grain below a threshold is dropped);
+# 4. **cropped** to the ink;
+# 5. **fitted into 20x20**, keeping the aspect ratio;
+# 6. **centred by mass** in 28x28: what the network sees.
+
+# %%
+from cnnlab.data.images import mnist_steps
+
+titles = {"decoded": "grey", "inverted": "inverted", "not_inverted": "not inverted", "stretched": "background 0",
+          "cropped": "cropped", "fitted": "fitted into 20x20", "centred": "centred by mass"}
+examples = [IMAGES / "digit_4.jpg", IMAGES / "digit_3_chalk.jpg", IMAGES / "digit_7_transparent.png"]
+fig, axes = plt.subplots(len(examples), 6, figsize=(12, 2.2 * len(examples)))
+for row, path in zip(axes, examples):
+    for ax, (key, pixels) in zip(row, mnist_steps(path).items()):
+        ax.imshow(pixels, cmap="gray", vmin=0, vmax=255)
+        ax.set_title(f"{titles[key]}\n{pixels.shape[0]}x{pixels.shape[1]}", fontsize=9)
+        ax.axis("off")
+fig.tight_layout()
+
+# %% [markdown]
+# `prepare` gives the last step as the tensor the model expects: `(1, 28, 28)`, values in
+# [0, 1], like `ToTensor()` gives for MNIST. Try it with a photo of your own digit.
 
 # %%
 def prepare(path):
-    """An image file -> a (1, 28, 28) float tensor that looks like MNIST."""
-    img = read_image(str(path), mode=ImageReadMode.GRAY)  # (1, H, W) uint8
-    img = transforms.functional.resize(img, [28, 28], antialias=True)
-    x = img.float() / 255
-    if x.mean() > 0.5:  # dark ink on white paper: invert it
-        x = 1 - x
-    return x
+    """An image file -> the (1, 28, 28) float tensor a model trained on MNIST expects."""
+    return torch.from_numpy(mnist_steps(path)["centred"] / 255).unsqueeze(0)
 
 
-my_picture = prepare(png_path)  # replace png_path with the path of your own image
-print(tuple(my_picture.shape), my_picture.dtype)
+my_pictures = torch.stack([prepare(p) for p in photos])  # (12, 1, 28, 28): replace photos with your own files
+true_labels = [int(p.stem.split("_")[1]) for p in photos]  # the digit is in the file name
+print(tuple(my_pictures.shape), my_pictures.dtype)
+
+fig, axes = plt.subplots(1, len(photos), figsize=(14, 1.6))
+for ax, x, y in zip(axes, my_pictures, true_labels):
+    ax.imshow(x[0], cmap="gray")
+    ax.set_title(str(y))
+    ax.axis("off")
+fig.suptitle("What the network will see")
 
 # %% [markdown]
 # ### 2.3 Transforms
@@ -303,7 +456,7 @@ augment = transforms.Compose([
     transforms.Normalize((0.1307,), (0.3081,)),
 ])
 
-raw_set = datasets.MNIST(root=DATA_DIR, train=True, download=False)  # no transform: PIL images
+raw_set = datasets.MNIST(root=DATA_DIR, train=True, download=True)  # no transform: PIL images
 pil_image, label = raw_set[0]
 
 fig, axes = plt.subplots(1, 8, figsize=(12, 2))
@@ -321,7 +474,12 @@ print(f"values after Normalize: from {variant.min():.2f} to {variant.max():.2f}"
 # `torchvision.models` has the architectures that marked the history of CNNs. With `weights=None`
 # we get the architecture with random weights: nothing is downloaded. They are designed for
 # 224x224 colour ImageNet images and 1,000 classes, hence their size compared with LeNet-5's
-# ~62,000 parameters.
+# ~62,000 parameters. What each one brought:
+#
+# - **AlexNet (2012)**: ReLU, dropout and training on GPUs; it won ImageNet by a wide margin and started the deep-learning wave.
+# - **VGG (2014)**: depth from stacks of small 3x3 convolutions, one simple repeated block.
+# - **GoogLeNet (2014)**: *Inception* modules (parallel 1x1, 3x3, 5x5 branches) and cheap 1x1 convolutions: deep but light.
+# - **ResNet (2015)**: *residual* (skip) connections, which let networks of 100+ layers train.
 #
 # (GoogLeNet has two auxiliary classifiers that are only used during training; we leave them
 # out with `aux_logits=False`, and `init_weights=False` avoids a slow initialisation we do not need here.)
@@ -349,6 +507,23 @@ import cnnlab
 cnnlab.list_models()
 
 # %% [markdown]
+# ### Exercises (predict, then run)
+#
+# 1. `read_image` on `digit_7_transparent.png` (without `mode=`): how many channels?
+# 2. What would the model see if we only resized the photo to 28x28 (no crop, no inversion)?
+#    Predict, then look: `transforms.functional.resize(read_image(str(IMAGES / "digit_4.jpg"), mode=ImageReadMode.GRAY), [28, 28])`.
+# 3. Which of MNIST's steps makes a digit written small in a corner of the page look like one written large in the middle?
+#
+# <details><summary>Solutions</summary>
+#
+# 1. **4**: red, green, blue and alpha (transparency).
+# 2. A small, dark-grey digit on a lighter grey background, not centred: the opposite polarity to
+#    MNIST and much less contrast. A model trained on MNIST often gets it wrong.
+# 3. Cropping to the ink and fitting it into 20x20 (size), then centring by mass (position).
+#
+# </details>
+
+# %% [markdown]
 # ## 3. LeNet-5
 #
 # LeNet-5 (Yann LeCun, 1998) is the ancestor of modern CNNs. It has two parts:
@@ -356,8 +531,7 @@ cnnlab.list_models()
 # - `features`: two convolution -> ReLU -> max-pool stages that extract local patterns;
 # - `classifier`: it flattens the maps into a vector and classifies it with three linear layers.
 #
-# The `padding=2` of the first convolution keeps the 28x28 size (the original network took
-# 32x32 images). Writing it as a subclass of `nn.Module` with `nn.Sequential` blocks keeps it readable:
+# Writing it as a subclass of `nn.Module` with `nn.Sequential` blocks keeps it readable:
 
 # %%
 class Lenet5(nn.Module):
@@ -380,6 +554,20 @@ class Lenet5(nn.Module):
 
 model = Lenet5()
 model
+
+# %% [markdown]
+# **How this LeNet differs from the 1998 original.** This is the modern way to write it. The original:
+#
+# - took 32x32 images (MNIST digits padded by 2 pixels); here `padding=2` in the first convolution does the same job;
+# - used a scaled **tanh** instead of ReLU, and **average pooling** ("subsampling", with a learnt
+#   weight and bias) instead of max-pooling;
+# - connected each of the 16 maps of the second convolution to only some of the 6 maps before
+#   (a fixed table, to save computation and break symmetry); here every filter sees all 6;
+# - ended in Euclidean **RBF units** instead of a linear layer with softmax and cross-entropy.
+#
+# cnnlab's `lenet5-classic` is the closest in spirit that trains with today's recipe (tanh and
+# average pooling, the same layer sizes): `cnnlab.train("lenet5-classic", ...)` or
+# `cnnlab compare` them to see what ReLU and max-pooling bring.
 
 # %% [markdown]
 # ### 3.1 Shapes, parameters and multiply-adds
@@ -432,6 +620,23 @@ for h in handles:  # remove the hooks so they do not print on every forward pass
     h.remove()
 
 # %% [markdown]
+# ### Exercises (predict, then run)
+#
+# 1. How many parameters would the first convolution have with 3 input channels (colour images)?
+# 2. Without `padding=2`, what shape would come out of `features` for a 28x28 image, and what
+#    would the first linear layer have to change to?
+# 3. Which layer holds most of the parameters?
+#
+# <details><summary>Solutions</summary>
+#
+# 1. 6 * (3 * 5 * 5) + 6 = **456** (instead of 156).
+# 2. 28 -> 24 -> 12 -> 8 -> 4: `(16, 4, 4)`, so `nn.Linear(16 * 4 * 4, 120)`. Check with
+#    `cnnlab.summarize` on a copy of the class without the padding.
+# 3. The first linear layer: 400 * 120 + 120 = **48,120** of the 61,706.
+#
+# </details>
+
+# %% [markdown]
 # ## 4. Training LeNet-5
 #
 # ### 4.1 With pytorch-ignite, with the loop in plain sight
@@ -447,69 +652,67 @@ from torch.utils.data import DataLoader, Subset, random_split
 train_part, val_part = random_split(train_set, [50000, 10000], generator=torch.Generator().manual_seed(1234))
 if QUICK:  # just check that it runs: a few thousand images
     train_part, val_part = Subset(train_part, range(3000)), Subset(val_part, range(1000))
-
-train_loader = DataLoader(train_part, batch_size=32, shuffle=True)
-# Evaluation loaders: larger batches are only faster, they do not change the result.
-train_eval_loader = DataLoader(train_part, batch_size=256)
-val_loader = DataLoader(val_part, batch_size=256)
-print(len(train_part), "training images in", len(train_loader), "batches of 32;", len(val_part), "for validation")
+print(len(train_part), "training images,", len(val_part), "for validation")
 
 # %% [markdown]
-# The training step is an ordinary function: it receives the `Engine` and one batch, and does
-# forward pass -> loss -> backward pass -> optimiser step. ignite calls it for every batch and
-# takes care of the epochs and the events.
+# The cell below does the whole training, so running it again starts afresh (a new model, new
+# handlers, an empty checkpoint folder) instead of piling a second set of handlers onto the first:
 #
-# The loss uses `reduction="sum"`: it adds up the losses of the images in the batch instead of
-# averaging them. (With Adam the scale of the gradient hardly matters.) The step returns the
-# mean per image, which is easier to read.
+# - the **training step** is an ordinary function: it receives the `Engine` and one batch, moves
+#   the batch to the device, and does forward pass -> loss -> backward pass -> optimiser step.
+#   ignite calls it for every batch and takes care of the epochs and the events. The loss uses
+#   `reduction="sum"` (the lesson's choice; with Adam the scale of the gradient hardly
+#   matters); the step returns the mean per image, which is easier to read;
+# - `create_supervised_evaluator` builds an `Engine` that runs the model without gradients and
+#   updates some **metrics**. Careful: ignite's `Loss` metric expects the *mean* loss of the
+#   batch (it multiplies it by the batch size itself), so it gets an `nn.CrossEntropyLoss()`
+#   with the default reduction;
+# - after each epoch we evaluate on training and validation, and the `ModelCheckpoint` keeps on
+#   disk only the best model (`n_saved=1`) by its *score*: the validation loss with a minus sign
+#   (higher is better);
+# - the model's starting weights and the order of the batches come from seeded generators, so
+#   a rerun gives the same numbers on the same machine.
 
 # %%
+import shutil
+
 from ignite.engine import Engine, Events, create_supervised_evaluator
 from ignite.handlers import ModelCheckpoint, global_step_from_engine
 from ignite.metrics import Accuracy, Loss
 
-torch.manual_seed(0)
-model = Lenet5()
+torch.manual_seed(0)  # the starting weights
+model = Lenet5().to(DEVICE)
 optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 criterion = nn.CrossEntropyLoss(reduction="sum")
+train_loader = DataLoader(train_part, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
+train_eval_loader = DataLoader(train_part, batch_size=256)  # larger batches only evaluate faster
+val_loader = DataLoader(val_part, batch_size=256)
 
 
 def train_step(engine, batch):
     model.train()
-    images, labels = batch
+    images, labels = (t.to(DEVICE) for t in batch)
     optimizer.zero_grad()
-    logits = model(images)
-    loss = criterion(logits, labels)
+    loss = criterion(model(images), labels)
     loss.backward()
     optimizer.step()
     return loss.item() / len(labels)
 
 
 trainer = Engine(train_step)
-
-# %% [markdown]
-# To evaluate, `create_supervised_evaluator` builds an `Engine` that runs the model without
-# gradients and updates some **metrics**. Careful: ignite's `Loss` metric expects the loss
-# function to return the *mean* of the batch (it multiplies it by the batch size itself), so here
-# we give it an `nn.CrossEntropyLoss()` with the default reduction, not the summed one.
-#
-# After each epoch we evaluate on training and validation and print both. The `ModelCheckpoint`
-# hangs off the validation evaluator: each time it finishes it computes a *score*, the validation
-# loss with a minus sign (higher is better), and keeps on disk only the best model (`n_saved=1`).
-
-# %%
 metrics = {"loss": Loss(nn.CrossEntropyLoss()), "accuracy": Accuracy()}
-train_evaluator = create_supervised_evaluator(model, metrics=metrics)
-val_evaluator = create_supervised_evaluator(model, metrics=metrics)
+train_evaluator = create_supervised_evaluator(model, metrics=metrics, device=DEVICE)
+val_evaluator = create_supervised_evaluator(model, metrics=metrics, device=DEVICE)
 
+checkpoint_dir = RUNS / "ignite-lenet5"
+shutil.rmtree(checkpoint_dir, ignore_errors=True)  # this cell's own folder: a rerun starts clean
 checkpoint = ModelCheckpoint(
-    RUNS / "ignite-lenet5",
+    checkpoint_dir,
     filename_prefix="best",
     n_saved=1,
     score_function=lambda e: -e.state.metrics["loss"],
     score_name="neg_val_loss",
     global_step_transform=global_step_from_engine(trainer),  # the epoch, in the file name
-    require_empty=False,
 )
 val_evaluator.add_event_handler(Events.COMPLETED, checkpoint, {"model": model})
 
@@ -532,11 +735,12 @@ trainer.run(train_loader, max_epochs=EPOCHS);
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
 epochs = [h["epoch"] for h in history]
-for ax, key, title in [(axes[0], "loss", "loss"), (axes[1], "acc", "accuracy")]:
+for ax, key, name in [(axes[0], "loss", "loss (cross-entropy)"), (axes[1], "acc", "accuracy")]:
     ax.plot(epochs, [h[f"train_{key}"] for h in history], "o-", label="train")
     ax.plot(epochs, [h[f"val_{key}"] for h in history], "o-", label="validation")
     ax.set_xlabel("epoch")
-    ax.set_title(title)
+    ax.set_ylabel(name)
+    ax.set_xticks(epochs)  # one tick per epoch: whole numbers
     ax.legend()
 fig.tight_layout()
 
@@ -546,16 +750,25 @@ fig.tight_layout()
 # %%
 best_file = checkpoint.last_checkpoint
 print("best checkpoint:", Path(best_file).name)
-model.load_state_dict(torch.load(best_file, map_location="cpu"))
+model.load_state_dict(torch.load(best_file, map_location=DEVICE))
 model.eval();
 
 # %% [markdown]
-# And the picture from section 2.2? The model expects a batch, so we add a dimension with `unsqueeze(0)`:
+# And the photos from section 2.2? The model takes a batch: all twelve at once.
 
 # %%
 with torch.no_grad():
-    probs = model(my_picture.unsqueeze(0)).softmax(dim=1)[0]
-print(f"the model says {probs.argmax().item()} with probability {probs.max().item():.3f}")
+    probs = model(my_pictures.to(DEVICE)).softmax(dim=1).cpu()
+guesses, confidence = probs.argmax(dim=1), probs.max(dim=1).values
+
+fig, axes = plt.subplots(1, len(photos), figsize=(14, 1.9))
+for ax, x, y, g, c in zip(axes, my_pictures, true_labels, guesses, confidence):
+    ax.imshow(x[0], cmap="gray")
+    ax.set_title(f"{g.item()} ({c.item():.2f})", color="black" if g.item() == y else "red", fontsize=9)
+    ax.axis("off")
+right = sum(g.item() == y for g, y in zip(guesses, true_labels))
+fig.suptitle(f"the ignite model: {right}/{len(photos)} right (prediction and probability; red = wrong)")
+print(f"{right}/{len(photos)} photos right")
 
 # %% [markdown]
 # ### 4.2 The same thing with one cnnlab call
@@ -563,9 +776,12 @@ print(f"the model says {probs.argmax().item()} with probability {probs.max().ite
 # `cnnlab.train` follows the same recipe (the 50,000/10,000 split with seed 1234, batch 32,
 # Adam with lr 1e-3, summed loss, the best checkpoint by validation loss) and also evaluates
 # the best model on the test set. It accepts your own `nn.Module` or the name of a registered
-# model. Everything is written to `run_dir`, and `overwrite=True` lets you run the cell again.
+# model, and uses the GPU when there is one. Everything is written to `run_dir`, and
+# `overwrite=True` lets you run the cell again. Your module is trained from the weights it
+# has, so we seed before building it.
 
 # %%
+torch.manual_seed(0)  # the starting weights of our Lenet5
 run = cnnlab.train(Lenet5(), data="mnist", data_dir=DATA_DIR, run_dir=RUNS / "lenet5-own",
                    epochs=EPOCHS, subset=SUBSET, overwrite=True)
 run
@@ -578,27 +794,55 @@ run.history
 
 # %%
 print("best epoch:", run.best_epoch, "| test accuracy:", run.test.accuracy)
-print(run.test.text)
 
 # %% [markdown]
+# **Why are these numbers not the ones ignite printed?** Same recipe, same split, same starting
+# weights, yet the two trainings differ in the last digits. The batches come in a different
+# random order (cnnlab draws them from its own seeded generator, on the device), and floating-point
+# additions done in a different order round differently; after thousands of steps the two models
+# are different models of the same quality. The same happens across machines: the same code
+# gives slightly different figures on a CPU with other vector instructions (AVX2, AVX-512) or on a
+# GPU. Seeds make a run repeatable *on one machine*; they do not make all machines agree.
+#
 # The registry's LeNet-5 works the same way, by name:
 #
 # ```python
 # run = cnnlab.train("lenet5", data="mnist", data_dir=DATA_DIR, run_dir=RUNS / "lenet5", epochs=EPOCHS)
 # ```
 #
-# A run can be **loaded back** later. For a model defined by your own class, cnnlab needs a fresh
-# instance to put the weights of the best checkpoint (`best.pt`) into. Both models give exactly
-# the same outputs:
+# A run can be **loaded back** later: `cnnlab.load` gives a *predictor*, the model plus
+# everything needed to feed it raw pictures. For a model defined by your own class, cnnlab
+# needs a fresh instance to put the weights of the best checkpoint (`best.pt`) into.
+# `predict` takes file names and prepares them as in section 2.2 (it is what the command
+# `cnnlab predict` runs):
 
 # %%
-again = cnnlab.load(run.path, model=Lenet5())
-device = next(run.model.parameters()).device  # cnnlab trains on the GPU when there is one
-x = torch.stack([test_set[i][0] for i in range(16)]).to(device)  # 16 test images
-again.model.to(device).eval()
-run.model.eval()
-with torch.no_grad():
-    print("same outputs:", torch.equal(again.model(x), run.model(x)))
+predictor = cnnlab.load(run.path, model=Lenet5())
+predictions = predictor.predict(photos, top_k=1)
+right = sum(int(p.label) == y for p, y in zip(predictions, true_labels))
+print(f"cnnlab's model: {right}/{len(photos)} photos right")
+for path, p in zip(photos, predictions):
+    print(f"{path.name:<24} {p.label} ({p.prob:.3f})")
+
+# %% [markdown]
+# ### Exercises (predict, then run)
+#
+# 1. Run the ignite cell a second time: will the printed losses change?
+# 2. Replace `torch.manual_seed(0)` by `torch.manual_seed(1)` in that cell: will the final
+#    validation accuracy be higher, lower, or about the same?
+# 3. With `batch_size=128` instead of 32, how many optimiser steps are there per epoch on the
+#    50,000 training images?
+#
+# <details><summary>Solutions</summary>
+#
+# 1. No: the cell seeds the weights and the batch order and starts from a fresh model, so on the
+#    same machine it prints the same numbers (on a GPU, nearly: some GPU kernels add in a varying order).
+# 2. About the same (within a few tenths of a percent), in either direction: a different seed is
+#    a different, equally good draw.
+# 3. ceil(50,000 / 128) = **391** (instead of 1,563): four times fewer steps, which is why a larger
+#    batch usually wants a larger learning rate.
+#
+# </details>
 
 # %% [markdown]
 # ## 5. The best model on the test set
@@ -606,48 +850,50 @@ with torch.no_grad():
 # Accuracy alone says little: *which* digits does the model get wrong, and with which does it
 # confuse them?
 #
-# ### 5.1 By hand with scikit-learn (the ignite model)
+# ### 5.1 By hand (the ignite model)
 #
-# We predict the 10,000 test images and compare with the true labels.
-# `classification_report` gives precision, recall and F1 for each class; `confusion_matrix`
-# counts, for each true class (row), how many images went to each predicted class (column).
+# We predict the 10,000 test images and count, for each true class (row), how many images went
+# to each predicted class (column): the **confusion matrix**. The diagonal holds the right answers.
 
 # %%
-from sklearn.metrics import classification_report, confusion_matrix
+from sklearn.metrics import confusion_matrix
 
 test_loader = DataLoader(test_set, batch_size=256)
 predictions, targets = [], []
 with torch.no_grad():
     for images, labels in test_loader:
-        predictions.append(model(images).argmax(dim=1))
+        predictions.append(model(images.to(DEVICE)).argmax(dim=1).cpu())
         targets.append(labels)
 y_pred = torch.cat(predictions).numpy()
 y_true = torch.cat(targets).numpy()
 
-print(classification_report(y_true, y_pred, digits=3))
+print(f"test accuracy of the ignite model: {(y_pred == y_true).mean():.4f}")
 print(confusion_matrix(y_true, y_pred))
 
 # %% [markdown]
 # ### 5.2 With cnnlab (the run from section 4.2)
 #
 # `run.interpret()` (or `cnnlab.interpret(run)`) predicts the test set with the best checkpoint
-# once and keeps everything needed for the analysis.
+# once and keeps everything needed for the analysis. Its accuracy is not the ignite model's:
+# they are two different trainings (section 4.2).
+#
+# The **classification report** gives, for each class, the *precision* (of the images predicted
+# as this class, the fraction that really are), the *recall* (of the images of this class, the
+# fraction found) and the *F1* score (their harmonic mean); *support* is the number of test images of the class.
 
 # %%
 interp = run.interpret()
 print(interp.report)
 
-# %%
-interp.confusion_matrix()
-
 # %% [markdown]
-# The most frequent confusions, as (true class, predicted class, count):
-
-# %%
-interp.most_confused(5)
+# The same confusion matrix as in 5.1, now as a figure, and the most frequent confusions as
+# (true class, predicted class, count):
 
 # %%
 interp.plot_confusion_matrix()
+
+# %%
+interp.most_confused(5)
 
 # %% [markdown]
 # The gallery of mistakes: misclassified 8s, 4s and 9s, each titled with what the model
@@ -664,8 +910,13 @@ interp.plot_misclassified(classes=[8, 4, 9], per_class=10)
 interp.plot_top_losses(9)
 
 # %% [markdown]
-# **Calibration**: when the model says "90% sure", is it right 90% of the time? In the
-# reliability diagram a perfectly calibrated model follows the diagonal.
+# **Calibration**: when the model says "90% sure", is it right 90% of the time? The reliability
+# diagram groups the test images by the model's confidence (15 bins) and draws, for each bin,
+# how often the model was actually right: a perfectly calibrated model follows the diagonal.
+# The **ECE** in its title (*expected calibration error*) sums that up in one number: the gap
+# between confidence and accuracy in each bin, averaged with each bin weighted by its number of
+# images. 0 is perfect; an ECE of 0.01 means the model's confidence is off by about one
+# percentage point on average.
 
 # %%
 interp.plot_calibration()
@@ -675,6 +926,24 @@ interp.plot_calibration()
 
 # %%
 interp.plot_curves()
+
+# %% [markdown]
+# ### Exercises (predict, then run)
+#
+# 1. In the confusion matrix, what does the sum of row 3 count? And the sum of column 3?
+# 2. A model that always answers "1": what would its recall for class 1 be? Its precision?
+# 3. Which pair do you expect at the top of `interp.most_confused()` for a LeNet: (4, 9), (0, 1) or (2, 6)?
+#
+# <details><summary>Solutions</summary>
+#
+# 1. Row 3: the test images that *are* 3s (the support of class 3). Column 3: the images the
+#    model *called* 3.
+# 2. Recall **1.0** (it finds every 1); precision about **0.11**: only 1,135 of the 10,000
+#    test images are 1s.
+# 3. Usually (4, 9) or (9, 4), or pairs like (7, 2) and (3, 5): digits whose strokes are close.
+#    (0, 1) almost never happens.
+#
+# </details>
 
 # %% [markdown]
 # ## 6. Where to go next
@@ -704,6 +973,7 @@ augmented.test.accuracy
 # cnnlab train --augment auto        # the same with data augmentation
 # cnnlab analyze runs/RUN            # section 5's analysis, written to runs/RUN/analysis/
 # cnnlab analyze runs/RUN --classes 8 4 9 --per-class 10
+# cnnlab predict runs/RUN my_digit.jpg   # section 2.2's preparation, then the model
 # cnnlab serve runs/RUN              # a web page to draw digits and watch the model classify them
 # ```
 #

@@ -16,50 +16,95 @@
 # %% [markdown]
 # # Una red convolucional en PyTorch
 #
+# [![Abrir en Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/cnnlab/cnnlab/blob/main/docs/lesson/es/leccion_cnn.ipynb)
+#
 # Este cuaderno recorre el capítulo paso a paso, con código que puedes ejecutar:
 #
-# 1. **Convolución y *pooling***: qué hace cada argumento de `nn.Conv2d` y `nn.MaxPool2d`
-#    y cómo predecir el tamaño de la salida.
-# 2. **torchvision**: conjuntos de datos, lectura y escritura de imágenes, transformaciones y
-#    los modelos clásicos.
-# 3. **LeNet-5**: la red escrita como una clase, capa a capa.
+# 1. **Convolución y *pooling***: una convolución hecha a mano, qué hace cada argumento de
+#    `nn.Conv2d` y `nn.MaxPool2d` y cómo predecir el tamaño de la salida.
+# 2. **torchvision**: conjuntos de datos, lectura de imágenes (tu propia foto, preparada como se
+#    preparó MNIST), transformaciones y los modelos clásicos.
+# 3. **LeNet-5**: la red escrita como una clase, capa a capa, y en qué se diferencia de la original de 1998.
 # 4. **Entrenamiento** con pytorch-ignite, con el bucle a la vista, y después lo mismo con una
 #    sola llamada a `cnnlab`.
-# 5. **Análisis** del mejor modelo sobre el conjunto de test: informe, matriz de confusión, errores.
+# 5. **Análisis** del mejor modelo sobre el conjunto de test: informe, matriz de confusión, errores, calibración.
 # 6. **Para seguir**: aumento de datos, modelos preentrenados y la línea de comandos.
 #
-# El cuaderno funciona sin conexión: MNIST tiene que estar ya en el disco (`download=False`).
+# Cada sección termina con ejercicios cortos: primero **predice** la respuesta, **después
+# ejecuta** el código; las soluciones están plegadas.
+#
+# Funciona en Colab, en un portátil (basta la CPU: unos minutos) o en una GPU.
 
 # %% [markdown]
-# ## 0. Ajustes
+# ## 0. Preparación
 #
-# - `DATA_DIR` es la carpeta que *contiene* `MNIST/raw/` (los cuatro ficheros `*-ubyte`).
-#   Por defecto apunta a la carpeta `shared/data` del repositorio, de forma relativa a la
-#   carpeta de este cuaderno (`docs/lesson/es/`); si tu copia está en otro sitio, define la
-#   variable de entorno `CNNLAB_DATA_DIR`.
-# - `QUICK = True` (la variable de entorno `CNNLAB_LESSON_QUICK=1`, que pone la CI) entrena una
-#   sola época con unos pocos miles de imágenes, solo para comprobar que todo se ejecuta.
-#   Con `QUICK = False` sigues la lección: 50.000 imágenes de entrenamiento, 10.000 de validación
-#   y 5 épocas (unos minutos en la CPU de un portátil).
-# - `RUNS` es donde los entrenamientos escriben sus puntos de control (*checkpoints*).
+# La primera celda instala lo que falte, y solo si falta (en Colab: cnnlab y pytorch-ignite;
+# torch ya está y **nunca** se reinstala), y elige el dispositivo: una GPU CUDA, MPS de Apple o la CPU.
+
+# %%
+import importlib.util
+import sys
+
+if importlib.util.find_spec("cnnlab") is None or importlib.util.find_spec("ignite") is None:
+    import torch
+    import torchvision
+
+    # Fijamos el torch que ya está instalado, para que pip lo conserve en lugar de descargar otro.
+    keep = [f"torch=={torch.__version__.split('+')[0]}", f"torchvision=={torchvision.__version__.split('+')[0]}"]
+    # %pip install --quiet "cnnlab @ git+https://github.com/cnnlab/cnnlab" {" ".join(keep)}
+
+import torch
+
+DEVICE = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+print("torch", torch.__version__, "| dispositivo:", DEVICE)
+
+# %% [markdown]
+# **Ajustes.**
+#
+# - `DATA_DIR`: dónde está MNIST, buscado como lo busca cnnlab: la variable de entorno
+#   `CNNLAB_DATA_DIR` si está definida y, si no, la carpeta de datos de cnnlab
+#   (`~/.cache/cnnlab/data`). La primera vez MNIST (unos 12 MB) se descarga ahí; después se lee del disco.
+# - `QUICK = True` (la variable de entorno `CNNLAB_LESSON_QUICK=1`, que ponen las pruebas y la
+#   construcción de la documentación) entrena una sola época con unos pocos miles de imágenes,
+#   solo para comprobar que todo se ejecuta. Con `QUICK = False` sigues la lección: 50.000
+#   imágenes de entrenamiento, 10.000 de validación y 5 épocas.
+# - `RUNS` es donde los entrenamientos escriben sus puntos de control (*checkpoints*); `IMAGES`
+#   contiene las fotos de dígitos de la sección 2.2 (se descargan si este cuaderno no está dentro de su repositorio).
 
 # %%
 import os
 from pathlib import Path
 
-DATA_DIR = os.environ.get("CNNLAB_DATA_DIR", "../../../../shared/data")  # la carpeta que contiene MNIST/raw/
-QUICK = os.environ.get("CNNLAB_LESSON_QUICK", "0") == "1"  # la CI pone 1: una época con unos miles de imágenes
+from cnnlab.data.tensors import resolve_data_dir
+
+# --- idioma: las palabras de cnnlab (títulos de figuras, tablas, mensajes) se eligen aquí ---
+# ------------------------------------------------------------------------------------------
+
+DATA_DIR = resolve_data_dir(None)  # $CNNLAB_DATA_DIR o, si no, ~/.cache/cnnlab/data
+QUICK = os.environ.get("CNNLAB_LESSON_QUICK", "0") == "1"
 EPOCHS = 1 if QUICK else 5
 SUBSET = 3000 if QUICK else None  # imágenes de entrenamiento (None: la división 50k/10k de la lección)
 RUNS = Path(os.environ.get("CNNLAB_LESSON_RUNS", "runs"))
 
-print("¿Están los ficheros de MNIST?", (Path(DATA_DIR) / "MNIST" / "raw").is_dir(), "| modo rápido:", QUICK, "| épocas:", EPOCHS)
+DIGITS = ["digit_0.jpg", "digit_1.jpg", "digit_2.jpg", "digit_3.jpg", "digit_3_chalk.jpg", "digit_4.jpg",
+          "digit_5.jpg", "digit_6.jpg", "digit_7.jpg", "digit_7_transparent.png", "digit_8.jpg", "digit_9.jpg"]
+IMAGES = Path("../images")  # junto a los cuadernos, en el repositorio
+if not all((IMAGES / name).is_file() for name in DIGITS):  # una copia suelta (Colab): se descargan una vez
+    import urllib.request
+
+    IMAGES = Path("lesson_images")
+    IMAGES.mkdir(exist_ok=True)
+    for name in DIGITS:
+        if not (IMAGES / name).is_file():
+            urllib.request.urlretrieve(
+                f"https://raw.githubusercontent.com/cnnlab/cnnlab/main/docs/lesson/images/{name}", IMAGES / name)
+
+print("datos:", DATA_DIR, "| modo rápido:", QUICK, "| épocas:", EPOCHS)
 
 # %%
 import math
 
 import matplotlib.pyplot as plt
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -68,12 +113,66 @@ torch.manual_seed(0);  # los mismos números aleatorios en cada ejecución
 # %% [markdown]
 # ## 1. Convolución y *pooling*
 #
-# ### 1.1 `nn.Conv2d`
+# ### 1.1 Una convolución a mano
 #
-# Una convolución 2D desliza unos filtros pequeños (*kernels*) sobre la imagen. En cada posición
-# multiplica el filtro por el trozo de imagen que tiene debajo, lo suma todo (más un sesgo) y
-# escribe un único número. Cada filtro produce un *canal* de salida, también llamado
-# *mapa de características* (*feature map*).
+# Una convolución 2D desliza un filtro pequeño (un *kernel*) sobre la imagen. En cada posición
+# multiplica el filtro por el trozo de imagen que tiene debajo, elemento a elemento, y lo suma
+# todo (más un sesgo) en un único número. Una entrada de 4x4 y un kernel de 2x2, a mano:
+
+# %%
+image = torch.tensor([[1., 2., 0., 1.],
+                      [0., 1., 3., 1.],
+                      [2., 0., 1., 0.],
+                      [1., 1., 0., 2.]])
+kernel = torch.tensor([[1., 0.],
+                       [0., -1.]])
+
+by_hand = torch.zeros(3, 3)  # un kernel de 2x2 cabe en 4 - 2 + 1 = 3 posiciones por lado
+for i in range(3):
+    for j in range(3):
+        patch = image[i:i + 2, j:j + 2]
+        by_hand[i, j] = (patch * kernel).sum()
+print(by_hand)
+
+# F.conv2d quiere entradas (N, C, H, W) y kernels (salida, entrada, kH, kW)
+torch_result = F.conv2d(image.reshape(1, 1, 4, 4), kernel.reshape(1, 1, 2, 2))[0, 0]
+assert torch.equal(by_hand, torch_result)
+# arriba a la izquierda: 1*1 + 2*0 + 0*0 + 1*(-1) = 0; la de su derecha: 2*1 + 0*0 + 1*0 + 3*(-1) = -1
+
+# %% [markdown]
+# **¿Correlación cruzada o convolución?** Lo que PyTorch (y toda biblioteca de aprendizaje
+# profundo) llama convolución *no* le da la vuelta al kernel: matemáticamente es una
+# **correlación cruzada**. La convolución del procesado de señal primero invierte el kernel en
+# las dos direcciones. Con un kernel aprendido da igual (la red aprende el kernel invertido), pero
+# importa cuando copias un filtro de un libro. SciPy tiene las dos:
+
+# %%
+from scipy.signal import convolve2d, correlate2d
+
+print("correlate2d == F.conv2d:            ", torch.equal(torch.from_numpy(correlate2d(image.numpy(), kernel.numpy(), mode="valid")), by_hand))
+flipped = torch.flip(kernel, dims=[0, 1])
+true_conv = F.conv2d(image.reshape(1, 1, 4, 4), flipped.reshape(1, 1, 2, 2))[0, 0]
+print("convolve2d == F.conv2d(invertido):", torch.equal(torch.from_numpy(convolve2d(image.numpy(), kernel.numpy(), mode="valid")), true_conv))
+
+# %% [markdown]
+# **Varios canales de entrada.** Una imagen en color tiene 3 canales; los mapas dentro de una red
+# tienen muchos. Entonces un filtro tiene un kernel 2D *por cada canal de entrada*: cada uno se
+# aplica a su canal y los resultados se **suman** en un único mapa de salida. Con 2 canales de entrada:
+
+# %%
+two_channels = torch.stack([image, torch.ones(4, 4)])  # (C=2, 4, 4): nuestra imagen y un plano de unos
+kernel_2ch = torch.stack([kernel, torch.full((2, 2), 0.5)])  # (entrada=2, 2, 2): un kernel por canal
+
+per_channel = [F.conv2d(two_channels[c].reshape(1, 1, 4, 4), kernel_2ch[c].reshape(1, 1, 2, 2))[0, 0] for c in range(2)]
+together = F.conv2d(two_channels.unsqueeze(0), kernel_2ch.unsqueeze(0))[0, 0]  # pesos (salida=1, entrada=2, 2, 2)
+print(together)
+assert torch.equal(together, per_channel[0] + per_channel[1])  # el segundo canal suma 4 * 0,5 = 2 en todas partes
+
+# %% [markdown]
+# ### 1.2 `nn.Conv2d`
+#
+# Una capa aprende muchos filtros a la vez. Cada filtro produce un *canal* de salida, también
+# llamado *mapa de características* (*feature map*).
 #
 # `nn.Conv2d(in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1)`:
 #
@@ -87,7 +186,7 @@ torch.manual_seed(0);  # los mismos números aleatorios en cada ejecución
 # | `dilation` | separación entre los elementos del filtro: con 2, un filtro 3x3 abarca una zona de 5x5 |
 #
 # Los pesos tienen forma `(out_channels, in_channels, kernel, kernel)`: cada filtro mira
-# *todos* los canales de la entrada.
+# *todos* los canales de la entrada, como arriba.
 
 # %%
 conv = nn.Conv2d(in_channels=1, out_channels=6, kernel_size=5, stride=1, padding=2)
@@ -98,7 +197,7 @@ print("entrada:", tuple(x.shape))
 print("salida: ", tuple(conv(x).shape))
 
 # %% [markdown]
-# ### 1.2 ¿De qué tamaño es la salida?
+# ### 1.3 ¿De qué tamaño es la salida?
 #
 # Para una entrada de lado $n$, un kernel $k$, un paso (*stride*) $s$, un relleno (*padding*) $p$
 # y una dilatación $d$:
@@ -134,7 +233,7 @@ for k, s, p, d in cases:
     assert ours == real == lib
 
 # %% [markdown]
-# ### 1.3 `nn.MaxPool2d`
+# ### 1.4 `nn.MaxPool2d`
 #
 # El *pooling* no tiene pesos: resume cada ventana con un solo número. `nn.MaxPool2d(kernel_size)`
 # se queda con el valor más grande de cada ventana. Sus argumentos son casi los mismos que los de
@@ -172,7 +271,7 @@ for size, k, s, ceil in [(28, 2, None, False), (10, 2, None, False), (7, 2, None
     assert real == lib
 
 # %% [markdown]
-# ### 1.4 Qué «ve» un filtro
+# ### 1.5 Qué «ve» un filtro
 #
 # La red aprende sus filtros, pero también podemos escribir uno a mano. El kernel 3x3 de abajo
 # (un filtro de Sobel) responde con fuerza donde la intensidad cambia de izquierda a derecha, es
@@ -180,12 +279,12 @@ for size, k, s, ceil in [(28, 2, None, False), (10, 2, None, False), (7, 2, None
 # a un dígito de MNIST con `F.conv2d` (la versión funcional de `nn.Conv2d`: los pesos se le pasan
 # como argumento).
 #
-# La línea que carga MNIST se explica en la sección 2.
+# La línea que carga MNIST se explica en la sección 2; la primera vez descarga el conjunto de datos.
 
 # %%
 from torchvision import datasets, transforms
 
-train_set = datasets.MNIST(root=DATA_DIR, train=True, download=False, transform=transforms.ToTensor())
+train_set = datasets.MNIST(root=DATA_DIR, train=True, download=True, transform=transforms.ToTensor())
 digit, label = train_set[0]  # un tensor de forma (1, 28, 28) con valores en [0, 1]
 
 vertical = torch.tensor([[-1., 0., 1.],
@@ -217,6 +316,23 @@ fig.tight_layout()
 # sobre *dónde exactamente*.
 
 # %% [markdown]
+# ### Ejercicios (predice y después ejecuta)
+#
+# 1. `nn.Conv2d(3, 8, kernel_size=3)`: ¿cuántos parámetros tiene?
+# 2. ¿De qué tamaño es la salida de `nn.Conv2d(1, 1, kernel_size=3, stride=2, padding=1)` sobre una imagen de 28x28?
+# 3. En la sección 1.1, ¿en qué se convierte la salida si el kernel es `[[0, 0], [0, 1]]`?
+#
+# <details><summary>Soluciones</summary>
+#
+# 1. 8 filtros de 3 x 3 x 3 pesos más 8 sesgos: 8 * 27 + 8 = **224**
+#    (`sum(p.numel() for p in nn.Conv2d(3, 8, 3).parameters())`).
+# 2. floor((28 + 2 - 2 - 1) / 2) + 1 = **14**: `out_size(28, 3, s=2, p=1)`.
+# 3. Cada salida toma el píxel de abajo a la derecha de su trozo: la entrada sin su primera fila
+#    ni su primera columna, `image[1:, 1:]`.
+#
+# </details>
+
+# %% [markdown]
 # ## 2. torchvision
 #
 # `torchvision` reúne lo necesario para trabajar con imágenes: conjuntos de datos (`datasets`),
@@ -225,13 +341,13 @@ fig.tight_layout()
 #
 # ### 2.1 El conjunto MNIST
 #
-# `datasets.MNIST` lee los ficheros originales. Con `download=False` no intenta descargar nada
-# (falla si no están). `transforms.ToTensor()` convierte cada imagen en un tensor `float32` de
-# forma `(1, 28, 28)` con valores entre 0 y 1.
+# `datasets.MNIST` lee los ficheros originales de `root`; con `download=True` los descarga antes
+# si todavía no están (y no hace nada si ya están). `transforms.ToTensor()` convierte cada imagen
+# en un tensor `float32` de forma `(1, 28, 28)` con valores entre 0 y 1.
 
 # %%
-train_set = datasets.MNIST(root=DATA_DIR, train=True, download=False, transform=transforms.ToTensor())
-test_set = datasets.MNIST(root=DATA_DIR, train=False, download=False, transform=transforms.ToTensor())
+train_set = datasets.MNIST(root=DATA_DIR, train=True, download=True, transform=transforms.ToTensor())
+test_set = datasets.MNIST(root=DATA_DIR, train=False, download=True, transform=transforms.ToTensor())
 print(len(train_set), "imágenes de entrenamiento,", len(test_set), "de test")
 
 image, label = train_set[0]
@@ -249,44 +365,78 @@ fig.suptitle("Las 32 primeras imágenes de entrenamiento y sus etiquetas")
 fig.tight_layout()
 
 # %% [markdown]
-# ### 2.2 Leer y escribir imágenes: tu propia imagen
+# ### 2.2 Leer imágenes: tu propia foto
 #
-# `torchvision.io` lee y escribe ficheros PNG y JPEG como tensores `uint8` de forma `(C, H, W)`.
-# Guardamos un dígito en una carpeta temporal y lo volvemos a leer.
+# `torchvision.io` lee ficheros PNG y JPEG como tensores `uint8` de forma `(C, H, W)`.
+# Estas son las fotos de dígitos escritos a mano que acompañan a la lección (en `IMAGES`): no son
+# dígitos de MNIST, sino lo que te da un móvil: papel gris con luz desigual, un dígito de tiza
+# en una pizarra y un PNG con fondo transparente.
 
 # %%
-import tempfile
+from torchvision.io import ImageReadMode, read_image
 
-from torchvision.io import ImageReadMode, read_image, write_png
+photos = [IMAGES / name for name in DIGITS]
+first = read_image(str(photos[0]))
+print(photos[0].name, "->", tuple(first.shape), first.dtype)
 
-tmp_dir = Path(tempfile.mkdtemp())
-image, label = train_set[0]
-image_u8 = (image * 255).round().to(torch.uint8)  # write_png quiere valores uint8 de 0 a 255
-png_path = tmp_dir / f"digito_{label}.png"
-write_png(image_u8, str(png_path))
-
-back = read_image(str(png_path), mode=ImageReadMode.GRAY)
-print(png_path.name, "->", tuple(back.shape), back.dtype, "| idéntica a la que escribimos:", torch.equal(back, image_u8))
+fig, axes = plt.subplots(1, len(photos), figsize=(14, 1.8))
+for ax, path in zip(axes, photos):
+    ax.imshow(read_image(str(path), mode=ImageReadMode.RGB).permute(1, 2, 0))  # (H, W, C) para matplotlib
+    ax.set_title(path.stem.removeprefix("digit_"), fontsize=8)
+    ax.axis("off")
 
 # %% [markdown]
-# Para pasarle **tu propia imagen** (un dígito dibujado en un papel, una foto...) a un modelo
-# entrenado con MNIST, tiene que parecerse a MNIST: un solo canal gris, 28x28 píxeles, valores en
-# [0, 1] y un **dígito claro sobre fondo oscuro**. La función de abajo prepara cualquier fichero de
-# imagen; pruébala con uno tuyo.
+# Un modelo entrenado con MNIST solo conoce dígitos que se parecen a los de MNIST, y MNIST se
+# construyó de una forma precisa: **tinta clara sobre fondo negro**, el dígito **recortado** a su
+# tinta, **escalado para caber en una caja de 20x20** (conservando su forma) y pegado en 28x28 de
+# modo que su **centro de masa** quede en el medio. Si se encoge la foto entera a 28x28 sale un
+# dígito gris y pequeño sobre fondo gris, descentrado: el modelo nunca ha visto nada parecido.
+#
+# cnnlab prepara las fotos exactamente así (`cnnlab predict` y `cnnlab serve` lo usan).
+# `mnist_steps` ejecuta ese mismo código y guarda la imagen tras cada paso, para que podamos verlo:
+#
+# 1. **gris**: un solo canal; un fondo transparente se rellena con el color que contrasta con la
+#    tinta (blanco detrás de tinta negra), así que no se vuelve negro;
+# 2. **invertida si hace falta**: tinta oscura sobre papel claro pasa a clara sobre oscuro (el dígito de tiza se deja igual);
+# 3. **fondo a 0** y la tinta estirada a todo el contraste (el grano del papel por debajo de un umbral desaparece);
+# 4. **recortada** a la tinta;
+# 5. **encajada en 20x20**, conservando la proporción;
+# 6. **centrada por masa** en 28x28: lo que ve la red.
+
+# %%
+from cnnlab.data.images import mnist_steps
+
+titles = {"decoded": "gris", "inverted": "invertida", "not_inverted": "sin invertir", "stretched": "fondo 0",
+          "cropped": "recortada", "fitted": "encajada en 20x20", "centred": "centrada por masa"}
+examples = [IMAGES / "digit_4.jpg", IMAGES / "digit_3_chalk.jpg", IMAGES / "digit_7_transparent.png"]
+fig, axes = plt.subplots(len(examples), 6, figsize=(12, 2.2 * len(examples)))
+for row, path in zip(axes, examples):
+    for ax, (key, pixels) in zip(row, mnist_steps(path).items()):
+        ax.imshow(pixels, cmap="gray", vmin=0, vmax=255)
+        ax.set_title(f"{titles[key]}\n{pixels.shape[0]}x{pixels.shape[1]}", fontsize=9)
+        ax.axis("off")
+fig.tight_layout()
+
+# %% [markdown]
+# `preparar` devuelve el último paso como el tensor que espera el modelo: `(1, 28, 28)`, valores
+# en [0, 1], como da `ToTensor()` para MNIST. Pruébalo con una foto de un dígito tuyo.
 
 # %%
 def preparar(path):
-    """Un fichero de imagen -> un tensor float (1, 28, 28) con el aspecto de MNIST."""
-    img = read_image(str(path), mode=ImageReadMode.GRAY)  # (1, H, W) uint8
-    img = transforms.functional.resize(img, [28, 28], antialias=True)
-    x = img.float() / 255
-    if x.mean() > 0.5:  # tinta oscura sobre papel blanco: la invertimos
-        x = 1 - x
-    return x
+    """Un fichero de imagen -> el tensor float (1, 28, 28) que espera un modelo entrenado con MNIST."""
+    return torch.from_numpy(mnist_steps(path)["centred"] / 255).unsqueeze(0)
 
 
-mi_imagen = preparar(png_path)  # cambia png_path por la ruta de tu imagen
-print(tuple(mi_imagen.shape), mi_imagen.dtype)
+my_pictures = torch.stack([preparar(p) for p in photos])  # (12, 1, 28, 28): cambia photos por tus ficheros
+true_labels = [int(p.stem.split("_")[1]) for p in photos]  # el dígito está en el nombre del fichero
+print(tuple(my_pictures.shape), my_pictures.dtype)
+
+fig, axes = plt.subplots(1, len(photos), figsize=(14, 1.6))
+for ax, x, y in zip(axes, my_pictures, true_labels):
+    ax.imshow(x[0], cmap="gray")
+    ax.set_title(str(y))
+    ax.axis("off")
+fig.suptitle("Lo que verá la red")
 
 # %% [markdown]
 # ### 2.3 Transformaciones
@@ -313,7 +463,7 @@ augment = transforms.Compose([
     transforms.Normalize((0.1307,), (0.3081,)),
 ])
 
-raw_set = datasets.MNIST(root=DATA_DIR, train=True, download=False)  # sin transformación: imágenes PIL
+raw_set = datasets.MNIST(root=DATA_DIR, train=True, download=True)  # sin transformación: imágenes PIL
 pil_image, label = raw_set[0]
 
 fig, axes = plt.subplots(1, 8, figsize=(12, 2))
@@ -331,7 +481,12 @@ print(f"valores tras Normalize: de {variant.min():.2f} a {variant.max():.2f}")
 # `torchvision.models` contiene las arquitecturas que marcaron la historia de las CNN. Con
 # `weights=None` obtenemos la arquitectura con pesos aleatorios: no se descarga nada. Están
 # pensadas para imágenes en color de ImageNet, de 224x224, y 1.000 clases; de ahí su tamaño
-# comparado con los ~62.000 parámetros de LeNet-5.
+# comparado con los ~62.000 parámetros de LeNet-5. Lo que aportó cada una:
+#
+# - **AlexNet (2012)**: ReLU, *dropout* y entrenamiento en GPU; ganó ImageNet con mucha ventaja y desató la ola del aprendizaje profundo.
+# - **VGG (2014)**: profundidad a base de pilas de convoluciones pequeñas de 3x3, un bloque simple repetido.
+# - **GoogLeNet (2014)**: módulos *Inception* (ramas paralelas de 1x1, 3x3 y 5x5) y convoluciones 1x1 baratas: profunda pero ligera.
+# - **ResNet (2015)**: conexiones *residuales* (atajos), que permiten entrenar redes de más de 100 capas.
 #
 # (GoogLeNet tiene dos clasificadores auxiliares que solo se usan durante el entrenamiento; los
 # dejamos fuera con `aux_logits=False`, e `init_weights=False` evita una inicialización lenta que
@@ -360,6 +515,23 @@ import cnnlab
 cnnlab.list_models()
 
 # %% [markdown]
+# ### Ejercicios (predice y después ejecuta)
+#
+# 1. `read_image` sobre `digit_7_transparent.png` (sin `mode=`): ¿cuántos canales?
+# 2. ¿Qué vería el modelo si solo encogiéramos la foto a 28x28 (sin recortar ni invertir)?
+#    Predice y después mira: `transforms.functional.resize(read_image(str(IMAGES / "digit_4.jpg"), mode=ImageReadMode.GRAY), [28, 28])`.
+# 3. ¿Qué paso de MNIST hace que un dígito escrito pequeño en una esquina de la hoja se parezca a uno escrito grande en el centro?
+#
+# <details><summary>Soluciones</summary>
+#
+# 1. **4**: rojo, verde, azul y alfa (la transparencia).
+# 2. Un dígito pequeño gris oscuro sobre un fondo gris más claro, sin centrar: la polaridad
+#    contraria a MNIST y mucho menos contraste. Un modelo entrenado con MNIST suele fallar.
+# 3. Recortar a la tinta y encajarla en 20x20 (el tamaño) y después centrar por masa (la posición).
+#
+# </details>
+
+# %% [markdown]
 # ## 3. LeNet-5
 #
 # LeNet-5 (Yann LeCun, 1998) es la antecesora de las CNN modernas. Tiene dos partes:
@@ -367,9 +539,7 @@ cnnlab.list_models()
 # - `features`: dos etapas convolución -> ReLU -> *max-pool* que extraen patrones locales;
 # - `classifier`: aplana los mapas en un vector y lo clasifica con tres capas lineales.
 #
-# El `padding=2` de la primera convolución conserva el tamaño 28x28 (la red original recibía
-# imágenes de 32x32). Escribirla como subclase de `nn.Module` con bloques `nn.Sequential` la
-# hace fácil de leer:
+# Escribirla como subclase de `nn.Module` con bloques `nn.Sequential` la hace fácil de leer:
 
 # %%
 class Lenet5(nn.Module):
@@ -392,6 +562,21 @@ class Lenet5(nn.Module):
 
 model = Lenet5()
 model
+
+# %% [markdown]
+# **En qué se diferencia esta LeNet de la original de 1998.** Esta es la forma moderna de escribirla. La original:
+#
+# - recibía imágenes de 32x32 (los dígitos de MNIST con un margen de 2 píxeles); aquí el `padding=2` de la primera convolución hace ese papel;
+# - usaba una **tanh** escalada en lugar de ReLU, y ***pooling* por promedio** («submuestreo», con
+#   un peso y un sesgo aprendidos) en lugar de *max-pooling*;
+# - conectaba cada uno de los 16 mapas de la segunda convolución solo con algunos de los 6 mapas
+#   anteriores (una tabla fija, para ahorrar cálculo y romper la simetría); aquí cada filtro ve los 6;
+# - terminaba en **unidades RBF** euclídeas en lugar de una capa lineal con *softmax* y entropía cruzada.
+#
+# El modelo `lenet5-classic` de cnnlab es lo más parecido en espíritu que se entrena con la receta
+# actual (tanh y *pooling* por promedio, con los mismos tamaños de capa):
+# `cnnlab.train("lenet5-classic", ...)`, o compáralos con `cnnlab compare` para ver qué aportan la
+# ReLU y el *max-pooling*.
 
 # %% [markdown]
 # ### 3.1 Formas, parámetros y multiplicaciones-sumas
@@ -445,14 +630,31 @@ for h in handles:  # quitamos los hooks para que no impriman en cada pasada de a
     h.remove()
 
 # %% [markdown]
+# ### Ejercicios (predice y después ejecuta)
+#
+# 1. ¿Cuántos parámetros tendría la primera convolución con 3 canales de entrada (imágenes en color)?
+# 2. Sin `padding=2`, ¿qué forma saldría de `features` para una imagen de 28x28, y en qué tendría
+#    que cambiar la primera capa lineal?
+# 3. ¿Qué capa tiene la mayor parte de los parámetros?
+#
+# <details><summary>Soluciones</summary>
+#
+# 1. 6 * (3 * 5 * 5) + 6 = **456** (en lugar de 156).
+# 2. 28 -> 24 -> 12 -> 8 -> 4: `(16, 4, 4)`, así que `nn.Linear(16 * 4 * 4, 120)`. Compruébalo con
+#    `cnnlab.summarize` sobre una copia de la clase sin el *padding*.
+# 3. La primera capa lineal: 400 * 120 + 120 = **48.120** de los 61.706.
+#
+# </details>
+
+# %% [markdown]
 # ## 4. Entrenar LeNet-5
 #
 # ### 4.1 Con pytorch-ignite, con el bucle a la vista
 #
 # Primero dividimos las 60.000 imágenes de entrenamiento en **50.000 para entrenar** y **10.000
-# para validar**. La validación sirve para elegir la mejor época; el conjunto de test (otras 10.000
-# imágenes) se reserva para la evaluación final. La división usa su propio generador con semilla,
-# así que siempre sale la misma.
+# para validar**. La validación sirve para elegir la mejor época; el conjunto de test (otras
+# 10.000 imágenes) se reserva para la evaluación final. La división usa su propio generador con
+# semilla, así que siempre es la misma.
 
 # %%
 from torch.utils.data import DataLoader, Subset, random_split
@@ -460,70 +662,68 @@ from torch.utils.data import DataLoader, Subset, random_split
 train_part, val_part = random_split(train_set, [50000, 10000], generator=torch.Generator().manual_seed(1234))
 if QUICK:  # solo comprobar que funciona: unos pocos miles de imágenes
     train_part, val_part = Subset(train_part, range(3000)), Subset(val_part, range(1000))
-
-train_loader = DataLoader(train_part, batch_size=32, shuffle=True)
-# Cargadores de evaluación: lotes más grandes solo van más rápido, no cambian el resultado.
-train_eval_loader = DataLoader(train_part, batch_size=256)
-val_loader = DataLoader(val_part, batch_size=256)
-print(len(train_part), "imágenes de entrenamiento en", len(train_loader), "lotes de 32;", len(val_part), "de validación")
+print(len(train_part), "imágenes de entrenamiento,", len(val_part), "de validación")
 
 # %% [markdown]
-# El paso de entrenamiento es una función normal: recibe el `Engine` y un lote, y hace
-# pasada hacia delante -> pérdida -> pasada hacia atrás -> paso del optimizador. ignite la llama
-# para cada lote y se encarga de las épocas y de los eventos.
+# La celda de abajo hace todo el entrenamiento, así que ejecutarla otra vez empieza de cero (un
+# modelo nuevo, manejadores nuevos, una carpeta de *checkpoints* vacía) en lugar de apilar un
+# segundo juego de manejadores sobre el primero:
 #
-# La pérdida usa `reduction="sum"`: suma las pérdidas de las imágenes del lote en lugar de
-# promediarlas. (Con Adam la escala del gradiente apenas importa.) El paso devuelve la media por
-# imagen, que se lee mejor.
+# - el **paso de entrenamiento** es una función normal: recibe el `Engine` y un lote, pasa el lote
+#   al dispositivo y hace pasada hacia delante -> pérdida -> pasada hacia atrás -> paso del
+#   optimizador. ignite la llama con cada lote y se ocupa de las épocas y de los eventos. La
+#   pérdida usa `reduction="sum"` (la elección de la lección; con Adam la escala del gradiente
+#   apenas importa); el paso devuelve la media por imagen, que se lee mejor;
+# - `create_supervised_evaluator` construye un `Engine` que ejecuta el modelo sin gradientes y
+#   actualiza unas **métricas**. Cuidado: la métrica `Loss` de ignite espera la pérdida *media*
+#   del lote (ella misma la multiplica por el tamaño del lote), así que recibe un
+#   `nn.CrossEntropyLoss()` con la reducción por defecto;
+# - tras cada época evaluamos en entrenamiento y validación, y el `ModelCheckpoint` guarda en disco
+#   solo el mejor modelo (`n_saved=1`) según su *puntuación*: la pérdida de validación cambiada de
+#   signo (más alta es mejor);
+# - los pesos iniciales del modelo y el orden de los lotes salen de generadores con semilla, así
+#   que repetir la celda da los mismos números en la misma máquina.
 
 # %%
+import shutil
+
 from ignite.engine import Engine, Events, create_supervised_evaluator
 from ignite.handlers import ModelCheckpoint, global_step_from_engine
 from ignite.metrics import Accuracy, Loss
 
-torch.manual_seed(0)
-model = Lenet5()
+torch.manual_seed(0)  # los pesos iniciales
+model = Lenet5().to(DEVICE)
 optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 criterion = nn.CrossEntropyLoss(reduction="sum")
+train_loader = DataLoader(train_part, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
+train_eval_loader = DataLoader(train_part, batch_size=256)  # lotes más grandes solo evalúan más deprisa
+val_loader = DataLoader(val_part, batch_size=256)
 
 
 def train_step(engine, batch):
     model.train()
-    images, labels = batch
+    images, labels = (t.to(DEVICE) for t in batch)
     optimizer.zero_grad()
-    logits = model(images)
-    loss = criterion(logits, labels)
+    loss = criterion(model(images), labels)
     loss.backward()
     optimizer.step()
     return loss.item() / len(labels)
 
 
 trainer = Engine(train_step)
-
-# %% [markdown]
-# Para evaluar, `create_supervised_evaluator` construye un `Engine` que pasa el modelo sin
-# gradientes y va actualizando unas **métricas**. Ojo: la métrica `Loss` de ignite espera que la
-# función de pérdida devuelva la *media* del lote (ella misma la multiplica por el tamaño del lote),
-# así que aquí le damos un `nn.CrossEntropyLoss()` con la reducción por defecto, no la sumada.
-#
-# Tras cada época evaluamos sobre entrenamiento y validación e imprimimos ambos. El
-# `ModelCheckpoint` cuelga del evaluador de validación: cada vez que este termina calcula una
-# *puntuación*, la pérdida de validación cambiada de signo (más alta es mejor), y guarda en disco
-# solo el mejor modelo (`n_saved=1`).
-
-# %%
 metrics = {"loss": Loss(nn.CrossEntropyLoss()), "accuracy": Accuracy()}
-train_evaluator = create_supervised_evaluator(model, metrics=metrics)
-val_evaluator = create_supervised_evaluator(model, metrics=metrics)
+train_evaluator = create_supervised_evaluator(model, metrics=metrics, device=DEVICE)
+val_evaluator = create_supervised_evaluator(model, metrics=metrics, device=DEVICE)
 
+checkpoint_dir = RUNS / "ignite-lenet5"
+shutil.rmtree(checkpoint_dir, ignore_errors=True)  # la carpeta propia de esta celda: repetirla empieza limpia
 checkpoint = ModelCheckpoint(
-    RUNS / "ignite-lenet5",
+    checkpoint_dir,
     filename_prefix="best",
     n_saved=1,
     score_function=lambda e: -e.state.metrics["loss"],
     score_name="neg_val_loss",
     global_step_transform=global_step_from_engine(trainer),  # la época, en el nombre del fichero
-    require_empty=False,
 )
 val_evaluator.add_event_handler(Events.COMPLETED, checkpoint, {"model": model})
 
@@ -537,8 +737,8 @@ def log_epoch(engine):
     tr, va = train_evaluator.state.metrics, val_evaluator.state.metrics
     history.append(dict(epoch=engine.state.epoch, train_loss=tr["loss"], train_acc=tr["accuracy"],
                         val_loss=va["loss"], val_acc=va["accuracy"]))
-    print(f"época {engine.state.epoch}: entrenamiento pérdida {tr['loss']:.4f} exactitud {tr['accuracy']:.4f} | "
-          f"validación pérdida {va['loss']:.4f} exactitud {va['accuracy']:.4f}")
+    print(f"época {engine.state.epoch}: entrenamiento pérdida {tr['loss']:.4f} acierto {tr['accuracy']:.4f} | "
+          f"validación pérdida {va['loss']:.4f} acierto {va['accuracy']:.4f}")
 
 
 trainer.run(train_loader, max_epochs=EPOCHS);
@@ -546,11 +746,12 @@ trainer.run(train_loader, max_epochs=EPOCHS);
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
 epochs = [h["epoch"] for h in history]
-for ax, key, title in [(axes[0], "loss", "pérdida"), (axes[1], "acc", "exactitud")]:
+for ax, key, name in [(axes[0], "loss", "pérdida (entropía cruzada)"), (axes[1], "acc", "acierto")]:
     ax.plot(epochs, [h[f"train_{key}"] for h in history], "o-", label="entrenamiento")
     ax.plot(epochs, [h[f"val_{key}"] for h in history], "o-", label="validación")
     ax.set_xlabel("época")
-    ax.set_title(title)
+    ax.set_ylabel(name)
+    ax.set_xticks(epochs)  # una marca por época: números enteros
     ax.legend()
 fig.tight_layout()
 
@@ -560,16 +761,25 @@ fig.tight_layout()
 # %%
 best_file = checkpoint.last_checkpoint
 print("mejor checkpoint:", Path(best_file).name)
-model.load_state_dict(torch.load(best_file, map_location="cpu"))
+model.load_state_dict(torch.load(best_file, map_location=DEVICE))
 model.eval();
 
 # %% [markdown]
-# ¿Y la imagen de la sección 2.2? El modelo espera un lote, así que añadimos una dimensión con `unsqueeze(0)`:
+# ¿Y las fotos de la sección 2.2? El modelo recibe un lote: las doce a la vez.
 
 # %%
 with torch.no_grad():
-    probs = model(mi_imagen.unsqueeze(0)).softmax(dim=1)[0]
-print(f"el modelo dice {probs.argmax().item()} con probabilidad {probs.max().item():.3f}")
+    probs = model(my_pictures.to(DEVICE)).softmax(dim=1).cpu()
+guesses, confidence = probs.argmax(dim=1), probs.max(dim=1).values
+
+fig, axes = plt.subplots(1, len(photos), figsize=(14, 1.9))
+for ax, x, y, g, c in zip(axes, my_pictures, true_labels, guesses, confidence):
+    ax.imshow(x[0], cmap="gray")
+    ax.set_title(f"{g.item()} ({c.item():.2f})", color="black" if g.item() == y else "red", fontsize=9)
+    ax.axis("off")
+right = sum(g.item() == y for g, y in zip(guesses, true_labels))
+fig.suptitle(f"el modelo de ignite: {right}/{len(photos)} aciertos (predicción y probabilidad; en rojo, los fallos)")
+print(f"{right}/{len(photos)} fotos acertadas")
 
 # %% [markdown]
 # ### 4.2 Lo mismo con una sola llamada a cnnlab
@@ -577,9 +787,12 @@ print(f"el modelo dice {probs.argmax().item()} con probabilidad {probs.max().ite
 # `cnnlab.train` sigue la misma receta (la división 50.000/10.000 con semilla 1234, lotes de 32,
 # Adam con lr 1e-3, pérdida sumada, el mejor *checkpoint* según la pérdida de validación) y además
 # evalúa el mejor modelo sobre el conjunto de test. Acepta tu propio `nn.Module` o el nombre de un
-# modelo registrado. Todo se escribe en `run_dir`, y `overwrite=True` permite volver a ejecutar la celda.
+# modelo registrado, y usa la GPU si la hay. Todo se escribe en `run_dir`, y `overwrite=True`
+# permite volver a ejecutar la celda. Tu módulo se entrena desde los pesos que tiene, así que
+# fijamos la semilla antes de construirlo.
 
 # %%
+torch.manual_seed(0)  # los pesos iniciales de nuestra Lenet5
 run = cnnlab.train(Lenet5(), data="mnist", data_dir=DATA_DIR, run_dir=RUNS / "lenet5-own",
                    epochs=EPOCHS, subset=SUBSET, overwrite=True)
 run
@@ -591,77 +804,108 @@ run
 run.history
 
 # %%
-print("mejor época:", run.best_epoch, "| exactitud en test:", run.test.accuracy)
-print(run.test.text)
+print("mejor época:", run.best_epoch, "| acierto en test:", run.test.accuracy)
 
 # %% [markdown]
+# **¿Por qué estos números no son los que imprimió ignite?** Misma receta, misma división, mismos
+# pesos iniciales y, aun así, los dos entrenamientos difieren en las últimas cifras. Los lotes
+# llegan en otro orden aleatorio (cnnlab los saca de su propio generador con semilla, en el
+# dispositivo), y las sumas en coma flotante hechas en otro orden redondean distinto; tras miles
+# de pasos, los dos son modelos distintos de la misma calidad. Lo mismo ocurre entre máquinas: el
+# mismo código da cifras algo distintas en una CPU con otras instrucciones vectoriales (AVX2,
+# AVX-512) o en una GPU. Las semillas hacen que un entrenamiento se repita *en una máquina*; no
+# hacen que todas las máquinas coincidan.
+#
 # La LeNet-5 del registro funciona igual, por su nombre:
 #
 # ```python
 # run = cnnlab.train("lenet5", data="mnist", data_dir=DATA_DIR, run_dir=RUNS / "lenet5", epochs=EPOCHS)
 # ```
 #
-# Un entrenamiento se puede **volver a cargar** más adelante. Si el modelo lo define tu propia clase,
-# cnnlab necesita una instancia nueva donde poner los pesos del mejor *checkpoint* (`best.pt`).
-# Los dos modelos dan exactamente las mismas salidas:
+# Un entrenamiento se puede **volver a cargar** más tarde: `cnnlab.load` da un *predictor*, el
+# modelo más todo lo necesario para darle fotos sin preparar. Para un modelo definido por tu propia
+# clase, cnnlab necesita una instancia nueva en la que poner los pesos del mejor *checkpoint*
+# (`best.pt`). `predict` recibe nombres de fichero y los prepara como en la sección 2.2 (es lo que
+# ejecuta la orden `cnnlab predict`):
 
 # %%
-again = cnnlab.load(run.path, model=Lenet5())
-device = next(run.model.parameters()).device  # cnnlab entrena en la GPU si la hay
-x = torch.stack([test_set[i][0] for i in range(16)]).to(device)  # 16 imágenes de test
-again.model.to(device).eval()
-run.model.eval()
-with torch.no_grad():
-    print("mismas salidas:", torch.equal(again.model(x), run.model(x)))
+predictor = cnnlab.load(run.path, model=Lenet5())
+predictions = predictor.predict(photos, top_k=1)
+right = sum(int(p.label) == y for p, y in zip(predictions, true_labels))
+print(f"el modelo de cnnlab: {right}/{len(photos)} fotos acertadas")
+for path, p in zip(photos, predictions):
+    print(f"{path.name:<24} {p.label} ({p.prob:.3f})")
+
+# %% [markdown]
+# ### Ejercicios (predice y después ejecuta)
+#
+# 1. Ejecuta la celda de ignite una segunda vez: ¿cambiarán las pérdidas impresas?
+# 2. Cambia `torch.manual_seed(0)` por `torch.manual_seed(1)` en esa celda: ¿el acierto final de
+#    validación será mayor, menor o más o menos el mismo?
+# 3. Con `batch_size=128` en lugar de 32, ¿cuántos pasos del optimizador hay por época con las
+#    50.000 imágenes de entrenamiento?
+#
+# <details><summary>Soluciones</summary>
+#
+# 1. No: la celda fija la semilla de los pesos y del orden de los lotes y empieza con un modelo
+#    nuevo, así que en la misma máquina imprime los mismos números (en una GPU, casi: algunas
+#    operaciones de la GPU suman en un orden que varía).
+# 2. Más o menos el mismo (unas décimas arriba o abajo): otra semilla es otro sorteo igual de bueno.
+# 3. ceil(50.000 / 128) = **391** (en lugar de 1.563): cuatro veces menos pasos, por eso un lote
+#    más grande suele pedir una tasa de aprendizaje mayor.
+#
+# </details>
 
 # %% [markdown]
 # ## 5. El mejor modelo sobre el conjunto de test
 #
-# La exactitud sola dice poco: ¿*qué* dígitos falla el modelo y con cuáles los confunde?
+# El acierto por sí solo dice poco: ¿*qué* dígitos falla el modelo y con cuáles los confunde?
 #
-# ### 5.1 A mano con scikit-learn (el modelo de ignite)
+# ### 5.1 A mano (el modelo de ignite)
 #
-# Predecimos las 10.000 imágenes de test y las comparamos con las etiquetas verdaderas.
-# `classification_report` da la precisión, la exhaustividad (*recall*) y el F1 de cada clase;
-# `confusion_matrix` cuenta, para cada clase verdadera (fila), cuántas imágenes fueron a parar a
-# cada clase predicha (columna).
+# Predecimos las 10.000 imágenes de test y contamos, para cada clase verdadera (fila), cuántas
+# imágenes fueron a cada clase predicha (columna): la **matriz de confusión**. La diagonal son los aciertos.
 
 # %%
-from sklearn.metrics import classification_report, confusion_matrix
+from sklearn.metrics import confusion_matrix
 
 test_loader = DataLoader(test_set, batch_size=256)
 predictions, targets = [], []
 with torch.no_grad():
     for images, labels in test_loader:
-        predictions.append(model(images).argmax(dim=1))
+        predictions.append(model(images.to(DEVICE)).argmax(dim=1).cpu())
         targets.append(labels)
 y_pred = torch.cat(predictions).numpy()
 y_true = torch.cat(targets).numpy()
 
-print(classification_report(y_true, y_pred, digits=3))
+print(f"acierto en test del modelo de ignite: {(y_pred == y_true).mean():.4f}")
 print(confusion_matrix(y_true, y_pred))
 
 # %% [markdown]
 # ### 5.2 Con cnnlab (el entrenamiento de la sección 4.2)
 #
 # `run.interpret()` (o `cnnlab.interpret(run)`) predice el conjunto de test con el mejor
-# *checkpoint* una sola vez y guarda todo lo necesario para el análisis.
+# *checkpoint* una sola vez y guarda todo lo necesario para el análisis. Su acierto no es el del
+# modelo de ignite: son dos entrenamientos distintos (sección 4.2).
+#
+# El **informe de clasificación** da, para cada clase, la *precisión* (de las imágenes predichas
+# como esa clase, la fracción que lo son de verdad), la *exhaustividad* o *recall* (de las imágenes
+# de esa clase, la fracción encontrada) y la puntuación *F1* (su media armónica); *support* es el
+# número de imágenes de test de la clase.
 
 # %%
 interp = run.interpret()
 print(interp.report)
 
-# %%
-interp.confusion_matrix()
-
 # %% [markdown]
-# Las confusiones más frecuentes, como (clase verdadera, clase predicha, cuántas):
-
-# %%
-interp.most_confused(5)
+# La misma matriz de confusión que en 5.1, ahora como figura, y las confusiones más frecuentes como
+# (clase verdadera, clase predicha, cuántas):
 
 # %%
 interp.plot_confusion_matrix()
+
+# %%
+interp.most_confused(5)
 
 # %% [markdown]
 # La galería de errores: ochos, cuatros y nueves mal clasificados, cada uno con lo que predijo el
@@ -678,8 +922,13 @@ interp.plot_misclassified(classes=[8, 4, 9], per_class=10)
 interp.plot_top_losses(9)
 
 # %% [markdown]
-# **Calibración**: cuando el modelo dice «seguro al 90 %», ¿acierta el 90 % de las veces? En el
-# diagrama de fiabilidad, un modelo perfectamente calibrado sigue la diagonal.
+# **Calibración**: cuando el modelo dice «seguro al 90 %», ¿acierta el 90 % de las veces? El
+# diagrama de fiabilidad agrupa las imágenes de test según la confianza del modelo (15 intervalos)
+# y dibuja, para cada intervalo, con qué frecuencia acertó de verdad: un modelo perfectamente
+# calibrado sigue la diagonal. El **ECE** de su título (*expected calibration error*, error de
+# calibración esperado) lo resume en un número: la diferencia entre confianza y acierto en cada
+# intervalo, promediada pesando cada intervalo por su número de imágenes. 0 es perfecto; un ECE de
+# 0,01 significa que la confianza del modelo se desvía, de media, en torno a un punto porcentual.
 
 # %%
 interp.plot_calibration()
@@ -689,6 +938,24 @@ interp.plot_calibration()
 
 # %%
 interp.plot_curves()
+
+# %% [markdown]
+# ### Ejercicios (predice y después ejecuta)
+#
+# 1. En la matriz de confusión, ¿qué cuenta la suma de la fila 3? ¿Y la de la columna 3?
+# 2. Un modelo que siempre responde «1»: ¿cuál sería su *recall* para la clase 1? ¿Y su precisión?
+# 3. ¿Qué pareja esperas arriba del todo en `interp.most_confused()` para una LeNet: (4, 9), (0, 1) o (2, 6)?
+#
+# <details><summary>Soluciones</summary>
+#
+# 1. Fila 3: las imágenes de test que *son* treses (el *support* de la clase 3). Columna 3: las
+#    imágenes que el modelo *llamó* 3.
+# 2. *Recall* **1,0** (encuentra todos los unos); precisión de alrededor de **0,11**: solo 1.135 de
+#    las 10.000 imágenes de test son unos.
+# 3. Normalmente (4, 9) o (9, 4), o parejas como (7, 2) y (3, 5): dígitos de trazos parecidos.
+#    (0, 1) casi nunca ocurre.
+#
+# </details>
 
 # %% [markdown]
 # ## 6. Para seguir
@@ -720,6 +987,7 @@ augmented.test.accuracy
 # cnnlab train --augment auto        # lo mismo con aumento de datos
 # cnnlab analyze runs/RUN            # el análisis de la sección 5, escrito en runs/RUN/analysis/
 # cnnlab analyze runs/RUN --classes 8 4 9 --per-class 10
+# cnnlab predict runs/RUN mi_digito.jpg   # la preparación de la sección 2.2 y después el modelo
 # cnnlab serve runs/RUN              # una página web para dibujar dígitos y ver cómo los clasifica el modelo
 # ```
 #

@@ -3,7 +3,7 @@
 Figures are built with the object API on the Agg canvas, never through
 ``pyplot``, so they work headless and leave no global figure state behind. Each is an
 :class:`InlineFigure`, which a Jupyter notebook displays as a PNG.
-Save them with :func:`cnnlab.files.save_figure` (atomic).
+Save them with :func:`cnnlab.core.files.save_figure` (atomic).
 """
 from __future__ import annotations
 
@@ -130,8 +130,17 @@ def _draw_image(ax, img: np.ndarray) -> None:
     ax.set_yticks([])
 
 
+def overlay_attribution(ax: Any, a: np.ndarray, alpha: float = 0.85) -> None:
+    """Draw a signed (H, W) attribution over an image already on ``ax``: red for the class, blue against."""
+    a = np.asarray(a, dtype=float)
+    vmax = float(np.abs(a).max()) or 1.0
+    # Opacity follows the strength, so the image shows through where the attribution is weak.
+    ax.imshow(a, cmap="RdBu_r", vmin=-vmax, vmax=vmax, alpha=np.clip(np.abs(a) / vmax * 2.5, 0, 1) * alpha,
+              interpolation="nearest")
+
+
 def gallery_figure(
-    rows: Sequence[Sequence[tuple[np.ndarray, str, str]]],
+    rows: Sequence[Sequence[tuple]],
     *,
     ncols: int,
     row_labels: Sequence[str] | None = None,
@@ -139,7 +148,8 @@ def gallery_figure(
     cell: tuple[float, float] = (1.25, 1.5),
     empty_text: str | None = None,
 ) -> Figure:
-    """A grid of images: ``rows`` of (image, caption, caption colour); empty rows say ``empty_text`` ("none")."""
+    """A grid of images: ``rows`` of (image, caption, caption colour[, attribution overlay]); empty rows say
+    ``empty_text``."""
     empty_text = _("none") if empty_text is None else empty_text
     nrows = max(1, len(rows))
     ncols = max(1, ncols)
@@ -150,8 +160,10 @@ def gallery_figure(
         for c in range(ncols):
             ax = axes[r, c]
             if c < len(items):
-                img, caption, color = items[c]
+                img, caption, color = items[c][:3]
                 _draw_image(ax, img)
+                if len(items[c]) > 3 and items[c][3] is not None:
+                    overlay_attribution(ax, items[c][3])
                 ax.set_title(caption, fontsize=8, color=color)
             else:
                 ax.axis("off")
@@ -205,8 +217,12 @@ def top_losses_figure(
     *,
     k: int = 24,
     ncols: int = 8,
+    heatmaps: Sequence[np.ndarray] | None = None,
 ) -> Figure:
-    """The ``k`` test images with the highest loss: "true -> pred (prob)" and the loss; likely mislabelled."""
+    """The ``k`` test images with the highest loss: "true -> pred (prob)" and the loss; likely mislabelled.
+
+    ``heatmaps``: an (H, W) attribution for each shown image (in top-loss order), drawn over it.
+    """
 
     labels, probs = np.asarray(labels), np.asarray(probs)
     preds = probs.argmax(axis=1)
@@ -215,12 +231,64 @@ def top_losses_figure(
     items = [
         (images[i], f"{classes[labels[i]]} \u2192 {classes[preds[i]]} ({format_float(probs[i, preds[i]], 2)})\n"
                     + loss_line.format(loss=format_float(losses[i], 2), index=i),
-         WRONG if preds[i] != labels[i] else RIGHT)
-        for i in idx
+         WRONG if preds[i] != labels[i] else RIGHT, None if heatmaps is None else heatmaps[n])
+        for n, i in enumerate(idx)
     ]
     rows = [items[s : s + ncols] for s in range(0, len(items), ncols)] or [[]]
-    return gallery_figure(rows, ncols=ncols, title=_("Top losses: true \u2192 predicted (probability), loss, test index"),
-                          cell=(1.35, 1.7))
+    title = _("Top losses: true \u2192 predicted (probability), loss, test index")
+    if heatmaps is not None:
+        title += "\n" + _("red: pixels for the predicted class, blue: against")
+    return gallery_figure(rows, ncols=ncols, title=title, cell=(1.35, 1.7))
+
+
+def embedding_figure(
+    points: np.ndarray,
+    labels: np.ndarray,
+    preds: np.ndarray,
+    classes: Sequence[str],
+    images: np.ndarray,
+    *,
+    thumbnails: int = 12,
+    method: str = "t-SNE",
+) -> Figure:
+    """A 2-D map of the images' features: one colour per true class, misclassified images ringed in
+    black, class names at each class's centre and ``thumbnails`` images placed at their points."""
+    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+
+    points, labels, preds = np.asarray(points, float), np.asarray(labels), np.asarray(preds)
+    k = len(classes)
+    fig = new_figure(8.5, 7.5)
+    ax = fig.subplots()
+    cmap = "tab10" if k <= 10 else "tab20"
+    ax.scatter(points[:, 0], points[:, 1], c=labels, cmap=cmap, vmin=-0.5, vmax=(9.5 if k <= 10 else 19.5), s=6,
+               alpha=0.7, linewidths=0)
+    wrong = preds != labels
+    ax.scatter(points[wrong, 0], points[wrong, 1], facecolors="none", edgecolors="black", s=28, linewidths=0.8,
+               label=_("misclassified ({n})").format(n=int(wrong.sum())))
+    for c in range(k):
+        mine = points[labels == c]
+        if len(mine) and k <= 20:
+            cx, cy = np.median(mine, axis=0)
+            ax.text(cx, cy, classes[c], fontsize=13, fontweight="bold", ha="center", va="center",
+                    bbox={"boxstyle": "round,pad=0.2", "fc": "white", "alpha": 0.7, "lw": 0})
+    if thumbnails and len(points):
+        # A fixed sample (seed 0), so the same run draws the same figure.
+        rng = np.random.default_rng(0)
+        chosen = sorted(set(rng.choice(len(points), size=min(thumbnails, len(points)), replace=False).tolist()))
+        for i in chosen:
+            img = np.asarray(images[i])
+            pic = img[0] if img.shape[0] == 1 else np.transpose(img[:3], (1, 2, 0))
+            box = OffsetImage(pic, zoom=0.9, cmap="gray" if img.shape[0] == 1 else None)
+            ax.add_artist(AnnotationBbox(box, points[i], frameon=True, pad=0.1,
+                                         bboxprops={"edgecolor": WRONG if wrong[i] else "gray", "lw": 1}))
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if wrong.any():
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(_("The penultimate layer's features of {n} test images, in 2-D ({method}): colour is the true "
+                   "class").format(n=len(points), method=method), fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 def samples_figure(
@@ -231,6 +299,43 @@ def samples_figure(
     ncols = max(1, min(ncols, len(items)))
     rows = [items[s : s + ncols] for s in range(0, len(items), ncols)]
     return gallery_figure(rows, ncols=ncols, title=title, cell=(1.1, 1.3))
+
+
+def lr_find_figure(
+    lrs: Sequence[float], losses: Sequence[float], smoothed: Sequence[float],
+    suggestions: dict[str, float | None] | None = None, method: str = "steep",
+) -> Figure:
+    """The learning-rate range test: loss per step against the rate (log scale), raw and smoothed.
+
+    The suggested rates are marked on the smoothed curve; ``method`` is the one drawn boldest.
+    """
+    fig = new_figure(7.0, 4.2)
+    ax = fig.subplots()
+    lr, raw, smooth = (np.asarray(v, dtype=float) for v in (lrs, losses, smoothed))
+    ax.plot(lr, raw, color="#9dbbd8", lw=0.8, label=_("loss per step"))
+    ax.plot(lr, smooth, color="#3b75af", lw=2, label=_("smoothed loss"))
+    names = {"steep": _("steepest descent"), "minimum": _("minimum / 10")}
+    colors = {"steep": WRONG, "minimum": "#f0a04b"}
+    for name, value in (suggestions or {}).items():
+        if value is None or not len(lr):
+            continue
+        y = float(np.interp(np.log10(value), np.log10(lr), np.where(np.isfinite(smooth), smooth, np.nan)))
+        ax.plot([value], [y], marker="o", ms=9 if name == method else 6, color=colors.get(name, "black"), zorder=5,
+                label=f"{names.get(name, name)}: {value:.1e}")
+    ax.set_xscale("log")
+    finite = smooth[np.isfinite(smooth)]
+    if len(finite):
+        # Past the valley the loss runs away: a y range from the lowest loss to a little above the
+        # first keeps the valley readable.
+        low = min(float(finite.min()), float(np.nanmin(np.where(np.isfinite(raw), raw, np.inf))))
+        ax.set_ylim(max(0.0, low * 0.9), float(finite[0]) * 1.25)
+    ax.set_xlabel(_("learning rate (log scale)"))
+    ax.set_ylabel(_("training loss (per image)"))
+    ax.set_title(_("Learning-rate range test"))
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def disagreement_figure(
@@ -351,7 +456,7 @@ def confidence_histogram_figure(confidences: np.ndarray, correct: np.ndarray, *,
 def training_curves_figure(rows: Sequence[dict]) -> Figure:
     """Loss and accuracy per epoch from ``metrics.csv`` rows, train against validation, best epoch marked.
 
-    ``rows`` are dicts as :func:`cnnlab.analysis.read_metrics` returns them; a
+    ``rows`` are dicts as :func:`cnnlab.core.runs.read_metrics` returns them; a
     missing train column (``--no-train-eval``) is simply not drawn.
     """
 

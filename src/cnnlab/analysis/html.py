@@ -29,6 +29,11 @@ FIGURES: list[tuple[str, str, str]] = [
      "titled with the predicted class and its probability.")),
     ("top_losses", N_("Top losses"), N_("The test images the model is most confidently wrong about (highest loss): "
      "the best candidates for mislabelled data.")),
+    ("top_losses_heatmap", N_("Top losses: where the model looked"), N_("The same images with their attribution "
+     "(Integrated Gradients) for the predicted class overlaid: red pixels pushed towards it, blue against.")),
+    ("embedding", N_("The test set as the model sees it"), N_("The penultimate layer's features in 2-D (t-SNE, or "
+     "UMAP where installed): colour is the true class, ringed points are misclassified, a few images sit at their "
+     "points. Classes the model separates form islands; errors sit between them.")),
     ("reliability", N_("Calibration: reliability diagram"), N_("Per confidence bin, how often the prediction was "
      "right; a calibrated model's bars touch the diagonal.")),
     ("confidence", N_("Calibration: confidence of correct and wrong predictions"), N_("Wrong predictions should be "

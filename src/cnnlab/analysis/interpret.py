@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from cnnlab.analysis import figures as plots
+from cnnlab.analysis.explain import METHODS, attribute, penultimate_features
 from cnnlab.analysis.html import write_html_report
 from cnnlab.analysis.metrics import (
     ECE_BINS,
@@ -42,10 +43,14 @@ from cnnlab.analysis.metrics import (
     test_set_fingerprint,
     top_losses,
 )
+from cnnlab.core.config import check_positive
 from cnnlab.core.errors import ConfigError
 from cnnlab.core.files import save_figure, write_csv, write_json
 from cnnlab.core.i18n import _, check_language, format_float, format_percent, use_language
 from cnnlab.core.runs import RunDir
+from cnnlab.data.tensors import to_float
+
+EMBEDDING_IMAGES = 1000  # t-SNE's time grows faster than the points; a sample shows the same clusters
 
 
 @dataclass
@@ -71,8 +76,9 @@ class AnalysisResult:
     def __repr__(self) -> str:
         return f"AnalysisResult({str(self.out_dir)!r}, files={len(self.files)}, accuracy={self.summary['accuracy']:.4f})"
 
-    def text(self, max_pairs: int = 10, *, lang: str | None = None) -> str:
-        """A short human summary: headline numbers and the most-confused table."""
+    def text(self, max_pairs: int = 10, *, files: bool = True, lang: str | None = None) -> str:
+        """A short human summary: headline numbers and the most-confused table (and, with ``files``,
+        where the files went: :meth:`wrote`), in ``lang`` (else this result's language, else the one in force)."""
         s = self.summary
         with use_language(lang or self.lang):
             lines = [
@@ -81,11 +87,14 @@ class AnalysisResult:
                     images=s["num_images"], bins=s["ece_bins"], ece=format_float(s["ece"])),
                 "",
                 format_confused(self.confused[:max_pairs]),
-                "",
-                _("wrote {n} files to {folder}  (open {page})").format(
-                    n=len(self.files), folder=self.out_dir, page=self.files.get("html", self.out_dir)),
             ]
-        return "\n".join(lines)
+            return "\n".join(lines + (["", self.wrote()] if files else []))
+
+    def wrote(self, *, lang: str | None = None) -> str:
+        """One line: how many files were written where (the CLI prints it on stderr)."""
+        with use_language(lang or self.lang):
+            return _("wrote {n} files to {folder}  (open {page})").format(
+                n=len(self.files), folder=self.out_dir, page=self.files.get("html", self.out_dir))
 
 
 def format_confused(pairs: Sequence[ConfusedPair]) -> str:
@@ -121,6 +130,7 @@ class Interpretation:
         run_path: str | Path | None = None,
         epoch: int | None = None,
         dataset: str = "test set",
+        model: torch.nn.Module | None = None,
         lang: str | None = None,
     ) -> None:
         logits = torch.as_tensor(logits).float().cpu()
@@ -131,6 +141,9 @@ class Interpretation:
         self.run_path = Path(run_path) if run_path is not None else None
         self.epoch = epoch
         self.dataset = dataset
+        self.model = model  # for attributions and the embedding; None when only logits were given
+        self._features: torch.Tensor | None = None
+        self._embedding: dict[tuple, np.ndarray] = {}
         # An unknown language fails here, not at the first figure.
         self.lang = check_language(lang) if lang is not None else None
 
@@ -193,13 +206,94 @@ class Interpretation:
             return plots.misclassified_figure(p.images, p.labels, p.probs, self.classes, show=classes,
                                               per_class=per_class)
 
-    def plot_top_losses(self, k: int = 9, ncols: int | None = None, *, lang: str | None = None) -> plots.InlineFigure:
-        """The ``k`` test images with the highest loss: the surest mistakes, often mislabelled images."""
+    def plot_top_losses(self, k: int = 9, ncols: int | None = None, *, heatmap: bool = False,
+                        method: str = METHODS[0], lang: str | None = None) -> plots.InlineFigure:
+        """The ``k`` test images with the highest loss: the surest mistakes, often mislabelled images.
+
+        ``heatmap=True`` overlays each image's attribution for the class the model predicted (red:
+        pixels that pushed towards it, blue: against); ``method`` as in :func:`cnnlab.explain`.
+        """
         check_positive(k=k)
         p = self.predictions
         ncols = ncols or (max(1, math.ceil(math.sqrt(k))) if k <= 16 else 8)
+        heatmaps = None
+        if heatmap:
+            idx = self.top_losses(k)
+            heatmaps = list(self.attributions(idx, method=method).numpy())
         with self._speak(lang):
-            return plots.top_losses_figure(p.images, p.labels, p.probs, p.losses, self.classes, k=k, ncols=ncols)
+            return plots.top_losses_figure(p.images, p.labels, p.probs, p.losses, self.classes, k=k, ncols=ncols,
+                                           heatmaps=heatmaps)
+
+    # --- inside the model (needs the model: runs and cnnlab.interpret give it) -----------------
+
+    def _require_model(self) -> torch.nn.Module:
+        if self.model is None:
+            raise ConfigError(_("this interpretation holds no model; make it with cnnlab.interpret(run) or "
+                                "Interpretation(..., model=model) to see attributions and the embedding"))
+        return self.model
+
+    def _inputs(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
+        return to_float(torch.as_tensor(self.predictions.images[np.asarray(indices, dtype=np.int64)]))
+
+    def attributions(self, indices: Sequence[int] | np.ndarray, *, target: str = "pred",
+                     method: str = METHODS[0]) -> torch.Tensor:
+        """(n, H, W) attributions of test images ``indices`` for their predicted class (``target="pred"``)
+        or their true class (``"label"``)."""
+        model = self._require_model()
+        if target not in ("pred", "label"):
+            raise ConfigError(_("target must be 'pred' or 'label', got {target!r}").format(target=target))
+        idx = np.asarray(indices, dtype=np.int64)
+        if not len(idx):
+            return torch.empty(0, *self.predictions.images.shape[2:])
+        chosen = (self.predictions.preds if target == "pred" else self.predictions.labels)[idx]
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        try:
+            return attribute(model, self._inputs(idx).to(device), torch.as_tensor(chosen).to(device),
+                             method=method).cpu()
+        finally:
+            model.train(was_training)
+
+    def features(self) -> torch.Tensor:
+        """The penultimate layer's features (the last Linear layer's input) of every test image, (N, F)."""
+        if self._features is None:
+            model = self._require_model()
+            self._features = penultimate_features(model, self._inputs(np.arange(len(self.predictions))))
+        return self._features
+
+    def embedding(self, method: str = "auto", max_images: int = EMBEDDING_IMAGES) -> tuple[np.ndarray, np.ndarray, str]:
+        """(indices, (n, 2) points, method used): the features of up to ``max_images`` test images in 2-D.
+
+        ``method``: "umap" (needs umap-learn), "tsne" (scikit-learn) or "auto" (UMAP where installed,
+        else t-SNE). The sample keeps every misclassified image (up to half of it) and fills the rest
+        at random (seed 0), so the same run draws the same map.
+        """
+        check_positive(max_images=max_images)
+        if method not in ("auto", "umap", "tsne"):
+            raise ConfigError(_("embedding method must be auto, umap or tsne, got {method!r}").format(method=method))
+        key = (method, max_images)
+        if key not in self._embedding:
+            n = len(self.predictions)
+            rng = np.random.default_rng(0)
+            wrong = np.flatnonzero(~self.predictions.correct)[: max_images // 2]
+            right = np.flatnonzero(self.predictions.correct)
+            fill = rng.choice(right, size=min(len(right), max_images - len(wrong)), replace=False)
+            idx = np.sort(np.concatenate([wrong, fill])) if n > max_images else np.arange(n)
+            feats = self.features()[idx].numpy().astype(np.float64)
+            points, used = _reduce_2d(feats, method)
+            self._embedding[key] = (idx, points, used)
+        return self._embedding[key]
+
+    def plot_embedding(self, method: str = "auto", max_images: int = EMBEDDING_IMAGES,
+                       thumbnails: int = 12, *, lang: str | None = None) -> plots.InlineFigure:
+        """The test set's penultimate features in 2-D (t-SNE, or UMAP where installed): colour is the true
+        class, misclassified images are ringed, a few images are placed at their points."""
+        idx, points, used = self.embedding(method, max_images)
+        p = self.predictions
+        with self._speak(lang):
+            return plots.embedding_figure(points, p.labels[idx], p.preds[idx], self.classes, p.images[idx],
+                                          thumbnails=thumbnails, method=used)
 
     def plot_calibration(self, n_bins: int = ECE_BINS, *, lang: str | None = None) -> plots.InlineFigure:
         """Reliability diagram: accuracy against confidence per bin (a calibrated model follows the diagonal)."""
@@ -241,20 +335,23 @@ class Interpretation:
         n_bins: int = ECE_BINS,
         html: bool = True,
         log: Callable[[str], None] | None = None,
+        inside: bool = True,
         lang: str | None = None,
     ) -> AnalysisResult:
         """Write the analysis files (what ``cnnlab analyze`` writes) to ``folder`` (default ``RUN/analysis``).
 
         predictions.csv, most_confused.csv, top_losses.csv/.png, per_class.csv/.png, reliability.csv/.png,
         confusion_matrix.png, misclassified.png, confidence.png, training_curves.png (when the history is
-        known), summary.json and a self-contained index.html; figures, log lines and the page speak ``lang``.
+        known), summary.json and a self-contained index.html. When the model is known and ``inside``:
+        top_losses_heatmap.png (attributions over the top losses) and embedding.png (t-SNE/UMAP). Figures,
+        log lines and the page speak ``lang``.
         """
         with self._speak(lang) as spoken:
             return self._save(folder, classes=classes, per_class=per_class, top_k=top_k, n_bins=n_bins, html=html,
-                              log=log, lang=spoken)
+                              log=log, inside=inside, lang=spoken)
 
     def _save(self, folder: str | Path | None, *, classes: Sequence[str | int] | None, per_class: int, top_k: int,
-              n_bins: int, html: bool, log: Callable[[str], None] | None, lang: str) -> AnalysisResult:
+              n_bins: int, html: bool, log: Callable[[str], None] | None, inside: bool, lang: str) -> AnalysisResult:
         check_positive(per_class=per_class, top_k=top_k, n_bins=n_bins)
         if folder is None:
             if self.run_path is None:
@@ -313,6 +410,13 @@ class Interpretation:
         figure("confidence", plots.confidence_histogram_figure(conf, correct))
         if self.history:
             figure("training_curves", plots.training_curves_figure(self.history))
+        if self.model is not None and inside and len(pred):
+            # Inside the model: where it looked on its worst images, and how it arranges the test set.
+            heat = list(self.attributions(worst).numpy())
+            figure("top_losses_heatmap", plots.top_losses_figure(pred.images, pred.labels, pred.probs, pred.losses,
+                                                                 names, k=top_k, heatmaps=heat))
+            if len(pred) >= 5:
+                figure("embedding", self.plot_embedding())
 
         summary = {
             "run": str(self.run_path) if self.run_path is not None else None,
@@ -345,8 +449,21 @@ class Interpretation:
         return result
 
 
-def check_positive(**values: int) -> None:
-    """Each of ``values`` a whole number >= 1 (gallery sizes, counts, bins), else a ConfigError naming it."""
-    for name, v in values.items():
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-            raise ConfigError(f"{name} must be a whole number >= 1, got {v!r}")
+def _reduce_2d(features: np.ndarray, method: str) -> tuple[np.ndarray, str]:
+    """(n, 2) points and the method's display name; UMAP when asked or (for "auto") when installed."""
+    if len(features) < 5:
+        raise ConfigError(_("an embedding needs at least 5 test images, got {n}").format(n=len(features)))
+    if method in ("auto", "umap"):
+        try:
+            import umap  # optional: umap-learn
+        except ImportError:
+            if method == "umap":
+                raise ConfigError(_("method='umap' needs umap-learn: pip install umap-learn")) from None
+        else:
+            return umap.UMAP(n_components=2, random_state=0).fit_transform(features), "UMAP"
+    from sklearn.manifold import TSNE
+
+    perplexity = float(min(30, max(2, (len(features) - 1) // 3)))
+    points = TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=0).fit_transform(features)
+    return points, "t-SNE"
+

@@ -1,7 +1,7 @@
 """Error analysis: what a trained model gets wrong, how sure it is, and whether another model is better.
 
 Every function here is usable on its own, from plain arrays (``labels``,
-``probs``, ``confusion``), and returns data; :func:`analyze_run` and
+``probs``, ``confusion``), and returns data; ``interpret_run(run).save()`` and
 :func:`compare_runs` put them together for a run directory::
 
     RUN/analysis/
@@ -27,13 +27,9 @@ import numpy as np
 import torch
 
 from cnnlab.analysis import figures as plots
+from cnnlab.analysis.explain import Explanation, explain
 from cnnlab.analysis.figures import confusion_matrix_figure
-from cnnlab.analysis.interpret import (  # noqa: F401 (AnalysisResult, format_confused: re-exported)
-    AnalysisResult,
-    Interpretation,
-    check_positive,
-    format_confused,
-)
+from cnnlab.analysis.interpret import Interpretation
 from cnnlab.analysis.metrics import (
     ECE_BINS,
     McNemarResult,
@@ -43,14 +39,14 @@ from cnnlab.analysis.metrics import (
     score,
     test_set_fingerprint,
 )
-from cnnlab.core.config import EVAL_BATCH_SIZE, is_custom
+from cnnlab.core.config import EVAL_BATCH_SIZE, check_positive, is_custom
 from cnnlab.core.errors import CnnlabError, ConfigError, DataError, RunDirError
 from cnnlab.core.files import save_figure, write_csv, write_json, write_text
-from cnnlab.core.i18n import _
+from cnnlab.core.i18n import _, format_percent
 from cnnlab.core.runs import RunDir, open_run, read_config, read_metrics
 from cnnlab.core.runtime import resolve_device
 from cnnlab.data.registry import load_dataset
-from cnnlab.data.tensors import DataBundle, ImageSet
+from cnnlab.data.tensors import DataBundle, ImageSet, to_float
 from cnnlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from cnnlab.inference import predict_logits
 
@@ -87,32 +83,7 @@ def interpret_run(
     metrics_path = RunDir(Path(r.run_path)).metrics
     history = read_metrics(metrics_path) if metrics_path.is_file() else []
     return Interpretation(r.logits, r.test.labels, r.test.images, r.info.classes, history=history,
-                          run_path=r.run_path, epoch=r.payload.get("epoch"), dataset=r.info.name)
-
-
-def analyze_run(
-    run_dir: str | Path,
-    *,
-    classes: Sequence[str | int] | None = None,
-    per_class: int = 10,
-    top_k: int = 24,
-    n_bins: int = ECE_BINS,
-    data_dir: str | None = None,
-    device: str = "auto",
-    batch_size: int = EVAL_BATCH_SIZE,
-    html: bool = True,
-    model: torch.nn.Module | None = None,
-    log: Callable[[str], None] | None = None,
-) -> AnalysisResult:
-    """Score a run's best checkpoint on the test set and write the full error analysis to RUN/analysis/.
-
-    ``classes`` picks the rows of the misclassified gallery (names or indices);
-    by default the three classes with the most errors. The same as
-    ``interpret_run(run_dir).save(classes=..., ...)``.
-    """
-    check_positive(per_class=per_class, top_k=top_k, n_bins=n_bins)  # before the test set is scored
-    interp = interpret_run(run_dir, model=model, data_dir=data_dir, device=device, batch_size=batch_size)
-    return interp.save(classes=classes, per_class=per_class, top_k=top_k, n_bins=n_bins, html=html, log=log)
+                          run_path=r.run_path, epoch=r.payload.get("epoch"), dataset=r.info.name, model=r.model)
 
 
 # --- two runs ------------------------------------------------------------------------------
@@ -149,7 +120,8 @@ class Comparison:
             "disagreements": [int(i) for i in self.disagreements], "test_set": self.test_set,
         }
 
-    def text(self) -> str:
+    def text(self, *, files: bool = True) -> str:
+        """The verdict in a few lines (and, with ``files``, what was written: :meth:`wrote`)."""
         m, n = self.mcnemar, self.test_set["num_images"]
         if self.difference == 0:
             verdict = "the two runs have the same test accuracy"
@@ -165,9 +137,12 @@ class Comparison:
             f"{format_p(m.p_value)}",
             f"the runs disagree on {len(self.disagreements)} images; {verdict}",
         ]
-        if self.files:
-            lines.append(f"wrote {', '.join(str(p) for p in self.files.values())}")
+        if self.files and files:
+            lines.append(self.wrote())
         return "\n".join(lines)
+
+    def wrote(self) -> str:
+        return f"wrote {', '.join(str(p) for p in self.files.values())}" if self.files else ""
 
 
 def format_p(p: float) -> str:
@@ -228,6 +203,118 @@ def compare_runs(
     return cmp
 
 
+@dataclass
+class PairwiseComparison:
+    """Three or more runs on one test set: each run's accuracy, and McNemar's test for every pair.
+
+    ``pairs``: one :class:`Comparison` per pair (A listed before B, in the order the runs were
+    given), with ``p_holm``: the p-values adjusted for the number of pairs (Holm-Bonferroni), since
+    with many pairs one of them is "significant" at 5% by chance alone.
+    """
+
+    runs: list[Path]
+    accuracies: list[float]
+    pairs: list[Comparison]
+    p_holm: list[float]
+    test_set: dict[str, Any]
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"PairwiseComparison({len(self.runs)} runs, {len(self.pairs)} pairs)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "runs": [{"run": str(r), "accuracy": a} for r, a in zip(self.runs, self.accuracies)],
+            "pairs": [{**{k: v for k, v in c.to_dict().items() if k not in ("disagreements", "test_set")},
+                       "p_holm": p} for c, p in zip(self.pairs, self.p_holm)],
+            "test_set": self.test_set,
+        }
+
+    def text(self, *, files: bool = True) -> str:
+        letters = [_letter(i) for i in range(len(self.runs))]
+        lines = [_("{n} runs on {images} test images ({dataset}):").format(
+            n=len(self.runs), images=self.test_set["num_images"], dataset=self.test_set["dataset"])]
+        width = max(len(str(r)) for r in self.runs)
+        accuracy_word = _("test accuracy")  # outside the f-string, where Babel's extractor sees it
+        for letter, run, acc in zip(letters, self.runs, self.accuracies):
+            lines.append(f"  {letter}  {str(run):<{width}}  {accuracy_word} {format_percent(acc)}")
+        index = {r: i for i, r in enumerate(self.runs)}
+        head = [_("pair"), _("B - A"), _("A only right"), _("B only right"), _("disagree"), _("p"), _("p (Holm)")]
+        rows = [head]
+        for c, p_holm in zip(self.pairs, self.p_holm):
+            a, b = letters[index[c.run_a]], letters[index[c.run_b]]
+            rows.append([f"{a}-{b}", f"{c.difference:+.2%}", str(c.mcnemar.only_a_right), str(c.mcnemar.only_b_right),
+                         str(len(c.disagreements)), _p_cell(c.mcnemar.p_value), _p_cell(p_holm)])
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+        lines.append("")
+        lines += ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+                  for row in rows]
+        if files and self.files:
+            lines.append(self.wrote())
+        return "\n".join(lines)
+
+    def wrote(self) -> str:
+        return f"wrote {', '.join(str(p) for p in self.files.values())}" if self.files else ""
+
+
+def _letter(i: int) -> str:
+    return chr(ord("A") + i) if i < 26 else f"R{i + 1}"
+
+
+def _p_cell(p: float) -> str:
+    return "< 1e-300" if p < 1e-300 else f"{p:.4g}"
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the order given (each at most 1)."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def compare_many(
+    runs: Sequence[str | Path],
+    *,
+    out: str | Path | None = None,
+    data_dir: str | None = None,
+    device: str = "auto",
+    batch_size: int = EVAL_BATCH_SIZE,
+) -> PairwiseComparison:
+    """Compare every pair of ``runs`` (two or more) on their shared test set; each run is scored once.
+
+    Writes ``compare.json`` (all pairs) to ``out`` when given; nothing otherwise.
+    """
+    if len(runs) < 2:
+        raise ConfigError(_("compare needs at least two runs, got {n}").format(n=len(runs)))
+    scored = [predict_run(r, data_dir=data_dir, device=device, batch_size=batch_size) for r in runs]
+    prints = [test_set_fingerprint(r.info.name, r.test.labels, r.test.images) for _p, r in scored]
+    for (p, r), fp in zip(scored[1:], prints[1:]):
+        check_same_test_set(prints[0], fp, str(scored[0][1].run_path), str(r.run_path))
+        if p.classes != scored[0][0].classes:
+            raise IncomparableRunsError(f"cannot compare {scored[0][1].run_path} and {r.run_path}: "
+                                        "their class lists differ")
+    pairs = []
+    for i in range(len(scored)):
+        for j in range(i + 1, len(scored)):
+            (pa, ra), (pb, rb) = scored[i], scored[j]
+            pairs.append(Comparison(
+                run_a=Path(ra.run_path), run_b=Path(rb.run_path),
+                accuracy_a=float(pa.correct.mean()), accuracy_b=float(pb.correct.mean()),
+                mcnemar=mcnemar_exact(pa.correct, pb.correct), disagreements=np.flatnonzero(pa.preds != pb.preds),
+                test_set=prints[0]))
+    result = PairwiseComparison([Path(r.run_path) for _p, r in scored], [float(p.correct.mean()) for p, _r in scored],
+                                pairs, holm([c.mcnemar.p_value for c in pairs]), prints[0])
+    if out is not None:
+        write_json(Path(out) / "compare.json", result.to_dict())
+        result.files["json"] = Path(out) / "compare.json"
+    return result
+
+
 # --- data ----------------------------------------------------------------------------------
 
 
@@ -237,8 +324,7 @@ def sample_images(
 ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
     """``n`` random labelled images of a dataset split: (images, labels, classes, indices)."""
 
-    if n < 1:
-        raise ConfigError(f"--n must be >= 1, got {n}")
+    check_positive(n=n)
     if split not in ("train", "test"):
         raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
     pool, test, info = load_dataset(dataset, data_dir, download=download)
@@ -255,12 +341,21 @@ def show_data(
 ) -> Path:
     """Save a grid of ``n`` random labelled images (the lesson's first figure) to ``out``."""
 
+    fig = samples_figure(dataset, data_dir=data_dir, n=n, seed=seed, split=split, download=download)
+    save_figure(fig, out)
+    return Path(out)
+
+
+def samples_figure(
+    dataset: str = "mnist", *, data_dir: str | None = None, n: int = 10, seed: int = 0, split: str = "train",
+    download: bool = True, ncols: int = 10,
+) -> Any:
+    """The grid :func:`show_data` saves, as an ``InlineFigure`` (``cnnlab.show_batch`` in a notebook)."""
     images, labels, classes, idx = sample_images(dataset, data_dir=data_dir, n=n, seed=seed, split=split, download=download)
     title = (_("{dataset} training set: {n} random images (seed {seed})") if split == "train"
              else _("{dataset} test set: {n} random images (seed {seed})"))
-    fig = plots.samples_figure(images, labels, classes, title=title.format(dataset=dataset, n=len(idx), seed=seed))
-    save_figure(fig, out)
-    return Path(out)
+    return plots.samples_figure(images, labels, classes, ncols=ncols,
+                                title=title.format(dataset=dataset, n=len(idx), seed=seed))
 
 
 def write_report(run_path: Path, report: TestReport, *, extra: dict[str, Any] | None = None) -> None:
@@ -284,8 +379,9 @@ class RunTestLogits:
     run_path: Path
     payload: dict[str, Any]  # the loaded best.pt (epoch, metrics, data info)
     test: ImageSet  # the test set on the CPU, in file order
-    info: Any  # cnnlab.data.DatasetInfo
+    info: Any  # cnnlab.data.tensors.DatasetInfo
     logits: torch.Tensor  # (N, classes), CPU float
+    model: torch.nn.Module | None = None  # best.pt's weights (for attributions and the embedding)
 
 
 def load_best_and_test_set(run_dir: str | Path, *, data_dir: str | None = None) -> tuple:
@@ -294,7 +390,7 @@ def load_best_and_test_set(run_dir: str | Path, *, data_dir: str | None = None) 
     run = open_run(run_dir)
     cfg = read_config(run)
     if not run.best.is_file():
-        raise RunDirError(f"{run.path} has no best.pt yet; train it first (cnnlab train --run-dir {run.path})")
+        raise RunDirError(f"{run.path} has no best.pt yet; train it first")
     payload = load_checkpoint(run.best)
     if is_custom(cfg.data.dataset):
         raise RunDirError(
@@ -305,8 +401,8 @@ def load_best_and_test_set(run_dir: str | Path, *, data_dir: str | None = None) 
         _pool, test, info = load_dataset(cfg.data.dataset, data_dir or cfg.data.data_dir, download=False,
                                      image_size=cfg.data.image_size)
     except DataError as exc:
-        raise DataError(f"{exc} (commands that read a run never download: give --data-dir, or download it with "
-                        f"`cnnlab show-data --dataset {cfg.data.dataset}`)") from None
+        raise DataError(f"{exc} (reading a run never downloads: give the folder that holds {cfg.data.dataset}, or "
+                        "download the dataset first)", option="data_dir") from None
     return run.path, cfg, payload, test, info
 
 
@@ -323,7 +419,7 @@ def run_test_logits(
     dev = resolve_device(device)
     model = model_from_checkpoint(payload, expect_dataset=cfg.data.dataset, model=model).to(dev)
     logits = predict_logits(model, test.to(dev), batch_size=batch_size)
-    return RunTestLogits(run_path, payload, test, info, logits)
+    return RunTestLogits(run_path, payload, test, info, logits, model)
 
 
 def evaluate_run(
@@ -354,3 +450,28 @@ def score_and_report(run_path: Path, payload: dict[str, Any], logits: torch.Tens
     report = score(logits, test.labels, info.classes)
     write_report(run_path, report, extra={"checkpoint": RunDir.BEST, "epoch": payload["epoch"], "dataset": info.name})
     return report
+
+
+def explain_test_image(run_dir: str | Path, *, index: int = 0, data_dir: str | None = None, device: str = "auto",
+                       target: int | str | None = None, method: str = "integrated_gradients") -> tuple[Explanation, str]:
+    """:func:`~cnnlab.analysis.explain.explain` a run's ``best.pt`` on test image ``index``; (explanation, caption)."""
+    run_path, _cfg, payload, test, info = load_best_and_test_set(run_dir, data_dir=data_dir)
+    if not 0 <= index < len(test):
+        raise ConfigError(_("index must be between 0 and {last} for this test set, got {index}").format(
+            last=len(test) - 1, index=index), option="index")
+    model = model_from_checkpoint(payload, tta=False).to(resolve_device(device))  # the network's own layers
+    ex = explain(model, to_float(test.images[index]), target=target, classes=info.classes, method=method)
+    p = ex.prediction
+    label = info.classes[int(test.labels[index])]
+    return ex, _("test image {index}: label {label}, predicted {pred} ({prob})").format(
+        index=index, label=label, pred=p.label, prob=f"{p.probability:.0%}")
+
+
+def visualize_run(run_dir: str | Path, out_dir: str | Path | None = None, *, index: int = 0,
+                  data_dir: str | None = None, max_maps: int = 32, device: str = "auto",
+                  target: int | str | None = None, method: str = "integrated_gradients") -> list[Path]:
+    """Write the explanation of test image ``index`` (:meth:`Explanation.save`) to ``RUN/visualize``; the paths."""
+    ex, caption = explain_test_image(run_dir, index=index, data_dir=data_dir, device=device, target=target,
+                                     method=method)
+    out = Path(out_dir) if out_dir else RunDir(open_run(run_dir).path).visualize
+    return ex.save(out, caption=caption, max_maps=max_maps)

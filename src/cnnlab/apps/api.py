@@ -12,9 +12,7 @@ Library calls leave the process as they found it (threads, global RNGs).
 """
 from __future__ import annotations
 
-import dataclasses
 import shutil
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -23,9 +21,18 @@ import torch
 import torch.nn as nn
 
 from cnnlab.analysis.interpret import Interpretation
-from cnnlab.analysis.report import interpret_run
+from cnnlab.analysis import figures as plots
+from cnnlab.analysis.report import interpret_run, samples_figure
 from cnnlab.core.config import CUSTOM_PREFIX, EVAL_BATCH_SIZE, Config, DataConfig, load_recipe
-from cnnlab.core.errors import ConfigError, RunDirError
+from cnnlab.core.config import config_fields as config_field_list
+from cnnlab.core.errors import (
+    CnnlabError,
+    ConfigError,
+    OutputExistsError,
+    ResumeChangeError,
+    RunConfigMismatch,
+    RunDirError,
+)
 from cnnlab.core.i18n import _, check_language, use_language
 from cnnlab.core.runs import RunDir, default_run_dir
 from cnnlab.data.images import pixels_to_uint8
@@ -34,25 +41,28 @@ from cnnlab.data.tensors import DataBundle, DatasetInfo, ImageSet
 from cnnlab.models import list_models
 from cnnlab.models.summary import ModelSummary, summarize_model
 from cnnlab.models.summary import summarize as _summarize_module
+from cnnlab.service.lr_find import NUM_IT, LRFinderResult
+from cnnlab.service.lr_find import lr_find as find_lr
+from cnnlab.service.runs import RunRecord, list_runs
 from cnnlab.service.training import TrainResult, train_config
 
-__all__ = ["TrainResult", "interpret", "list_datasets", "list_models", "summarize", "train"]
+__all__ = ["TrainResult", "interpret", "list_datasets", "list_models", "lr_find", "runs", "show_batch", "summarize",
+           "train"]
 
 
 # --- the notebook API ------------------------------------------------------------------------
 
 # Keyword -> (config section, key), for every config field; `optimizer` names optim.name.
-_ALIASES = {"optimizer": ("optim", "name")}
-_NOT_KEYWORDS = {("model", "name"), ("optim", "name"), ("data", "dataset")}  # given as model=, optimizer=, data=
+_ALIASES = {"optimizer": "optim.name"}
+_NOT_KEYWORDS = {"model.name", "optim.name", "data.dataset"}  # given as model=, optimizer=, data=
 
 
-def _config_keywords() -> dict[str, tuple[str, str]]:
-    out = dict(_ALIASES)
-    cfg = Config()
-    for section in ("data", "model", "optim", "train"):
-        for f in fields(getattr(cfg, section)):
-            if (section, f.name) not in _NOT_KEYWORDS:
-                out[f.name] = (section, f.name)
+def _config_keywords() -> dict[str, str]:
+    """Keyword -> dotted config key, for every config field but those given as model=, optimizer=, data=."""
+    out = {alias: dotted for alias, dotted in _ALIASES.items()}
+    for section, f in config_field_list():
+        if f"{section}.{f.name}" not in _NOT_KEYWORDS:
+            out[f.name] = f"{section}.{f.name}"
     return out
 
 
@@ -108,6 +118,8 @@ def train(
         Any config field by name: ``lr``, ``batch_size``, ``seed``, ``optimizer``, ``weight_decay``,
         ``schedule``, ``augment``, ``patience``, ``label_smoothing``, ``val_size``, ``split_seed``,
         ``device``, ``threads``, ``progress`` (a progress bar; off by default here), ...
+        ``None`` means "not given": the recipe's value stays (as for every way of setting a config,
+        :meth:`cnnlab.core.config.Config.apply`).
 
     Threads, global RNGs and allocator settings are as they were when this returns.
     """
@@ -125,51 +137,106 @@ def _train(
     run_dir: str | Path | None, epochs: int, subset: int | None, overwrite: bool, recipe: str | None,
     log: Callable[[str], None] | None, **config_fields: Any,
 ) -> TrainResult:
-    cfg = load_recipe(recipe) if recipe else Config()
-    keywords = _config_keywords()
-    changes: dict[str, dict[str, Any]] = {}
-    for key, value in {"epochs": epochs, "subset": subset, "data_dir": None if data_dir is None else str(data_dir),
-                       "progress": False, **config_fields}.items():
-        if key not in keywords:
-            raise ConfigError(f"train() got an unknown keyword {key!r}; config fields are: {', '.join(sorted(keywords))}")
-        section, name = keywords[key]
-        changes.setdefault(section, {})[name] = value
-    for section, values in changes.items():
-        cfg = _set(cfg, section, values)
-
-    own_model = isinstance(model, nn.Module)
-    if own_model:
-        if cfg.model.pretrained:
-            raise ConfigError("pretrained=True loads torchvision's weights into a registry model; "
-                              "give a model name (e.g. 'resnet18'), or load weights into your module yourself")
-        cfg = _set(cfg, "model", {"name": f"{CUSTOM_PREFIX}{type(model).__name__}"})
-    elif isinstance(model, str):
-        cfg = _set(cfg, "model", {"name": model})
-    else:
-        raise ConfigError(f"model must be a registered model's name or an nn.Module, got {type(model).__name__}")
-
-    load_data = None
-    if isinstance(data, str):
-        if test_data is not None or classes is not None:
-            raise ConfigError("test_data and classes go with your own data; a named dataset brings its own")
-        cfg = _set(cfg, "data", {"dataset": data})
-    else:
-        pool, test, info = _user_sets(data, test_data, classes)
-        cfg = _set(cfg, "data", {"dataset": info.name, "download": False})
-        if test is None and log:
-            log(_("no test_data given: the validation images are also the test set"))
-        load_data = _bundle_loader(pool, test, info)
+    cfg, own_model, load_data = _notebook_config(
+        "train", model, data, test_data=test_data, classes=classes, recipe=recipe, log=log,
+        settings={"epochs": epochs, "subset": subset, "data_dir": None if data_dir is None else str(data_dir),
+                "progress": False, **config_fields})
 
     path = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
-    if overwrite:
-        _clear_run_dir(path)
     try:
+        if overwrite:
+            _clear_run_dir(path)
         return train_config(cfg, path, log=log or (lambda _msg: None), model=model if own_model else None,
                             load_data=load_data)
-    except RunDirError as exc:
-        if "different config" in str(exc) or "not empty" in str(exc):
-            raise RunDirError(f"{exc} (from Python: pass overwrite=True to replace it, or another run_dir)") from None
+    except CnnlabError as exc:
+        exc.hint = exc.hint or python_hint(exc)
         raise
+
+
+def python_hint(exc: CnnlabError) -> str | None:
+    """The notebook API's way out of a library error, written from the data the error carries."""
+    if isinstance(exc, RunConfigMismatch):
+        return "from Python: pass overwrite=True to replace it, or another run_dir"
+    if isinstance(exc, ResumeChangeError):
+        return "from Python: call train() with the run's own settings to resume it, or pass another run_dir"
+    if isinstance(exc, OutputExistsError):
+        return "pass overwrite=True to replace it"
+    if exc.option == "resume":
+        return "call train() again with the same run_dir to resume"
+    if exc.option == "run_dir":
+        return "choose another run_dir"
+    return None
+def lr_find(
+    model: str | nn.Module = "lenet5",
+    data: str | torch.utils.data.Dataset | tuple = "mnist",
+    *,
+    data_dir: str | Path | None = None,
+    subset: int | None = None,
+    recipe: str | None = None,
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    num_it: int = NUM_IT,
+    method: str = "steep",
+    stop_factor: float | None = 4.0,
+    **config_fields: Any,
+) -> LRFinderResult:
+    """The learning-rate range test (fastai's ``lr_find``): a suggested rate and the curve behind it.
+
+    A copy of ``model`` trains for up to ``num_it`` steps while the rate grows exponentially from
+    ``start_lr`` to ``end_lr``, as :func:`train` would train it (``data``, ``recipe`` and config
+    fields such as ``optimizer``, ``batch_size``, ``loss_reduction`` mean the same). It stops once
+    the smoothed loss passes ``stop_factor`` times its best. Nothing is written; your module,
+    the thread count and the global random generators are as they were.
+
+    ``result.suggestion``: the rate where the smoothed loss falls fastest (``method="steep"``,
+    Lightning's), or the rate of its minimum divided by 10 (``method="minimum"``, fastai's
+    ``lr_min``); both are in ``result.suggestions``. ``result.plot()``: the curve, inline in Jupyter.
+    """
+    cfg, own_model, load_data = _notebook_config(
+        "lr_find", model, data, test_data=None, classes=None, recipe=recipe, log=None,
+        settings={"subset": subset, "data_dir": None if data_dir is None else str(data_dir), "progress": False,
+                  **config_fields})
+    return find_lr(cfg, model=model if own_model else None, load_data=load_data, start_lr=start_lr, end_lr=end_lr,
+                   num_it=num_it, method=method, stop_factor=stop_factor)
+
+
+def show_batch(
+    data: str | torch.utils.data.Dataset | tuple = "mnist",
+    n: int = 32,
+    *,
+    split: str = "train",
+    seed: int = 0,
+    data_dir: str | Path | None = None,
+    classes: Sequence[str] | None = None,
+    download: bool = True,
+    ncols: int = 8,
+) -> Any:
+    """``n`` random labelled images of ``data`` in a grid (fastai's ``show_batch``; ``cnnlab show-data``).
+
+    ``data``: a dataset name, or your own data as :func:`train` takes it. Returns an ``InlineFigure``
+    (shown inline in Jupyter; ``fig.savefig(path)`` saves it). The same ``seed`` shows the same images.
+    """
+    if isinstance(data, str):
+        return samples_figure(data, data_dir=None if data_dir is None else str(data_dir), n=n, seed=seed,
+                              split=split, download=download, ncols=ncols)
+    if n < 1:
+        raise ConfigError(f"n must be >= 1, got {n}")
+    pool, _test, info = _user_sets(data, None, classes)
+    idx = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[: min(n, len(pool))]
+    return plots.samples_figure(pool.images[idx].numpy(), pool.labels[idx].numpy(), info.classes, ncols=ncols,
+                                title=f"{len(idx)} random images (seed {seed})")
+
+
+def runs(folder: str | Path = "runs", *, sort: str | None = None, where: Sequence[str] = (),
+         **filters: Any) -> list[RunRecord]:
+    """Every run under ``folder``, one :class:`~cnnlab.service.runs.RunRecord` each (``cnnlab runs``).
+
+    ``pd.DataFrame(cnnlab.runs())`` makes a table of them. Filter with keywords on record columns
+    or config fields (``model="lenet5"``, ``lr=0.001``, ``state="finished"``) or ``where=["optim.lr=0.001"]``
+    for dotted keys; ``sort="-test_acc"`` sorts (``-``: descending). A damaged folder is a record
+    whose ``state`` is ``broken`` or ``incomplete``, never an exception.
+    """
+    return list_runs(folder, filters=[*where, *(f"{k}={v}" for k, v in filters.items())], sort=sort)
 
 
 def interpret(
@@ -217,11 +284,46 @@ def summarize(model: str | nn.Module, input_shape: Sequence[int] = (1, 28, 28), 
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _set(cfg: Config, section: str, values: dict[str, Any]) -> Config:
-    """``cfg`` with ``values`` set in ``section``; unlike Config.override, ``None`` is a value (subset=None)."""
-    new = dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **values)})
-    new.validate()
-    return new
+def _notebook_config(
+    what: str, model: str | nn.Module, data: Any, *, test_data: Any, classes: Sequence[str] | None,
+    recipe: str | None, log: Callable[[str], None] | None, settings: dict[str, Any],
+) -> tuple[Config, bool, Callable[[DataConfig, torch.device], DataBundle] | None]:
+    """The config a notebook call (``train``, ``lr_find``) describes, whether ``model`` is the user's
+    module, and where the user's own data comes from (None: the dataset registry)."""
+    keywords = _config_keywords()
+    changes: dict[str, Any] = {}
+    for key, value in settings.items():
+        if key not in keywords:
+            raise ConfigError(f"{what}() got an unknown keyword {key!r}; config fields are: "
+                              f"{', '.join(sorted(keywords))}", option=key)
+        changes[keywords[key]] = value
+
+    own_model = isinstance(model, nn.Module)
+    if own_model:
+        changes["model.name"] = f"{CUSTOM_PREFIX}{type(model).__name__}"
+    elif isinstance(model, str):
+        changes["model.name"] = model
+    else:
+        raise ConfigError(f"model must be a registered model's name or an nn.Module, got {type(model).__name__}")
+
+    load_data = None
+    if isinstance(data, str):
+        if test_data is not None or classes is not None:
+            raise ConfigError("test_data and classes go with your own data; a named dataset brings its own")
+        changes["data.dataset"] = data
+    else:
+        pool, test, info = _user_sets(data, test_data, classes)
+        changes.update({"data.dataset": info.name, "data.download": False})
+        if test is None and log:
+            log(_("no test_data given: the validation images are also the test set"))
+        load_data = _bundle_loader(pool, test, info)
+    # One meaning of None, as everywhere (Config.apply): a keyword left at None keeps the recipe's value.
+    cfg = (load_recipe(recipe) if recipe else Config()).apply(changes)
+    if own_model and cfg.model.pretrained:
+        raise ConfigError("pretrained=True loads torchvision's weights into a registry model; "
+                          "give a model name (e.g. 'resnet18'), or load weights into your module yourself",
+                          option="pretrained")
+    return cfg, own_model, load_data
 
 
 def _clear_run_dir(path: Path) -> None:
@@ -229,11 +331,12 @@ def _clear_run_dir(path: Path) -> None:
     if not path.exists():
         return
     if path.is_file():
-        raise RunDirError(f"run directory {path} is a file; choose another run_dir")
+        raise RunDirError(f"run directory {path} is a file", option="run_dir")
     if RunDir(path).config.is_file():
         shutil.rmtree(path)
     elif any(path.iterdir()):
-        raise RunDirError(f"{path} is not empty and holds no cnnlab run; overwrite=True replaces only a cnnlab run")
+        raise RunDirError(f"{path} is not empty and holds no cnnlab run; overwrite=True replaces only a cnnlab run",
+                          option="run_dir")
 
 
 def _user_sets(

@@ -6,7 +6,6 @@ traceback.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import signal
@@ -15,7 +14,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import click
-from click.core import ParameterSource
 from click.shell_completion import CompletionItem
 
 from cnnlab import __version__
@@ -27,9 +25,11 @@ from cnnlab.core.config import (
     EXPORT_FORMATS,
     Config,
     TrainConfig,
+    config_fields,
+    field_kinds,
     list_recipes,
 )
-from cnnlab.core.errors import CnnlabError, SaveError
+from cnnlab.core.errors import CnnlabError, OutputExistsError, ResumeChangeError, RunConfigMismatch, SaveError
 from cnnlab.core.files import STDOUT  # `-o -`: write the file to standard output
 from cnnlab.core.i18n import LANGUAGES, _, format_float, format_percent, language, normalize, use_language
 from cnnlab.core.process import exit_now
@@ -51,6 +51,7 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except CnnlabError as exc:
+            exc.hint = exc.hint or cli_hint(exc)
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt as exc:  # outside training's own handler (start-up, scoring, other commands)
@@ -60,6 +61,36 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(code)
 
     return wrapper
+
+
+def cli_hint(exc: CnnlabError) -> str | None:
+    """The command line's way out of a library error, written from the data the error carries."""
+    if isinstance(exc, RunConfigMismatch):
+        return "use another --run-dir, or `cnnlab train --resume` to continue it as configured"
+    if isinstance(exc, ResumeChangeError):
+        return "--resume continues a run as it was configured: drop those options, or train into a new --run-dir"
+    if isinstance(exc, OutputExistsError):
+        return "pass --overwrite to write into it anyway" if exc.folder else "pass --overwrite to replace it"
+    if exc.option == "resume" and getattr(exc, "path", None) is not None:
+        return f"resume with: cnnlab train --resume {exc.path}"
+    if exc.option == "run_dir":
+        return "choose another --run-dir"
+    if exc.option in ("data.data_dir", "data_dir"):
+        return "give the folder with --data-dir (or set $CNNLAB_DATA_DIR)"
+    if exc.option == "nproc":
+        return "leave out --nproc under torchrun (its --nproc_per_node starts the workers)"
+    flag = config_flags().get(exc.option or "") or _KEYWORD_FLAGS.get(exc.option or "")
+    return f"see {flag}" if flag else None
+
+
+# Library keywords that errors name, and the option each command spells them with.
+_KEYWORD_FLAGS = {"device": "--device", "index": "--index", "input": "--input CxHxW", "n": "--n"}
+
+
+def config_flags() -> dict[str, str]:
+    """``{"data.data_dir": "--data-dir", ...}``: the option of every config field."""
+    return {f"{section}.{f.name}": f.metadata["cli"]["flag"] or "--" + f.name.replace("_", "-")
+            for section, f in config_fields() if "cli" in f.metadata}
 
 
 # --- shared declarations ---------------------------------------------------------------------
@@ -129,39 +160,15 @@ def device_option(fn: Any) -> Any:
                         shell_complete=complete_devices)(fn)
 
 
-def renamed(old: str, new: str, param: str, **kwargs: Any) -> Callable[[Any], Any]:
-    """Keep an old option spelling working for one release: hidden, with a deprecation note on stderr."""
-    key = "deprecated_" + old.lstrip("-").replace("-", "_")
-
-    def decorate(fn: Any) -> Any:
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **values: Any) -> Any:
-            value = values.pop(key)
-            if value is not None:
-                if click.get_current_context().get_parameter_source(param) == ParameterSource.COMMANDLINE:
-                    raise click.UsageError(f"{old} is the old spelling of {new}; give only {new}")
-                click.echo(_("warning: {old} is deprecated and will be removed in the next release; use {new}")
-                           .format(old=old, new=new), err=True)
-                values[param] = value
-            return fn(*args, **values)
-
-        return click.option(old, key, default=None, hidden=True, **kwargs)(wrapper)
-
-    return decorate
-
-
 def eval_batch_size_option(fn: Any) -> Any:
-    fn = renamed("--batch-size", "--eval-batch-size", "eval_batch_size", type=click.IntRange(min=1))(fn)
     return click.option("--eval-batch-size", type=click.IntRange(min=1), default=EVAL_BATCH_SIZE, show_default=True,
                         help="Images per forward pass (speed only, never the results).")(fn)
 
 
-def output_option(help: str, *, folder: bool = False, old: bool = False) -> Callable[[Any], Any]:
-    """``-o/--output``; for a file, ``-`` is standard output. ``old``: the deprecated ``--out`` still works."""
+def output_option(help: str, *, folder: bool = False) -> Callable[[Any], Any]:
+    """``-o/--output``; for a file, ``-`` is standard output."""
 
     def decorate(fn: Any) -> Any:
-        if old:
-            fn = renamed("--out", "-o/--output", "output")(fn)
         path = click.Path(file_okay=False) if folder else click.Path(dir_okay=False, allow_dash=True)
         return click.option("--output", "-o", type=path, default=None, help=help)(fn)
 
@@ -177,9 +184,43 @@ def echo_json(doc: Any) -> None:
     click.echo(json.dumps(doc, indent=2, default=str))
 
 
+def echo_result(result: Any) -> None:
+    """A result's text on stdout and the files it wrote ("wrote ...") on stderr: the streams habit."""
+    click.echo(result.text(files=False))
+    if result.files:
+        click.echo(result.wrote(), err=True)
+
+
 def folder_output(output: str | None, what: str) -> None:
     if output == STDOUT:
         raise click.UsageError(f"-o - (standard output) takes a file, but {what} writes a folder; name a folder")
+
+
+def overwrite_option(help: str = "Replace an existing -o/--output file.") -> Callable[[Any], Any]:
+    return click.option("--overwrite", is_flag=True, help=help)
+
+
+def claim_output(output: str | None, overwrite: bool, *, folder: bool = False) -> None:
+    """The habit of every command: a file (or non-empty folder) the user named with -o is never
+    replaced without --overwrite; checked before any work is done."""
+    from cnnlab.core.files import check_folder_free, check_output_free
+
+    if folder:
+        check_folder_free(output, overwrite, "-o/--output folder")
+    else:
+        check_output_free(output, overwrite, "-o/--output file")
+
+
+def regenerating(marker: Path, folder: Path) -> Callable[[], None]:
+    """The other habit: a command that rewrote its own derived files inside a run folder says so on
+    stderr. Call the result when the work is done (a failed command says only its error)."""
+    existed = marker.exists()
+
+    def done() -> None:
+        if existed:
+            click.echo(_("note: rewrote the files cnnlab derived in {folder}").format(folder=folder), err=True)
+
+    return done
 
 
 def progress_default() -> bool:
@@ -228,13 +269,6 @@ _COMPLETE = {"data.dataset": complete_datasets, "model.name": complete_models}
 _HELP_LISTS = {"data.dataset": datasets_help, "model.name": models_help}
 
 
-def config_fields() -> list[tuple[str, Any]]:
-    """(section, dataclass field) of every config value that is a command-line option, in config order."""
-    defaults = Config()
-    return [(section.name, f) for section in dataclasses.fields(Config)
-            for f in dataclasses.fields(getattr(defaults, section.name)) if "cli" in f.metadata]
-
-
 def config_option(section: str, f: Any) -> Callable[[Any], Any]:
     """The click option of one config field: ``--flag VALUE``, or ``--flag/--no-flag`` for a bool."""
     meta = f.metadata["cli"]
@@ -253,7 +287,7 @@ def config_option(section: str, f: Any) -> Callable[[Any], Any]:
     }
     if isinstance(f.default, bool):
         return click.option(f"{flag}/--no-{flag[2:]}", f"{section}__{f.name}", **kwargs)
-    kinds = str(f.type)
+    kinds = field_kinds(f)
     kind: Any = int if "int" in kinds else float if "float" in kinds else str
     if meta["choices"]:
         kind = click.Choice(meta["choices"])
@@ -264,13 +298,14 @@ def config_option(section: str, f: Any) -> Callable[[Any], Any]:
 
 def config_options(fn: Any) -> Any:
     for section, f in reversed(config_fields()):
-        fn = config_option(section, f)(fn)
+        if "cli" in f.metadata:
+            fn = config_option(section, f)(fn)
     return fn
 
 
 def config_changes(opts: dict[str, Any]) -> dict[str, Any]:
-    """``{"section.key": value}`` for every config option given on the command line."""
-    return {key.replace("__", "."): value for key, value in opts.items() if "__" in key and value is not None}
+    """``{"section.key": value}`` of every config option; ``None`` (not given) is what Config.apply keeps."""
+    return {key.replace("__", "."): value for key, value in opts.items() if "__" in key}
 
 
 @cli.command()
@@ -287,7 +322,16 @@ def config_changes(opts: dict[str, Any]) -> dict[str, Any]:
               help=f"Start from a named recipe ({', '.join(list_recipes())}) or a TOML file; "
                    "other flags override it.  [default: tutorial, the lesson's]")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help="A TOML config file (same as --recipe FILE).")
+              help="A config file: TOML (as --print-config writes it) or a run's config.json; other flags "
+                   "override it.")
+@click.option("--print-config", is_flag=True,
+              help="Print the resolved config as TOML (for --config) and exit without training.")
+@click.option("--lr-find", is_flag=True,
+              help="Do not train: run the learning-rate range test on this config (a copy of the model, a few hundred "
+                   "steps, nothing written) and print the suggested --lr.")
+@click.option("--lr-find-plot", type=click.Path(dir_okay=False), default=None, metavar="PNG",
+              help="With --lr-find: also draw the loss curve into this new PNG file.")
+@json_option
 @friendly_errors
 def train(**opts: Any) -> None:
     """Train a model; by default the lesson's recipe (LeNet-5, MNIST, Adam 1e-3, batch 32, 5 epochs).
@@ -299,6 +343,10 @@ def train(**opts: Any) -> None:
     interrupted run (Ctrl-C saves and exits with 130). The run stores its data
     folder as an absolute path, so it evaluates from any working directory.
 
+    `cnnlab train --print-config [options] > my.toml` writes the config those
+    options make; `cnnlab train --config my.toml` (or a run's config.json)
+    trains it.
+
     Several processes: `cnnlab train --nproc 2 ...` on one machine, or
     `torchrun --nproc_per_node=4 -m cnnlab train ...` (also across machines);
     see docs/distributed.md.
@@ -309,43 +357,103 @@ def train(**opts: Any) -> None:
     from cnnlab.engine.train import resume_config
 
     changes = config_changes(opts)
-    if changes.get("train.tensorboard"):
+    if changes.get("train.tensorboard") and not opts["print_config"]:
         require_tensorboard()  # before any data is read or a run folder is made
-    changes.setdefault("train.progress", progress_default())
+    if changes.get("train.progress") is None and not opts["print_config"]:
+        changes["train.progress"] = progress_default()
     run_dir = opts["run_dir"]
+    if opts["lr_find"] or opts["lr_find_plot"]:
+        return lr_find_command(opts, changes)
     if opts["resume_dir"]:
         if run_dir and Path(run_dir) != Path(opts["resume_dir"]):
             raise click.UsageError("--resume RUN_DIR and --run-dir name different folders; give only --resume")
         if opts["recipe"] or opts["config_file"]:
             raise click.UsageError("--resume continues a run as it was configured; drop --recipe/--config")
         run_dir = opts["resume_dir"]
-        cfg = resume_config(run_dir, **changes)  # the library says which settings may change
+        cfg = resume_config(run_dir, changes)  # the library says which settings may change
     else:
-        cfg = base_config(opts)
-        for section in ("data", "model", "optim", "train"):
-            values = {k.split(".", 1)[1]: v for k, v in changes.items() if k.split(".", 1)[0] == section}
-            cfg = cfg.override(section, **values)
+        cfg = base_config(opts).apply(changes)
+    if opts["print_config"]:
+        click.echo(cfg.to_toml(), nl=False)
+        return
     run_dir = run_dir or default_run_dir(cfg)  # named once, so spawned workers agree on it
-    # The language travels with the function: spawned workers do not inherit this thread's ContextVar.
-    code = launch(functools.partial(train_and_report, lang=language()), cfg, run_dir, nproc=opts["nproc"])
+    kwargs: dict[str, Any] = {"as_json": True} if opts["as_json"] else {}
+    if (opts["nproc"] or 1) > 1:  # spawned workers do not inherit this thread's language (a ContextVar)
+        kwargs["lang"] = language()
+    worker = functools.partial(train_and_report, **kwargs) if kwargs else train_and_report
+    code = launch(worker, cfg, run_dir, nproc=opts["nproc"])
     if code:
         sys.exit(code)
 
 
-def train_and_report(cfg: Any, run_dir: Any, lang: str = "en") -> None:
-    """One training process (of one, or of several): train, then rank 0 prints the test report in ``lang``."""
+def train_and_report(cfg: Any, run_dir: Any, as_json: bool = False, lang: str | None = None) -> None:
+    """One training process (of one, or of several): train, then rank 0 prints the test report.
+
+    ``as_json``: the epoch lines go to stderr and stdout gets one JSON document (the run's result).
+    ``lang``: the language of the lines (a spawned worker's; otherwise the one in force).
+    """
+    with use_language(lang):
+        _train_and_report(cfg, run_dir, as_json)
+
+
+def _train_and_report(cfg: Any, run_dir: Any, as_json: bool) -> None:
     from cnnlab.service.training import train_config
     from cnnlab.engine.distributed import is_main
 
-    with use_language(lang):
-        result = train_config(cfg, run_dir, log=click.echo)
-        if is_main():
-            click.echo("\n" + _("best epoch {epoch} (val loss {loss}); test set:").format(
-                epoch=result.best_epoch, loss=format_float(result.best_val_loss)))
-            click.echo(result.test.table())  # scikit-learn's report; its words translated in another language
-            click.echo(_("test accuracy {accuracy}   run: {run}   ({seconds}s)").format(
-                accuracy=format_percent(result.test.accuracy), run=result.run.path,
-                seconds=format_float(result.seconds, 1)))
+    log = functools.partial(click.echo, err=True) if as_json else click.echo
+    try:
+        result = train_config(cfg, run_dir, log=log)
+    except CnnlabError as exc:  # a distributed worker reports it itself (engine/distributed): hint it here
+        exc.hint = exc.hint or cli_hint(exc)
+        raise
+    if not is_main():
+        return
+    if as_json:
+        echo_json({"run": str(result.run.path), "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+                   "seconds": round(result.seconds, 3), "resumed_from": result.resumed_from,
+                   "history": result.history, "test": result.test.to_dict()})
+        return
+    click.echo("\n" + _("best epoch {epoch} (val loss {loss}); test set:").format(
+        epoch=result.best_epoch, loss=format_float(result.best_val_loss)))
+    click.echo(result.test.table())  # scikit-learn's report; its words translated in another language
+    click.echo(_("test accuracy {accuracy}   run: {run}   ({seconds}s)").format(
+        accuracy=format_percent(result.test.accuracy), run=result.run.path, seconds=format_float(result.seconds, 1)))
+
+
+def lr_find_command(opts: dict[str, Any], changes: dict[str, Any]) -> None:
+    """``train --lr-find``: the range test on the config the same flags would train; no run folder."""
+    from cnnlab.core.files import save_figure
+    from cnnlab.service.lr_find import lr_find
+
+    if opts["resume_dir"] or opts["run_dir"] or (opts["nproc"] or 1) > 1:
+        raise click.UsageError(_("--lr-find trains nothing: drop --resume, --run-dir and --nproc"))
+    if opts["lr_find_plot"]:
+        if opts["lr_find_plot"] == STDOUT:
+            raise click.UsageError(_("--lr-find-plot takes a file name (the suggestion is what goes to stdout)"))
+        if Path(opts["lr_find_plot"]).exists():  # train has no --overwrite: the user's file is never replaced
+            raise SaveError(_("--lr-find-plot {path} already exists; give a new file name").format(
+                path=opts["lr_find_plot"]))
+    cfg = base_config(opts).apply(changes)
+    bar = None
+    if cfg.train.progress:
+        from tqdm.auto import tqdm
+
+        from cnnlab.engine.lr_find import NUM_IT
+        from cnnlab.engine.progress import MININTERVAL
+
+        bar = tqdm(total=NUM_IT, desc="lr find", mininterval=MININTERVAL, leave=False, file=sys.stderr, unit="step")
+    try:
+        result = lr_find(cfg, on_step=(lambda step, lr, loss: bar.update(1)) if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    if opts["lr_find_plot"]:
+        save_figure(result.plot(), opts["lr_find_plot"])
+        click.echo(_("wrote {path}").format(path=opts["lr_find_plot"]), err=True)
+    if opts["as_json"]:
+        echo_json(result.to_dict())
+    else:
+        click.echo(result.text())
 
 
 def base_config(opts: dict[str, Any]) -> Any:
@@ -374,11 +482,12 @@ def evaluate(run_dir: str, data_dir: str | None, device: str, eval_batch_size: i
     Reads the data only: a missing dataset is an error, never a download.
     """
     from cnnlab.analysis.report import evaluate_run
+    from cnnlab.core.runs import RunDir
 
+    said = regenerating(RunDir(Path(run_dir)).report_json, Path(run_dir))
     report = evaluate_run(run_dir, data_dir=data_dir, device=device, batch_size=eval_batch_size)
+    said()
     if as_json:  # the report.json just written, and the run it belongs to
-        from cnnlab.core.runs import RunDir
-
         echo_json({"run": run_dir, **json.loads(RunDir(Path(run_dir)).report_json.read_text(encoding="utf-8"))})
         return
     click.echo(report.table())
@@ -407,18 +516,6 @@ def format_table(results: Any, top_k: int, *, max_path: int = 60) -> str:
     for p, row in zip(paths, cells):
         lines.append(f"{p:<{width}}  " + "  ".join(f"{c:<{col}}" for c in row))
     return "\n".join(line.rstrip() for line in lines)
-
-
-def check_folder_free(path: str | None, overwrite: bool) -> None:
-    """``--save-preprocessed`` must be a new or empty folder unless ``overwrite``."""
-
-    if path is None:
-        return
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise SaveError(f"--save-preprocessed {p} is a file; give a folder")
-    if p.is_dir() and any(p.iterdir()) and not overwrite:
-        raise SaveError(f"--save-preprocessed folder {p} is not empty; pass --overwrite to write into it anyway")
 
 
 @cli.command()
@@ -455,14 +552,14 @@ def predict(model: str, inputs: tuple[str, ...], top_k: int, output: str | None,
     Example:
       cnnlab predict runs/lenet5 my_digit.png scans/ --top-k 3 -o preds.csv
     """
-    from cnnlab.core.files import check_output_free
+    from cnnlab.core.files import check_folder_free, check_output_free
     from cnnlab.service.predictor import load, results_json, write_results
 
     if as_json and output == STDOUT:
         raise click.UsageError("--json and -o - both write to stdout; give one of them")
     if output != STDOUT:
         check_output_free(output, overwrite)
-    check_folder_free(save_preprocessed, overwrite)
+    check_folder_free(save_preprocessed, overwrite, "--save-preprocessed folder")
     predictor = load(model, device=device, batch_size=eval_batch_size)
 
     def report_error(result: Any) -> None:
@@ -496,7 +593,7 @@ def predict(model: str, inputs: tuple[str, ...], top_k: int, output: str | None,
 @click.argument("model", type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default=EXPORT_FORMATS[0], show_default=True,
               help="onnx (dynamo exporter; any runtime), pt2 (torch.export ExportedProgram; PyTorch) or "
-                   "torchscript (torch.jit; deprecated by PyTorch, kept for one release).")
+                   "torchscript (torch.jit, for LibTorch; deprecated by PyTorch).")
 @output_option("File to write; - for stdout.  [default: model.onnx / model.pt2 / model.torchscript.pt next to the "
                "checkpoint]")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
@@ -506,9 +603,10 @@ def predict(model: str, inputs: tuple[str, ...], top_k: int, output: str | None,
 @data_dir_option()
 @click.option("--verify-count", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Test images used for the comparison.")
+@json_option
 @friendly_errors
 def export(model: str, fmt: str, output: str | None, overwrite: bool, opset: int | None,
-           verify_images: tuple[str, ...], data_dir: str | None, verify_count: int) -> None:
+           verify_images: tuple[str, ...], data_dir: str | None, verify_count: int, as_json: bool) -> None:
     """Export a trained model to ONNX or a torch.export program (.pt2), checked against PyTorch.
 
     MODEL is a run directory (its best.pt) or a checkpoint file. The exported
@@ -521,9 +619,14 @@ def export(model: str, fmt: str, output: str | None, overwrite: bool, opset: int
     """
     from cnnlab.apps.export import export_model
 
+    if as_json and output == STDOUT:
+        raise click.UsageError("--json and -o - both write to stdout; give one of them")
     result = export_model(model, fmt, output, overwrite=overwrite, opset=opset, verify_images=list(verify_images),
                           data_dir=data_dir, verify_count=verify_count)
-    click.echo(result.summary(), err=output == STDOUT)
+    if as_json:
+        echo_json(result.to_dict())
+    else:
+        click.echo(result.summary(), err=output == STDOUT)
 
 
 # --- serve ---------------------------------------------------------------------------------
@@ -550,7 +653,7 @@ def serve(run_dir: str, host: str, port: int, max_upload_mb: float, device: str)
     from cnnlab.apps.serve import serve as run_server
 
     run_server(run_dir, host=host, port=port, max_bytes=int(max_upload_mb * 1024 * 1024), device=device,
-               log=click.echo)
+               log=lambda line: click.echo(line, err=True))  # status and warnings: stderr
 
 
 # --- analyze / show-data / compare ---------------------------------------------------------
@@ -569,10 +672,11 @@ def serve(run_dir: str, host: str, port: int, max_upload_mb: float, device: str)
 @data_dir_option()
 @device_option
 @eval_batch_size_option
+@json_option
 @click.pass_context
 @friendly_errors
 def analyze(ctx: click.Context, run_dir: str, classes: str | None, per_class: int, top_k: int, bins: int,
-            no_html: bool, data_dir: str | None, device: str, eval_batch_size: int) -> None:
+            no_html: bool, data_dir: str | None, device: str, eval_batch_size: int, as_json: bool) -> None:
     """Study a run's mistakes on the test set; everything is written to RUN_DIR/analysis/.
 
     Confusion matrix (counts and row-normalised), a gallery of misclassified
@@ -593,9 +697,17 @@ def analyze(ctx: click.Context, run_dir: str, classes: str | None, per_class: in
     if ctx.args and classes is None:
         raise click.UsageError(f"unexpected arguments: {' '.join(ctx.args)}")
     wanted = [c for part in [classes or "", *ctx.args] for c in part.split(",") if c.strip()] or None
+    from cnnlab.core.runs import RunDir
+
+    analysis = RunDir(Path(run_dir)).analysis
+    said = regenerating(analysis / "summary.json", analysis)
     interp = interpret_run(run_dir, data_dir=data_dir, device=device, batch_size=eval_batch_size)
     result = interp.save(classes=wanted, per_class=per_class, top_k=top_k, n_bins=bins, html=not no_html)
-    click.echo(result.text())
+    if as_json:  # summary.json as written, the run, and every file's path
+        echo_json({"run": run_dir, **result.summary, "files": {k: str(v) for k, v in result.files.items()}})
+    else:
+        echo_result(result)
+    said()
 
 
 @cli.command("show-data")
@@ -603,52 +715,138 @@ def analyze(ctx: click.Context, run_dir: str, classes: str | None, per_class: in
 @click.option("--n", "n", type=click.IntRange(min=1), default=10, show_default=True, help="Number of images.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Which random images (same seed, same images).")
 @click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True, help="Dataset split.")
-@output_option("PNG to write; - for stdout.  [default: DATASET_samples.png]", old=True)
+@output_option("PNG to write; - for stdout.  [default: DATASET_samples.png]")
+@overwrite_option()
 @data_dir_option("$CNNLAB_DATA_DIR, else ~/.cache/cnnlab/data")
 @click.option("--download/--no-download", default=True, help="Download the dataset when its files are missing.  "
               "[default: on]")
+@json_option
 @friendly_errors
-def show_data(dataset: str, n: int, seed: int, split: str, output: str | None, data_dir: str | None,
-              download: bool) -> None:
-    """Save a grid of random labelled images from a dataset (the lesson's first figure)."""
+def show_data(dataset: str, n: int, seed: int, split: str, output: str | None, overwrite: bool,
+              data_dir: str | None, download: bool, as_json: bool) -> None:
+    """Save a grid of random labelled images from a dataset (the lesson's first figure).
+
+    A file named with -o is not replaced without --overwrite; the default
+    DATASET_samples.png is cnnlab's own and is replaced (with a note on stderr).
+    From Python the same grid is cnnlab.show_batch(DATASET, n=N), shown inline.
+    """
     from cnnlab.analysis.report import show_data as save_samples
     from cnnlab.core.runs import dataset_slug
 
-    path = save_samples(dataset, out=output or f"{dataset_slug(dataset)}_samples.png", data_dir=data_dir, n=n,
+    if as_json and output == STDOUT:
+        raise click.UsageError("--json and -o - both write to stdout; give one of them")
+    claim_output(output, overwrite)  # before the data is read
+    target = Path(output or f"{dataset_slug(dataset)}_samples.png")
+    replacing = output is None and target.exists()
+    path = save_samples(dataset, out=target if output != STDOUT else STDOUT, data_dir=data_dir, n=n,
                         seed=seed, split=split, download=download)
-    if output != STDOUT:
-        click.echo(_("wrote {path}").format(path=path))
+    if as_json:
+        echo_json({"path": str(path), "dataset": dataset, "split": split, "n": n, "seed": seed})
+    elif output != STDOUT:
+        click.echo(_("wrote {path}").format(path=path), err=True)
+    if replacing:
+        click.echo(_("note: replaced the earlier {path}").format(path=target), err=True)
 
 
 @cli.command()
-@click.argument("run_a", type=click.Path(file_okay=False))
-@click.argument("run_b", type=click.Path(file_okay=False))
-@output_option("Folder for compare.json and disagreements.png.  [default: RUN_A/analysis/compare-<RUN_B name>]",
-               folder=True, old=True)
+@click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@output_option("Folder for compare.json (and, for two runs, disagreements.png).  [default: for two runs "
+               "RUN_A/analysis/compare-<RUN_B name>; for more, nothing is written]", folder=True)
+@overwrite_option("Write into a non-empty -o/--output folder (its files may be replaced).")
 @click.option("--max-images", type=click.IntRange(min=0), default=40, show_default=True,
-              help="Disagreement images drawn.")
+              help="Disagreement images drawn (two runs).")
 @data_dir_option("each run's")
 @device_option
 @eval_batch_size_option
 @json_option
 @friendly_errors
-def compare(run_a: str, run_b: str, output: str | None, max_images: int, data_dir: str | None, device: str,
-            eval_batch_size: int, as_json: bool) -> None:
-    """Which of two runs is better on the test set, and is the difference significant?
+def compare(runs: tuple[str, ...], output: str | None, overwrite: bool, max_images: int, data_dir: str | None,
+            device: str, eval_batch_size: int, as_json: bool) -> None:
+    """Which of two or more runs is better on the test set, and is the difference significant?
 
-    Prints both test accuracies and their difference, runs McNemar's exact test
-    on the paired predictions, and draws the images where the runs disagree.
-    Runs scored on different test sets are refused.
+    For two runs: both test accuracies and their difference, McNemar's exact test
+    on the paired predictions, and the images where the runs disagree. For more
+    (`cnnlab compare runs/a runs/b runs/c`, or a quoted glob: `cnnlab compare
+    'runs/lenet5-*'`): every run's accuracy and the pairwise table, with p-values
+    adjusted for the number of pairs (Holm). Runs scored on different test sets
+    are refused.
     """
-    from cnnlab.analysis.report import compare_runs
+    from cnnlab.analysis.report import compare_many, compare_runs
+
+    from cnnlab.core.runs import RunDir
 
     folder_output(output, "compare")
-    result = compare_runs(run_a, run_b, out=output, max_images=max_images, data_dir=data_dir, device=device,
+    claim_output(output, overwrite, folder=True)
+    paths = expand_runs(runs)
+    if len(paths) < 2:
+        raise click.UsageError(_("compare needs at least two runs; {args} gave {n}").format(
+            args=" ".join(runs), n=len(paths)))
+    if len(paths) > 2:
+        many = compare_many(paths, out=output, data_dir=data_dir, device=device, batch_size=eval_batch_size)
+        if as_json:
+            echo_json({**many.to_dict(), "files": {k: str(v) for k, v in many.files.items()}})
+        else:
+            echo_result(many)
+        return
+    default = RunDir(Path(paths[0])).analysis / f"compare-{Path(paths[1]).resolve().name}"
+    said = regenerating(default / "compare.json", default) if output is None else (lambda: None)
+    result = compare_runs(paths[0], paths[1], out=output, max_images=max_images, data_dir=data_dir, device=device,
                           batch_size=eval_batch_size)
     if as_json:
         echo_json({**result.to_dict(), "files": {k: str(v) for k, v in result.files.items()}})
     else:
-        click.echo(result.text())
+        echo_result(result)
+    said()
+
+
+def expand_runs(args: tuple[str, ...]) -> list[str]:
+    """Run folders from arguments: a pattern with ``*``, ``?`` or ``[`` (quoted, so the shell left it) is
+    expanded to the run folders it matches, in name order."""
+    import glob
+
+    out: list[str] = []
+    for arg in args:
+        if any(ch in arg for ch in "*?[") and not Path(arg).exists():
+            matches = sorted(p for p in glob.glob(arg) if (Path(p) / "config.json").is_file())
+            if not matches:
+                raise click.UsageError(_("no run folders match {pattern}").format(pattern=arg))
+            out += matches
+        else:
+            out.append(arg)
+    return out
+
+
+# --- runs ----------------------------------------------------------------------------------
+
+
+@cli.command("runs")
+@click.argument("folder", default="runs", required=False, type=click.Path(file_okay=False))
+@click.option("--sort", "sort_key", default=None, metavar="KEY",
+              help="Sort by a column (model, test_acc, started, ...); -KEY sorts descending.  [default: started]")
+@click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE",
+              help="Only runs where a column or config field has this value (repeatable): model=lenet5, "
+                   "optim.lr=0.001, lr=0.001, state=finished.")
+@json_option
+@friendly_errors
+def runs_command(folder: str, sort_key: str | None, filters: tuple[str, ...], as_json: bool) -> None:
+    """List every run under FOLDER (default runs/): model, data, recipe, epochs, accuracies, time, state.
+
+    State is finished, interrupted (resume it with `cnnlab train --resume RUN`),
+    training (a process holds the run's lock now), incomplete (no epoch finished)
+    or broken (files missing or damaged; the reason is shown). Only the runs'
+    small files are read, never a checkpoint.
+    """
+    from cnnlab.service.runs import format_runs, list_runs
+
+    records = list_runs(folder, filters=filters, sort=sort_key)
+    if as_json:
+        echo_json({"folder": folder, "runs": [r.to_dict() for r in records]})
+        return
+    if not records:
+        click.echo((_("no runs under {folder} match the filters") if filters else _("no runs under {folder}"))
+                   .format(folder=folder), err=True)
+        return
+    click.echo(format_runs(records, folder))
 
 
 # --- models, layers, visualize ---------------------------------------------------------------
@@ -748,19 +946,47 @@ def layers(model: str | None, input_text: str | None, dataset: str | None, conv_
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@output_option("Folder for the PNGs.  [default: RUN_DIR/visualize]", folder=True, old=True)
-@click.option("--index", type=int, default=0, show_default=True, help="Which test image to follow through the network.")
+@output_option("Folder for the PNGs.  [default: RUN_DIR/visualize]", folder=True)
+@overwrite_option("Write into a non-empty -o/--output folder (its files may be replaced).")
+@click.option("--index", type=int, default=None, help="Which test image to follow through the network.  [default: 0]")
+@click.option("--image", type=click.Path(dir_okay=False), default=None,
+              help="Your own image instead of a test image (preprocessed as `cnnlab predict` does).")
+@click.option("--target", default=None, help="The class whose attribution to show (name).  [default: the predicted one]")
+@click.option("--method", type=click.Choice(["integrated_gradients", "saliency", "gradcam"]),
+              default="integrated_gradients", show_default=True, help="How the attribution is computed.")
 @data_dir_option()
 @click.option("--max-maps", type=int, default=32, show_default=True, help="At most this many feature maps per layer.")
 @device_option
+@json_option
 @friendly_errors
-def visualize(run_dir: str, output: str | None, index: int, data_dir: str | None, max_maps: int, device: str) -> None:
-    """Write PNGs of the first conv layer's filters and of every conv layer's feature maps for one test image."""
-    from cnnlab.analysis.explain import visualize_run
+def visualize(run_dir: str, output: str | None, overwrite: bool, index: int | None, image: str | None,
+              target: str | None, method: str, data_dir: str | None, max_maps: int, device: str,
+              as_json: bool) -> None:
+    """Follow one image through the network: every conv layer's filters and feature maps, each conv kernel's
+    arithmetic, and which pixels drove the prediction (attribution). Writes PNGs (their paths on stdout,
+    one per line), or with --json prints the numbers (prediction, each layer's shape and range, the
+    attribution map) and writes nothing."""
+    from cnnlab.core.runs import RunDir
+    from cnnlab.service import explain as explaining
 
+    if index is not None and image is not None:
+        raise click.UsageError("give --index (a test image) or --image (your own), not both")
     folder_output(output, "visualize")
-    for path in visualize_run(run_dir, output, index=index, data_dir=data_dir, max_maps=max_maps, device=device):
+    if as_json:
+        ex, _caption = explaining.explain_run(run_dir, index=index, image=image, target=target, method=method,
+                                              data_dir=data_dir, device=device)
+        doc = ex.summary(values=True)
+        doc["source"] = {"image": image} if image is not None else {"test_index": index or 0}
+        echo_json(doc)
+        return
+    claim_output(output, overwrite, folder=True)
+    default = RunDir(Path(run_dir)).visualize
+    said = regenerating(default, default) if output is None else (lambda: None)
+    _ex, paths = explaining.visualize(run_dir, output, index=index, image=image, target=target, method=method,
+                                      max_maps=max_maps, data_dir=data_dir, device=device)
+    for path in paths:
         click.echo(str(path))
+    said()
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 Every export takes a float32 batch ``input`` of shape (N, C, H, W) with any N
 (a dynamic batch dimension), already preprocessed exactly as
-:func:`cnnlab.preprocess.preprocess` does, and returns ``logits`` (N, classes);
+:func:`cnnlab.data.images.preprocess` does, and returns ``logits`` (N, classes);
 softmax gives probabilities.
 
 * ``onnx``: PyTorch's dynamo-based exporter (``torch.onnx.export(..., dynamo=True)``,
@@ -14,7 +14,7 @@ softmax gives probabilities.
   Load it with ``ep = torch.export.load(path, extra_files={"cnnlab.json": ""})`` and
   call ``ep.module()(x)``.
 * ``torchscript``: ``torch.jit.trace``, deprecated by PyTorch (its warning is shown, not
-  hidden); kept for one more release for LibTorch users. ``torch.jit.load(path,
+  hidden), for LibTorch (C++) users. ``torch.jit.load(path,
   _extra_files={"cnnlab.json": ""})``.
 
 Before writing, the exported bytes are loaded back (ONNX with onnxruntime when
@@ -26,6 +26,7 @@ reported and an export that disagrees is refused.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -40,7 +41,7 @@ import torch.nn as nn
 
 from cnnlab import __version__
 from cnnlab.core.config import EXPORT_FORMATS
-from cnnlab.core.errors import CnnlabError, ConfigError, DataError, ExportError
+from cnnlab.core.errors import CnnlabError, ConfigError, DataError, ExportError, first_line
 from cnnlab.core.files import STDOUT, check_output_free, write_bytes
 from cnnlab.data.registry import load_dataset
 from cnnlab.engine.checkpoint import load_checkpoint
@@ -80,6 +81,13 @@ class ExportResult:
     verification: Verification
     size_bytes: int = 0
     notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """What ``cnnlab export --json`` prints: the file, its metadata and the check against PyTorch."""
+        return {"path": str(self.path), "format": self.format, "size_bytes": self.size_bytes,
+                "metadata": self.metadata, "verification": {**dataclasses.asdict(self.verification),
+                                                            "ok": self.verification.ok},
+                "notes": list(self.notes)}
 
     def summary(self) -> str:
         v = self.verification
@@ -170,7 +178,7 @@ def build_metadata(predictor: Any, fmt: str, opset: int) -> dict:
         "classes": list(predictor.classes),
         "preprocess": dict(predictor.spec),
         "input": {"name": INPUT_NAME, "shape": ["N", c, h, w], "dtype": "float32",
-                  "note": "preprocessed as cnnlab.preprocess.preprocess(image, preprocess) does"},
+                  "note": "preprocessed as cnnlab.data.images.preprocess(image, preprocess) does"},
         "output": {"name": OUTPUT_NAME, "shape": ["N", len(predictor.classes)],
                    "note": "logits; softmax gives class probabilities, in the order of classes"},
         "epoch": info.get("epoch"),
@@ -260,7 +268,7 @@ def to_onnx(model: nn.Module, example: torch.Tensor, metadata: dict, opset: int)
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_shapes=_dynamic_shapes(),
             )
     except Exception as exc:  # the exporter raises many types; all mean "cannot export"
-        raise ExportError(f"torch.onnx.export failed (opset {opset}): {_first_line(exc)}") from None
+        raise ExportError(f"torch.onnx.export failed (opset {opset}): {first_line(exc)}") from None
     proto = program.model_proto
     proto.producer_name, proto.producer_version = "cnnlab", __version__
     proto.doc_string = (f"{metadata['model']['name']} trained on {metadata['dataset']}; input {INPUT_NAME} "
@@ -283,7 +291,7 @@ def to_pt2(model: nn.Module, example: torch.Tensor, metadata: dict) -> bytes:
         program = torch.export.export(model, (example,), dynamic_shapes=_dynamic_shapes())
         torch.export.save(program, buf, extra_files={"cnnlab.json": json.dumps(metadata)})
     except Exception as exc:
-        raise ExportError(f"torch.export failed: {_first_line(exc)}") from None
+        raise ExportError(f"torch.export failed: {first_line(exc)}") from None
     return buf.getvalue()
 
 
@@ -304,7 +312,7 @@ def to_torchscript(model: nn.Module, example: torch.Tensor, metadata: dict) -> b
         traced = torch.jit.trace(model, example, check_trace=False)
         torch.jit.save(traced, buf, _extra_files={"cnnlab.json": json.dumps(metadata)})
     except Exception as exc:
-        raise ExportError(f"torch.jit.trace failed: {_first_line(exc)}") from None
+        raise ExportError(f"torch.jit.trace failed: {first_line(exc)}") from None
     return buf.getvalue()
 
 
@@ -346,7 +354,7 @@ def compare(model: nn.Module, runner: Runner, inputs: torch.Tensor, *, runtime: 
     try:
         got = torch.cat([torch.from_numpy(np.asarray(runner(c.numpy().astype(np.float32)))) for c in chunks]).float()
     except Exception as exc:
-        raise ExportError(f"the exported model failed to run in {runtime}: {_first_line(exc)}") from None
+        raise ExportError(f"the exported model failed to run in {runtime}: {first_line(exc)}") from None
     if got.shape != expected.shape:
         raise ExportError(f"the exported model returned shape {tuple(got.shape)}, PyTorch {tuple(expected.shape)}")
     diff = (got - expected).abs()
@@ -385,6 +393,3 @@ def read_metadata(path: str | os.PathLike) -> dict:
     return json.loads(extra["cnnlab.json"])
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -32,19 +32,19 @@ class ModelInfo:
 
 MODELS: tuple[ModelInfo, ...] = (
     ModelInfo("alexnet", 2_456_778, 134_962_688, True,
-              N_("torchvision AlexNet (2012), small-input stem, GAP head; --pretrained: ImageNet")),
+              N_("torchvision AlexNet (2012), small-input stem, GAP head; pretrained: ImageNet")),
     ModelInfo("googlenet", 5_603_882, 356_008_704, True,
-              N_("torchvision GoogLeNet / Inception v1 (2014), small-input stem; --pretrained: ImageNet")),
+              N_("torchvision GoogLeNet / Inception v1 (2014), small-input stem; pretrained: ImageNet")),
     ModelInfo("lenet5", 61_706, 416_520, False,
               N_("LeNet-5 as in the lesson: ReLU, max pooling, 61,706 parameters on MNIST")),
     ModelInfo("lenet5-classic", 61_706, 416_520, False,
               N_("LeNet-5 as LeCun 1998 built it: tanh, average pooling, 61,706 parameters on MNIST")),
     ModelInfo("resnet18", 11_175_370, 457_807_872, True,
-              N_("torchvision ResNet-18 (2015), small-input stem; --pretrained: ImageNet")),
+              N_("torchvision ResNet-18 (2015), small-input stem; pretrained: ImageNet")),
     ModelInfo("smallcnn", 140_458, 21_903_104, False,
               N_("a small modern CNN: 3x3 conv-BN-ReLU blocks, global average pooling, 140k parameters")),
     ModelInfo("vgg11", 9_224_458, 94_828_544, True,
-              N_("torchvision VGG-11 (2014), GAP head; --pretrained: ImageNet")),
+              N_("torchvision VGG-11 (2014), GAP head; pretrained: ImageNet")),
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
@@ -41,30 +42,31 @@ def is_custom(name: str) -> bool:
 
 
 #: `cnnlab export` formats: ONNX (dynamo exporter), torch.export's ExportedProgram (.pt2), and
-#: TorchScript (torch.jit.trace; deprecated by PyTorch, kept one more release).
+#: TorchScript (torch.jit.trace; deprecated by PyTorch, for LibTorch users).
 EXPORT_FORMATS = ("onnx", "pt2", "torchscript")
 
 
 def option(default: Any, help: str, *, flag: str | None = None, choices: tuple[str, ...] | None = None,
-           default_text: str | None = None, path: bool = False) -> Any:
+           default_text: str | None = None, path: bool = False, resumable: bool = False) -> Any:
     """A config field that is also a ``cnnlab train`` option: its help, flag name and allowed values.
 
     ``cnnlab train``'s options are generated from these fields (``apps/cli.py``), so a default or an
-    allowed value is written once, here.
+    allowed value is written once, here. ``resumable``: the field changes how a run computes, not
+    what (epochs, device, threads, ...), so it may differ when a run is resumed.
     """
     meta = {"help": help, "flag": flag, "choices": choices, "default_text": default_text, "path": path}
-    return field(default=default, metadata={"cli": meta})
+    return field(default=default, metadata={"cli": meta, "resumable": resumable})
 
 
 @dataclass
 class DataConfig:
     dataset: str = option("mnist", "Dataset.", flag="--dataset")
     # None: --data-dir, then $CNNLAB_DATA_DIR, then the cache default; a run stores the absolute folder.
-    data_dir: str | None = option(None, "Dataset folder.", path=True,
+    data_dir: str | None = option(None, "Dataset folder.", path=True, resumable=True,
                                   default_text="$CNNLAB_DATA_DIR, else ~/.cache/cnnlab/data")
     val_size: int = option(10_000, "Validation images held out of the training set.")
     split_seed: int = option(1234, "Seed of the train/validation split (the lesson's random_split seed).")
-    download: bool = option(True, "Download the dataset when its files are missing.")
+    download: bool = option(True, "Download the dataset when its files are missing.", resumable=True)
     subset: int | None = option(None, "Train on only the first N training images (quick tries).")
     image_size: int | None = option(None, "Resize images to this side once, at load time.",
                                     default_text="the dataset's own")
@@ -96,9 +98,10 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = option(5, "Training epochs.")
+    epochs: int = option(5, "Training epochs.", resumable=True)
     batch_size: int = option(32, "Training batch size (per process with --nproc).")
-    eval_batch_size: int = option(EVAL_BATCH_SIZE, "Evaluation batch size (speed only, never the metrics).")
+    eval_batch_size: int = option(EVAL_BATCH_SIZE, "Evaluation batch size (speed only, never the metrics).",
+                                  resumable=True)
     seed: int = option(0, "Seed for model init and shuffling (the split has its own seed).")
     loss_reduction: str = option("sum", "Training loss per batch: summed (the lesson's) or mean.",
                                  choices=LOSS_REDUCTIONS)
@@ -108,20 +111,22 @@ class TrainConfig:
     augment: str = option("none", "Batched augmentation on the device: none, auto (the dataset's preset), shift, "
                           "affine, crop, crop-flip, with overrides as NAME:key=value,...")
     train_eval: bool = option(True, "Evaluate on the whole training set after every epoch, as the lesson does.")
-    device: str = option("auto", DEVICE_HELP)
+    device: str = option("auto", DEVICE_HELP, resumable=True)
     # NHWC activations make oneDNN's conv and pooling kernels faster on CPU (benchmarks/); the
     # arithmetic is the same up to float rounding (accuracy effect measured in benchmarks/).
     channels_last: bool = option(True, "NHWC activations (faster on CPU; NCHW differs in float rounding only).")
-    threads: int | None = option(None, "CPU threads.", default_text="1 on machines with <= 2 cores, else all cores up to 8")
+    threads: int | None = option(None, "CPU threads.", resumable=True,
+                                 default_text="1 on machines with <= 2 cores, else all cores up to 8")
     # Opt-in speed options that change the numerics (off in every recipe; for GPUs): weights,
     # optimizer and loss stay float32 under amp.
     amp: str = option("off", "bf16: forward passes under bfloat16 autocast (GPU speed; changes numerics).",
                       choices=AMP_MODES)
     compile: str = option("off", "torch.compile the model (reduce-overhead: CUDA graphs; changes numerics "
                           "slightly, the first epoch pays the compile time).", choices=COMPILE_MODES)
-    progress: bool = option(True, "Progress bar.", default_text="on when stdout and stderr are terminals")
+    progress: bool = option(True, "Progress bar.", default_text="on when stdout and stderr are terminals",
+                             resumable=True)
     tensorboard: bool = option(False, 'Write TensorBoard events to RUN/tensorboard/ (needs: pip install '
-                               '"cnnlab[tensorboard]").')
+                               '"cnnlab[tensorboard]").', resumable=True)
     # CPU runs are reproducible without it.
     deterministic: bool = option(False, "Deterministic kernels everywhere (needed for bit-exact CUDA resume).")
 
@@ -135,6 +140,22 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def to_toml(self) -> str:
+        """The config as a TOML file that :func:`load_recipe` (``--config``) reads back to an equal config.
+
+        Fields that are ``None`` are left out (TOML has no null; left out, they keep their default,
+        which is ``None``). Written by hand rather than with a TOML writer package: four flat tables of
+        strings, numbers and booleans, where JSON's string and number syntax is valid TOML.
+        """
+        lines: list[str] = []
+        for section, values in self.to_dict().items():
+            lines.append(f"[{section}]")
+            for key, value in values.items():
+                if value is not None:
+                    lines.append(f"{key} = {_toml_value(value)}")
+            lines.append("")
+        return "\n".join(lines)
 
     def differences(self, other: "Config", ignore: tuple[str, ...] = ()) -> list[str]:
         """Dotted keys whose values differ (``ignore`` lists dotted keys to skip)."""
@@ -156,32 +177,50 @@ class Config:
                 raise ConfigError(f"unknown config section {section!r}; expected one of {sorted(sections)}")
             if not isinstance(values, Mapping):
                 raise ConfigError(f"config section {section!r} must be a table of key = value")
-            setattr(cfg, section, _update(getattr(cfg, section), values, section))
-        cfg.validate()
-        return cfg
+        return cfg.apply({section: dict(values) for section, values in raw.items()})
 
-    def override(self, section: str, **values: Any) -> "Config":
-        """Return a copy with ``values`` set in ``section``; ``None`` values are ignored."""
-        values = {k: v for k, v in values.items() if v is not None}
-        new = dataclasses.replace(self, **{section: _update(getattr(self, section), values, section)})
+    def apply(self, changes: Mapping[str, Any]) -> "Config":
+        """A validated copy with ``changes`` applied; this config is left as it is.
+
+        ``changes`` maps dotted keys to values (``{"train.lr": 0.01}``) or sections to tables of
+        values (``{"train": {"lr": 0.01}}``); both may be mixed. ``None`` means "not given": the
+        field keeps its value (so an option left out on the command line, or a keyword left at
+        ``None`` in Python, changes nothing). Values are checked against the field's type (an
+        int is accepted for a float); unknown keys are errors.
+        """
+        flat = flatten_changes(changes)
+        new = self
+        for section in {dotted.split(".")[0] for dotted in flat}:
+            values = {k.split(".", 1)[1]: v for k, v in flat.items() if k.split(".", 1)[0] == section}
+            new = dataclasses.replace(new, **{section: dataclasses.replace(getattr(new, section), **values)})
         new.validate()
         return new
 
+    def override(self, section: str, **values: Any) -> "Config":
+        """``apply({section: values})``: the same meaning of ``None`` (not given, keep)."""
+        return self.apply({section: values})
+
+    def changed(self, changes: Mapping[str, Any]) -> list[str]:
+        """Dotted keys that ``changes`` would set to a value other than this config's."""
+        return [dotted for dotted, value in flatten_changes(changes).items() if self.get(dotted) != value]
+
+    def get(self, dotted: str) -> Any:
+        section, key = dotted.split(".", 1)
+        return getattr(getattr(self, section), key)
+
     def validate(self) -> None:
         t, d = self.train, self.data
-        _positive("train.epochs", t.epochs)
-        _positive("train.batch_size", t.batch_size)
-        _positive("train.eval_batch_size", t.eval_batch_size)
-        _positive("data.val_size", d.val_size)
+        check_positive(**{"train.epochs": t.epochs, "train.batch_size": t.batch_size,
+                          "train.eval_batch_size": t.eval_batch_size, "data.val_size": d.val_size})
         if d.subset is not None:
-            _positive("data.subset", d.subset)
+            check_positive(**{"data.subset": d.subset})
         self._validate_optimizer()
         if not 0 <= self.model.tta_shift <= 4:
             raise ConfigError(f"model.tta_shift must be between 0 and 4 pixels, got {self.model.tta_shift}")
         if t.loss_reduction not in LOSS_REDUCTIONS:
             raise ConfigError(f"train.loss_reduction must be 'sum' or 'mean', got {t.loss_reduction!r}")
         if t.threads is not None:
-            _positive("train.threads", t.threads)
+            check_positive(**{"train.threads": t.threads})
         check_device(t.device, "train.device")
         if t.amp not in AMP_MODES:
             raise ConfigError(f"train.amp must be one of {', '.join(AMP_MODES)}, got {t.amp!r}")
@@ -216,17 +255,27 @@ class Config:
             raise ConfigError(f"optim.warmup_pct must be between 0 and 1, got {o.warmup_pct}")
         if o.min_lr < 0 or o.min_lr > o.lr:
             raise ConfigError(f"optim.min_lr must be between 0 and optim.lr ({o.lr}), got {o.min_lr}")
-        _positive("optim.step_epochs", o.step_epochs)
+        check_positive(**{"optim.step_epochs": o.step_epochs})
         if not 0 < o.step_gamma <= 1:
             raise ConfigError(f"optim.step_gamma must be in (0, 1], got {o.step_gamma}")
         if not isinstance(t.label_smoothing, (int, float)) or not 0 <= t.label_smoothing < 1:
             raise ConfigError(f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}")
         if t.patience is not None:
-            _positive("train.patience", t.patience)
+            check_positive(**{"train.patience": t.patience})
         if d.image_size is not None:
-            _positive("data.image_size", d.image_size)
+            check_positive(**{"data.image_size": d.image_size})
         if not isinstance(t.augment, str) or not t.augment.strip():
             raise ConfigError(f"train.augment must be a preset name such as none, auto or crop-flip, got {t.augment!r}")
+
+
+def _toml_value(value: Any) -> str:
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)  # 0.001, 1e-05: TOML floats (non-finite values never pass validate())
+    return json.dumps(value, ensure_ascii=False)  # ints, and strings as TOML basic strings
 
 
 def check_device(name: object, what: str = "device") -> str:
@@ -238,17 +287,68 @@ def check_device(name: object, what: str = "device") -> str:
 
 
 
-def _positive(name: str, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+def check_positive(**values: int) -> None:
+    """Each of ``values`` a whole number >= 1 (a NumPy integer counts), else a ConfigError naming it."""
+    for name, value in values.items():
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
 
 
-def _update(section_obj: Any, values: Mapping[str, Any], section: str) -> Any:
-    known = {f.name: f for f in fields(section_obj)}
-    for key in values:
-        if key not in known:
-            raise ConfigError(f"unknown config key {section}.{key}; expected one of {sorted(known)}")
-    return dataclasses.replace(section_obj, **dict(values))
+def config_fields() -> list[tuple[str, dataclasses.Field]]:
+    """(section, field) of every config value, in config order."""
+    defaults = Config()
+    return [(section.name, f) for section in fields(Config) for f in fields(getattr(defaults, section.name))]
+
+
+def resumable_keys() -> tuple[str, ...]:
+    """Dotted keys that may change when a run is resumed (the fields declared ``resumable``)."""
+    return tuple(f"{section}.{f.name}" for section, f in config_fields() if f.metadata.get("resumable"))
+
+
+def field_kinds(f: dataclasses.Field) -> frozenset[str]:
+    """The types a field's annotation allows, read once: ``{"int", "None"}`` for ``int | None``."""
+    return frozenset(k.strip() for k in str(f.type).split("|"))
+
+
+def flatten_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"section.key": value}`` from dotted keys and/or section tables; ``None`` values left out.
+
+    Unknown sections and keys, and values of the wrong type, are :class:`ConfigError`; an int
+    given for a float field becomes a float.
+    """
+    known = {f"{section}.{f.name}": f for section, f in config_fields()}
+    sections = {section for section, _ in config_fields()}
+    flat: dict[str, Any] = {}
+    for key, value in changes.items():
+        if key in sections:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"config section {key!r} must be a table of key = value")
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        elif "." in key and key.split(".", 1)[0] in sections:
+            flat[key] = value
+        else:
+            raise ConfigError(f"unknown config section {key.split('.')[0]!r}; expected one of {sorted(sections)}")
+    out = {}
+    for dotted, value in flat.items():
+        if dotted not in known:
+            section = dotted.split(".")[0]
+            keys = sorted(k.split(".", 1)[1] for k in known if k.startswith(section + "."))
+            raise ConfigError(f"unknown config key {dotted}; expected one of {keys}")
+        if value is not None:
+            out[dotted] = _checked(dotted, field_kinds(known[dotted]), value)
+    return out
+
+
+def _checked(dotted: str, kinds: frozenset[str], value: Any) -> Any:
+    """``value`` if its type is one the field allows (ints are accepted, as floats, for floats)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if "float" in kinds and number:
+        return float(value)
+    if (("bool" in kinds and isinstance(value, bool)) or ("str" in kinds and isinstance(value, str))
+            or ("int" in kinds and isinstance(value, int) and not isinstance(value, bool))):
+        return value
+    allowed = " or ".join(sorted(kinds - {"None"}))
+    raise ConfigError(f"{dotted} must be of type {allowed}, got {value!r}")
 
 
 # --- recipes (TOML) ------------------------------------------------------------------------
@@ -266,12 +366,14 @@ def list_recipes() -> list[str]:
 
 
 def load_recipe(name_or_path: str) -> Config:
-    """A :class:`Config` from a named recipe (``tutorial``) or a TOML file.
+    """A :class:`Config` from a named recipe (``tutorial``), a TOML file, or a run's ``config.json``.
 
-    The file holds the same sections as ``config.json`` (``[data]``, ``[model]``,
-    ``[optim]``, ``[train]``); anything left out keeps the lesson's default.
-    Unknown sections or keys, and values of the wrong type, are errors.
+    A TOML file holds the same sections as ``config.json`` (``[data]``, ``[model]``, ``[optim]``,
+    ``[train]``); anything left out keeps the lesson's default. A ``.json`` file is a run's own
+    ``config.json`` (its ``"config"`` table) or the same sections as JSON. Unknown sections or
+    keys, and values of the wrong type, are errors.
     """
+    import json
     import sys
     from pathlib import Path
 
@@ -289,40 +391,20 @@ def load_recipe(name_or_path: str) -> Config:
     if not path.is_file():
         raise ConfigError(f"recipe file {path} does not exist")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        if path.suffix.lower() == ".json":
+            raw = json.loads(text)
+            if isinstance(raw, dict) and isinstance(raw.get("config"), dict):
+                raw = raw["config"]  # a run's config.json: {"config": {...}, "provenance": {...}}
+        else:
+            raw = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} holds no config table")
     try:
-        return Config.from_dict(_check_types(raw))
+        return Config.from_dict(raw)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-
-
-def _check_types(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """Check TOML values against the dataclass annotations (ints are accepted for floats)."""
-    out: dict[str, Any] = {}
-    defaults = Config()
-    for section, values in raw.items():
-        obj = getattr(defaults, section, None)
-        if obj is None or not isinstance(values, Mapping):
-            out[section] = values  # from_dict reports it
-            continue
-        annotations = {f.name: str(f.type) for f in fields(obj)}
-        checked = {}
-        for key, value in values.items():
-            kinds = {k.strip() for k in annotations.get(key, "").split("|")}
-            if not kinds or kinds == {""}:
-                checked[key] = value  # unknown key: from_dict reports it
-                continue
-            ok = (
-                ("bool" in kinds and isinstance(value, bool))
-                or ("int" in kinds and isinstance(value, int) and not isinstance(value, bool))
-                or ("str" in kinds and isinstance(value, str))
-            )
-            if "float" in kinds and isinstance(value, (int, float)) and not isinstance(value, bool):
-                ok, value = True, float(value)
-            if not ok:
-                raise ConfigError(f"{section}.{key} must be of type {' or '.join(sorted(kinds))}, got {value!r}")
-            checked[key] = value
-        out[section] = checked
-    return out

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Collection, Iterator, Sequence
 
-from cnnlab.core.errors import SaveError
+from cnnlab.core.errors import OutputExistsError, SaveError
 
 
 def _umask() -> int:
@@ -72,15 +72,28 @@ def _reason(exc: OSError) -> str:
 
 
 def check_output_free(path: str | os.PathLike | None, overwrite: bool, what: str = "output file") -> None:
-    """Refuse to replace an existing file unless ``overwrite``; checked before any work is done."""
+    """Refuse to replace an existing file the user named unless ``overwrite``; checked before any work is done.
 
-    if path is None:
+    ``None`` and ``-`` (standard output) are always free.
+    """
+    if path is None or str(path) == STDOUT:
         return
     p = Path(path)
     if p.is_dir():
         raise SaveError(f"{what} {p} is a folder; give a file name")
     if p.exists() and not overwrite:
-        raise SaveError(f"{what} {p} already exists; pass --overwrite to replace it")
+        raise OutputExistsError(p, what)
+
+
+def check_folder_free(path: str | os.PathLike | None, overwrite: bool, what: str = "output folder") -> None:
+    """Refuse to write into a non-empty folder the user named unless ``overwrite`` (files there may be replaced)."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise SaveError(f"{what} {p} is a file; give a folder")
+    if p.is_dir() and any(p.iterdir()) and not overwrite:
+        raise OutputExistsError(p, what, folder=True)
 
 
 def make_dirs(folder: str | os.PathLike) -> Path:

@@ -91,14 +91,19 @@ def translate_page(page: str, scripts: Iterable[bytes], lang: str) -> str:
     JavaScript's messages as a JSON catalog (English: an empty one; ``t`` then returns its text)."""
     with use_language(lang):
         def element(m: re.Match) -> str:
-            return m.group(1) + html.escape(_(_clean(html.unescape(m.group("text")))), quote=False) + m.group(4)
+            text = _clean(html.unescape(m.group("text")))
+            if _(text) == text:  # English (or not translated): the page's own markup, byte for byte
+                return m.group(0)
+            return m.group(1) + html.escape(_(text), quote=False) + m.group(4)
+
+        def attribute_value(a: re.Match) -> str:
+            text = _clean(html.unescape(a.group(2)))
+            return a.group(0) if _(text) == text else a.group(1) + html.escape(_(text)) + a.group(3)
 
         def attributes(m: re.Match) -> str:
             tag = m.group(0)
             for name in m.group("names").split():
-                tag = re.sub(rf'(\s{re.escape(name)}=")([^"]*)(")',
-                             lambda a: a.group(1) + html.escape(_(_clean(html.unescape(a.group(2))))) + a.group(3),
-                             tag)
+                tag = re.sub(rf'(\s{re.escape(name)}=")([^"]*)(")', attribute_value, tag)
             return tag
 
         page = _ATTRS.sub(attributes, _ELEMENT.sub(element, page))

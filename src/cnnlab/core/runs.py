@@ -24,6 +24,7 @@ import csv
 import datetime as _dt
 import errno
 import fcntl
+import io
 import json
 import os
 import re
@@ -36,6 +37,7 @@ import torch
 from cnnlab.core.config import CUSTOM_PREFIX, Config
 from cnnlab.core.errors import RunDirError, SaveError
 from cnnlab.core.files import csv_text, make_dirs, remove_temp_files, temp_target, write_csv, write_json
+from cnnlab.core.i18n import _
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ class RunDir:
         try:
             return sorted(p for p in self.path.iterdir() if temp_target(p.name) is None)
         except NotADirectoryError:
-            raise RunDirError(f"run directory {self.path} is a file; choose another --run-dir") from None
+            raise RunDirError(f"run directory {self.path} is a file", option="run_dir") from None
         except OSError as exc:
             raise RunDirError(f"cannot read run directory {self.path}: {exc.strerror or exc}") from None
 
@@ -130,7 +132,7 @@ def locked(run: RunDir) -> Iterator[RunDir]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RunDirError(
-                f"another cnnlab process is training into {run.path}; wait for it to finish or choose another --run-dir"
+                f"another cnnlab process is training into {run.path}; wait for it to finish", option="run_dir"
             ) from None
         except OSError as exc:
             if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
@@ -141,6 +143,42 @@ def locked(run: RunDir) -> Iterator[RunDir]:
         if created:  # a run that failed before writing anything (bad data, a typo) leaves no empty folder
             with contextlib.suppress(OSError):
                 run.path.rmdir()  # only succeeds when empty
+
+
+def is_being_trained(run: RunDir) -> bool:
+    """Whether a live process holds the run's lock (:func:`locked`): it is training into the folder now.
+
+    Probed with a shared, non-blocking ``flock`` released at once. A trainer that takes the lock in
+    that same instant is told the folder is busy; it is a window of microseconds, for a command a
+    person runs by hand. File systems without ``flock`` say False.
+    """
+    try:
+        fd = os.open(run.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # closing the descriptor releases the probe's lock
+    return False
+
+
+def run_files(run: RunDir) -> list[Path]:
+    """The run files (config, metrics, checkpoints, report) that exist in the folder."""
+    return [p for p in (run.config, run.metrics, run.last, run.best, run.report_json) if p.is_file()]
+
+
+def read_small(path: Path, limit: int) -> str:
+    """A run's text file, refusing one over ``limit`` bytes: a listing never reads a huge file by mistake."""
+    size = path.stat().st_size
+    if size > limit:
+        raise RunDirError(_("{path} is {size} bytes, more than a cnnlab run writes there ({limit})").format(
+            path=path, size=size, limit=limit))
+    return path.read_text(encoding="utf-8")
 
 
 def default_run_dir(cfg: Config, root: str | os.PathLike = "runs") -> Path:
@@ -218,21 +256,26 @@ def write_metrics(run: RunDir, history: list[dict], *, only_if_changed: bool = F
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """``metrics.csv`` as a list of rows: numbers as float (``None`` when blank), ``best`` as bool."""
-    rows = []
     with open(path, newline="", encoding="utf-8") as fh:
-        for raw in csv.DictReader(fh):
-            row: dict[str, Any] = {}
-            for key, value in raw.items():
-                if key is None:
-                    continue
-                if key == "best":
-                    row[key] = str(value).strip().lower() in ("true", "1", "yes")
-                elif value is None or value == "":
-                    row[key] = None
-                else:
-                    try:
-                        row[key] = float(value)
-                    except ValueError:
-                        row[key] = value
-            rows.append(row)
+        return parse_metrics(fh.read())
+
+
+def parse_metrics(text: str) -> list[dict[str, Any]]:
+    """The rows of a ``metrics.csv`` text, as :func:`read_metrics` returns them."""
+    rows = []
+    for raw in csv.DictReader(io.StringIO(text, newline="")):
+        row: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key is None:
+                continue
+            if key == "best":
+                row[key] = str(value).strip().lower() in ("true", "1", "yes")
+            elif value is None or value == "":
+                row[key] = None
+            else:
+                try:
+                    row[key] = float(value)
+                except ValueError:
+                    row[key] = value
+        rows.append(row)
     return rows

@@ -23,16 +23,17 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("mps" if mps_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError(_("device {name!r} was asked for, but no CUDA GPU is available; use --device cpu or auto")
-                              .format(name=name))
+            raise ConfigError(_("device {name!r} was asked for, but no CUDA GPU is available; use cpu or auto")
+                              .format(name=name), option="device")
         index = int(name[5:]) if name[5:] else 0
         if index >= torch.cuda.device_count():
             raise ConfigError(_("device {name!r} was asked for, but this machine has {n} CUDA GPU(s): cuda:0 to "
                                 "cuda:{last}").format(name=name, n=torch.cuda.device_count(),
-                                                      last=torch.cuda.device_count() - 1))
+                                                      last=torch.cuda.device_count() - 1), option="device")
     if name == "mps" and not mps_available():
         raise ConfigError(_("device 'mps' was asked for, but Apple's MPS is not available here "
-                            "(it needs a Mac with Apple silicon and a PyTorch built with MPS); use --device cpu or auto"))
+                            "(it needs a Mac with Apple silicon and a PyTorch built with MPS); use cpu or auto"),
+                          option="device")
     return torch.device(name)
 
 
@@ -56,5 +57,14 @@ def default_threads() -> int:
     quiet machine one thread costs little at these layer sizes. Beyond 8
     threads LeNet-sized layers gain nothing.
     """
-    cores = os.cpu_count() or 1
+    cores = available_cores()
     return 1 if cores <= 2 else min(8, cores)
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, as a container or taskset limits it;
+    ``os.cpu_count()`` where the platform cannot say): the one count every default uses."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1

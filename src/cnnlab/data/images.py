@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cnnlab.core.errors import CnnlabError, ImageError
+from cnnlab.core.errors import CnnlabError, ImageError, first_line
 
 #: Formats recognised by content. Deliberately a closed list: PIL's other plugins
 #: include ones that shell out (EPS via Ghostscript) or are rarely fuzzed.
@@ -132,7 +132,7 @@ def decode_image(
         raise ImageError(f"{label}: not an image (or not one of the formats {', '.join(_format_names())})") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, _struct_error()) as exc:
         # Truncated data, broken chunks, bad headers: PIL raises a mix of these.
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         if "truncated" in reason.lower() or isinstance(exc, EOFError):
             reason = f"the image data is truncated ({reason})"
         raise ImageError(f"{label}: cannot decode the image: {reason}") from None
@@ -379,7 +379,7 @@ def _normalise(x: torch.Tensor, spec: dict) -> torch.Tensor:
 
 
 def resize_pixels(img: Image.Image, spec: dict) -> torch.Tensor:
-    """Generic path, as cnnlab.datasets builds its training images, as uint8-valued (C, H, W).
+    """Generic path, as cnnlab.data.sets builds its training images, as uint8-valued (C, H, W).
 
     The image is squashed to ``size`` x ``size`` (bilinear, antialiased when shrinking),
     exactly like the training images of image-folder datasets. With ``"ink":
@@ -404,13 +404,21 @@ def resize_pixels(img: Image.Image, spec: dict) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a)).to(torch.float32)
 
 
-def mnist_pixels(gray: np.ndarray, size: int = MNIST_SIZE, *, passthrough: bool = True) -> np.ndarray:
+def mnist_pixels(
+    gray: np.ndarray, size: int = MNIST_SIZE, *, passthrough: bool = True, steps: dict | None = None
+) -> np.ndarray:
     """MNIST's construction on an 8-bit grayscale array -> float32 (size, size) in 0..255.
 
     ``passthrough=False`` rebuilds even digits that are already in MNIST form
     (the benchmark uses it to measure how faithful the reconstruction is).
+    ``steps``, when given, receives a copy of the picture after each stage (see
+    :func:`mnist_steps`), so a lesson can show them from this very code.
     """
     a = np.asarray(gray, dtype=np.float32)
+
+    def record(key: str, value: np.ndarray) -> None:
+        if steps is not None:
+            steps[key] = np.array(value, dtype=np.float32)  # a copy: later steps work in place
     if a.ndim != 2:
         raise ImageError(f"expected a 2-D grayscale image, got shape {a.shape}")
     box = max(1, round(size * MNIST_BOX / MNIST_SIZE))
@@ -422,10 +430,12 @@ def mnist_pixels(gray: np.ndarray, size: int = MNIST_SIZE, *, passthrough: bool 
     # 1. Polarity and background from the border: MNIST is light ink on a black background.
     border = _border(a)
     background = float(np.median(border))
-    if background > 127.5:
+    inverted = background > 127.5
+    if inverted:
         a = 255.0 - a
         border = 255.0 - border
         background = 255.0 - background
+    record("inverted" if inverted else "not_inverted", a)
     contrast = float(a.max()) - background
     if contrast < 16.0:
         raise ImageError("the image is blank: no ink stands out from the background")
@@ -440,12 +450,14 @@ def mnist_pixels(gray: np.ndarray, size: int = MNIST_SIZE, *, passthrough: bool 
 
     # 2. Background to 0 and the ink stretched to full contrast (a pencil scan becomes MNIST-like).
     a = np.where(ink, (a - background) * (255.0 / contrast), 0.0).astype(np.float32)
+    record("stretched", a)
 
     # 3. Crop to the ink's bounding box. Stray specks (dust, noise spikes) far from the digit carry
     # almost no ink mass: rows/columns holding the outermost BBOX_TRIM of the mass are left out.
     r0, r1 = _mass_span(a.sum(axis=1))
     c0, c1 = _mass_span(a.sum(axis=0))
     a, ink = a[r0 : r1 + 1, c0 : c1 + 1], ink[r0 : r1 + 1, c0 : c1 + 1]
+    record("cropped", a)
 
     # 4. Fit the box, keeping the aspect ratio.
     h, w = a.shape
@@ -460,6 +472,7 @@ def mnist_pixels(gray: np.ndarray, size: int = MNIST_SIZE, *, passthrough: bool 
             raise ImageError("the image is blank: the ink vanished when scaled to the digit box")
         a = np.clip(a * (255.0 / top), 0.0, 255.0)
         h, w = a.shape
+    record("fitted", a)
 
     # 5. Centre of mass to the centre (MNIST's digits sit at pixel 14.0 +- 0.5: an integer shift).
     total = float(a.sum())
@@ -470,7 +483,30 @@ def mnist_pixels(gray: np.ndarray, size: int = MNIST_SIZE, *, passthrough: bool 
     left = min(max(math.floor(centre - cx + 0.5), 0), size - w)
     out = np.zeros((size, size), dtype=np.float32)
     out[top : top + h, left : left + w] = a
+    record("centred", out)
     return out
+
+
+#: The stages :func:`mnist_steps` returns, in order (``not_inverted`` replaces ``inverted`` for
+#: light ink on a dark background).
+MNIST_STEPS = ("decoded", "inverted", "stretched", "cropped", "fitted", "centred")
+
+
+def mnist_steps(image: bytes | str | os.PathLike | Image.Image, size: int = MNIST_SIZE) -> dict[str, np.ndarray]:
+    """Every stage of the MNIST-style preparation of one picture, as float32 arrays in 0..255.
+
+    The same code that :func:`preprocess` runs (``style="mnist"``), stage by stage:
+    ``decoded`` (grey; transparency composited onto the background that contrasts with the
+    ink), ``inverted`` or ``not_inverted`` (light ink on black, as MNIST), ``stretched``
+    (background to 0, ink to full contrast), ``cropped`` (to the ink), ``fitted`` (into the
+    20x20 box, aspect kept), ``centred`` (pasted into size x size with the centre of mass in
+    the middle): what the network sees, times 255.
+    """
+    img = decode_image(image)
+    grey = np.asarray(img.convert("L") if img.mode != "L" else img)
+    steps: dict[str, np.ndarray] = {"decoded": np.asarray(grey, dtype=np.float32).copy()}
+    mnist_pixels(grey, size, passthrough=False, steps=steps)
+    return steps
 
 
 def is_mnist_form(a: np.ndarray, size: int = MNIST_SIZE, box: int = MNIST_BOX) -> bool:

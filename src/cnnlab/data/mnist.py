@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from cnnlab.core.errors import DataError
+from cnnlab.core.errors import DataError, first_line
 from cnnlab.data import cache
 from cnnlab.data.tensors import ImageSet
 
@@ -30,7 +30,7 @@ def _missing_mnist_message(root: Path, reason: str, download: bool) -> str:
     return (
         f"MNIST is not in {root} and {how}. "
         f"Put the four files {', '.join(MNIST_FILES)} (uncompressed, or as .gz) in {raw}/, "
-        "or point --data-dir (or $CNNLAB_DATA_DIR) at a folder that holds MNIST/raw/."
+        "or point the data folder (or $CNNLAB_DATA_DIR) at a folder that holds MNIST/raw/."
     )
 
 
@@ -122,8 +122,8 @@ def _download(root: Path, train: bool, download: bool) -> None:
     try:
         ds = MNIST(root=str(root), train=train, download=download)
     except (RuntimeError, OSError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "not found" in first_line.lower() or "download" in first_line.lower() or isinstance(exc, OSError):
-            raise DataError(_missing_mnist_message(root, first_line, download)) from exc
-        raise DataError(f"could not read MNIST from {root / 'MNIST' / 'raw'}: {first_line}") from exc
+        reason = first_line(exc)
+        if "not found" in reason.lower() or "download" in reason.lower() or isinstance(exc, OSError):
+            raise DataError(_missing_mnist_message(root, reason, download), option="data.data_dir") from exc
+        raise DataError(f"could not read MNIST from {root / 'MNIST' / 'raw'}: {reason}") from exc
     del ds

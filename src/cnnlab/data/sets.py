@@ -10,7 +10,7 @@
   recipe made for MNIST applies unchanged.
 
 Every loader returns ``(training pool, test set, DatasetInfo)``, exactly as
-:func:`cnnlab.data.load_dataset` does for MNIST; the class names travel in the
+:func:`cnnlab.data.registry.load_dataset` does for MNIST; the class names travel in the
 info (and so in every checkpoint), together with a ``preprocess`` spec that
 says how a raw image becomes network input:
 ``{"style": "resize", "size": S, "channels": C, "scale": 255.0, "mean": [0..], "std": [1..], "ink": ...}``
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from cnnlab.data.images import IMAGE_SUFFIXES
 from cnnlab.core.catalog import DATASETS
-from cnnlab.core.errors import ConfigError, DataError
+from cnnlab.core.errors import ConfigError, DataError, first_line
 from cnnlab.core.i18n import _
 from cnnlab.data import cache
 from cnnlab.data.mnist import load_mnist
@@ -172,13 +172,14 @@ def _read_torchvision(name: str, root: Path, *, train: bool, download: bool = Tr
     try:
         ds = cls(root=str(where), download=download, **kwargs)
     except Exception as exc:  # RuntimeError (not found / corrupted), URLError, OSError, pickle/scipy errors
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         how = (_("could not be read or downloaded ({reason})") if download
                else _("could not be read ({reason}; downloading is off)")).format(reason=reason)
         raise DataError(
             _("{name} is not in {root} and {how}. Put {files} under {root}/ (as torchvision downloads them), "
-              "or point --data-dir at the folder that holds them.").format(name=name, root=Path(root), how=how,
-                                                                           files=files)
+              "or point the data folder at the folder that holds them.").format(name=name, root=Path(root), how=how,
+                                                                                files=files),
+            option="data.data_dir",
         ) from None
     if name == "svhn":
         images = torch.from_numpy(np.ascontiguousarray(ds.data))  # torchvision gives (N, 3, 32, 32)
@@ -335,7 +336,7 @@ SHAPES: dict[str, tuple[int, int, int]] = {
 def input_shape(name: str) -> tuple[tuple[int, int, int], int]:
     """((C, H, W), classes) of a named dataset, without reading it."""
     if name not in SHAPES:
-        raise ConfigError(_("no known input shape for dataset {name!r}; use --input CxHxW (known: {known})").format(
-            name=name, known=", ".join(SHAPES)))
+        raise ConfigError(_("no known input shape for dataset {name!r}; give the input shape (known: {known})").format(
+            name=name, known=", ".join(SHAPES)), option="input")
     c, s, k = SHAPES[name]
     return (c, s, s), k

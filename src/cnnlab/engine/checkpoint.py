@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from cnnlab import __version__
 from cnnlab.core.config import CUSTOM_PREFIX, is_custom
-from cnnlab.core.errors import CheckpointError
+from cnnlab.core.errors import CheckpointError, first_line
 from cnnlab.core.files import write_bytes
 from cnnlab.models import create_model
 from cnnlab.models.tta import ShiftTTA
@@ -111,7 +111,7 @@ def load_checkpoint(
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         raise CheckpointError(
-            f"cannot read checkpoint {path}: the file is truncated or corrupted ({_first_line(exc)}). "
+            f"cannot read checkpoint {path}: the file is truncated or corrupted ({first_line(exc)}). "
             "Use another checkpoint (best.pt / last.pt) or retrain."
         ) from None
     if not isinstance(payload, dict) or "schema" not in payload or "state_dict" not in payload:
@@ -269,15 +269,12 @@ def model_from_checkpoint(
     except RuntimeError as exc:
         what = f"{type(model).__name__} (the instance given)" if given else repr(spec["name"])
         raise CheckpointError(
-            f"checkpoint weights ({spec['name']!r}) do not fit model {what}: {_first_line(exc)}"
+            f"checkpoint weights ({spec['name']!r}) do not fit model {what}: {first_line(exc)}"
         ) from None
     shift = int((payload.get("config") or {}).get("model", {}).get("tta_shift", 0) or 0)
     return ShiftTTA(model, shift) if tta and shift else model
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # --- RNG state as plain values (so last.pt stays weights_only-loadable) ---------------------

@@ -26,8 +26,8 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.nn as nn
 
-from cnnlab.core.errors import CnnlabError, RunDirError
-from cnnlab.core.runtime import resolve_device
+from cnnlab.core.errors import CnnlabError, RunDirError, first_line
+from cnnlab.core.runtime import available_cores
 
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
@@ -78,27 +78,17 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def main_only(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` on rank 0, a no-op elsewhere: for logging and printing callbacks."""
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        return fn(*args, **kwargs) if is_main() else None
-
-    return call
-
-
 # --- joining the process group -------------------------------------------------------------
 
 
-def backend_for(device: str) -> str:
+def backend_for(device: torch.device) -> str:
     """nccl when training on CUDA (where available), gloo otherwise."""
-
-    if resolve_device(device).type == "cuda" and torch.distributed.is_nccl_available():
+    if device.type == "cuda" and torch.distributed.is_nccl_available():
         return "nccl"
     return "gloo"
 
 
-def ensure_initialized(device: str = "auto") -> bool:
+def ensure_initialized(device: torch.device) -> bool:
     """Join the process group the environment describes; True when this run is distributed.
 
     A no-op when a group already exists (the caller set one up) or when the
@@ -118,7 +108,7 @@ def ensure_initialized(device: str = "auto") -> bool:
         if torch.cuda.device_count() < need:
             raise DistributedError(
                 f"local rank {need - 1} needs GPU {need - 1}, but this machine has {torch.cuda.device_count()}; "
-                "use at most one process per GPU (--nproc_per_node / --nproc)"
+                "use at most one process per GPU"
             )
     # Under SLURM, ignite derives the local rank from SLURM_LOCALID, which is 0 for every
     # worker of `srun torchrun` (one task per node): torchrun's own variables are the truth.
@@ -133,7 +123,7 @@ def ensure_initialized(device: str = "auto") -> bool:
             raise DistributedError(
                 f"could not join the {backend} process group (rank {os.environ['RANK']} of "
                 f"{os.environ['WORLD_SIZE']}, master {os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}): "
-                f"{_first_line(exc)}"
+                f"{first_line(exc)}"
             ) from None
     return True
 
@@ -179,7 +169,7 @@ def _warn_about_shared_store_restarts() -> None:
     restarts = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0)
     if restarts and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and os.environ.get("RANK") == "0":
         print(
-            "warning: torchrun --max-restarts across machines shares one TCP store between attempts, and a "
+            "warning: torchrun's restarts (max-restarts) across machines share one TCP store between attempts, and a "
             "restarted group can hang (PyTorch issue #135712); launch torchrun with "
             "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 set",
             file=sys.stderr, flush=True,
@@ -272,7 +262,7 @@ def check_run_agreement(train_idx: torch.Tensor, val_idx: torch.Tensor, resume: 
     same_on_all_ranks(
         f"split {fingerprint(train_idx, val_idx)}, {start}",
         "the train/validation split or the resume point",
-        "every machine must read the same dataset files, and --run-dir must be on storage all machines share",
+        "every machine must read the same dataset files, and the run folder must be on storage all machines share",
     )
 
 
@@ -346,7 +336,8 @@ def launch(fn: Callable[..., Any], *args: Any, nproc: int | None = None) -> int:
     if nproc is not None and nproc > 1:
         if launched_by_torchrun():
             raise DistributedError(
-                "--nproc starts its own local workers; under torchrun use its --nproc_per_node instead"
+                "this process already runs under torchrun, which starts the workers: nproc would start more",
+                option="nproc",
             )
         return spawn(fn, *args, nproc=nproc)
     if not launched_by_torchrun():
@@ -375,9 +366,9 @@ def run_worker(fn: Callable[..., Any], args: tuple) -> int:
         leave = False  # tearing down a group with a dead member can block (NCCL); the process exits anyway
         me = int(os.environ.get("RANK", "0"))
         print(
-            f"error (rank {me}): lost contact with the other processes ({_first_line(exc)[:200]}); "
+            f"error (rank {me}): lost contact with the other processes ({first_line(exc)[:200]}); "
             "last.pt holds the last finished epoch: the same command resumes from it "
-            "(torchrun --max-restarts does so by itself)",
+            "(torchrun does so by itself when allowed to restart)",
             file=sys.stderr, flush=True,
         )
         return 1
@@ -428,7 +419,7 @@ def spawn(fn: Callable[..., Any], *args: Any, nproc: int) -> int:
         "MASTER_PORT": str(free_port()),
     }
     if "OMP_NUM_THREADS" not in os.environ:
-        env["OMP_NUM_THREADS"] = str(max(1, _cores() // nproc))  # read by torch at import in each worker
+        env["OMP_NUM_THREADS"] = str(max(1, available_cores() // nproc))  # read by torch at import in each worker
     context = mp.start_processes(_spawned_worker, args=(env, fn, args), nprocs=nproc, join=False, start_method="spawn")
 
     def forward(signum: int, frame: object) -> None:
@@ -469,14 +460,4 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 

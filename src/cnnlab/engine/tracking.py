@@ -35,8 +35,8 @@ class TrackingError(CnnlabError):
 def require_tensorboard() -> None:
     """Raise a clear error naming the extra to install when TensorBoard is missing."""
     if importlib.util.find_spec("tensorboard") is None:
-        raise TrackingError(_("--tensorboard needs the optional TensorBoard package; install it with: {hint}").format(
-            hint=INSTALL_HINT))
+        raise TrackingError(_("TensorBoard logging needs the optional TensorBoard package; install it with: {hint}")
+                            .format(hint=INSTALL_HINT), option="train.tensorboard")
 
 
 def attach_tensorboard(

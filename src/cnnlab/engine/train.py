@@ -25,7 +25,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -33,32 +33,30 @@ import torch.nn as nn
 from ignite.engine import Engine, Events
 
 from cnnlab import __version__
-from cnnlab.core.config import CUSTOM_PREFIX, Config, DataConfig, is_custom
-from cnnlab.core.errors import CheckpointError, CnnlabError, ConfigError, NonFiniteLossError, RunDirError
-from cnnlab.core.i18n import _, format_float, format_percent, ngettext
-from cnnlab.core.runs import (
-    RunDir,
-    default_run_dir,
-    locked,
-    open_run,
-    read_config,
-    write_config,
-    write_metrics,
-    write_split,
+from cnnlab.core.config import CUSTOM_PREFIX, Config, DataConfig, is_custom, resumable_keys
+from cnnlab.core.errors import (
+    CheckpointError,
+    CnnlabError,
+    ConfigError,
+    NonFiniteLossError,
+    ResumeChangeError,
+    RunConfigMismatch,
+    RunDirError,
+    first_line,
 )
+from cnnlab.core.i18n import _, format_float, format_percent, ngettext
+from cnnlab.core.runs import RunDir, default_run_dir, open_run, read_config
 from cnnlab.core.runtime import resolve_device, set_threads
 from cnnlab.data.augment import attach_augmentation, build_augmenter
 from cnnlab.data.registry import absolute_paths, prepare_data
 from cnnlab.data.tensors import DataBundle, TensorBatches
 from cnnlab.engine import distributed
 from cnnlab.engine.checkpoint import (
-    best_from_last,
     best_metrics,
     capture_rng_state,
     load_checkpoint,
     make_payload,
     restore_rng_state,
-    save_checkpoint,
 )
 from cnnlab.engine.step import (
     build_optimizer,
@@ -68,24 +66,20 @@ from cnnlab.engine.step import (
     create_trainer,
     run_evaluation,
 )
+from cnnlab.engine.progress import EVAL_DELAY, attach_bar, stderr_is_terminal
 from cnnlab.engine.tracking import attach_tensorboard
+from cnnlab.engine.writer import RunWriter
 from cnnlab.models import check_pretrained, create_model, get_model_entry
 
-# Config keys that may differ when a run is resumed: they change how, not what, is computed.
-RESUMABLE_CHANGES = (
-    "train.epochs", "train.progress", "train.threads", "train.device", "train.eval_batch_size", "train.tensorboard",
-    "data.data_dir", "data.download",
-)
-
-
 class Interrupted(CnnlabError):
-    """Training was stopped by SIGINT/SIGTERM after saving ``last.pt``."""
+    """Training was stopped by SIGINT/SIGTERM after saving ``last.pt``; ``path`` is the run to resume."""
 
     raised_on_every_rank = True  # distributed runs stop together: rank 0 alone reports it
+    option = "resume"
 
-    def __init__(self, message: str, exit_code: int) -> None:
+    def __init__(self, message: str, exit_code: int, path: Path) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code, self.path = exit_code, Path(path)
 
 
 @dataclass
@@ -105,9 +99,8 @@ class FitResult:
         return f"FitResult({self.run.path}, epochs={len(self.history)}, best_epoch={self.best_epoch})"
 
 
-def setup_runtime(cfg: Config) -> torch.device:
-    """Device, threads, seeds and (optionally) deterministic kernels; returns the device."""
-    device = resolve_device(cfg.train.device)
+def setup_runtime(cfg: Config) -> None:
+    """Threads, seeds and (optionally) deterministic kernels, as ``cfg`` says."""
     set_threads(cfg.train.threads)
     seed = cfg.train.seed
     random.seed(seed)
@@ -118,7 +111,6 @@ def setup_runtime(cfg: Config) -> torch.device:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
-    return device
 
 
 @contextlib.contextmanager
@@ -128,7 +120,30 @@ def restored_process_state() -> Iterator[None]:
     Restored: torch's intra-op thread count, the global RNGs (Python ``random``, NumPy, torch CPU and
     CUDA), deterministic-kernel flags and ``CUBLAS_WORKSPACE_CONFIG``. The command line exits after
     training, so for it this changes nothing.
+
+    Nested blocks (``service.training.train_config`` around ``fit``) save and restore once, at the
+    outermost block: the scoring after training runs in the same captured state.
     """
+    if getattr(_PROCESS_STATE, "depth", 0):
+        _PROCESS_STATE.depth += 1
+        try:
+            yield
+        finally:
+            _PROCESS_STATE.depth -= 1
+        return
+    _PROCESS_STATE.depth = 1
+    try:
+        with _restoring_process_state():
+            yield
+    finally:
+        _PROCESS_STATE.depth = 0
+
+
+_PROCESS_STATE = threading.local()  # how deep in restored_process_state this thread is
+
+
+@contextlib.contextmanager
+def _restoring_process_state() -> Iterator[None]:
     threads = torch.get_num_threads()
     cuda_was_used = torch.cuda.is_available() and torch.cuda.is_initialized()
     rng = capture_rng_state() if cuda_was_used else capture_rng_state(cuda=False)  # never start CUDA here
@@ -183,9 +198,9 @@ def _fit(
 ) -> FitResult:
     cfg.validate()
     cfg = dataclasses.replace(cfg, data=absolute_paths(cfg.data))  # stored so: the run evaluates from anywhere
+    device = resolve_device(cfg.train.device)  # once: the process group, the session and the result use it
     # Under torchrun or `cnnlab train --nproc N` this is one process of several: join them.
-    distributed.ensure_initialized(cfg.train.device)
-    log = distributed.main_only(log)  # only rank 0 prints
+    distributed.ensure_initialized(device)
     if model is None:
         get_model_entry(cfg.model.name)  # fail on a typo before any data is read
     elif not is_custom(cfg.model.name):
@@ -193,38 +208,35 @@ def _fit(
     if cfg.model.pretrained:
         check_pretrained(cfg.model.name)
     t0 = time.perf_counter()
-    run = RunDir(Path(run_dir) if run_dir else default_run_dir(cfg))
-    # Rank 0 holds the folder's lock for the whole run: no second process trains into it, and
-    # temporary files found there are a dead process's leftovers, safe to delete.
-    with (locked(run) if distributed.is_main() else contextlib.nullcontext(run)):
-        return _fit_locked(cfg, run, log, t0, model, load_data)
+    # Every file and every printed line comes from one process (rank 0): the writer decides, once.
+    writer = RunWriter.for_this_process(RunDir(Path(run_dir) if run_dir else default_run_dir(cfg)))
+    with writer.lock():
+        return _fit_locked(cfg, writer, device, writer.log(log), t0, model, load_data)
 
 
-def _fit_locked(cfg: Config, run: RunDir, log: Callable[[str], None], t0: float, model: nn.Module | None,
-                load_data: DataSource | None) -> FitResult:
-    resume = check_run_dir(run, cfg)
-    device = distributed.device_for_rank(setup_runtime(cfg))
+def _fit_locked(cfg: Config, writer: RunWriter, device: torch.device, log: Callable[[str], None], t0: float,
+                model: nn.Module | None, load_data: DataSource | None) -> FitResult:
+    run = writer.run
+    resume = check_run_dir(writer, cfg)
+    setup_runtime(cfg)
+    device = distributed.device_for_rank(device)  # cuda:LOCAL_RANK when distributed on GPUs
     data = (load_data or prepare_data)(cfg.data, device)
     distributed.check_run_agreement(data.train_indices, data.val_indices, resume)
-    s = build_session(cfg, run, data, device, model)
+    s = build_session(cfg, writer, data, device, model)
     if resume is not None:
         restore_session(s, resume, log)
-    elif distributed.is_main():  # only rank 0 writes files
-        # config.json first and atomically: until it exists the folder counts as empty, so a
-        # kill before or during this write leaves a folder that the same command starts afresh.
-        write_config(run, cfg, {"provenance": provenance(device)})
-        write_split(run, data.train_indices, data.val_indices, cfg.data.split_seed)
+    else:
+        writer.start(cfg, provenance(device), data.train_indices, data.val_indices)
     say = attach_progress(s, log)
     attach_epoch_end(s, say)
     if cfg.train.patience:  # after the epoch end, which updates the best epoch
         attach_early_stopping(s, say)
-    if cfg.train.tensorboard and distributed.is_main():  # after the epoch end: each epoch's row exists
+    if cfg.train.tensorboard and writer.active:  # after the epoch end: each epoch's row exists
         attach_tensorboard(s.trainer, s.model, s.optimizer, run.path / "tensorboard", history=s.history, train_cfg=cfg.train)
     run_to_the_end(s)
-    if distributed.is_main():
-        run.remove_temp_files()  # none should be left; a no-op unless something wrote beside us
+    writer.remove_temp_files()  # none should be left; a no-op unless something wrote beside us
     return FitResult(run, s.best["epoch"], s.best["loss"], s.history, time.perf_counter() - t0, int(s.resumed_from),
-                     data, device)
+                     data, s.device)
 
 
 @dataclass
@@ -232,7 +244,8 @@ class Session:
     """Everything one training run holds while it trains; ``last.pt`` saves all of it."""
 
     cfg: Config
-    run: RunDir
+    writer: RunWriter  # the run folder, and whether this process writes into it
+    device: torch.device  # resolved once, in fit
     data: DataBundle
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -246,11 +259,16 @@ class Session:
     resumed_from: float = 0.0
 
     @property
+    def run(self) -> RunDir:
+        return self.writer.run
+
+    @property
     def done(self) -> bool:
         return self.trainer.state.iteration >= self.cfg.train.epochs * len(self.train_batches)
 
 
-def build_session(cfg: Config, run: RunDir, data: DataBundle, device: torch.device, model: nn.Module | None) -> Session:
+def build_session(cfg: Config, writer: RunWriter, data: DataBundle, device: torch.device,
+                  model: nn.Module | None) -> Session:
     """The model, optimizer, ignite trainer and evaluator, and the batches, as ``cfg`` says."""
     t = cfg.train
     model = (build_model(cfg, data) if model is None else model).to(device)
@@ -277,20 +295,20 @@ def build_session(cfg: Config, run: RunDir, data: DataBundle, device: torch.devi
         # Mid-epoch resume (after Ctrl-C) continues the same permutation where it stopped.
         train_batches.set_epoch(engine.state.epoch, start_batch=engine.state.iteration % len(train_batches))
 
-    return Session(cfg, run, data, model, optimizer, trainer, evaluator, train_batches, eval_train, eval_val)
+    return Session(cfg, writer, device, data, model, optimizer, trainer, evaluator, train_batches, eval_train, eval_val)
 
 
 def restore_session(s: Session, state: dict, log: Callable[[str], None]) -> None:
     """Put a ``last.pt`` payload back: weights, optimizer, trainer position, RNGs, history, best epoch."""
     run, t = s.run, s.cfg.train
     if not torch.equal(state["split"]["val"], s.data.val_indices) or not torch.equal(state["split"]["train"], s.data.train_indices):
-        raise RunDirError(f"{run.last} was trained on a different train/validation split; start a new --run-dir")
+        raise RunDirError(f"{run.last} was trained on a different train/validation split", option="run_dir")
     try:
         s.model.load_state_dict(state["state_dict"])
         s.optimizer.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{run.last} does not fit this run's model or optimizer (did its class change?): "
-                              f"{str(exc).splitlines()[0]}; start a new run directory") from None
+                              f"{first_line(exc)}", option="run_dir") from None
     position = distributed.resume_position(state["trainer"], len(s.train_batches))
     done_epochs = position["iteration"] // len(s.train_batches)
     # ignite refuses max_epochs below the epochs already done; asking for fewer means "nothing to do".
@@ -299,10 +317,9 @@ def restore_session(s: Session, state: dict, log: Callable[[str], None]) -> None
     s.history = [dict(row) for row in state["history"]]
     s.best.update(loss=state["best"]["loss"], epoch=state["best"]["epoch"])
     s.resumed_from = s.trainer.state.iteration / len(s.train_batches)
-    if distributed.is_main():
-        # A kill between this epoch's writes left last.pt newer than best.pt or metrics.csv:
-        # both are functions of last.pt, so rebuild them before going on.
-        repair_from_last(run, state, log)
+    # A kill between this epoch's writes left last.pt newer than best.pt or metrics.csv:
+    # both are functions of last.pt, so rebuild them before going on.
+    s.writer.repair_from_last(state, log)
     if s.done:
         done = ngettext("{run} already trained {epochs} epoch (asked for {asked}): nothing to train",
                         "{run} already trained {epochs} epochs (asked for {asked}): nothing to train",
@@ -316,23 +333,24 @@ def restore_session(s: Session, state: dict, log: Callable[[str], None]) -> None
 def attach_progress(s: Session, log: Callable[[str], None]) -> Callable[[str], None]:
     """A progress bar on rank 0 when asked for; returns how to print a line without breaking it."""
     t = s.cfg.train
-    if not (t.progress and distributed.is_main()):
+    if not (t.progress and s.writer.active):
         return log
-    from ignite.handlers import ProgressBar
-
     per_image = t.batch_size if t.loss_reduction == "sum" else 1
-    pbar = ProgressBar(persist=False, desc=_("train"))
     loss_name = _("loss")  # the bar's label for the running loss: "loss=0.123" / "pérdida=0.123"
-    pbar.attach(s.trainer, output_transform=lambda loss: {loss_name: loss / per_image})
-    return pbar.log_message
+    say = attach_bar(s.trainer, _("train"), postfix=lambda loss: {loss_name: loss / per_image})
+    if stderr_is_terminal():  # the evaluation passes: a bar only for one that takes over a second
+        attach_bar(s.evaluator, _("evaluate"), delay=EVAL_DELAY)
+    return say(log)
 
 
 def save_last(s: Session) -> None:
     """The full training state, for an exact resume (rank 0 writes it)."""
-    if not distributed.is_main():
-        return
+    s.writer.last(lambda: last_payload(s))
+
+
+def last_payload(s: Session) -> dict:
     cfg, data, trainer = s.cfg, s.data, s.trainer
-    save_checkpoint(s.run.last, make_payload(
+    return make_payload(
         s.model, model_name=cfg.model.name, data_info=data.info.to_dict(), config=cfg.to_dict(),
         epoch=trainer.state.epoch, metrics=s.history[-1] if s.history else {}, kind="last",
         optimizer=s.optimizer.state_dict(),
@@ -342,7 +360,7 @@ def save_last(s: Session) -> None:
         split={"train": data.train_indices.cpu(), "val": data.val_indices.cpu(), "seed": cfg.data.split_seed},
         best=dict(s.best),
         history=s.history,
-    ))
+    )
 
 
 def attach_epoch_end(s: Session, say: Callable[[str], None]) -> None:
@@ -375,13 +393,10 @@ def attach_epoch_end(s: Session, say: Callable[[str], None]) -> None:
         # The order is what makes a kill at any instant resumable: last.pt (which holds the whole
         # history and the best epoch) first; best.pt and metrics.csv are rebuilt from it on resume.
         save_last(s)
-        if distributed.is_main():
-            if row["best"]:
-                save_checkpoint(run.best, make_payload(
-                    s.model, model_name=s.cfg.model.name, data_info=s.data.info.to_dict(), config=s.cfg.to_dict(),
-                    epoch=epoch, metrics=best_metrics(row),
-                ))
-            write_metrics(run, s.history)
+        s.writer.epoch_end(s.history, (lambda: make_payload(
+            s.model, model_name=s.cfg.model.name, data_info=s.data.info.to_dict(), config=s.cfg.to_dict(),
+            epoch=epoch, metrics=best_metrics(row),
+        )) if row["best"] else None)
         say(format_epoch(row, t.epochs))
         if not math.isfinite(row["val_loss"]):
             raise NonFiniteLossError(
@@ -416,82 +431,54 @@ def run_to_the_end(s: Session) -> None:
             signame, code = stopped[0] if stopped else ("SIGTERM", 128 + signal.SIGTERM)
             raise Interrupted(
                 f"{signame}: stopped at epoch {trainer.state.epoch}, iteration {trainer.state.iteration}; "
-                f"saved {s.run.last}. Resume with: cnnlab train --resume {s.run.path}",
-                code,
+                f"saved {s.run.last}",
+                code, s.run.path,
             )
 
 
-def check_run_dir(run: RunDir, cfg: Config) -> dict | None:
+def check_run_dir(writer: RunWriter, cfg: Config) -> dict | None:
     """Decide between a fresh run and a resume; never touch a run that holds something else.
 
     Returns the ``last.pt`` payload to resume from, or None for a fresh start. Temporary
     files of a killed writer are deleted first (the caller holds the folder's lock), and a
     folder holding nothing else counts as empty.
     """
+    run = writer.run
     if not run.path.exists():
         return None
     if not run.path.is_dir():
-        raise RunDirError(f"run directory {run.path} is a file; choose another --run-dir")
-    if distributed.is_main():
-        run.remove_temp_files()
+        raise RunDirError(f"run directory {run.path} is a file", option="run_dir")
+    writer.remove_temp_files()
     if not run.config.exists():
         if run.entries():
-            raise RunDirError(f"{run.path} is not empty and holds no cnnlab run; choose another --run-dir")
+            raise RunDirError(f"{run.path} is not empty and holds no cnnlab run", option="run_dir")
         return None
     saved = read_config(run)
-    diff = saved.differences(cfg, ignore=RESUMABLE_CHANGES)
+    diff = saved.differences(cfg, ignore=resumable_keys())
     if diff:
-        raise RunDirError(
-            f"{run.path} holds a run with a different config ({', '.join(diff)} differ); "
-            "use another --run-dir, or `cnnlab train --resume` to continue it as configured"
-        )
+        raise RunConfigMismatch(run.path, diff)
     if not run.last.exists():
         # cnnlab writes last.pt before the first best.pt, so this is a folder someone edited.
         if run.best.exists():
-            raise RunDirError(f"{run.path} has best.pt but no last.pt to resume from; choose another --run-dir")
+            raise RunDirError(f"{run.path} has best.pt but no last.pt to resume from", option="run_dir")
         return None  # stopped before the first epoch ended: nothing to lose, start again
     return load_checkpoint(run.last, training_state=True)
 
 
-def repair_from_last(run: RunDir, state: dict, log: Callable[[str], None] = print) -> None:
-    """Bring ``best.pt`` and ``metrics.csv`` up to ``last.pt``, which is always written first.
+def resume_config(run_dir: str | Path, changes: Mapping[str, Any] | None = None) -> Config:
+    """The config a run was started with, with ``changes`` (as :meth:`Config.apply` takes them) applied.
 
-    ``best.pt`` can only lag when ``last.pt`` was saved at the end of the best epoch (the
-    kill came between the two writes): then ``last.pt``'s weights are the best weights.
-    ``metrics.csv`` is rewritten from ``last.pt``'s history every time (it is small).
+    Only fields declared resumable (epochs, device, threads, ...: how a run computes, not what) may
+    change; :class:`ResumeChangeError` names the others. A setting repeated with the run's own value
+    (``deterministic=True`` on a deterministic run) is the same command again, which resumes.
     """
-    best_epoch = int(state["best"]["epoch"])
-    trainer = state["trainer"]
-    if best_epoch and trainer["iteration"] == best_epoch * trainer["epoch_length"]:
-        try:
-            current = load_checkpoint(run.best).get("epoch") if run.best.exists() else None
-        except CheckpointError:
-            current = None
-        if current != best_epoch:
-            save_checkpoint(run.best, best_from_last(state))
-            log(_("rebuilt {best} (epoch {epoch}) from {last}: the run had stopped between the two").format(
-                best=run.best, epoch=best_epoch, last=run.last))
-    if write_metrics(run, [dict(row) for row in state["history"]], only_if_changed=True):
-        log(_("rebuilt {metrics} from {last}").format(metrics=run.metrics, last=run.last))
-
-
-def resume_config(run_dir: str | Path, **changes: object) -> Config:
-    """The config a run was started with, with only resumable settings (epochs, device, ...) changed."""
-
-    cfg = read_config(open_run(run_dir))
-    given = {dotted: value for dotted, value in changes.items() if value is not None}
-    # An option repeated with the run's own value (`--deterministic` on a deterministic run) is the same
-    # command again, which resumes; only a setting that would change what is computed is refused.
-    fixed = [dotted for dotted, value in given.items()
-             if dotted not in RESUMABLE_CHANGES and getattr(getattr(cfg, dotted.split(".")[0]), dotted.split(".")[1]) != value]
+    run = open_run(run_dir)
+    cfg = read_config(run)
+    allowed = resumable_keys()
+    fixed = [dotted for dotted in cfg.changed(changes or {}) if dotted not in allowed]
     if fixed:
-        raise RunDirError(f"--resume continues a run as it was configured; {', '.join(fixed)} cannot be changed "
-                          f"(only {', '.join(RESUMABLE_CHANGES)} can)")
-    for dotted, value in given.items():
-        section, key = dotted.split(".")
-        if dotted in RESUMABLE_CHANGES:
-            cfg = cfg.override(section, **{key: value})
-    return cfg
+        raise ResumeChangeError(run.path, fixed, allowed)
+    return cfg.apply(changes or {})
 
 
 @contextlib.contextmanager
@@ -534,7 +521,7 @@ def build_model(cfg: Config, data: DataBundle) -> nn.Module:
             **({"pretrained": True} if cfg.model.pretrained else {}),
         )
     except ValueError as exc:  # a model that cannot take this image size
-        raise ConfigError(f"{exc}; choose another model or resize the images with --image-size") from None
+        raise ConfigError(f"{exc}; choose another model or resize the images", option="data.image_size") from None
 
 
 def format_epoch(row: dict, epochs: int) -> str:

@@ -31,8 +31,8 @@ def check_pretrained(name: str) -> None:
     if not supports_pretrained(name):
 
         have = ", ".join(n for n in list_models() if supports_pretrained(n))
-        raise ConfigError(_("model {name!r} has no pretrained weights; --pretrained works with {have}").format(
-            name=name, have=have))
+        raise ConfigError(_("model {name!r} has no pretrained weights; these do: {have}").format(name=name, have=have),
+                          option="model.pretrained")
 
 
 __all__ = ["check_pretrained", "create_model", "get_model_entry", "list_models", "register_model", "supports_pretrained"]

@@ -26,7 +26,7 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
-from cnnlab.core.errors import CnnlabError
+from cnnlab.core.errors import CnnlabError, first_line
 from cnnlab.core.i18n import _
 from cnnlab.models.registry import register_model
 from cnnlab.models.shapes import ShapeError, conv_output_size, pool_output_size
@@ -88,11 +88,12 @@ def load_weights(arch: str) -> Any:
     except Exception as exc:  # URLError, HTTPError, OSError, hash mismatch: all mean "no weights"
         name = weights.url.rsplit("/", 1)[-1]
         folder = torch.hub.get_dir() + "/checkpoints"
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise PretrainedWeightsError(
             _("could not get the ImageNet weights for {arch} ({weights}) from {url}: {reason}. Without internet, copy "
-              "{name} into {folder}/ (or set $TORCH_HOME), or train without --pretrained").format(
-                arch=arch, weights=weights, url=weights.url, reason=reason, name=name, folder=folder)
+              "{name} into {folder}/ (or set $TORCH_HOME), or train without pretrained weights").format(
+                arch=arch, weights=weights, url=weights.url, reason=reason, name=name, folder=folder),
+            option="model.pretrained",
         ) from None
     return weights
 
@@ -226,7 +227,7 @@ def _register(name: str, make: Callable[..., nn.Module], description: str) -> No
         return ClassicNet(make(in_channels, num_classes, image_size, pretrained), in_channels)
 
 
-_register("alexnet", _alexnet, "torchvision AlexNet (2012), small-input stem, GAP head; --pretrained: ImageNet")
-_register("vgg11", _vgg11, "torchvision VGG-11 (2014), GAP head; --pretrained: ImageNet")
-_register("googlenet", _googlenet, "torchvision GoogLeNet / Inception v1 (2014), small-input stem; --pretrained: ImageNet")
-_register("resnet18", _resnet18, "torchvision ResNet-18 (2015), small-input stem; --pretrained: ImageNet")
+_register("alexnet", _alexnet, "torchvision AlexNet (2012), small-input stem, GAP head; pretrained: ImageNet")
+_register("vgg11", _vgg11, "torchvision VGG-11 (2014), GAP head; pretrained: ImageNet")
+_register("googlenet", _googlenet, "torchvision GoogLeNet / Inception v1 (2014), small-input stem; pretrained: ImageNet")
+_register("resnet18", _resnet18, "torchvision ResNet-18 (2015), small-input stem; pretrained: ImageNet")

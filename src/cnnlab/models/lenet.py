@@ -23,7 +23,7 @@ from cnnlab.models.registry import register_model
 
 
 class Lenet5(nn.Module):
-    # forward() is classifier(flatten(features(x))): lets evaluation use cnnlab.fastpath.
+    # forward() is classifier(flatten(features(x))): lets evaluation use cnnlab.accel.fastpath.
     inference_parts = ("features", "classifier")
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: int = 28):

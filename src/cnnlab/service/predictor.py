@@ -62,6 +62,12 @@ class Prediction:
     def prob(self) -> float:
         return self.probs[0]
 
+    def top_k(self) -> list[dict]:
+        """``[{label, index, prob}]``, best first: the one shape of a top-k answer (``predict --json``,
+        ``-o preds.json`` and the server's ``/api/predict``)."""
+        return [{"label": str(lab), "index": int(i), "prob": float(p)}
+                for lab, i, p in zip(self.labels, self.indices, self.probs)]
+
 
 @dataclass
 class FileResult:
@@ -372,8 +378,9 @@ def results_json(results: Iterable[FileResult], predictor: Predictor, top_k: int
         "results": [
             {
                 "path": r.path,
-                "labels": r.prediction.labels if r.prediction else None,
-                "probs": [round(p, 6) for p in r.prediction.probs] if r.prediction else None,
+                "label": r.prediction.label if r.prediction else None,
+                "prob": round(r.prediction.prob, 6) if r.prediction else None,
+                "top_k": [{**c, "prob": round(c["prob"], 6)} for c in r.prediction.top_k()] if r.prediction else None,
                 "error": r.error,
             }
             for r in results

@@ -84,7 +84,8 @@ class TrainResult:
                 logits = predict_logits(self.model, test, batch_size=batch_size)
                 self._interpretation = Interpretation(
                     logits, test.labels, test.images.cpu(), test.classes, history=self.history,
-                    run_path=self.run.path, epoch=self.best_epoch, dataset=self.data.info.name, lang=self.lang,
+                    run_path=self.run.path, epoch=self.best_epoch, dataset=self.data.info.name, model=self.model,
+                    lang=self.lang,
                 )
         if (lang or self.lang) == self._interpretation.lang:
             return self._interpretation

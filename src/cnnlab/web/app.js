@@ -117,7 +117,12 @@ function schedule() {
 
 function predictCanvas() {
   if (!hasInk) return;
-  pad.toBlob((blob) => send(blob, "image/png"), "image/png");
+  pad.toBlob((blob) => { send(blob, "image/png"); announce(blob, "image/png"); }, "image/png");
+}
+
+// inside.js (the layer panel) asks /api/explain about the same image, with its own newest-only queue.
+function announce(body, contentType) {
+  document.dispatchEvent(new CustomEvent("cnnlab:image", { detail: { body, contentType } }));
 }
 
 function send(body, contentType) {
@@ -184,6 +189,7 @@ $("clear").addEventListener("click", () => {
   clearPad();
   resetResult();
   setStatus("");
+  document.dispatchEvent(new CustomEvent("cnnlab:clear"));
 });
 
 function upload(file) {
@@ -196,6 +202,7 @@ function upload(file) {
   const form = new FormData();
   form.append("file", file, file.name);
   send(form, null);  // the browser sets multipart/form-data with its boundary
+  announce(form, null);
 }
 
 $("upload").addEventListener("change", (ev) => { upload(ev.target.files[0]); ev.target.value = ""; });

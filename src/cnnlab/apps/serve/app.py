@@ -16,9 +16,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from cnnlab import __version__
+from cnnlab.analysis.explain import Explanation, explain
 from cnnlab.core.errors import CnnlabError, ImageError
 from cnnlab.core.i18n import check_language, chosen_language, from_environment
 from cnnlab.core.i18n_page import negotiate, translate_page
@@ -46,7 +48,7 @@ from cnnlab.apps.serve.limits import (
 _RAW_TYPES = ("image/", "application/octet-stream")
 # The page's own files; served from memory by name, so no request path ever reaches the file system.
 _WEB_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
-              "style.css": "text/css; charset=utf-8"}
+              "inside.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 # The page needs nothing from other origins; the API docs (/docs) keep FastAPI's defaults.
 _PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
@@ -210,6 +212,14 @@ def _add_error_handlers(app: Any) -> None:
         headers = {"Retry-After": "1"} if exc.status == 503 else None
         return JSONResponse({"error": exc.code, "detail": exc.detail}, status_code=exc.status, headers=headers)
 
+    @app.exception_handler(CnnlabError)
+    async def _library_error(request: Request, exc: CnnlabError) -> JSONResponse:
+        # The server's hint is data: the setting concerned, as the library names it, in "option".
+        body = {"error": "invalid_request", "detail": str(exc)}
+        if exc.option:
+            body["option"] = exc.option
+        return JSONResponse(body, status_code=400)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
@@ -309,6 +319,23 @@ def _add_api_routes(app: Any, model_info: dict, classify: "Classifier", default_
         # Decoding and the forward pass are CPU work: keep them off the event loop.
         return await run_in_threadpool(classify, data, top_k)
 
+    @app.post(
+        "/api/explain",
+        summary="See inside the network for an image",
+        responses=errors,
+        openapi_extra=_PREDICT_BODY_DOC,
+    )
+    async def explain_endpoint(
+        request: Request,
+        top_k: int = Query(default_top_k, ge=1, le=num_classes, description="how many classes to return"),
+    ) -> dict:
+        """The upload of /api/predict, answered with its prediction plus every conv and pool layer's feature maps,
+        the conv layers' kernels and inputs (for the arithmetic at any position) and the attribution map
+        (Integrated Gradients for the predicted class). Arrays are `{"shape", "f32"}`: base64 of little-endian
+        float32, row-major."""
+        data = await read_image_bytes(request)
+        return await run_in_threadpool(classify.explain, data, top_k)
+
 
 async def read_image_bytes(request: Any) -> bytes:
     """The uploaded image: a multipart field named ``file``, or the raw body of an image/* request."""
@@ -363,9 +390,8 @@ class Classifier:
             raise ApiError(400, "not_an_image", "not an image: no image format recognises these bytes")
         return header
 
-    def __call__(self, data: bytes, top_k: int) -> dict:
-        from PIL import Image
-
+    def _checked(self, data: bytes) -> tuple[int, int, str]:
+        """The image's header, or the ApiError that refuses it before any decoding."""
         if not data:
             raise ApiError(400, "empty", "the request holds no image (empty body)")
         width, height, mode = self._probe(data)
@@ -378,14 +404,23 @@ class Classifier:
             raise ApiError(413, "too_large_decoded",
                            f"the image is {width}x{height} {mode}, {human_bytes(decoded)} once decoded; "
                            f"this server decodes at most {human_bytes(self.max_decoded_bytes)} per image")
+        return width, height, mode
+
+    def _decode(self, data: bytes) -> Any:
+        from PIL import Image
+
+        try:
+            return decode_image(data, max_pixels=self.max_pixels)
+        except ImageError as exc:
+            raise ApiError(400, "not_an_image", str(exc)) from None
+        except Image.DecompressionBombError:
+            raise ApiError(413, "too_many_pixels", f"the image has more than {self.max_pixels:,} pixels") from None
+
+    def __call__(self, data: bytes, top_k: int) -> dict:
+        width, height, mode = self._checked(data)
         # Decoding and preprocessing a large image costs ~20 bytes a pixel: admitted only while that fits.
         with self.gate.admit(decode_cost(width, height, mode)):
-            try:
-                img = decode_image(data, max_pixels=self.max_pixels)
-            except ImageError as exc:
-                raise ApiError(400, "not_an_image", str(exc)) from None
-            except Image.DecompressionBombError:
-                raise ApiError(413, "too_many_pixels", f"the image has more than {self.max_pixels:,} pixels") from None
+            img = self._decode(data)
             try:
                 with self.model_lock:
                     pred = self.predictor.predict([img], top_k=top_k)[0]
@@ -393,8 +428,7 @@ class Classifier:
                 raise ApiError(400, "unusable_image", str(exc)) from None
             source_size = [int(img.width), int(img.height)]
             del img  # the decoded picture is not needed for the answer: free it inside the gate
-        top = [{"label": str(lab), "index": int(i), "prob": float(p)}
-               for lab, i, p in zip(pred.labels, pred.indices, pred.probs)]
+        top = pred.top_k()
         return {
             "label": top[0]["label"],
             "prob": top[0]["prob"],
@@ -403,3 +437,82 @@ class Classifier:
             "input_shape": [int(s) for s in pred.input.shape],
             "source_size": source_size,
         }
+
+    def explain(self, data: bytes, top_k: int) -> dict:
+        """The same checks and gate as a prediction, then :func:`cnnlab.explain`: the answer of /api/explain."""
+        width, height, mode = self._checked(data)
+        with self.gate.admit(decode_cost(width, height, mode)):
+            img = self._decode(data)
+            try:
+                x = self.predictor.to_input(img)
+            except ImageError as exc:
+                raise ApiError(400, "unusable_image", str(exc)) from None
+            source_size = [int(img.width), int(img.height)]
+            del img
+            with self.model_lock:
+                ex = explain(self.predictor.model, x.to(self.predictor.device), classes=self.predictor.classes)
+        answer = explanation_json(ex, top_k)
+        answer.update(input_png=input_png(ex.input, self.predictor.spec), input_shape=[int(s) for s in ex.input.shape],
+                      source_size=source_size)
+        return answer
+
+
+# What /api/explain sends at most: feature-map values and kernel weights, all layers together. LeNet-5
+# sends ~8,000 and ~2,600; a large model's later layers are left out (the answer says which) rather
+# than making every drawing stroke move megabytes.
+MAX_EXPLAIN_VALUES = 400_000
+
+
+def _f32(t: torch.Tensor) -> str:
+    """A tensor's values as base64 of little-endian float32, row-major (JavaScript: new Float32Array)."""
+    return base64.b64encode(np.ascontiguousarray(t.detach().cpu().numpy(), dtype="<f4").tobytes()).decode("ascii")
+
+
+def explanation_json(ex: Explanation, top_k: int) -> dict:
+    """An explanation as JSON: top-k, every conv/pool layer's maps with, for 2-D convs, the layer's input and
+    kernels (so the page can show the arithmetic at any position), and the attribution.
+
+    Arrays are ``{"shape": [...], "f32": base64}``: exact values (the page's arithmetic adds up to
+    what the layer computed), and encoding them costs microseconds, not the milliseconds of PNGs.
+    """
+    probs = ex.probabilities
+    order = torch.argsort(probs, descending=True)[:top_k]
+    top = [{"label": ex.classes[int(i)], "index": int(i), "prob": float(probs[i])} for i in order]
+    budget = MAX_EXPLAIN_VALUES
+    layers, left_out = [], []
+    for name, maps in ex.maps().items():
+        module = ex.modules[name.split(":")[0]]
+        entry: dict[str, Any] = {"name": name, "kind": ex.kinds[name], "type": type(module).__name__,
+                                 "shape": list(maps.shape), "maps": _f32(maps),
+                                 "min": float(maps.min()), "max": float(maps.max())}
+        cost = maps.numel()
+        conv = isinstance(module, torch.nn.Conv2d) and module.groups == 1 and name in ex.layer_inputs
+        if conv:
+            x = ex.layer_inputs[name]
+            # "same"/"valid" padding as numbers: the top-left input position under output (0, 0), negated.
+            ph, pw = (module.padding if not isinstance(module.padding, str)
+                      else [-v for v in ex.kernel(name, 0, (0, 0))["input_origin"]])
+            entry["conv"] = {
+                "input": {"shape": list(x.shape), "f32": _f32(x)},
+                "weight": {"shape": list(module.weight.shape), "f32": _f32(module.weight)},
+                "bias": [float(b) for b in module.bias.detach()] if module.bias is not None else None,
+                "stride": list(module.stride), "padding": [ph, pw], "dilation": list(module.dilation),
+            }
+            cost += x.numel() + module.weight.numel()
+        elif ex.kinds[name] == "pool":
+            entry["pool"] = {k: _jsonable(getattr(module, k, None)) for k in ("kernel_size", "stride", "padding")}
+        if cost > budget:
+            left_out.append(name)
+            continue
+        budget -= cost
+        layers.append(entry)
+    a = ex.attribution
+    return {
+        "label": top[0]["label"],
+        "prob": top[0]["prob"],
+        "top_k": top,
+        "layers": layers,
+        "left_out": left_out,
+        "attribution": {"method": ex.method, "target": ex.classes[ex.target], "shape": list(a.shape),
+                        "f32": _f32(a), "max_abs": float(a.abs().max())},
+    }
