@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
 from cnnlab.core.errors import ConfigError
+from cnnlab.core.i18n import _
 
 # Evaluation batch size everywhere a batch size only changes speed (training's evaluation passes,
 # `cnnlab evaluate/analyze/compare`). 256, not more: on a CPU, LeNet-5's activations then stay in
@@ -174,9 +175,10 @@ class Config:
         sections = {f.name for f in fields(cls)}
         for section, values in raw.items():
             if section not in sections:
-                raise ConfigError(f"unknown config section {section!r}; expected one of {sorted(sections)}")
+                raise ConfigError(_("unknown config section {section!r}; expected one of {sections}").format(
+                    section=section, sections=sorted(sections)))
             if not isinstance(values, Mapping):
-                raise ConfigError(f"config section {section!r} must be a table of key = value")
+                raise ConfigError(_("config section {section!r} must be a table of key = value").format(section=section))
         return cfg.apply({section: dict(values) for section, values in raw.items()})
 
     def apply(self, changes: Mapping[str, Any]) -> "Config":
@@ -216,16 +218,20 @@ class Config:
             check_positive(**{"data.subset": d.subset})
         self._validate_optimizer()
         if not 0 <= self.model.tta_shift <= 4:
-            raise ConfigError(f"model.tta_shift must be between 0 and 4 pixels, got {self.model.tta_shift}")
+            raise ConfigError(_("{key} must be between 0 and 4 pixels, got {value}").format(
+                key="model.tta_shift", value=self.model.tta_shift))
         if t.loss_reduction not in LOSS_REDUCTIONS:
-            raise ConfigError(f"train.loss_reduction must be 'sum' or 'mean', got {t.loss_reduction!r}")
+            raise ConfigError(_("{key} must be 'sum' or 'mean', got {value!r}").format(
+                key="train.loss_reduction", value=t.loss_reduction))
         if t.threads is not None:
             check_positive(**{"train.threads": t.threads})
         check_device(t.device, "train.device")
         if t.amp not in AMP_MODES:
-            raise ConfigError(f"train.amp must be one of {', '.join(AMP_MODES)}, got {t.amp!r}")
+            raise ConfigError(_("{key} must be one of {choices}, got {value!r}").format(
+                key="train.amp", choices=", ".join(AMP_MODES), value=t.amp))
         if t.compile not in COMPILE_MODES:
-            raise ConfigError(f"train.compile must be one of {', '.join(COMPILE_MODES)}, got {t.compile!r}")
+            raise ConfigError(_("{key} must be one of {choices}, got {value!r}").format(
+                key="train.compile", choices=", ".join(COMPILE_MODES), value=t.compile))
         self._validate_recipe_options()
 
     def _validate_optimizer(self) -> None:
@@ -235,37 +241,41 @@ class Config:
         for key in ("lr", "weight_decay", "momentum", "warmup_pct", "min_lr", "step_gamma"):
             value = getattr(o, key)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-                raise ConfigError(f"optim.{key} must be a finite number, got {value!r}")
+                raise ConfigError(_("{key} must be a finite number, got {value!r}").format(key=f"optim.{key}", value=value))
         if not o.lr > 0:
-            raise ConfigError(f"optim.lr must be > 0, got {o.lr}")
+            raise ConfigError(_("{key} must be > 0, got {value}").format(key="optim.lr", value=o.lr))
         if o.weight_decay < 0:
-            raise ConfigError(f"optim.weight_decay must be >= 0, got {o.weight_decay}")
+            raise ConfigError(_("{key} must be >= 0, got {value}").format(key="optim.weight_decay", value=o.weight_decay))
         if not 0 <= o.momentum < 1:
-            raise ConfigError(f"optim.momentum must be in [0, 1), got {o.momentum}")
+            raise ConfigError(_("{key} must be in [0, 1), got {value}").format(key="optim.momentum", value=o.momentum))
         if o.name not in OPTIMIZERS:
-            raise ConfigError(f"optim.name must be one of {', '.join(OPTIMIZERS)}, got {o.name!r}")
+            raise ConfigError(_("{key} must be one of {choices}, got {value!r}").format(
+                key="optim.name", choices=", ".join(OPTIMIZERS), value=o.name))
         if o.nesterov and o.momentum == 0:
-            raise ConfigError("optim.nesterov needs optim.momentum > 0 (Nesterov momentum with no momentum)")
+            raise ConfigError(_("optim.nesterov needs optim.momentum > 0 (Nesterov momentum with no momentum)"))
 
     def _validate_recipe_options(self) -> None:
         t, d, o = self.train, self.data, self.optim
         if o.schedule not in SCHEDULES:
-            raise ConfigError(f"optim.schedule must be one of {', '.join(SCHEDULES)}, got {o.schedule!r}")
+            raise ConfigError(_("{key} must be one of {choices}, got {value!r}").format(
+                key="optim.schedule", choices=", ".join(SCHEDULES), value=o.schedule))
         if not 0 < o.warmup_pct < 1:
-            raise ConfigError(f"optim.warmup_pct must be between 0 and 1, got {o.warmup_pct}")
+            raise ConfigError(_("{key} must be between 0 and 1, got {value}").format(key="optim.warmup_pct", value=o.warmup_pct))
         if o.min_lr < 0 or o.min_lr > o.lr:
-            raise ConfigError(f"optim.min_lr must be between 0 and optim.lr ({o.lr}), got {o.min_lr}")
+            raise ConfigError(_("optim.min_lr must be between 0 and optim.lr ({lr}), got {value}").format(lr=o.lr, value=o.min_lr))
         check_positive(**{"optim.step_epochs": o.step_epochs})
         if not 0 < o.step_gamma <= 1:
-            raise ConfigError(f"optim.step_gamma must be in (0, 1], got {o.step_gamma}")
+            raise ConfigError(_("{key} must be in (0, 1], got {value}").format(key="optim.step_gamma", value=o.step_gamma))
         if not isinstance(t.label_smoothing, (int, float)) or not 0 <= t.label_smoothing < 1:
-            raise ConfigError(f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}")
+            raise ConfigError(_("{key} must be in [0, 1), got {value}").format(key="train.label_smoothing",
+                                                                              value=t.label_smoothing))
         if t.patience is not None:
             check_positive(**{"train.patience": t.patience})
         if d.image_size is not None:
             check_positive(**{"data.image_size": d.image_size})
         if not isinstance(t.augment, str) or not t.augment.strip():
-            raise ConfigError(f"train.augment must be a preset name such as none, auto or crop-flip, got {t.augment!r}")
+            raise ConfigError(_("train.augment must be a preset name such as none, auto or crop-flip, got {value!r}").format(
+                value=t.augment))
 
 
 def _toml_value(value: Any) -> str:
@@ -283,7 +293,8 @@ def check_device(name: object, what: str = "device") -> str:
     if isinstance(name, str) and (name in ("auto", "cpu", "cuda", "mps")
                                   or (name.startswith("cuda:") and name[5:].isdigit())):
         return name
-    raise ConfigError(f"{what} must be one of {', '.join(DEVICES)}, got {name!r}")
+    raise ConfigError(_("{key} must be one of {choices}, got {value!r}").format(key=what, choices=", ".join(DEVICES),
+                                                                             value=name))
 
 
 
@@ -291,7 +302,7 @@ def check_positive(**values: int) -> None:
     """Each of ``values`` a whole number >= 1 (a NumPy integer counts), else a ConfigError naming it."""
     for name, value in values.items():
         if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+            raise ConfigError(_("{key} must be a whole number >= 1, got {value!r}").format(key=name, value=value))
 
 
 def config_fields() -> list[tuple[str, dataclasses.Field]]:
@@ -322,18 +333,19 @@ def flatten_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in changes.items():
         if key in sections:
             if not isinstance(value, Mapping):
-                raise ConfigError(f"config section {key!r} must be a table of key = value")
+                raise ConfigError(_("config section {section!r} must be a table of key = value").format(section=key))
             flat.update({f"{key}.{k}": v for k, v in value.items()})
         elif "." in key and key.split(".", 1)[0] in sections:
             flat[key] = value
         else:
-            raise ConfigError(f"unknown config section {key.split('.')[0]!r}; expected one of {sorted(sections)}")
+            raise ConfigError(_("unknown config section {section!r}; expected one of {sections}").format(
+                section=key.split(".")[0], sections=sorted(sections)))
     out = {}
     for dotted, value in flat.items():
         if dotted not in known:
             section = dotted.split(".")[0]
             keys = sorted(k.split(".", 1)[1] for k in known if k.startswith(section + "."))
-            raise ConfigError(f"unknown config key {dotted}; expected one of {keys}")
+            raise ConfigError(_("unknown config key {key}; expected one of {keys}").format(key=dotted, keys=keys))
         if value is not None:
             out[dotted] = _checked(dotted, field_kinds(known[dotted]), value)
     return out
@@ -348,7 +360,7 @@ def _checked(dotted: str, kinds: frozenset[str], value: Any) -> Any:
             or ("int" in kinds and isinstance(value, int) and not isinstance(value, bool))):
         return value
     allowed = " or ".join(sorted(kinds - {"None"}))
-    raise ConfigError(f"{dotted} must be of type {allowed}, got {value!r}")
+    raise ConfigError(_("{key} must be of type {allowed}, got {value!r}").format(key=dotted, allowed=allowed, value=value))
 
 
 # --- recipes (TOML) ------------------------------------------------------------------------
@@ -386,10 +398,10 @@ def load_recipe(name_or_path: str) -> Config:
     if not path.suffix and not path.exists():
         path = recipe_dir() / f"{name_or_path}.toml"
         if not path.is_file():
-            raise ConfigError(f"unknown recipe {name_or_path!r}; named recipes: {', '.join(list_recipes())} "
-                              "(or give the path of a .toml file)")
+            raise ConfigError(_("unknown recipe {name!r}; named recipes: {names} (or give the path of a .toml file)").format(
+                name=name_or_path, names=", ".join(list_recipes())))
     if not path.is_file():
-        raise ConfigError(f"recipe file {path} does not exist")
+        raise ConfigError(_("recipe file {path} does not exist").format(path=path))
     try:
         text = path.read_text(encoding="utf-8")
         if path.suffix.lower() == ".json":
@@ -399,11 +411,11 @@ def load_recipe(name_or_path: str) -> Config:
         else:
             raw = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        raise ConfigError(_("{path} is not valid TOML: {reason}").format(path=path, reason=exc)) from None
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path} is not valid JSON: {exc}") from None
+        raise ConfigError(_("{path} is not valid JSON: {reason}").format(path=path, reason=exc)) from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path} holds no config table")
+        raise ConfigError(_("{path} holds no config table").format(path=path))
     try:
         return Config.from_dict(raw)
     except ConfigError as exc:
