@@ -50,6 +50,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnlab.core.errors import CnnlabError, ImageError, first_line
+from cnnlab.core.i18n import _
 
 #: Formats recognised by content. Deliberately a closed list: PIL's other plugins
 #: include ones that shell out (EPS via Ghostscript) or are rarely fuzzed.
@@ -107,10 +108,11 @@ def decode_image(
         label = name or str(path)
         raw = _read_file(path, label)
     else:
-        raise ImageError(f"{name or '<input>'}: cannot read an image from a {type(data).__name__}")
+        raise ImageError(_("{value}: cannot read an image from a {kind}").format(
+            value=name or "<input>", kind=type(data).__name__))
 
     if not raw:
-        raise ImageError(f"{label}: the file is empty")
+        raise ImageError(_("{label}: the file is empty").format(label=label))
     if len(raw) > MAX_FILE_BYTES:
         raise ImageError(f"{label}: the file is {len(raw) / 2**20:.0f} MiB, more than the "
                          f"{MAX_FILE_BYTES // 2**20} MiB accepted")
@@ -127,17 +129,19 @@ def decode_image(
     except ImageError:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise ImageError(f"{label}: refused as a possible decompression bomb ({exc})") from None
+        raise ImageError(_("{label}: refused as a possible decompression bomb ({exc})").format(
+            label=label, exc=exc)) from None
     except UnidentifiedImageError:
-        raise ImageError(f"{label}: not an image (or not one of the formats {', '.join(_format_names())})") from None
+        raise ImageError(_("{label}: not an image (or not one of the formats {value})").format(
+            label=label, value=', '.join(_format_names()))) from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, _struct_error()) as exc:
         # Truncated data, broken chunks, bad headers: PIL raises a mix of these.
         reason = first_line(exc)
         if "truncated" in reason.lower() or isinstance(exc, EOFError):
             reason = f"the image data is truncated ({reason})"
-        raise ImageError(f"{label}: cannot decode the image: {reason}") from None
+        raise ImageError(_("{label}: cannot decode the image: {reason}").format(label=label, reason=reason)) from None
     except MemoryError:
-        raise ImageError(f"{label}: not enough memory to decode the image") from None
+        raise ImageError(_("{label}: not enough memory to decode the image").format(label=label)) from None
     return to_standard_mode(img, label)
 
 
@@ -173,11 +177,11 @@ def _format_names() -> list[str]:
 def _read_file(path: Path, label: str) -> bytes:
     try:
         if path.is_dir():
-            raise ImageError(f"{label}: is a folder, not an image file")
+            raise ImageError(_("{label}: is a folder, not an image file").format(label=label))
         st = path.stat()
         if not stat.S_ISREG(st.st_mode):
             # A FIFO or a device (/dev/zero) would block or never end.
-            raise ImageError(f"{label}: not a regular file")
+            raise ImageError(_("{label}: not a regular file").format(label=label))
         if st.st_size > MAX_FILE_BYTES:
             raise ImageError(f"{label}: the file is {st.st_size / 2**20:.0f} MiB, more than the "
                              f"{MAX_FILE_BYTES // 2**20} MiB accepted")
@@ -186,17 +190,18 @@ def _read_file(path: Path, label: str) -> bytes:
     except ImageError:
         raise
     except FileNotFoundError:
-        raise ImageError(f"{label}: no such file") from None
+        raise ImageError(_("{label}: no such file").format(label=label)) from None
     except PermissionError:
-        raise ImageError(f"{label}: permission denied") from None
+        raise ImageError(_("{label}: permission denied").format(label=label)) from None
     except OSError as exc:
-        raise ImageError(f"{label}: cannot read the file ({exc.strerror or exc})") from None
+        raise ImageError(_("{label}: cannot read the file ({value})").format(
+            label=label, value=exc.strerror or exc)) from None
 
 
 def _check_pixels(size: tuple[int, int], label: str, max_pixels: int) -> None:
     w, h = size
     if w < 1 or h < 1:
-        raise ImageError(f"{label}: the image has no pixels ({w}x{h})")
+        raise ImageError(_("{label}: the image has no pixels ({w}x{h})").format(label=label, w=w, h=h))
     if w * h > max_pixels:
         raise ImageError(
             f"{label}: the image is {w}x{h} = {w * h / 1e6:.1f} megapixels, more than the "
@@ -277,7 +282,7 @@ def _deep_to_8bit(img: Image.Image, label: str) -> Image.Image:
     for _, block in _blocks(img):
         a = block.astype(np.float64)
         if not np.isfinite(a).all():
-            raise ImageError(f"{label}: the image holds non-finite pixel values")
+            raise ImageError(_("{label}: the image holds non-finite pixel values").format(label=label))
         hi = max(hi, float(a.max()) if a.size else 0.0)
 
     def scaled() -> Iterator[tuple[int, np.ndarray]]:
@@ -304,7 +309,7 @@ def _composite_alpha(rgba_img: Image.Image, grey: bool, label: str) -> Image.Ima
         ink += float((luma * weight).sum())
         weights += float(weight.sum())
     if weights == 0:
-        raise ImageError(f"{label}: the image is fully transparent")
+        raise ImageError(_("{label}: the image is fully transparent").format(label=label))
     visible_luma = float(np.float32(ink) / np.float32(weights))
     background = 255.0 if visible_luma < 127.5 else 0.0
 
@@ -345,7 +350,8 @@ def check_spec(spec: Any) -> dict:
         )
     for key in ("mean", "std"):
         if key in spec and spec[key] is not None and not isinstance(spec[key], (list, tuple, float, int)):
-            raise ImageError(f"preprocessing {key} must be a number or a list, got {spec[key]!r}")
+            raise ImageError(_("preprocessing {key} must be a number or a list, got {value!r}").format(
+                key=key, value=spec[key]))
     return spec
 
 
@@ -374,7 +380,8 @@ def _normalise(x: torch.Tensor, spec: dict) -> torch.Tensor:
     m = torch.as_tensor(mean if mean is not None else 0.0, dtype=torch.float32).reshape(-1, 1, 1)
     s = torch.as_tensor(std if std is not None else 1.0, dtype=torch.float32).reshape(-1, 1, 1)
     if m.numel() not in (1, c) or s.numel() not in (1, c):
-        raise ImageError(f"preprocessing mean/std have {m.numel()}/{s.numel()} values for {c} channels")
+        raise ImageError(_("preprocessing mean/std have {value}/{value2} values for {c} channels").format(
+            value=m.numel(), value2=s.numel(), c=c))
     return (x - m) / s
 
 
@@ -420,7 +427,7 @@ def mnist_pixels(
         if steps is not None:
             steps[key] = np.array(value, dtype=np.float32)  # a copy: later steps work in place
     if a.ndim != 2:
-        raise ImageError(f"expected a 2-D grayscale image, got shape {a.shape}")
+        raise ImageError(_("expected a 2-D grayscale image, got shape {shape}").format(shape=a.shape))
     box = max(1, round(size * MNIST_BOX / MNIST_SIZE))
     if passthrough and is_mnist_form(a, size, box):
         # Already built the MNIST way (e.g. an MNIST test digit saved as PNG): re-cropping and
@@ -617,7 +624,7 @@ def pixels_to_uint8(
     if np.issubdtype(a.dtype, np.floating):
         a = a.astype(np.float32, copy=False)
         if a.size and not np.isfinite(a).all():
-            raise error(f"{what}: the pixels hold NaN or infinite values")
+            raise error(_("{what}: the pixels hold NaN or infinite values").format(what=what))
         lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
         if lo < -1e-6 or hi > 1 + 1e-6:
             raise error(f"{what}: float pixels must be in [0, 1] (what ToTensor() gives), got values in "
@@ -626,9 +633,10 @@ def pixels_to_uint8(
     if np.issubdtype(a.dtype, np.integer):
         lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
         if lo < 0 or hi > 255:
-            raise error(f"{what}: integer pixels must be in 0..255, got values in [{lo}, {hi}]")
+            raise error(_("{what}: integer pixels must be in 0..255, got values in [{lo}, {hi}]").format(
+                what=what, lo=lo, hi=hi))
         return a.astype(np.uint8)
-    raise error(f"{what}: unsupported pixel dtype {a.dtype}")
+    raise error(_("{what}: unsupported pixel dtype {dtype}").format(what=what, dtype=a.dtype))
 
 
 def array_to_image(a: np.ndarray | torch.Tensor, *, name: str | None = None) -> Image.Image:
@@ -649,7 +657,7 @@ def array_to_image(a: np.ndarray | torch.Tensor, *, name: str | None = None) -> 
         raise ImageError(f"{label}: an image array must be (H, W), (H, W, C) or (C, H, W) with 1, 3 or 4 channels; "
                          f"got shape {a.shape}")
     if a.size == 0:
-        raise ImageError(f"{label}: the array is empty")
+        raise ImageError(_("{label}: the array is empty").format(label=label))
     return Image.fromarray(np.ascontiguousarray(pixels_to_uint8(a, label)))
 
 
