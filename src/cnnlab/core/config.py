@@ -328,7 +328,7 @@ def flatten_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
     given for a float field becomes a float.
     """
     known = {f"{section}.{f.name}": f for section, f in config_fields()}
-    sections = {section for section, _ in config_fields()}
+    sections = {section for section, _field in config_fields()}
     flat: dict[str, Any] = {}
     for key, value in changes.items():
         if key in sections:

@@ -279,7 +279,7 @@ def _paste_blocks(mode: str, size: tuple[int, int], blocks: Iterator[tuple[int, 
 def _deep_to_8bit(img: Image.Image, label: str) -> Image.Image:
     """16/32-bit integer or float pixels -> 8-bit ``L`` (see :func:`to_standard_mode`), block by block."""
     hi = 0.0
-    for _, block in _blocks(img):
+    for _box, block in _blocks(img):
         a = block.astype(np.float64)
         if not np.isfinite(a).all():
             raise ImageError(_("{label}: the image holds non-finite pixel values").format(label=label))
@@ -301,7 +301,7 @@ def _composite_alpha(rgba_img: Image.Image, grey: bool, label: str) -> Image.Ima
     """Transparent pixels onto the background that contrasts with the visible content, block by block."""
     coeffs = np.array([0.299, 0.587, 0.114], dtype=np.float32)
     ink = weights = 0.0
-    for _, block in _blocks(rgba_img):
+    for _box, block in _blocks(rgba_img):
         rgba = block.astype(np.float32)
         weight = rgba[..., 3] / 255.0
         luma = rgba[..., :3] @ coeffs
