@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 import torch.nn as nn
 
-from cnnlab.core.runs import RunDir
+from cnnlab.core.runs import RunDir, reading
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -65,6 +65,12 @@ def visualize_run(run_dir: str | Path, out_dir: str | Path | None = None, *, ind
                   data_dir: str | None = None, max_maps: int = 32, device: str = "auto") -> list[Path]:
     """Write filters.png, input.png and one maps_NN_<layer>.png per conv layer; returns the paths."""
 
+    with reading(run_dir):  # the pictures are of the best.pt beside them
+        return _visualize(run_dir, out_dir, index=index, data_dir=data_dir, max_maps=max_maps, device=device)
+
+
+def _visualize(run_dir: str | Path, out_dir: str | Path | None, *, index: int, data_dir: str | None, max_maps: int,
+               device: str) -> list[Path]:
     run_path, _, payload, test, info = load_best_and_test_set(run_dir, data_dir=data_dir)
     dev = resolve_device(device)
     model = model_from_checkpoint(payload, tta=False).to(dev)  # the network's own filters and maps

@@ -14,14 +14,14 @@ import errno
 import io
 import json
 import os
-import sys
 import re
-import signal
+import sys
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Collection, Iterator, Sequence
 
 from cnnlab.core.errors import SaveError
+from cnnlab.core.faults import kill_point
 
 
 def _umask() -> int:
@@ -112,29 +112,6 @@ def remove_temp_files(folder: str | os.PathLike, targets: Collection[str] | None
     return removed
 
 
-def _fault_point(target: Path, phase: str) -> None:
-    """Fault injection for ``benchmarks/faults.py``: ``CNNLAB_KILL_AT=NAME:PHASE[:N]`` SIGKILLs this process.
-
-    PHASE is ``tmp`` (the temporary file is complete, the target not yet replaced) or ``done``
-    (the target was just replaced); N (default 1) picks the N-th write of NAME. Costs one dict
-    lookup per write when unset.
-    """
-    spec = os.environ.get("CNNLAB_KILL_AT")
-    if not spec:
-        return
-    name, _, rest = spec.partition(":")
-    want_phase, _, nth = rest.partition(":")
-    if name != target.name or want_phase != phase:
-        return
-    key = f"{name}:{phase}"
-    _fault_counts[key] = _fault_counts.get(key, 0) + 1
-    if _fault_counts[key] == int(nth or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-_fault_counts: dict[str, int] = {}
-
-
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary file next to ``path``; on success it replaces ``path``. ``"-"`` is standard output.
@@ -165,11 +142,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        _fault_point(target, "tmp")
+        kill_point(target, "tmp")  # test-only (core/faults.py)
         os.replace(tmp, target)
         tmp = None
         _fsync_dir(target.parent)
-        _fault_point(target, "done")
+        kill_point(target, "done")
     except BaseException as exc:
         if tmp is not None:
             with contextlib.suppress(OSError):

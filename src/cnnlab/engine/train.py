@@ -37,6 +37,7 @@ from cnnlab.core.config import CUSTOM_PREFIX, Config, DataConfig, is_custom
 from cnnlab.core.errors import CheckpointError, CnnlabError, ConfigError, NonFiniteLossError, RunDirError
 from cnnlab.core.runs import (
     RunDir,
+    clear_run_dir,
     default_run_dir,
     locked,
     open_run,
@@ -162,8 +163,12 @@ def fit(
     log: Callable[[str], None] = print,
     model: nn.Module | None = None,
     load_data: DataSource | None = None,
+    overwrite: bool = False,
 ) -> FitResult:
     """Train as ``cfg`` says into ``run_dir``; resume if it holds an unfinished run of the same config.
+
+    ``overwrite``: start afresh, first deleting what cnnlab wrote in ``run_dir`` (under the run's lock);
+    a folder that holds anything else is refused (:func:`cnnlab.core.runs.clear_run_dir`).
 
     ``model``: train this module (the user's own class; ``cfg.model.name`` is then ``custom:ClassName``)
     instead of building ``cfg.model.name`` from the registry. It is trained in place, from the weights
@@ -173,12 +178,12 @@ def fit(
     Returns the run, its metrics history and best epoch, and the data it trained on.
     """
     with restored_process_state():
-        return _fit(cfg, run_dir, log=log, model=model, load_data=load_data)
+        return _fit(cfg, run_dir, log=log, model=model, load_data=load_data, overwrite=overwrite)
 
 
 def _fit(
     cfg: Config, run_dir: str | Path | None, *, log: Callable[[str], None], model: nn.Module | None,
-    load_data: DataSource | None,
+    load_data: DataSource | None, overwrite: bool = False,
 ) -> FitResult:
     cfg.validate()
     cfg = dataclasses.replace(cfg, data=absolute_paths(cfg.data))  # stored so: the run evaluates from anywhere
@@ -196,6 +201,8 @@ def _fit(
     # Rank 0 holds the folder's lock for the whole run: no second process trains into it, and
     # temporary files found there are a dead process's leftovers, safe to delete.
     with (locked(run) if distributed.is_main() else contextlib.nullcontext(run)):
+        if overwrite and distributed.is_main():
+            clear_run_dir(run)
         return _fit_locked(cfg, run, log, t0, model, load_data)
 
 
