@@ -22,10 +22,12 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as _dt
+import io
 import json
 import os
 import re
 import shutil
+import stat
 import threading
 import time
 import warnings
@@ -98,11 +100,12 @@ class RunDir:
         return self.path / "visualize"
 
     def config_json(self) -> dict:
-        """config.json as stored (config and provenance); {} when there is none."""
+        """config.json as stored (config and provenance); {} when there is none (or it is unreadable)."""
         try:
-            return json.loads(self.config.read_text())
-        except (OSError, json.JSONDecodeError):
+            raw = json.loads(read_run_file(self.config))
+        except (OSError, RunDirError, UnicodeDecodeError, json.JSONDecodeError):
             return {}
+        return raw if isinstance(raw, dict) else {}
 
 
     def entries(self) -> list[Path]:
@@ -225,9 +228,12 @@ def _acquire(run_path: Path, role: str, *, create_lock: bool = True) -> Any | No
             path.touch()
         except OSError:
             return None  # a folder nobody may write into: nobody can be training there either
-    # Native locks (flock, msvcrt) take the holder's note; filelock's soft fallback cannot.
-    note = {"on_acquired": _write_holder(role)} if getattr(FileLock, "_on_acquired_supported", True) else {}
-    lock = FileLock(path, thread_local=False, **note)
+    # Native locks write the holder's note through the locked descriptor (filelock >= 4); older filelock
+    # and its soft fallback (no fcntl) cannot, and get it written by name once held.
+    try:
+        lock, noted = FileLock(path, thread_local=False, on_acquired=_write_holder(role)), True
+    except (TypeError, ValueError):
+        lock, noted = FileLock(path, thread_local=False), False
     if role == TRAIN:
         make_dirs(path.parent)
     deadline = time.monotonic() + READER_WAIT_S
@@ -248,6 +254,9 @@ def _acquire(run_path: Path, role: str, *, create_lock: bool = True) -> Any | No
                 return None  # cannot lock a read-only place: nobody can train there
             raise SaveError(_("cannot create the lock file {path}: {reason}").format(
                 path=path, reason=exc.strerror or exc)) from None
+    if not noted:
+        with contextlib.suppress(OSError), open(path, "w", encoding="ascii") as fh:
+            fh.write(f"{role} {os.getpid()}\n")
     _held[path] = (role, lock, threading.get_ident())
     return lock
 
@@ -444,9 +453,40 @@ def write_config(run: RunDir, cfg: Config, extra: dict | None = None) -> None:
     write_json(run.config, payload)
 
 
+# The small files of a run, and the most cnnlab reads of each: a run folder comes from anywhere (a
+# download, a colleague), and one of these replaced by a link to a 50 GB file must be one line, not
+# minutes of reading and a MemoryError. Each cap is hundreds of times what cnnlab writes.
+SIZE_CAPS = {
+    "config.json": 1 << 20,     # ~3 KB written
+    "metrics.csv": 16 << 20,    # ~100 bytes per epoch
+    "split.json": 256 << 20,    # ~8 bytes per training image: 30 million images
+    "report.json": 16 << 20,    # ~200 bytes per class
+}
+
+
+def read_run_file(path: str | os.PathLike, limit: int | None = None) -> str:
+    """A small run file's text (UTF-8), refused in one line when it is not a regular file or is over its
+    cap (:data:`SIZE_CAPS`, by file name); the size is checked before reading, and at most the cap is read."""
+    path = Path(path)
+    cap = limit if limit is not None else SIZE_CAPS.get(path.name, 16 << 20)
+    st = os.stat(path)  # follows a symbolic link: the cap is on what would be read
+    if not stat.S_ISREG(st.st_mode):
+        raise RunDirError(_("{path} is not a regular file; a run's {name} is a small text file").format(
+            path=path, name=path.name))
+    if st.st_size > cap:
+        raise RunDirError(_("{path} is {size} bytes, more than the {cap} bytes a run's {name} can be; it is not "
+                            "a file cnnlab wrote: restore it or retrain").format(
+            path=path, size=format_int(st.st_size), cap=format_int(cap), name=path.name))
+    with open(path, "rb") as fh:
+        data = fh.read(cap + 1)
+    if len(data) > cap:  # grew while being read
+        raise RunDirError(_("{path} grew past {cap} bytes while being read").format(path=path, cap=format_int(cap)))
+    return data.decode("utf-8")
+
+
 def read_config(run: RunDir) -> Config:
     try:
-        raw = json.loads(run.config.read_text())
+        raw = json.loads(read_run_file(run.config))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RunDirError(f"cannot read {run.config}: {exc}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("config"), dict):
@@ -456,6 +496,17 @@ def read_config(run: RunDir) -> Config:
 
 def write_split(run: RunDir, train_idx: torch.Tensor, val_idx: torch.Tensor, seed: int) -> None:
     write_json(run.split, {"seed": seed, "train": train_idx.tolist(), "val": val_idx.tolist()})
+
+
+def read_split(run: RunDir) -> dict[str, Any]:
+    """``split.json``: the seed and the train/validation indices (capped like every small run file)."""
+    try:
+        raw = json.loads(read_run_file(run.split))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunDirError(_("cannot read {path}: {reason}").format(path=run.split, reason=exc)) from None
+    if not isinstance(raw, dict) or not all(isinstance(raw.get(k), list) for k in ("train", "val")):
+        raise RunDirError(_("{path} is not a cnnlab split (no train/val index lists)").format(path=run.split))
+    return raw
 
 
 # epoch_time_s is the whole epoch; eval_time_s the part of it spent in the train/val evaluation passes.
@@ -474,9 +525,9 @@ def write_metrics(run: RunDir, history: list[dict], *, only_if_changed: bool = F
     rows = [[cell(row.get(c)) for c in METRIC_COLUMNS] for row in history]
     if only_if_changed:
         try:
-            if run.metrics.read_text(encoding="utf-8") == csv_text(METRIC_COLUMNS, rows):
+            if read_run_file(run.metrics) == csv_text(METRIC_COLUMNS, rows):
                 return False
-        except (OSError, UnicodeDecodeError):
+        except (OSError, RunDirError, UnicodeDecodeError):  # unreadable or huge: replaced below
             pass
     write_csv(run.metrics, METRIC_COLUMNS, rows)
     return True
@@ -485,20 +536,23 @@ def write_metrics(run: RunDir, history: list[dict], *, only_if_changed: bool = F
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """``metrics.csv`` as a list of rows: numbers as float (``None`` when blank), ``best`` as bool."""
     rows = []
-    with open(path, newline="", encoding="utf-8") as fh:
-        for raw in csv.DictReader(fh):
-            row: dict[str, Any] = {}
-            for key, value in raw.items():
-                if key is None:
-                    continue
-                if key == "best":
-                    row[key] = str(value).strip().lower() in ("true", "1", "yes")
-                elif value is None or value == "":
-                    row[key] = None
-                else:
-                    try:
-                        row[key] = float(value)
-                    except ValueError:
-                        row[key] = value
-            rows.append(row)
+    try:
+        text = read_run_file(path, SIZE_CAPS["metrics.csv"])
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunDirError(_("cannot read {path}: {reason}").format(path=path, reason=exc)) from None
+    for raw in csv.DictReader(io.StringIO(text, newline="")):
+        row: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key is None:
+                continue
+            if key == "best":
+                row[key] = str(value).strip().lower() in ("true", "1", "yes")
+            elif value is None or value == "":
+                row[key] = None
+            else:
+                try:
+                    row[key] = float(value)
+                except ValueError:
+                    row[key] = value
+        rows.append(row)
     return rows
