@@ -101,7 +101,7 @@ CNNLAB_RUNNER = r"""
 import json, sys, tempfile
 import sklearn.metrics, torchvision.datasets  # noqa: F401  (imported before the timer, as in the reference)
 from cnnlab.core.config import Config, load_recipe
-from cnnlab.apps.api import train_config as train
+from cnnlab.service.training import train_config as train
 args = json.loads(sys.argv[1])
 cfg = load_recipe(args["recipe"]) if args.get("recipe") else Config()
 for section, values in args.get("override", {}).items():

@@ -27,7 +27,7 @@ import torch
 from cnnlab import __version__
 from cnnlab.core.config import load_recipe
 from cnnlab.core.files import write_json
-from cnnlab.apps.api import train_config as train
+from cnnlab.service.training import train_config as train
 
 
 def git_commit() -> str | None:

@@ -64,7 +64,7 @@ def main() -> None:
     from PIL import Image
 
     from cnnlab.data.mnist import load_mnist
-    from cnnlab.apps.predict import load
+    from cnnlab.service.predictor import load
     from cnnlab.data.images import decode_image, mnist_pixels, preprocess
 
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="cnnlab-bench-predict-"))

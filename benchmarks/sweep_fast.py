@@ -46,7 +46,7 @@ from provenance import machine_provenance
 
 import cnnlab.engine.train as engine_train
 from cnnlab.core.config import Config, load_recipe
-from cnnlab.apps.api import train_config as train
+from cnnlab.service.training import train_config as train
 from cnnlab.data.tensors import TensorBatches
 
 KEYS = {

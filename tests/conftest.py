@@ -66,7 +66,7 @@ def tiny_run_config(data_dir: Path, **train: object):
 
 def train_tiny_run(data_dir: Path, run_dir: Path, **train: object) -> Path:
     """Train :func:`tiny_run_config` into ``run_dir`` and return it."""
-    from cnnlab.apps.api import train_config as train_run
+    from cnnlab.service.training import train_config as train_run
 
     train_run(tiny_run_config(data_dir, **train), run_dir, log=lambda _msg: None)
     return run_dir

@@ -294,7 +294,7 @@ def test_tensorboard_missing_names_the_extra(tiny_mnist, tmp_path, monkeypatch):
 def test_tensorboard_logger_does_not_swallow_training_errors(tiny_mnist, tmp_path):
     pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed: pip install 'cnnlab[tensorboard]'")
     from cnnlab.core.errors import NonFiniteLossError
-    from cnnlab.apps.api import train_config as train
+    from cnnlab.service.training import train_config as train
 
     cfg = tiny_run_config(tiny_mnist, epochs=1, tensorboard=True).override("optim", lr=1e9)
     with pytest.raises(NonFiniteLossError):

@@ -80,7 +80,7 @@ def test_user_mistakes_are_one_line_without_traceback(args, message, tmp_path):
 
 def test_a_different_run_is_never_overwritten(tiny_config, tmp_path):
     from cnnlab.core.errors import RunDirError
-    from cnnlab.apps.api import train_config as train
+    from cnnlab.service.training import train_config as train
 
     run_dir = tmp_path / "run"
     train(tiny_config.override("train", epochs=1), run_dir, log=lambda s: None)

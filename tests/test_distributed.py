@@ -111,7 +111,7 @@ def two_proc(tmp_path_factory: pytest.TempPathFactory, tiny_mnist: Path) -> dict
 
 @pytest.fixture(scope="module")
 def one_proc(tmp_path_factory: pytest.TempPathFactory, tiny_mnist: Path) -> Path:
-    from cnnlab.apps.api import train_config as train
+    from cnnlab.service.training import train_config as train
 
     run_dir = tmp_path_factory.mktemp("single") / "run"
     train(tiny_cfg(tiny_mnist), run_dir, log=lambda _: None)

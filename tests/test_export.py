@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 from cnnlab.apps.cli import cli
 from cnnlab.core.errors import ExportError, SaveError
 from cnnlab.apps.export import ONNX_OPSET, export_model, read_metadata
-from cnnlab.apps.predict import load
+from cnnlab.service.predictor import load
 
 
 def jit_load(path: Path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from cnnlab.core.config import load_recipe
-from cnnlab.apps.api import train_config as train
+from cnnlab.service.training import train_config as train
 
 
 @pytest.mark.parametrize("name", ["fast", "fast99"])

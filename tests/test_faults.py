@@ -365,7 +365,7 @@ def test_malformed_last_pt_on_resume_is_one_line(tiny_trained_run, tmp_path):
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-@pytest.mark.parametrize("where", ["cnnlab.engine.train.prepare_data", "cnnlab.apps.api.evaluate_checkpoint"])
+@pytest.mark.parametrize("where", ["cnnlab.engine.train.prepare_data", "cnnlab.service.training.evaluate_checkpoint"])
 def test_a_signal_during_start_up_or_final_scoring_exits_130_or_143(tiny_mnist, tmp_path, monkeypatch, sig, code,
                                                                      where):
     def signalled(*args, **kwargs):

@@ -1,4 +1,4 @@
-"""The package's layers: imports run one way (core <- data, models <- inference <- engine <- analysis <- apps).
+"""The package's layers: imports run one way (core <- data, models <- accel <- inference <- engine <- analysis <- service <- apps).
 
 The check reads every module's imports with ``ast`` (top-level and inside functions), so a
 wrong import fails here whether or not it would run. ``ARCHITECTURE.md`` explains the layers.
@@ -20,7 +20,8 @@ LAYERS: dict[str, int] = {
     "inference": 3,
     "engine": 4,
     "analysis": 5,
-    "apps": 6,
+    "service": 6,
+    "apps": 7,
 }
 # Only these may import cnnlab inside a function, each for a stated reason (ARCHITECTURE.md):
 # the CLI imports a command's module when the command runs (so --help and completion stay instant),
@@ -131,3 +132,39 @@ def test_no_import_cycles() -> None:
     for node in graph:
         if node not in state:
             assert cycle_from(node, []) is None
+
+
+def front_door_of(module: str) -> str | None:
+    """The front door a module of ``apps`` belongs to (``serve`` for cnnlab.apps.serve.app), else None."""
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 and parts[1] == "apps" else None
+
+
+def crossings(src: Path) -> list[str]:
+    """Imports from one front door (apps module or package) into another; only the CLI may."""
+    found = []
+    for path in sorted((src / "cnnlab" / "apps").rglob("*.py")):
+        me = module_name(path, src)
+        door = front_door_of(me)
+        if door in (None, "cli"):
+            continue
+        for target, line, _ in imports(path, src):
+            theirs = front_door_of(target)
+            if theirs is not None and theirs != door:
+                found.append(f"{path.relative_to(src)}:{line}: {me} imports {target}")
+    return found
+
+
+def test_front_doors_share_only_the_layers_below() -> None:
+    """serve, export and the notebook API meet in service/, never in each other (the CLI calls them all)."""
+    assert crossings(SRC) == []
+
+
+def test_a_front_door_importing_another_is_caught(tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "src"
+    shutil.copytree(SRC / "cnnlab", copy / "cnnlab", ignore=shutil.ignore_patterns("__pycache__"))
+    with open(copy / "cnnlab" / "apps" / "export.py", "a") as fh:
+        fh.write("\nfrom cnnlab.apps.serve import create_app\n")
+    assert any("export.py" in c for c in crossings(copy)), crossings(copy)

@@ -20,7 +20,8 @@ import cnnlab
 from cnnlab.engine.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.apps.cli import cli
 from cnnlab.core.errors import CheckpointError, ImageError, RunDirError
-from cnnlab.apps.predict import Prediction, Predictor, find_images, load
+from cnnlab.data.images import find_images
+from cnnlab.service.predictor import Prediction, Predictor, load
 
 from conftest import real_mnist_dir, requires_real_mnist
 
@@ -292,7 +293,7 @@ def test_cli_predict_bad_model_is_one_line(tmp_path, folder):
 def real_run(tmp_path_factory) -> Path:
     """A real LeNet-5: 1 epoch on 3,000 real training images (a few seconds)."""
     from cnnlab.core.config import Config
-    from cnnlab.apps.api import train_config as train
+    from cnnlab.service.training import train_config as train
 
     cfg = Config().override("data", data_dir=str(real_mnist_dir()), subset=3000, download=False)
     cfg = cfg.override("train", epochs=1, progress=False, train_eval=False)
@@ -337,3 +338,20 @@ def test_cli_predict_keeps_input_order_and_reports_an_empty_folder(tiny_trained_
     empty.mkdir()
     proc = run_cli("predict", str(tiny_trained_run), str(empty))
     assert proc.returncode == 1 and f"error: no image files found in {empty}" in proc.stderr
+
+
+@pytest.mark.parametrize("pixels, found", [
+    (np.full((28, 28), 200.0, dtype=np.float32), r"\[200, 200\]"),   # floats on the 0..255 scale
+    (np.full((28, 28), 1000, dtype=np.int32), r"\[1000, 1000\]"),     # 16-bit counts
+    (np.full((28, 28), -0.5, dtype=np.float64), r"\[-0.5, -0.5\]"),   # normalised pixels
+])
+def test_out_of_range_pixels_are_refused_as_training_refuses_them(predictor, pixels, found):
+    """One pixel policy (data/images.pixels_to_uint8): predicting never rescales or clips what
+    training would refuse, so the network never sees other pixels than the user meant."""
+    from cnnlab.apps.api import _to_uint8
+    from cnnlab.core.errors import ConfigError
+
+    with pytest.raises(ImageError, match=found):
+        predictor.predict(pixels)
+    with pytest.raises(ConfigError, match=found):
+        _to_uint8(torch.from_numpy(pixels)[None, None], "data")

@@ -145,7 +145,7 @@ def test_schedule_and_augmentation_resume_bit_exactly(tiny_config, tmp_path):
     import torch
 
     from cnnlab.engine.checkpoint import load_checkpoint
-    from cnnlab.apps.api import train_config as train
+    from cnnlab.service.training import train_config as train
 
     class Crash(Exception):
         pass

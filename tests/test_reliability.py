@@ -13,7 +13,7 @@ import torch
 
 from cnnlab.engine.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.core.errors import CheckpointError, DataError, NonFiniteLossError, RunDirError, SaveError
-from cnnlab.apps.api import train_config as train
+from cnnlab.service.training import train_config as train
 
 
 def quiet(_: str) -> None:

@@ -23,7 +23,7 @@ MAX_BYTES = 64 * 1024
 
 @pytest.fixture(scope="module")
 def predictor(tiny_trained_run: Path):
-    from cnnlab.apps.predict import load
+    from cnnlab.service.predictor import load
 
     return load(tiny_trained_run)
 

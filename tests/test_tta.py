@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnlab.apps.api import train_config
+from cnnlab.service.training import train_config
 from cnnlab.core.errors import ConfigError
 from cnnlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from cnnlab.models import create_model

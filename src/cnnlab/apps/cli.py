@@ -29,7 +29,7 @@ from cnnlab.core.config import (
     TrainConfig,
     list_recipes,
 )
-from cnnlab.core.errors import CnnlabError
+from cnnlab.core.errors import CnnlabError, SaveError
 from cnnlab.core.files import STDOUT  # `-o -`: write the file to standard output
 from cnnlab.core.process import exit_now
 
@@ -318,7 +318,7 @@ def train(**opts: Any) -> None:
 
 def train_and_report(cfg: Any, run_dir: Any) -> None:
     """One training process (of one, or of several): train, then rank 0 prints the test report."""
-    from cnnlab.apps.api import train_config
+    from cnnlab.service.training import train_config
     from cnnlab.engine.distributed import is_main
 
     result = train_config(cfg, run_dir, log=click.echo)
@@ -368,6 +368,38 @@ def evaluate(run_dir: str, data_dir: str | None, device: str, eval_batch_size: i
 # --- predict / export ----------------------------------------------------------------------
 
 
+def format_table(results: Any, top_k: int, *, max_path: int = 60) -> str:
+    """A plain-text table: one line per predicted file, top-k as ``label (prob)``."""
+    ok = [r for r in results if r.prediction is not None]
+    if not ok:
+        return ""
+
+    def short(p: str) -> str:
+        return p if len(p) <= max_path else "..." + p[-(max_path - 3):]
+
+    paths = [short(r.path) for r in ok]
+    width = max(len("path"), *(len(p) for p in paths))
+    cells = [[f"{lab} ({prob:.1%})" for lab, prob in zip(r.prediction.labels, r.prediction.probs)] for r in ok]
+    k = max(len(c) for c in cells)
+    col = max([len("top-1")] + [len(c) for row in cells for c in row])
+    lines = [f"{'path':<{width}}  " + "  ".join(f"{f'top-{i + 1}':<{col}}" for i in range(k))]
+    for p, row in zip(paths, cells):
+        lines.append(f"{p:<{width}}  " + "  ".join(f"{c:<{col}}" for c in row))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def check_folder_free(path: str | None, overwrite: bool) -> None:
+    """``--save-preprocessed`` must be a new or empty folder unless ``overwrite``."""
+
+    if path is None:
+        return
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise SaveError(f"--save-preprocessed {p} is a file; give a folder")
+    if p.is_dir() and any(p.iterdir()) and not overwrite:
+        raise SaveError(f"--save-preprocessed folder {p} is not empty; pass --overwrite to write into it anyway")
+
+
 @cli.command()
 @click.argument("model", type=click.Path())
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
@@ -402,14 +434,8 @@ def predict(model: str, inputs: tuple[str, ...], top_k: int, output: str | None,
     Example:
       cnnlab predict runs/lenet5 my_digit.png scans/ --top-k 3 -o preds.csv
     """
-    from cnnlab.apps.predict import (
-        check_folder_free,
-        check_output_free,
-        format_table,
-        load,
-        results_json,
-        write_results,
-    )
+    from cnnlab.core.files import check_output_free
+    from cnnlab.service.predictor import load, results_json, write_results
 
     if as_json and output == STDOUT:
         raise click.UsageError("--json and -o - both write to stdout; give one of them")

@@ -39,12 +39,12 @@ import torch
 import torch.nn as nn
 
 from cnnlab import __version__
-from cnnlab.apps.predict import check_output_free, load
 from cnnlab.core.config import EXPORT_FORMATS
 from cnnlab.core.errors import CnnlabError, ConfigError, DataError, ExportError
-from cnnlab.core.files import STDOUT, write_bytes
+from cnnlab.core.files import STDOUT, check_output_free, write_bytes
 from cnnlab.data.registry import load_dataset
 from cnnlab.engine.checkpoint import load_checkpoint
+from cnnlab.service.predictor import load
 
 ONNX_OPSET = 18  # the dynamo exporter's own; lower opsets go through onnx's version converter
 FORMATS = EXPORT_FORMATS

@@ -71,6 +71,18 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+def check_output_free(path: str | os.PathLike | None, overwrite: bool, what: str = "output file") -> None:
+    """Refuse to replace an existing file unless ``overwrite``; checked before any work is done."""
+
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise SaveError(f"{what} {p} is a folder; give a file name")
+    if p.exists() and not overwrite:
+        raise SaveError(f"{what} {p} already exists; pass --overwrite to replace it")
+
+
 def make_dirs(folder: str | os.PathLike) -> Path:
     """``mkdir -p folder``; a read-only disk, a missing permission or a file in the way is a :class:`SaveError`."""
     path = Path(folder)

@@ -21,12 +21,17 @@ Styles of ``spec``:
     A digit already in MNIST form (a PNG of an MNIST test image) passes
     through unchanged, bit for bit.
 ``{"style": "resize", "size": S, "channels": C, "mean": [...], "std": [...], "ink": ...}``
-    Other datasets (see :mod:`cnnlab.datasets`): resize to S x S as their
+    Other datasets (see :mod:`cnnlab.data.sets`): resize to S x S as their
     training images were, invert when ``ink`` says the training images had the
     other polarity, divide by ``scale`` (default 255), normalise per channel.
 
 Both accept optional ``image_size`` (``size``) and ``channels`` (filled in from the
-checkpoint by :mod:`cnnlab.predict`) and ``mean``/``std``.
+checkpoint by :func:`cnnlab.service.predictor.stored_spec`) and ``mean``/``std``.
+
+Also here, so that every front door shares them: :func:`find_images` (image files in folders,
+recognised by the same formats :func:`decode_image` reads), :func:`pixels_to_uint8` (the one
+policy for pixels given as arrays: 0..255 integers or 0..1 floats, anything else refused) and
+:data:`MAX_PIXELS` (the one pixel limit; the server uses it too).
 """
 from __future__ import annotations
 
@@ -36,14 +41,15 @@ import os
 import stat
 import threading
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cnnlab.core.errors import ImageError
+from cnnlab.core.errors import CnnlabError, ImageError
 
 #: Formats recognised by content. Deliberately a closed list: PIL's other plugins
 #: include ones that shell out (EPS via Ghostscript) or are rarely fuzzed.
@@ -85,7 +91,7 @@ def decode_image(
     """Read an image by content and return it loaded, as 8-bit ``L`` or ``RGB``.
 
     ``name`` is used in error messages (defaults to the path, or ``<bytes>``).
-    Raises :class:`~cnnlab.errors.ImageError` naming the input and the reason for
+    Raises :class:`~cnnlab.core.errors.ImageError` naming the input and the reason for
     unreadable, empty, truncated, non-image and oversized inputs.
     """
     if isinstance(data, Image.Image):
@@ -133,6 +139,25 @@ def decode_image(
     except MemoryError:
         raise ImageError(f"{label}: not enough memory to decode the image") from None
     return to_standard_mode(img, label)
+
+
+def image_header(raw: bytes) -> tuple[int, int, str] | None:
+    """Width, height and mode read from the header alone (no pixels decoded), so a decompression
+    bomb can be refused before it costs memory. ``None`` when none of :data:`FORMATS` recognises
+    the bytes; ``(0, 0, "L")`` for a header too broken to read (:func:`decode_image` says why).
+    PIL's ``DecompressionBombError`` (far over its own limit) is raised as it is.
+    """
+    try:
+        with _OPEN_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(raw), formats=FORMATS) as probe:
+                return probe.size[0], probe.size[1], probe.mode
+    except Image.DecompressionBombError:
+        raise
+    except UnidentifiedImageError:
+        return None
+    except Exception:  # noqa: BLE001 - a broken header: decoding gives the reason
+        return 0, 0, "L"
 
 
 def _struct_error() -> type[Exception]:
@@ -530,3 +555,123 @@ def tensor_to_image(x: torch.Tensor, spec: dict | None = None) -> Image.Image:
     if a.shape[0] == 1 or (spec.get("style") == "mnist"):
         return Image.fromarray(a[0])
     return Image.fromarray(np.ascontiguousarray(a.transpose(1, 2, 0)))
+
+
+# --- pixels given as arrays ----------------------------------------------------------------
+
+
+def pixels_to_uint8(
+    a: np.ndarray | torch.Tensor, what: str = "<array>", *, error: type[CnnlabError] = ImageError
+) -> np.ndarray:
+    """Pixels as 8-bit values, under one policy for every array a user hands in.
+
+    ``uint8`` is taken as it is; ``bool`` is 0/255; other integers must lie in 0..255; floats must
+    lie in [0, 1] (what ``ToTensor()`` gives) and are scaled by 255 and rounded (in float32). Anything
+    else (NaN, negative values, floats on the 0..255 scale, 16-bit counts) raises ``error`` naming
+    ``what`` and the range found: silently rescaling or clipping would feed the network other
+    pixels than the user meant.
+    """
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu().numpy()
+    a = np.asarray(a)
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype == np.bool_:
+        return a.astype(np.uint8) * np.uint8(255)
+    if np.issubdtype(a.dtype, np.floating):
+        a = a.astype(np.float32, copy=False)
+        if a.size and not np.isfinite(a).all():
+            raise error(f"{what}: the pixels hold NaN or infinite values")
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if lo < -1e-6 or hi > 1 + 1e-6:
+            raise error(f"{what}: float pixels must be in [0, 1] (what ToTensor() gives), got values in "
+                        f"[{lo:.3g}, {hi:.3g}]; leave out Normalize (normalise inside the model) or give uint8")
+        return np.clip(np.rint(a * np.float32(255)), 0, 255).astype(np.uint8)
+    if np.issubdtype(a.dtype, np.integer):
+        lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
+        if lo < 0 or hi > 255:
+            raise error(f"{what}: integer pixels must be in 0..255, got values in [{lo}, {hi}]")
+        return a.astype(np.uint8)
+    raise error(f"{what}: unsupported pixel dtype {a.dtype}")
+
+
+def array_to_image(a: np.ndarray | torch.Tensor, *, name: str | None = None) -> Image.Image:
+    """One image's pixels as an array or tensor -> PIL image.
+
+    Shapes (H, W), (H, W, C) or (C, H, W) with 1, 3 or 4 channels; values as
+    :func:`pixels_to_uint8` accepts them.
+    """
+    label = name or "<array>"
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu().numpy()
+    a = np.asarray(a)
+    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
+        a = a.transpose(1, 2, 0)  # (C, H, W) -> (H, W, C)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
+        raise ImageError(f"{label}: an image array must be (H, W), (H, W, C) or (C, H, W) with 1, 3 or 4 channels; "
+                         f"got shape {a.shape}")
+    if a.size == 0:
+        raise ImageError(f"{label}: the array is empty")
+    return Image.fromarray(np.ascontiguousarray(pixels_to_uint8(a, label)))
+
+
+# --- image files in folders ----------------------------------------------------------------
+
+
+@dataclass
+class FoundImages:
+    files: list[str]
+    skipped: list[str]  # non-image files met inside folders
+
+
+def find_images(paths: Iterable[str | os.PathLike]) -> FoundImages:
+    """Expand files and folders (recursively, sorted) into the list of image files to read.
+
+    Files named explicitly are always tried (a missing one fails when decoded). Inside folders, hidden files are
+    ignored, and a file that is not an image by content is skipped quietly
+    unless its name says it should be one (``.png``, ``.jpg``, ...): then it
+    is an error, like a broken image.
+    """
+    files: list[str] = []
+    skipped: list[str] = []
+    seen: set[str] = set()
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            for sub in sorted(_walk(p)):
+                s = str(sub)
+                if s in seen:
+                    continue
+                seen.add(s)
+                if sub.suffix.lower() in IMAGE_SUFFIXES or looks_like_image(sub):
+                    files.append(s)
+                else:
+                    skipped.append(s)
+        elif str(p) not in seen:
+            # Named files are always tried, missing ones included: decoding reports the reason in
+            # its place, so results keep the order the user gave.
+            seen.add(str(p))
+            files.append(str(p))
+    return FoundImages(files, skipped)
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for f in filenames:
+            if not f.startswith("."):
+                yield Path(dirpath) / f
+
+
+def looks_like_image(path: Path) -> bool:
+    """Whether the file starts like one of :data:`FORMATS` (PIL's own signature checks, the ones
+    :func:`decode_image` relies on), for files in folders whose names do not say "image"."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(16)  # what PIL's Image.open hands each format's check
+    except OSError:
+        return True  # let decoding report the real reason
+    Image.init()
+    return any((check := Image.OPEN.get(fmt, (None, None))[1]) is not None and check(head) for fmt in FORMATS)

@@ -5,7 +5,7 @@
        validation loss, a full-state last.pt, a metrics.csv row, a one-line summary
 
 Scoring the best checkpoint on the test set is the next layer's job
-(``cnnlab.analysis.report.evaluate_checkpoint``; ``cnnlab.apps.api`` chains the two).
+(``cnnlab.analysis.report.evaluate_checkpoint``; ``cnnlab.service.training`` chains the two).
 
 Work is never lost: ``last.pt`` (model, optimizer, trainer position, every RNG,
 best-so-far, metrics history) is written atomically after every epoch and on

@@ -5,9 +5,10 @@
     p.labels, p.probs                                 # (['7', '1', '9'], [0.98, 0.01, 0.004])
 
 Images are preprocessed exactly as the model's training data was made (the
-recipe is stored in the checkpoint, see :mod:`cnnlab.preprocess`) and run
+recipe is stored in the checkpoint, see :mod:`cnnlab.data.images`) and run
 through the network in batches. :meth:`Predictor.predict_files` works on files
 and folders and collects one error per unusable file instead of stopping.
+The command line (``cnnlab predict``), the server and export all use this one class.
 """
 from __future__ import annotations
 
@@ -22,14 +23,15 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from cnnlab.core.errors import CheckpointError, ImageError, RunDirError, SaveError
+from cnnlab.core.errors import CheckpointError, ImageError, RunDirError
 from cnnlab.core.files import atomic_write, write_csv, write_json
 from cnnlab.core.runs import RunDir
 from cnnlab.core.runtime import resolve_device
 from cnnlab.data.images import (
-    IMAGE_SUFFIXES,
+    array_to_image,
     check_spec,
     decode_image,
+    find_images,
     preprocess,
     tensor_to_image,
 )
@@ -133,10 +135,10 @@ class Predictor:
         * PIL images, paths and bytes are decoded and preprocessed as the training
           data was made.
         * numpy arrays and tensors are taken as pixels: (H, W), (H, W, C) or
-          (C, H, W); integer dtypes are 0..255, float dtypes are 0..1 (0..255 when
-          the values exceed 1). They go through the same preprocessing as files
-          (for an MNIST digit tensor that is the identity). Inputs that are already
-          preprocessed go to :meth:`predict_inputs` instead.
+          (C, H, W); integers in 0..255 or floats in 0..1, anything else is refused
+          (:func:`cnnlab.data.images.pixels_to_uint8`). They go through the same
+          preprocessing as files (for an MNIST digit tensor that is the identity).
+          Inputs that are already preprocessed go to :meth:`predict_inputs` instead.
         """
         if isinstance(image, (np.ndarray, torch.Tensor)):
             image = array_to_image(image, name=name)
@@ -161,7 +163,7 @@ class Predictor:
 
         A single PIL image / path / array / tensor gives a one-element list. A
         4-D array or tensor (N, ...) is a batch. Raises
-        :class:`~cnnlab.errors.ImageError` on the first unusable image; use
+        :class:`~cnnlab.core.errors.ImageError` on the first unusable image; use
         :meth:`predict_files` to collect errors per file instead.
         """
         items = _as_list(images)
@@ -307,94 +309,6 @@ def stored_spec(payload: dict) -> dict:
     return spec
 
 
-# --- helpers -------------------------------------------------------------------------------
-
-
-@dataclass
-class FoundImages:
-    files: list[str]
-    skipped: list[str]
-
-
-def find_images(paths: Iterable[str | os.PathLike]) -> FoundImages:
-    """Expand files and folders (recursively, sorted) into the list of files to predict.
-
-    Files named explicitly are always tried (a missing one fails when decoded). Inside folders, hidden files are
-    ignored, and a file that is not an image by content is skipped quietly
-    unless its name says it should be one (``.png``, ``.jpg``, ...): then it
-    is an error, like a broken image.
-    """
-    files: list[str] = []
-    skipped: list[str] = []
-    seen: set[str] = set()
-    for raw in paths:
-        p = Path(raw)
-        if p.is_dir():
-            for sub in sorted(_walk(p)):
-                s = str(sub)
-                if s in seen:
-                    continue
-                seen.add(s)
-                if sub.suffix.lower() in IMAGE_SUFFIXES or _looks_like_image(sub):
-                    files.append(s)
-                else:
-                    skipped.append(s)
-        elif str(p) not in seen:
-            # Named files are always tried, missing ones included: decoding reports the reason in
-            # its place, so results keep the order the user gave.
-            seen.add(str(p))
-            files.append(str(p))
-    return FoundImages(files, skipped)
-
-
-def _walk(root: Path) -> Iterator[Path]:
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for f in filenames:
-            if not f.startswith("."):
-                yield Path(dirpath) / f
-
-
-def _looks_like_image(path: Path) -> bool:
-    """Content sniffing for files in folders whose names do not say "image"."""
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(16)
-    except OSError:
-        return True  # let decoding report the real reason
-    magics = (b"\x89PNG", b"\xff\xd8\xff", b"BM", b"GIF8", b"II*\x00", b"MM\x00*", b"P5", b"P6", b"P4")
-    return head.startswith(magics) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
-
-
-def array_to_image(a: np.ndarray | torch.Tensor, *, name: str | None = None) -> Image.Image:
-    """Pixels as an array/tensor -> PIL image (see :meth:`Predictor.to_input` for the conventions)."""
-    label = name or "<array>"
-    if isinstance(a, torch.Tensor):
-        a = a.detach().cpu().numpy()
-    a = np.asarray(a)
-    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
-        a = a.transpose(1, 2, 0)  # (C, H, W) -> (H, W, C)
-    if a.ndim == 3 and a.shape[-1] == 1:
-        a = a[..., 0]
-    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
-        raise ImageError(f"{label}: an image array must be (H, W), (H, W, C) or (C, H, W) with 1, 3 or 4 channels; "
-                         f"got shape {a.shape}")
-    if a.size == 0:
-        raise ImageError(f"{label}: the array is empty")
-    if a.dtype == np.bool_:
-        a = a.astype(np.uint8) * 255
-    elif np.issubdtype(a.dtype, np.floating):
-        if not np.isfinite(a).all():
-            raise ImageError(f"{label}: the array holds NaN or infinite values")
-        a = a * 255.0 if float(a.max()) <= 1.0 else a
-        a = np.clip(np.rint(a), 0, 255).astype(np.uint8)
-    elif np.issubdtype(a.dtype, np.integer):
-        a = np.clip(a, 0, 255).astype(np.uint8) if a.max() <= 255 else (a.astype(np.float64) / 257.0).round().astype(np.uint8)
-    else:
-        raise ImageError(f"{label}: unsupported array dtype {a.dtype}")
-    return Image.fromarray(np.ascontiguousarray(a))
-
-
 def _as_list(images: Any) -> list:
     if isinstance(images, (Image.Image, str, bytes, bytearray, os.PathLike)):
         return [images]
@@ -474,18 +388,6 @@ def output_format(path: str | os.PathLike, fmt: str | None = None) -> str:
     return "json" if Path(path).suffix.lower() == ".json" else "csv"
 
 
-def check_output_free(path: str | os.PathLike | None, overwrite: bool, what: str = "output file") -> None:
-    """Refuse to replace an existing file unless ``overwrite``; checked before any work is done."""
-
-    if path is None:
-        return
-    p = Path(path)
-    if p.is_dir():
-        raise SaveError(f"{what} {p} is a folder; give a file name")
-    if p.exists() and not overwrite:
-        raise SaveError(f"{what} {p} already exists; pass --overwrite to replace it")
-
-
 def write_results(
     results: FileResults, path: str | os.PathLike, predictor: Predictor, top_k: int, fmt: str | None = None
 ) -> None:
@@ -496,35 +398,3 @@ def write_results(
     else:
         header, rows = result_rows(results, top_k)
         write_csv(path, header, rows)
-
-
-def format_table(results: Iterable[FileResult], top_k: int, *, max_path: int = 60) -> str:
-    """A plain-text table: one line per predicted file, top-k as ``label (prob)``."""
-    ok = [r for r in results if r.prediction is not None]
-    if not ok:
-        return ""
-
-    def short(p: str) -> str:
-        return p if len(p) <= max_path else "..." + p[-(max_path - 3):]
-
-    paths = [short(r.path) for r in ok]
-    width = max(len("path"), *(len(p) for p in paths))
-    cells = [[f"{lab} ({prob:.1%})" for lab, prob in zip(r.prediction.labels, r.prediction.probs)] for r in ok]
-    k = max(len(c) for c in cells)
-    col = max([len("top-1")] + [len(c) for row in cells for c in row])
-    lines = [f"{'path':<{width}}  " + "  ".join(f"{f'top-{i + 1}':<{col}}" for i in range(k))]
-    for p, row in zip(paths, cells):
-        lines.append(f"{p:<{width}}  " + "  ".join(f"{c:<{col}}" for c in row))
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def check_folder_free(path: str | os.PathLike | None, overwrite: bool) -> None:
-    """``--save-preprocessed`` must be a new or empty folder unless ``overwrite``."""
-
-    if path is None:
-        return
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise SaveError(f"--save-preprocessed {p} is a file; give a folder")
-    if p.is_dir() and any(p.iterdir()) and not overwrite:
-        raise SaveError(f"--save-preprocessed folder {p} is not empty; pass --overwrite to write into it anyway")

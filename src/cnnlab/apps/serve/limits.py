@@ -1,0 +1,196 @@
+"""The server's limits: request bodies, requests in flight, and the memory that decoding may use.
+
+Every refusal is a JSON answer ``{"error": code, "detail": sentence}`` with a 4xx/503 status, and the
+server keeps serving (docs/serve.md).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from typing import Any, Callable, Iterator
+
+from cnnlab.data.images import MAX_PIXELS
+
+DEFAULT_MAX_BYTES = 5 * 1024 * 1024  # a phone photo of a digit fits; a canvas PNG is ~10 KB
+# The one pixel limit (data/images.MAX_PIXELS): larger images are refused from their header, before decoding.
+DEFAULT_MAX_PIXELS = MAX_PIXELS
+# Decoded size in memory (PIL keeps multi-band pixels in 4 bytes): 25 megapixels of RGBA fit.
+DEFAULT_MAX_DECODED_BYTES = 100 * 2**20
+# Memory that concurrent decodes may use together (estimated, see decode_cost). A request over
+# it alone still runs, alone: a worst-case 25-megapixel upload costs ~500 MB, so those go one at a
+# time while small drawings (~2 MB each) run side by side, one per core (issue 16, benchmarks/serve_memory.py).
+DEFAULT_DECODE_MEMORY = 512 * 2**20
+# In-flight requests beyond this are answered 503 at once (JSON); uploads waiting for the decode
+# budget longer than BUSY_WAIT_S get 503 too, so a burst cannot queue work without end.
+DEFAULT_MAX_REQUESTS = 64
+BUSY_WAIT_S = 60.0
+DEFAULT_TOP_K = 3
+
+
+class ApiError(Exception):
+    """A refused request: becomes ``{"error": code, "detail": detail}`` with ``status``."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+
+
+class BodyTooLarge(Exception):
+    """Raised from ``receive`` the moment a body passes the limit."""
+
+
+def human_bytes(n: int) -> str:
+    for unit, size in (("MiB", 1024 * 1024), ("KiB", 1024)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n} bytes"
+
+
+def decoded_bytes(width: int, height: int, mode: str) -> int:
+    """Bytes PIL holds for the decoded image: 1 per pixel for 1/L/P, 2 for 16-bit grey, else 4."""
+    per_pixel = 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4
+    return width * height * per_pixel
+
+
+def decode_cost(width: int, height: int, mode: str) -> int:
+    """Estimated peak memory of decoding and preprocessing one image (measured: ~21 bytes/pixel
+    for a 25-megapixel RGBA PNG, its decoded copy plus block-wise float work and the MNIST
+    reconstruction's float32 arrays)."""
+    return decoded_bytes(width, height, mode) + 16 * width * height + (1 << 20)
+
+
+class DecodeGate:
+    """Admit decodes while their estimated memory fits ``budget`` bytes, at most ``slots`` at once.
+
+    A decode that alone is over the budget runs when nothing else does. A caller is answered
+    ``ApiError(503, "busy")`` at once when the work already admitted or queued is over
+    ``queue_factor`` budgets (a burst of huge uploads: better a quick 503 than a long wait),
+    or when ``max_waiting`` callers already wait, and after ``wait_s`` seconds of waiting.
+    """
+
+    def __init__(self, budget: int, slots: int, *, max_waiting: int = DEFAULT_MAX_REQUESTS,
+                 wait_s: float = BUSY_WAIT_S, queue_factor: int = 4) -> None:
+        self.budget, self.slots, self.max_waiting, self.wait_s = budget, max(1, slots), max_waiting, wait_s
+        self.max_queued = queue_factor * budget
+        self.in_use = self.running = self.waiting = self.queued = 0
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def admit(self, cost: int) -> Iterator[None]:
+        with self._cond:
+            busy = self.waiting >= self.max_waiting or (self.queued and self.queued + cost > self.max_queued)
+            if busy:
+                raise ApiError(503, "busy", "the server is busy decoding other images; try again in a moment")
+            self.waiting += 1
+            self.queued += cost
+            try:
+                ok = self._cond.wait_for(
+                    lambda: self.running == 0 or (self.running < self.slots and self.in_use + cost <= self.budget),
+                    timeout=self.wait_s)
+            finally:
+                self.waiting -= 1
+            if not ok:
+                self.queued -= cost
+                raise ApiError(503, "busy", "the server is busy decoding other images; try again in a moment")
+            self.in_use += cost
+            self.running += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.in_use -= cost
+                self.queued -= cost
+                self.running -= 1
+                self._cond.notify_all()
+
+
+class ConcurrencyLimitMiddleware:
+    """At most ``max_requests`` HTTP requests in flight; the next ones get a JSON 503 at once.
+
+    This replaces uvicorn's ``limit_concurrency``, whose 503 is plain text.
+    """
+
+    def __init__(self, app: Any, max_requests: int) -> None:
+        self.app, self.max_requests, self.active = app, max_requests, 0
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.max_requests:
+            await send_json(send, 503, "busy",
+                             f"the server is handling {self.active} requests, its limit; try again in a moment",
+                             retry_after=1)
+            return
+        self.active += 1  # one event loop: no lock needed
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies above ``max_bytes`` without reading them whole.
+
+    A declared Content-Length above the limit is answered with 413 at once; the
+    body is never read. Otherwise ``receive`` counts bytes as they arrive and
+    raises :class:`BodyTooLarge` as soon as the count passes the limit (chunked
+    uploads, or a client that lies about its length).
+    """
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            try:
+                length = int(declared)
+            except ValueError:
+                await send_json(send, 400, "bad_request", "invalid Content-Length header")
+                return
+            if length > self.max_bytes:
+                await send_json(send, 413, "too_large", self._message(length))
+                return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise BodyTooLarge(self._message(None))
+            return message
+
+        async def tracking_send(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge as exc:
+            # Normally the endpoint turns this into a 413 itself; this is the fallback.
+            if started:
+                raise
+            await send_json(send, 413, "too_large", str(exc))
+
+    def _message(self, length: int | None) -> str:
+        size = f"{human_bytes(length)} " if length is not None else ""
+        return f"the request body {size}is larger than this server's limit of {human_bytes(self.max_bytes)}"
+
+
+async def send_json(send: Callable, status: int, code: str, detail: str, retry_after: int | None = None) -> None:
+    body = json.dumps({"error": code, "detail": detail}, separators=(",", ":")).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"connection", b"close")]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
