@@ -13,7 +13,6 @@ Library calls leave the process as they found it (threads, global RNGs).
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -26,7 +25,8 @@ from cnnlab.analysis.interpret import Interpretation
 from cnnlab.analysis.report import interpret_run
 from cnnlab.core.config import CUSTOM_PREFIX, EVAL_BATCH_SIZE, Config, DataConfig, load_recipe
 from cnnlab.core.errors import ConfigError, RunDirError
-from cnnlab.core.runs import RunDir, default_run_dir
+from cnnlab.core.i18n import _
+from cnnlab.core.runs import RunBusyError, RunDir, default_run_dir
 from cnnlab.data.images import pixels_to_uint8
 from cnnlab.data.registry import list_datasets, split_pool
 from cnnlab.data.tensors import DataBundle, DatasetInfo, ImageSet
@@ -93,8 +93,9 @@ def train(
         Where datasets live (default ``$CNNLAB_DATA_DIR``, else the cache); the run folder (default
         ``runs/MODEL-DATA-TIME``); epochs; keep only the first ``subset`` training images.
     overwrite
-        Replace what ``run_dir`` holds (only a cnnlab run or an empty folder). Otherwise a run
-        directory with the same config is resumed (a finished one is returned as it is).
+        Start afresh: delete what cnnlab wrote in ``run_dir`` (its run files, ``analysis/``,
+        ``visualize/``), and nothing else; a folder that holds anything else is refused with a list of
+        it. Otherwise a run directory with the same config is resumed (a finished one is returned as it is).
     recipe
         A named recipe (``tutorial``, ...) or a TOML file to start from instead of the lesson's defaults.
     log
@@ -142,14 +143,15 @@ def train(
         load_data = _bundle_loader(pool, test, info)
 
     path = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
-    if overwrite:
-        _clear_run_dir(path)
     try:
         return train_config(cfg, path, log=log or (lambda _msg: None), model=model if own_model else None,
-                            load_data=load_data)
+                            load_data=load_data, overwrite=overwrite)
+    except RunBusyError:
+        raise
     except RunDirError as exc:
         if "different config" in str(exc) or "not empty" in str(exc):
-            raise RunDirError(f"{exc} (from Python: pass overwrite=True to replace it, or another run_dir)") from None
+            raise RunDirError(_("{error} (from Python: pass overwrite=True to replace it, or another run_dir)").format(
+                error=exc)) from None
         raise
 
 
@@ -194,18 +196,6 @@ def _set(cfg: Config, section: str, values: dict[str, Any]) -> Config:
     new = dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **values)})
     new.validate()
     return new
-
-
-def _clear_run_dir(path: Path) -> None:
-    """Empty ``path`` for a fresh run: only a cnnlab run directory or an empty folder is ever removed."""
-    if not path.exists():
-        return
-    if path.is_file():
-        raise RunDirError(f"run directory {path} is a file; choose another run_dir")
-    if RunDir(path).config.is_file():
-        shutil.rmtree(path)
-    elif any(path.iterdir()):
-        raise RunDirError(f"{path} is not empty and holds no cnnlab run; overwrite=True replaces only a cnnlab run")
 
 
 def _user_sets(
