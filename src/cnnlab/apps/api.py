@@ -29,7 +29,7 @@ from cnnlab.core.i18n import _
 from cnnlab.core.runs import RunBusyError, RunDir, default_run_dir
 from cnnlab.data.images import pixels_to_uint8
 from cnnlab.data.registry import list_datasets, split_pool
-from cnnlab.data.tensors import DataBundle, DatasetInfo, ImageSet
+from cnnlab.data.tensors import DataBundle, DatasetInfo, ImageSet, label_problem
 from cnnlab.models import list_models
 from cnnlab.models.summary import ModelSummary, summarize_model
 from cnnlab.models.summary import summarize as _summarize_module
@@ -219,13 +219,25 @@ def _user_sets(
     c, h, w = (int(d) for d in pool_x.shape[1:])
     info = DatasetInfo(f"{CUSTOM_PREFIX}{kind}", names, c, h, {"style": "resize", "size": h, "channels": c})
     pool = ImageSet(pool_x, pool_y, names)
-    return pool, (ImageSet(test[0], test[1], names) if test else None), info
+    test_set = ImageSet(test[0], test[1], names) if test else None
+    for part, data in (("data", pool), ("test_data", test_set)):
+        if data is not None:
+            problem = label_problem(data.labels, len(names))
+            if problem:
+                raise ConfigError(f"{part}: {problem}")
+    return pool, test_set, info
 
 
 def _as_tensors(data: Any, what: str) -> tuple[torch.Tensor, torch.Tensor, str]:
     """(images uint8 (N, C, H, W), labels int64 (N,), a name for the data) from a tensor pair or a Dataset."""
     if isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data[0], torch.utils.data.Dataset):
-        images, labels = (torch.as_tensor(np.asarray(d)) if not isinstance(d, torch.Tensor) else d for d in data)
+        images, labels = data  # labels are converted below, where class names given as labels are named
+        if not isinstance(images, torch.Tensor):
+            array = np.asarray(images)
+            if array.dtype.kind not in "biuf":
+                raise ConfigError(_("{what}: the images are an array of {dtype}; give numbers (uint8 pixels or "
+                                    "floats in [0, 1])").format(what=what, dtype=array.dtype))
+            images = torch.as_tensor(array)
         kind = "tensors"
     elif hasattr(data, "__getitem__") and hasattr(data, "__len__"):
         images, labels = _read_dataset(data, what)
@@ -233,8 +245,20 @@ def _as_tensors(data: Any, what: str) -> tuple[torch.Tensor, torch.Tensor, str]:
     else:
         raise ConfigError(f"{what} must be a dataset name, a torch Dataset of (image, label) pairs or an "
                           f"(images, labels) pair of tensors, got {type(data).__name__}")
+    for tensor, part in ((images, _("images")), (labels, _("labels"))):
+        if isinstance(tensor, torch.Tensor) and tensor.device.type == "meta":
+            raise ConfigError(_("{what}: the {part} are on the meta device (they have no values yet); give real "
+                                "tensors").format(what=what, part=part))
+    labels = _as_label_tensor(labels, what)
     images = images.detach().cpu()
-    labels = torch.as_tensor(labels).detach().cpu()
+    if images.dtype == torch.bool:
+        raise ConfigError(_("{what}: the images are bool; give uint8 pixels (0..255) or floats in [0, 1], so "
+                            "that white is unambiguous (a bool True could mean 1 or 255)").format(what=what))
+    if images.is_floating_point() and images.dtype != torch.float32:
+        images = images.float()  # float16/bfloat16/float64 pixels: NumPy has no bfloat16
+    if images.is_complex():
+        raise ConfigError(_("{what}: the images are complex numbers; give uint8 pixels or floats in [0, 1]").format(
+            what=what))
     if images.dim() == 3:
         images = images.unsqueeze(1)  # (N, H, W): one channel
     if images.dim() != 4:
@@ -246,6 +270,20 @@ def _as_tensors(data: Any, what: str) -> tuple[torch.Tensor, torch.Tensor, str]:
     if len(labels) and int(labels.min()) < 0:
         raise ConfigError(f"{what}: labels must be class indices >= 0, got {int(labels.min())}")
     return _to_uint8(images, what), labels.long(), kind
+
+
+def _as_label_tensor(labels: Any, what: str) -> torch.Tensor:
+    """Labels as a CPU tensor; class names given as labels get a line that says to map them to indices."""
+    if isinstance(labels, torch.Tensor):
+        return labels.detach().cpu()
+    array = np.asarray(labels)
+    if array.dtype.kind in "USO":
+        first = array.reshape(-1)[0] if array.size else None
+        first = str(first) if array.dtype.kind in "US" else first
+        raise ConfigError(_("{what}: the labels are {kind} (like {first!r}), not class indices; give the indices "
+                            "0..K-1 and the names as classes=[...]").format(
+            what=what, kind=_("strings") if array.dtype.kind in "US" else _("objects"), first=first))
+    return torch.as_tensor(array)
 
 
 def _read_dataset(ds: Any, what: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -268,7 +306,11 @@ def _read_dataset(ds: Any, what: str) -> tuple[torch.Tensor, torch.Tensor]:
             raise ConfigError(f"{what}[{i}] image has shape {tuple(x.shape)}, {what}[0] {tuple(x0.shape)}: "
                               "resize them to one size (a transform)")
         images[i] = x
-        labels[i] = int(y)
+        try:
+            labels[i] = int(y)
+        except (TypeError, ValueError):
+            raise ConfigError(_("{what}[{i}] label is {label!r}, not a class index; give the indices 0..K-1 and "
+                                "the names as classes=[...]").format(what=what, i=i, label=y)) from None
     return images, labels
 
 
