@@ -31,16 +31,18 @@ from cnnlab.apps.serve.limits import (
     DEFAULT_MAX_DECODED_BYTES,
     DEFAULT_MAX_PIXELS,
     DEFAULT_MAX_REQUESTS,
+    DEFAULT_READ_LIMITS,
     ApiError,
     BodyLimitMiddleware,
     ConcurrencyLimitMiddleware,
     DecodeGate,
+    ReadLimits,
 )
 from cnnlab.apps.serve.server import BackgroundServer, bind_socket, is_loopback, make_server, serve
 
 __all__ = [
     "DEFAULT_DECODE_MEMORY", "DEFAULT_MAX_BYTES", "DEFAULT_MAX_DECODED_BYTES", "DEFAULT_MAX_PIXELS",
-    "DEFAULT_MAX_REQUESTS", "ApiError", "BackgroundServer", "BodyLimitMiddleware", "Classifier",
+    "DEFAULT_MAX_REQUESTS", "DEFAULT_READ_LIMITS", "ApiError", "BackgroundServer", "BodyLimitMiddleware", "Classifier",
     "ConcurrencyLimitMiddleware", "DecodeGate", "bind_socket", "create_app", "input_png", "is_loopback",
-    "make_server", "read_image_bytes", "require_web_stack", "serve",
+    "ReadLimits", "make_server", "read_image_bytes", "require_web_stack", "serve",
 ]

@@ -29,12 +29,14 @@ from cnnlab.apps.serve.limits import (
     DEFAULT_MAX_DECODED_BYTES,
     DEFAULT_MAX_PIXELS,
     DEFAULT_MAX_REQUESTS,
+    DEFAULT_READ_LIMITS,
     DEFAULT_TOP_K,
     ApiError,
     BodyLimitMiddleware,
     BodyTooLarge,
     ConcurrencyLimitMiddleware,
     DecodeGate,
+    ReadLimits,
     decode_cost,
     decoded_bytes,
     human_bytes,
@@ -150,13 +152,15 @@ def create_app(
     decode_memory: int = DEFAULT_DECODE_MEMORY,
     decode_slots: int | None = None,
     max_requests: int = DEFAULT_MAX_REQUESTS,
+    read_limits: ReadLimits = DEFAULT_READ_LIMITS,
 ) -> Any:
     """The FastAPI app for a run directory (or checkpoint path, or an already loaded Predictor).
 
     Memory is bounded: an image over ``max_pixels`` or ``max_decoded_bytes`` is refused from its
     header (413); decodes run while their estimated memory fits ``decode_memory``, at most
     ``decode_slots`` at once (default: one per core); more than ``max_requests`` requests in flight,
-    or an upload kept waiting for the decode budget, get a JSON 503 ``busy``.
+    or an upload kept waiting for the decode budget, get a JSON 503 ``busy``. A body not sent within
+    ``read_limits`` is a 408 (docs/serve.md, "Limits").
     """
     require_web_stack()
     from fastapi import FastAPI
@@ -184,8 +188,10 @@ def create_app(
         version=__version__,
         description="Classify an image with a trained cnnlab model. The page at `/` lets you draw one.",
     )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=max_bytes)
-    app.add_middleware(ConcurrencyLimitMiddleware, max_requests=max_requests)  # outermost: refuses first
+    # The last added is outermost: a body is read whole (within its size and time limits) before the
+    # request counts against max_requests, so slow uploads cannot take the slots of finished ones.
+    app.add_middleware(ConcurrencyLimitMiddleware, max_requests=max_requests)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_bytes, limits=read_limits)
     _add_error_handlers(app)
     _add_page_routes(app)
     _add_api_routes(app, model_info, classify, default_top_k, len(classes))
