@@ -54,6 +54,9 @@ class RunDir:
 
     BEST = "best.pt"  # the checkpoint every report and analysis is about; named in their files
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))  # RunDir("runs/x") works as RunDir(Path("runs/x"))
+
     @property
     def config(self) -> Path:
         return self.path / "config.json"
@@ -217,6 +220,7 @@ def _acquire(run_path: Path, role: str, *, create_lock: bool = True) -> Any | No
     A trainer holding it refuses everyone at once (:class:`RunBusyError` naming its PID); a reader
     holding it is waited for, up to :data:`READER_WAIT_S`.
     """
+    run_path = Path(run_path)
     path = lock_path(run_path)
     if path in _held and _held[path][2] == threading.get_ident():
         held_role = _held[path][0]
