@@ -391,13 +391,21 @@ def format_table(results: Any, top_k: int, *, max_path: int = 60) -> str:
 def check_folder_free(path: str | None, overwrite: bool) -> None:
     """``--save-preprocessed`` must be a new or empty folder unless ``overwrite``."""
 
+    from cnnlab.core.files import FolderNotFree, claim_folder
+
     if path is None:
         return
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise SaveError(f"--save-preprocessed {p} is a file; give a folder")
-    if p.is_dir() and any(p.iterdir()) and not overwrite:
-        raise SaveError(f"--save-preprocessed folder {p} is not empty; pass --overwrite to write into it anyway")
+    try:
+        claim_folder(p, overwrite)  # --overwrite removes the PNGs an earlier --save-preprocessed wrote, nothing else
+    except FolderNotFree as exc:
+        if exc.foreign:
+            raise FolderNotFree(f"--save-preprocessed {exc}; choose an empty folder", folder=p,
+                                foreign=exc.foreign) from None
+        raise SaveError(f"--save-preprocessed folder {p} is not empty; pass --overwrite to replace what cnnlab "
+                        "wrote there") from None
 
 
 @cli.command()

@@ -83,6 +83,69 @@ def check_output_free(path: str | os.PathLike | None, overwrite: bool, what: str
         raise SaveError(f"{what} {p} already exists; pass --overwrite to replace it")
 
 
+#: In a folder that cnnlab fills with files of its choosing (``predict --save-preprocessed``): the names it
+#: wrote there, one a line, so that an overwrite later removes those and nothing else.
+WRITTEN_MANIFEST = ".cnnlab-written"
+
+
+class FolderNotFree(SaveError):
+    """A folder to write into that holds files cnnlab did not write there (``foreign``, sorted)."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, folder: Path, foreign: list[str]) -> None:
+        super().__init__(message)
+        self.folder, self.foreign = folder, foreign
+
+
+def written_here(folder: str | os.PathLike) -> set[str]:
+    """The file names :func:`note_written` recorded in ``folder``."""
+    try:
+        text = (Path(folder) / WRITTEN_MANIFEST).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return set()
+    return {line for line in text.splitlines() if line and "/" not in line and "\\" not in line}
+
+
+def note_written(folder: str | os.PathLike, name: str) -> None:
+    """Record, before writing it, that cnnlab writes ``name`` into ``folder`` (an appended line: a crash
+    loses at most the line being written, and a listed file that was never written is harmless)."""
+    try:
+        with open(Path(folder) / WRITTEN_MANIFEST, "a", encoding="utf-8") as fh:
+            fh.write(name + "\n")
+    except OSError as exc:
+        raise SaveError(f"could not write {Path(folder) / WRITTEN_MANIFEST}: {_reason(exc)}") from None
+
+
+def claim_folder(folder: str | os.PathLike, overwrite: bool) -> None:
+    """Make ``folder`` ready for cnnlab to fill: it must be new or empty; with ``overwrite`` it may also hold
+    files cnnlab wrote there before (:func:`note_written`), which are then removed, and nothing else.
+
+    Anything else (the user's files, folders, links) is a :class:`FolderNotFree` that lists it, and
+    nothing is removed. Checked before any work is done.
+    """
+    path = Path(folder)
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise SaveError(f"{path} is a file; give a folder")
+    entries = sorted(path.iterdir())
+    if not entries:
+        return
+    mine = written_here(path)
+    foreign = [e.name + ("/" if e.is_dir() and not e.is_symlink() else "") for e in entries
+               if e.name != WRITTEN_MANIFEST and temp_target(e.name) is None
+               and not (e.name in mine and e.is_file() and not e.is_symlink())]
+    if not overwrite or foreign:
+        shown = ", ".join(foreign[:10]) + (f" and {len(foreign) - 10} more" if len(foreign) > 10 else "")
+        what = f"holds files cnnlab did not write ({shown}); nothing was removed" if foreign else "is not empty"
+        raise FolderNotFree(f"folder {path} {what}", folder=path, foreign=foreign)
+    for e in entries:
+        if e.name in mine or e.name == WRITTEN_MANIFEST or temp_target(e.name) is not None:
+            with contextlib.suppress(FileNotFoundError):
+                e.unlink()
+
+
 def make_dirs(folder: str | os.PathLike) -> Path:
     """``mkdir -p folder``; a read-only disk, a missing permission or a file in the way is a :class:`SaveError`."""
     path = Path(folder)
