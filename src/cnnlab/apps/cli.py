@@ -357,9 +357,9 @@ def evaluate(run_dir: str, data_dir: str | None, device: str, eval_batch_size: i
 
     report = evaluate_run(run_dir, data_dir=data_dir, device=device, batch_size=eval_batch_size)
     if as_json:  # the report.json just written, and the run it belongs to
-        from cnnlab.core.runs import RunDir
+        from cnnlab.core.runs import RunDir, read_run_file
 
-        echo_json({"run": run_dir, **json.loads(RunDir(Path(run_dir)).report_json.read_text(encoding="utf-8"))})
+        echo_json({"run": run_dir, **json.loads(read_run_file(RunDir(Path(run_dir)).report_json))})
         return
     click.echo(report.text)
     click.echo(f"test accuracy {report.accuracy:.2%}  loss {report.loss:.4f}  ({report.num_images} images)")

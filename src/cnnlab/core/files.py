@@ -22,6 +22,7 @@ from typing import IO, Any, Collection, Iterator, Sequence
 
 from cnnlab.core.errors import SaveError
 from cnnlab.core.faults import kill_point
+from cnnlab.core.i18n import _
 
 
 def _umask() -> int:
@@ -114,7 +115,8 @@ def note_written(folder: str | os.PathLike, name: str) -> None:
         with open(Path(folder) / WRITTEN_MANIFEST, "a", encoding="utf-8") as fh:
             fh.write(name + "\n")
     except OSError as exc:
-        raise SaveError(f"could not write {Path(folder) / WRITTEN_MANIFEST}: {_reason(exc)}") from None
+        raise SaveError(_("could not write {path}: {reason}").format(path=Path(folder) / WRITTEN_MANIFEST,
+                                                                     reason=_reason(exc))) from None
 
 
 def claim_folder(folder: str | os.PathLike, overwrite: bool) -> None:
@@ -128,7 +130,7 @@ def claim_folder(folder: str | os.PathLike, overwrite: bool) -> None:
     if not path.exists():
         return
     if not path.is_dir():
-        raise SaveError(f"{path} is a file; give a folder")
+        raise SaveError(_("{path} is a file; give a folder").format(path=path))
     entries = sorted(path.iterdir())
     if not entries:
         return
@@ -137,9 +139,10 @@ def claim_folder(folder: str | os.PathLike, overwrite: bool) -> None:
                if e.name != WRITTEN_MANIFEST and temp_target(e.name) is None
                and not (e.name in mine and e.is_file() and not e.is_symlink())]
     if not overwrite or foreign:
-        shown = ", ".join(foreign[:10]) + (f" and {len(foreign) - 10} more" if len(foreign) > 10 else "")
-        what = f"holds files cnnlab did not write ({shown}); nothing was removed" if foreign else "is not empty"
-        raise FolderNotFree(f"folder {path} {what}", folder=path, foreign=foreign)
+        shown = ", ".join(foreign[:10]) + (_(" and {n} more").format(n=len(foreign) - 10) if len(foreign) > 10 else "")
+        message = (_("folder {path} holds files cnnlab did not write ({shown}); nothing was removed") if foreign
+                   else _("folder {path} is not empty"))
+        raise FolderNotFree(message.format(path=path, shown=shown), folder=path, foreign=foreign)
     for e in entries:
         if e.name in mine or e.name == WRITTEN_MANIFEST or temp_target(e.name) is not None:
             with contextlib.suppress(FileNotFoundError):

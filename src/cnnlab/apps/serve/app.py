@@ -20,7 +20,7 @@ import torch
 
 from cnnlab import __version__
 from cnnlab.core.errors import CnnlabError, ImageError
-from cnnlab.core.runs import RunDir
+from cnnlab.core.runs import RunDir, read_run_file
 from cnnlab.data.images import decode_image, image_header, tensor_to_image
 from cnnlab.service.predictor import Predictor, load
 from cnnlab.apps.serve.limits import (
@@ -112,8 +112,8 @@ def _describe_model(predictor: Predictor, source: Any) -> dict:
     if isinstance(source, (str, os.PathLike)):
         report = RunDir(Path(source)).report_json
         try:
-            info["test_accuracy"] = float(json.loads(report.read_text())["accuracy"])
-        except (OSError, ValueError, KeyError, TypeError):
+            info["test_accuracy"] = float(json.loads(read_run_file(report))["accuracy"])
+        except (OSError, CnnlabError, ValueError, KeyError, TypeError):
             pass  # a bare checkpoint, or a run without a test report
     return info
 
