@@ -312,7 +312,8 @@ def reading(*paths: str | os.PathLike) -> Iterator[None]:
     Creates nothing where the lock file cannot be made (a read-only folder).
     """
     taken: list[Any] = []
-    unique = sorted({lock_path(p): Path(p) for p in paths}.items())
+    # A path that is not there has nothing to protect (the reader fails on it in one line): no lock file for a typo.
+    unique = sorted({lock_path(p): Path(p) for p in paths if Path(p).exists()}.items())
     try:
         for _lock, path in unique:
             taken.append(_acquire(path, READ, create_lock=False))
