@@ -225,3 +225,9 @@ def test_import_cnnlab_and_lock_a_run_without_fcntl(tmp_path: Path) -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "locked", done.stderr
+
+
+def test_a_reader_of_a_missing_run_creates_no_lock_file(tmp_path: Path) -> None:
+    line = one_error_line(CliRunner().invoke(cli, ["evaluate", str(tmp_path / "typo")]))
+    assert "does not exist" in line
+    assert list(tmp_path.iterdir()) == []
