@@ -536,8 +536,13 @@ def serve(run_dir: str, host: str, port: int, max_upload_mb: float, device: str)
     """
     from cnnlab.apps.serve import serve as run_server
 
-    run_server(run_dir, host=host, port=port, max_bytes=int(max_upload_mb * 1024 * 1024), device=device,
-               log=click.echo)
+    try:
+        run_server(run_dir, host=host, port=port, max_bytes=int(max_upload_mb * 1024 * 1024), device=device,
+                   log=click.echo)
+    except KeyboardInterrupt as exc:  # uvicorn finished its graceful shutdown, then re-raised the signal
+        name, code = ("SIGTERM", 143) if isinstance(exc, Terminated) else ("SIGINT", 130)
+        click.echo(f"{name}: the server stopped", err=True)
+        sys.exit(code)
 
 
 # --- analyze / show-data / compare ---------------------------------------------------------
