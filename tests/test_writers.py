@@ -41,6 +41,12 @@ def one_error_line(result, code: int = 2) -> str:
     return lines[0]
 
 
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` with its bytes ({} when there is no folder)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()} \
+        if folder.is_dir() else {}
+
+
 # --- overwrite ------------------------------------------------------------------------------
 
 
@@ -142,6 +148,7 @@ def test_readers_refuse_a_run_being_trained(tiny_trained_run: Path, tmp_path: Pa
     run = tmp_path / "run"
     shutil.copytree(tiny_trained_run, run)
     report = (run / "report.json").read_bytes()
+    analysis, visual = snapshot(run / "analysis"), snapshot(run / "visualize")  # other tests may have made them
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; from cnnlab.core.runs import RunDir, locked\n"
         f"with locked(RunDir({str(run)!r})):\n    print('held', flush=True); time.sleep(60)")],
@@ -155,7 +162,7 @@ def test_readers_refuse_a_run_being_trained(tiny_trained_run: Path, tmp_path: Pa
             line = one_error_line(CliRunner().invoke(cli, args))
             assert f"is being trained by process {holder.pid}" in line, args
         assert (run / "report.json").read_bytes() == report
-        assert not (run / "analysis").exists() and not (run / "visualize").exists()
+        assert snapshot(run / "analysis") == analysis and snapshot(run / "visualize") == visual
     finally:
         holder.kill()
         holder.wait()
@@ -171,9 +178,10 @@ def test_an_interpretation_is_not_saved_once_best_pt_changed(tiny_trained_run: P
     data = (run / "best.pt").read_bytes()
     (run / "best.pt").unlink()
     (run / "best.pt").write_bytes(data)  # a new file: what a training run's atomic replace gives
+    before = snapshot(run / "analysis")
     with pytest.raises(RunDirError, match="changed after it was scored"):
         interp.save()
-    assert not (run / "analysis").exists()
+    assert snapshot(run / "analysis") == before
 
 
 def test_readers_wait_for_each_other_not_refuse(tmp_path: Path) -> None:
