@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
 from cnnlab.core.errors import ConfigError
+from cnnlab.core.i18n import _
 
 # Evaluation batch size everywhere a batch size only changes speed (training's evaluation passes,
 # `cnnlab evaluate/analyze/compare`). 256, not more: on a CPU, LeNet-5's activations then stay in
@@ -57,6 +58,8 @@ def option(default: Any, help: str, *, flag: str | None = None, choices: tuple[s
     meta = {"help": help, "flag": flag, "choices": choices, "default_text": default_text, "path": path}
     return field(default=default, metadata={"cli": meta, "resumable": resumable})
 
+
+MAX_SEED = 2**32 - 1  # largest seed taken (NumPy's limit)
 
 @dataclass
 class DataConfig:
@@ -219,6 +222,11 @@ class Config:
             raise ConfigError(f"model.tta_shift must be between 0 and 4 pixels, got {self.model.tta_shift}")
         if t.loss_reduction not in LOSS_REDUCTIONS:
             raise ConfigError(f"train.loss_reduction must be 'sum' or 'mean', got {t.loss_reduction!r}")
+        for key, seed in (("train.seed", t.seed), ("data.split_seed", d.split_seed)):
+            # NumPy's range; seeds are also combined with epoch numbers into 64-bit generator seeds.
+            if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+                raise ConfigError(_("{key} must be a whole number from 0 to {top}, got {value!r}").format(
+                    key=key, top=MAX_SEED, value=seed))
         if t.threads is not None:
             check_positive(**{"train.threads": t.threads})
         check_device(t.device, "train.device")

@@ -22,7 +22,7 @@ import torch
 from cnnlab import __version__
 from cnnlab.analysis.explain import Explanation, explain
 from cnnlab.core.errors import CnnlabError, ImageError
-from cnnlab.core.runs import RunDir
+from cnnlab.core.runs import RunDir, read_run_file
 from cnnlab.data.images import decode_image, image_header, tensor_to_image
 from cnnlab.service.predictor import Predictor, load
 from cnnlab.apps.serve.limits import (
@@ -31,12 +31,14 @@ from cnnlab.apps.serve.limits import (
     DEFAULT_MAX_DECODED_BYTES,
     DEFAULT_MAX_PIXELS,
     DEFAULT_MAX_REQUESTS,
+    DEFAULT_READ_LIMITS,
     DEFAULT_TOP_K,
     ApiError,
     BodyLimitMiddleware,
     BodyTooLarge,
     ConcurrencyLimitMiddleware,
     DecodeGate,
+    ReadLimits,
     decode_cost,
     decoded_bytes,
     human_bytes,
@@ -112,8 +114,8 @@ def _describe_model(predictor: Predictor, source: Any) -> dict:
     if isinstance(source, (str, os.PathLike)):
         report = RunDir(Path(source)).report_json
         try:
-            info["test_accuracy"] = float(json.loads(report.read_text())["accuracy"])
-        except (OSError, ValueError, KeyError, TypeError):
+            info["test_accuracy"] = float(json.loads(read_run_file(report))["accuracy"])
+        except (OSError, CnnlabError, ValueError, KeyError, TypeError):
             pass  # a bare checkpoint, or a run without a test report
     return info
 
@@ -152,13 +154,15 @@ def create_app(
     decode_memory: int = DEFAULT_DECODE_MEMORY,
     decode_slots: int | None = None,
     max_requests: int = DEFAULT_MAX_REQUESTS,
+    read_limits: ReadLimits = DEFAULT_READ_LIMITS,
 ) -> Any:
     """The FastAPI app for a run directory (or checkpoint path, or an already loaded Predictor).
 
     Memory is bounded: an image over ``max_pixels`` or ``max_decoded_bytes`` is refused from its
     header (413); decodes run while their estimated memory fits ``decode_memory``, at most
     ``decode_slots`` at once (default: one per core); more than ``max_requests`` requests in flight,
-    or an upload kept waiting for the decode budget, get a JSON 503 ``busy``.
+    or an upload kept waiting for the decode budget, get a JSON 503 ``busy``. A body not sent within
+    ``read_limits`` is a 408 (docs/serve.md, "Limits").
     """
     require_web_stack()
     from fastapi import FastAPI
@@ -186,8 +190,10 @@ def create_app(
         version=__version__,
         description="Classify an image with a trained cnnlab model. The page at `/` lets you draw one.",
     )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=max_bytes)
-    app.add_middleware(ConcurrencyLimitMiddleware, max_requests=max_requests)  # outermost: refuses first
+    # The last added is outermost: a body is read whole (within its size and time limits) before the
+    # request counts against max_requests, so slow uploads cannot take the slots of finished ones.
+    app.add_middleware(ConcurrencyLimitMiddleware, max_requests=max_requests)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_bytes, limits=read_limits)
     _add_error_handlers(app)
     _add_page_routes(app)
     _add_api_routes(app, model_info, classify, default_top_k, len(classes))
