@@ -114,7 +114,7 @@ def main() -> None:
     out_csv = work / "preds.csv"
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "cnnlab", "predict", str(run_dir), str(folder), "-q", "-o", str(out_csv),
-                    "--overwrite", "--batch-size", str(args.batch_size)], check=True, stderr=subprocess.DEVNULL)
+                    "--overwrite", "--eval-batch-size", str(args.batch_size)], check=True, stderr=subprocess.DEVNULL)
     cli_s = time.perf_counter() - t0
     result["cli"] = {"seconds": cli_s, "images_per_s": n / cli_s}
     print(f"cnnlab predict (CLI, incl. start-up): {cli_s:.2f}s = {n / cli_s:,.0f} images/s", flush=True)

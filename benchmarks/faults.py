@@ -16,6 +16,11 @@ Each killed run is then resumed -- alternately by the same command again and by
 bit-identical (``torch.equal``) to the reference's, for the same epoch; metrics.csv has exactly
 one row per epoch with the reference's values (timings aside); report.json has the same test
 accuracy; no temporary file is left. The script exits 1 if any trial fails.
+
+Then ``--races`` concurrency trials (issue 24): two ``cnnlab train`` on one new run folder at once
+(half of them with the test-only ``CNNLAB_TEST_PAUSE`` widening the race window), a third
+``--resume`` and an ``evaluate`` while the winner trains: exactly one may exit 0, the others must be
+refused ("being trained by process N", exit 2), and the run must equal the reference.
 """
 from __future__ import annotations
 
@@ -143,6 +148,88 @@ def trial(args: argparse.Namespace, ref: Path, run: Path, *, point: str | None, 
     return record
 
 
+# --- concurrency (issue 24): a second writer is always refused, readers never write a stale report ---
+
+
+def _wait_running(proc: subprocess.Popen, lock: Path, seconds: float = 60) -> None:
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline and proc.poll() is None:
+        if lock.is_file() and lock.read_text().startswith("train"):
+            return
+        time.sleep(0.02)
+
+
+def concurrency_trial(args: argparse.Namespace, ref: Path, work: Path, i: int) -> dict:
+    """Two trainers (and a third ``--resume``, and an ``evaluate``) on one new run folder at once.
+
+    Odd trials widen the race window with the test-only pause (``CNNLAB_TEST_PAUSE``, at the lock or
+    right after the folder is created); even ones start both trainers within a few milliseconds. The
+    resume and the evaluate start as soon as the winner has written config.json. Passes when exactly
+    one trainer exits 0, no other process exits 0 *before the winner finished* (each is refused with
+    exit 2 and "being trained by process N"), the run equals the uninterrupted reference, and its
+    report.json is about best.pt's epoch. A process that exits 0 after the winner finished started
+    too late to race it; it is counted as ``late``, not as a pass or a failure.
+    """
+    args = argparse.Namespace(**{**vars(args), "epochs": args.race_epochs})  # a winner busy long enough to race
+    run = work / f"race{i:02d}"
+    lock = run.parent / f".{run.name}.lock"
+    env = dict(os.environ)
+    pause = ["run-locked", "run-created"][(i // 2) % 2] if i % 2 else None
+    if pause:
+        env["CNNLAB_TEST_PAUSE"] = f"{pause}:2"
+
+    def start(cmd: list[str]) -> subprocess.Popen:
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    first = subprocess.Popen(train_cmd(args, run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+    if pause:
+        _wait_running(first, lock)
+    else:
+        time.sleep(random.Random(i).uniform(0, 0.05))
+    others = [start(train_cmd(args, run))]
+    while first.poll() is None and not (run / "config.json").exists():
+        time.sleep(0.02)
+    others += [start(resume_cmd(args, run)), start([sys.executable, "-m", "cnnlab", "evaluate", str(run)])]
+    ended: dict[int, float] = {}
+    procs = [first, *others]
+    while len(ended) < len(procs):
+        for p in procs:
+            if p.pid not in ended and p.poll() is not None:
+                ended[p.pid] = time.perf_counter()
+        time.sleep(0.02)
+    errs = {p.pid: p.stderr.read() for p in procs}
+    codes = [p.returncode for p in procs]
+    winners = [p for p in procs if p.returncode == 0]
+    record = {"point": f"race {'pause ' + pause if pause else 'simultaneous'}", "killed": False,
+              "exit_codes": codes, "late": 0, "problems": []}
+    if not winners:
+        record["problems"].append(f"no process finished the run (codes {codes}): {errs[first.pid][-200:]}")
+    else:
+        winner = min(winners, key=lambda p: ended[p.pid])
+        for p in procs:
+            if p is winner:
+                continue
+            if p.returncode == 0:
+                if ended[p.pid] < ended[winner.pid]:
+                    record["problems"].append("a second process exited 0 while the winner was still training")
+                else:
+                    record["late"] += 1
+            elif not (p.returncode == 2 and "being trained by process" in errs[p.pid]):
+                record["problems"].append(f"a refused process said: {errs[p.pid].strip()[-200:]}")
+        if ref is not None:
+            record["problems"] += check(run, ref, args.epochs)
+        if len(metrics_rows(run)) != args.epochs:
+            record["problems"].append("metrics.csv does not have one row per epoch")
+        if [p.name for p in run.rglob("*") if temp_target(p.name) is not None]:
+            record["problems"].append("temporary files left")
+        best = load_checkpoint(run / "best.pt")["epoch"]
+        if json.loads((run / "report.json").read_text()).get("epoch") != best:
+            record["problems"].append("report.json is about another epoch than best.pt")
+    shutil.rmtree(run, ignore_errors=True)
+    return record
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data-dir", required=True)
@@ -153,6 +240,10 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=600)
     p.add_argument("--only", default=None, help="comma-separated aimed points to run (default: every write)")
+    p.add_argument("--races", type=int, default=6, help="concurrency trials: two trainers, a resume and an evaluate "
+                   "on one new run at once")
+    p.add_argument("--race-epochs", type=int, default=6, help="epochs of the race trials' runs (compared with "
+                   "the reference only when equal to --epochs)")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     args = p.parse_args()
 
@@ -188,6 +279,12 @@ def main() -> int:
         print(f"{i + 1:2d}/{len(plan)} {rec['point']:<26} killed={rec['killed']!s:<5} resume: "
               f"{rec.get('resumed_with', '-'):<12} {status}", flush=True)
         shutil.rmtree(run, ignore_errors=True)
+    for i in range(args.races):
+        rec = concurrency_trial(args, ref if args.race_epochs == args.epochs else None, work, i)
+        results.append(rec)
+        status = "ok" if not rec["problems"] else "FAIL " + "; ".join(rec["problems"])
+        print(f"race {i + 1}/{args.races} {rec['point']:<24} exit codes {rec['exit_codes']} (late {rec['late']}) "
+              f"{status}", flush=True)
     shutil.rmtree(work, ignore_errors=True)
 
     failed = [r for r in results if r["problems"]]
@@ -197,15 +294,22 @@ def main() -> int:
         "killed": sum(r["killed"] for r in results),
         "aimed": len(points),
         "random": len(times),
-        "finished_bit_exact": len(results) - len(failed),
+        "races": args.races,
+        "races_one_writer": sum(1 for r in results if r["point"].startswith("race") and not r["problems"]),
+        "race_processes_late": sum(r.get("late", 0) for r in results),
+        "finished_bit_exact": sum(1 for r in results if not r["point"].startswith("race") and not r["problems"]),
         "failed": len(failed),
         "reference_run_s": round(ref_seconds, 1),
         "run": {"subset": args.subset, "val_size": args.val_size, "epochs": args.epochs, "threads": 1},
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count()},
         "results": results,
     }
-    print(f"{summary['finished_bit_exact']}/{summary['trials']} trials resumed and finished bit-exact "
+    kills = [r for r in results if not r["point"].startswith("race")]
+    print(f"{sum(1 for r in kills if not r['problems'])}/{len(kills)} trials resumed and finished bit-exact "
           f"({summary['killed']} killed: {summary['aimed']} aimed, {summary['random']} random)")
+    if args.races:
+        print(f"{summary['races_one_writer']}/{summary['races']} races had exactly one writer "
+              "(every other process refused: being trained by process N)")
     if args.out:
         Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
     return 1 if failed else 0

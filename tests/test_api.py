@@ -173,7 +173,7 @@ def test_bad_inputs_are_clear(tmp_path: Path) -> None:
         cnnlab.train(Lenet5(), ((x - 0.5) / 0.3, y), run_dir=tmp_path / "b", **QUIET)
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "notes.txt").write_text("mine")
-    with pytest.raises(RunDirError, match="holds no cnnlab run"):
+    with pytest.raises(RunDirError, match=r"holds files cnnlab did not write \(notes.txt\); nothing was removed"):
         cnnlab.train(Lenet5(), (x, y), run_dir=tmp_path / "c", overwrite=True, **QUIET)
     assert (tmp_path / "c" / "notes.txt").is_file()
 

@@ -233,3 +233,10 @@ def test_rewriting_derived_files_in_a_run_says_so_on_stderr(tiny_trained_run, tm
     again = CliRunner().invoke(cli, ["visualize", str(run)])
     assert again.exit_code == 0 and f"note: rewrote the files cnnlab derived in {run / 'visualize'}" in again.stderr
     assert "note:" not in again.stdout and str(run / "visualize") in again.stdout  # the paths are its result
+
+
+def test_a_missing_dataset_ends_with_the_command_lines_hint(tmp_path):
+    result = CliRunner().invoke(cli, ["show-data", "--data-dir", str(tmp_path), "--no-download", "-o", "-"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "MNIST is not in" in result.stderr and result.stderr.rstrip().endswith(
+        "give the folder with --data-dir (or set $CNNLAB_DATA_DIR)")

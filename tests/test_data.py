@@ -91,7 +91,8 @@ def test_missing_files_error_names_files_and_folder(tmp_path):
         load_mnist(tmp_path, train=True, download=False)
     msg = str(err.value)
     assert all(name in msg for name in MNIST_FILES)
-    assert str(tmp_path / "MNIST" / "raw") in msg and "--data-dir" in msg
+    assert str(tmp_path / "MNIST" / "raw") in msg
+    assert err.value.option == "data.data_dir" and "--data-dir" not in msg  # the CLI's hint names the flag
 
 
 def test_failed_download_error_is_clear(tmp_path, monkeypatch):
@@ -105,4 +106,4 @@ def test_failed_download_error_is_clear(tmp_path, monkeypatch):
     monkeypatch.setattr(tv_mnist, "download_and_extract_archive", offline)
     with pytest.raises(DataError) as err:
         load_mnist(tmp_path, train=True, download=True)
-    assert "could not be downloaded" in str(err.value) and "--data-dir" in str(err.value)
+    assert "could not be downloaded" in str(err.value) and err.value.option == "data.data_dir"

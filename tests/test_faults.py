@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -148,12 +149,22 @@ def test_metrics_csv_is_rebuilt_from_last_pt_on_resume(tiny_mnist, tmp_path):
 
 
 def test_a_second_process_on_the_same_run_dir_is_refused(tiny_mnist, tmp_path):
-    from cnnlab.core.runs import RunDir, locked
-
+    """The issue's race, made to happen every time: the first trainer holds the run's lock and is paused
+    before its folder exists (a test-only hook); the second is refused, and removes nothing."""
     run = tmp_path / "run"
-    with locked(RunDir(run)):
-        line = one_line_error(invoke(*train_args(tiny_mnist, run)), 2)
-    assert "another cnnlab process is training into" in line
+    first = subprocess.Popen(_cmd(tiny_mnist, run), env={**os.environ, "CNNLAB_TEST_PAUSE": "run-locked:4"},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lock = tmp_path / ".run.lock"
+    for _ in range(300):  # until the first process holds the lock
+        if lock.is_file() and lock.read_text().startswith("train"):
+            break
+        time.sleep(0.05)
+    assert not run.exists()  # paused between taking the lock and creating the folder
+    line = one_line_error(invoke(*train_args(tiny_mnist, run)), 2)
+    assert f"is being trained by process {first.pid}" in line
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert (run / "best.pt").is_file() and (run / "report.json").is_file()
 
 
 # --- item 5: cannot write (exit 4) ------------------------------------------------------------------------
@@ -162,7 +173,8 @@ def test_a_second_process_on_the_same_run_dir_is_refused(tiny_mnist, tmp_path):
 def test_run_dir_under_a_file_is_one_line_exit_4(tiny_mnist, tmp_path):
     (tmp_path / "afile").write_text("x")
     line = one_line_error(invoke(*train_args(tiny_mnist, tmp_path / "afile" / "sub")), 4)
-    assert "afile" in line and "not a folder" in line
+    # The run's lock file goes beside the run, in afile/, so the first folder made is afile itself.
+    assert "afile" in line and ("not a folder" in line or "a file of that name is in the way" in line)
 
 
 @pytest.fixture
@@ -245,8 +257,8 @@ def test_a_real_read_only_mount_is_exit_4_everywhere(tiny_trained_run, tmp_path,
     assert "Read-only file system" in assert_one_line(_cli("evaluate", str(run)), 4)
     assert_one_line(_cli("train", "--resume", str(run), "--no-progress"), 4)
     assert_one_line(_cli("predict", str(run), str(run / "confusion_matrix.png"), "-o", str(mount_point / "p.csv")), 4)
-    assert "cannot create folder" in assert_one_line(
-        _cli(*train_args(tiny_trained_run, mount_point / "new")), 4)
+    line = assert_one_line(_cli(*train_args(tiny_trained_run, mount_point / "new")), 4)
+    assert "cannot create" in line and "Read-only file system" in line  # the run's lock file, made first
 
 
 @pytest.mark.slow

@@ -58,7 +58,11 @@ def test_read_only_commands_on_missing_data_fail_clearly_and_create_nothing(comm
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("error: MNIST is not in") and result.stderr.count("\n") == 1
     assert "never download" in result.stderr and "--data-dir" in result.stderr
-    assert tree(tmp_path) == before  # no MNIST/raw, no analysis/, no visualize/, nothing
+    after = tree(tmp_path)
+    # Only the run's own lock file beside it (docs/reliability.md, "One writer per run"): a reader holds it
+    # while it reads, so that no training replaces best.pt meanwhile.
+    assert after.pop(".run.lock", None) in (None, b"read " + str(os.getpid()).encode() + b"\n")
+    assert after == before  # no MNIST/raw, no analysis/, no visualize/, nothing
 
 
 def test_export_of_a_run_whose_data_is_gone_writes_only_its_file(tiny_mnist, tmp_path, monkeypatch):
@@ -73,7 +77,9 @@ def test_export_of_a_run_whose_data_is_gone_writes_only_its_file(tiny_mnist, tmp
     assert result.exit_code == 0, result.output
     assert "compared on random inputs" in result.output
     after = tree(tmp_path)
-    assert set(after) - set(before) == {"m.pt2"} and {k: after[k] for k in before} == before
+    lock = {".run.lock"}  # the run's lock file: export held it as a reader (its note now says so)
+    assert set(after) - set(before) == {"m.pt2"}
+    assert {k: after[k] for k in set(before) - lock} == {k: before[k] for k in set(before) - lock}
 
 
 @pytest.mark.parametrize("dataset, name", [

@@ -212,7 +212,8 @@ def test_save_preprocessed_writes_the_network_inputs(predictor, folder, tmp_path
     results = predictor.predict_files([folder / "a.png", folder / "sub" / "c.png", folder / "sub" / "c.png"],
                                       save_preprocessed=out)
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["a.png", "c.png"]  # the same path given twice is predicted once
+    assert files == [".cnnlab-written", "a.png", "c.png"]  # the same path given twice is predicted once
+    assert (out / ".cnnlab-written").read_text().split() == ["a.png", "c.png"]  # what a later --overwrite may remove
     saved = np.asarray(Image.open(out / "a.png"))
     assert saved.shape == (28, 28)
     assert np.array_equal(saved, (results.results[0].prediction.input[0] * 255).round().numpy().astype(np.uint8))
@@ -265,7 +266,7 @@ def test_cli_predict_all_good_exits_zero_and_writes_json(tiny_trained_run, folde
     first = data["results"][0]
     assert set(first["top_k"][0]) == {"label", "index", "prob"} and first["label"] == first["top_k"][0]["label"]
     assert first["top_k"][0]["prob"] >= first["top_k"][1]["prob"] and first["prob"] == first["top_k"][0]["prob"]
-    assert sorted(p.name for p in (tmp_path / "seen").iterdir()) == ["a.png", "c.png"]
+    assert sorted(p.name for p in (tmp_path / "seen").iterdir() if p.name != ".cnnlab-written") == ["a.png", "c.png"]
 
 
 def test_cli_predict_never_overwrites_without_overwrite(tiny_trained_run, folder, tmp_path):
@@ -282,7 +283,18 @@ def test_cli_predict_never_overwrites_without_overwrite(tiny_trained_run, folder
     seen.mkdir()
     (seen / "old.png").write_bytes(b"x")
     proc = run_cli("predict", str(tiny_trained_run), str(folder / "a.png"), "--save-preprocessed", str(seen))
-    assert proc.returncode != 0 and "is not empty" in proc.stderr
+    assert proc.returncode == 2 and "holds files cnnlab did not write (old.png)" in proc.stderr
+    # --overwrite replaces only what cnnlab wrote there: old.png is the user's (issue 24)
+    proc = run_cli("predict", str(tiny_trained_run), str(folder / "a.png"), "--save-preprocessed", str(seen),
+                   "--overwrite")
+    assert proc.returncode == 2 and "holds files cnnlab did not write (old.png); nothing was removed" in proc.stderr
+    assert (seen / "old.png").read_bytes() == b"x"
+    (seen / "old.png").unlink()
+    for _ in range(2):  # the second time, --overwrite removes the PNG the first wrote
+        proc = run_cli("predict", str(tiny_trained_run), str(folder / "a.png"), "--save-preprocessed", str(seen),
+                       "--overwrite")
+        assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in seen.iterdir()) == [".cnnlab-written", "a.png"]
 
 
 def test_cli_predict_bad_model_is_one_line(tmp_path, folder):

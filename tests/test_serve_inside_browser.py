@@ -15,6 +15,8 @@ from browser import headless_chromium
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install -e '.[serve]'")
 
+ROWS = ("return [...document.querySelectorAll('#layers .layer')]"
+        ".map(r => [r.dataset.name, r.dataset.kind, r.querySelectorAll('canvas.map').length])")
 SIGNATURE = ("return [...document.querySelectorAll('#layers canvas.map')].map(c => c.toDataURL()).join('|')")
 OPAQUE = ("const c = arguments[0]; const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
           "let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n;")
@@ -30,10 +32,21 @@ def _explains(driver) -> int:
 
 
 def _wait_for_explain(driver, count: int, timeout: float = 60) -> None:
+    """Until ``count`` answers were drawn and no newer one arrives for a moment: the page asks again at
+    each drawing pause, so a panel read while a later answer lands would be re-rendered under the test."""
+    import time
+
     from selenium.webdriver.support.ui import WebDriverWait
 
     WebDriverWait(driver, timeout).until(lambda d: _explains(d) >= count or d.find_element("id", "inside-status").text)
     assert not driver.find_element("id", "inside-status").text
+    seen = _explains(driver)
+    for _ in range(40):
+        time.sleep(0.5)
+        now = _explains(driver)
+        if now == seen:
+            return
+        seen = now
 
 
 def _stroke(driver, canvas, points: list[tuple[int, int]]) -> None:
@@ -60,11 +73,9 @@ def test_layer_panel_shows_every_channel_updates_and_explains(browser, tiny_trai
         assert browser.find_element("id", "inside").is_displayed()
 
         # One map per channel of each conv and pool layer, in forward order.
-        rows = browser.find_elements("css selector", "#layers .layer")
-        found = [(r.get_attribute("data-name"), r.get_attribute("data-kind"),
-                  len(r.find_elements("css selector", "canvas.map"))) for r in rows]
-        assert found == [("features.0", "conv", 6), ("features.2", "pool", 6), ("features.3", "conv", 16),
-                         ("features.5", "pool", 16)]
+        found = browser.execute_script(ROWS)  # read in one go: the panel is re-rendered as a whole
+        assert found == [["features.0", "conv", 6], ["features.2", "pool", 6], ["features.3", "conv", 16],
+                         ["features.5", "pool", 16]]
 
         # Drawing more changes the maps.
         before, done = browser.execute_script(SIGNATURE), _explains(browser)

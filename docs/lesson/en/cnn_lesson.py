@@ -26,8 +26,9 @@
 #    transforms and the classic models.
 # 3. **LeNet-5**: the network written as a class, layer by layer, and how it differs from the 1998 original.
 # 4. **Training** with pytorch-ignite, with the loop in plain sight, and then the same thing
-#    with a single `cnnlab` call.
-# 5. **Analysing** the best model on the test set: report, confusion matrix, mistakes, calibration.
+#    with a single `cnnlab` call (after looking for a learning rate with `cnnlab.lr_find`).
+# 5. **Analysing** the best model on the test set: report, confusion matrix, mistakes, calibration;
+#    and inside the network: every layer's maps for one picture, a kernel's arithmetic, which pixels decided.
 # 6. **Where to go next**: augmentation, pretrained models and the command line.
 #
 # Each section ends with short exercises: **predict** the answer first, **then run** the code;
@@ -71,6 +72,11 @@ print("torch", torch.__version__, "| device:", DEVICE)
 #   10,000 validation images, 5 epochs.
 # - `RUNS` is where the trainings write their checkpoints; `IMAGES` holds the photos of
 #   digits used in section 2.2 (downloaded when this notebook is not inside its repository).
+# - `CNNLAB_LANG`: the language of what cnnlab prints and draws: the training log, the tables,
+#   the test report and every figure. This notebook asks for English (`"es"` gives Spanish) with
+#   an ordinary `os.environ` line in the cell below: it sets an environment variable of this
+#   notebook's own Python process (the kernel), from that line on, and nothing outside it. Every
+#   call also takes `lang="en"` or `lang="es"` for that call alone.
 
 # %%
 import os
@@ -78,8 +84,7 @@ from pathlib import Path
 
 from cnnlab.data.tensors import resolve_data_dir
 
-# --- language: cnnlab's own words (figure titles, tables, messages) are set here ---------
-# ------------------------------------------------------------------------------------------
+os.environ["CNNLAB_LANG"] = "en"  # the language of what cnnlab prints and draws in this notebook
 
 DATA_DIR = resolve_data_dir(None)  # $CNNLAB_DATA_DIR, else ~/.cache/cnnlab/data
 QUICK = os.environ.get("CNNLAB_LESSON_QUICK", "0") == "1"
@@ -356,6 +361,15 @@ for i, ax in enumerate(axes.flat):
     ax.axis("off")
 fig.suptitle("The first 32 training images and their labels")
 fig.tight_layout()
+
+# %% [markdown]
+# The same kind of grid in one call: `cnnlab.show_batch` draws `n` random training images with
+# their labels (the same `seed`, the same images). It also takes your own `(images, labels)`.
+
+# %%
+import cnnlab
+
+cnnlab.show_batch("mnist", n=32, data_dir=DATA_DIR, seed=0)
 
 # %% [markdown]
 # ### 2.2 Reading images: your own picture
@@ -773,7 +787,19 @@ print(f"{right}/{len(photos)} photos right")
 # %% [markdown]
 # ### 4.2 The same thing with one cnnlab call
 #
-# `cnnlab.train` follows the same recipe (the 50,000/10,000 split with seed 1234, batch 32,
+# **Which learning rate?** The lesson uses Adam at 1e-3. The *learning-rate range test* (Leslie
+# Smith; fastai's `lr_find`) trains a copy of the network for a few hundred batches while the rate
+# grows from 1e-7 to 10, and records the loss. Where the loss falls fastest is a good rate; where it
+# shoots up, training diverges. Your `Lenet5()` is not changed, and nothing is written.
+
+# %%
+torch.manual_seed(0)  # the starting weights of the copy that is tried
+found = cnnlab.lr_find(Lenet5(), "mnist", data_dir=DATA_DIR, subset=SUBSET)
+print(found.text())
+found.plot()
+
+# %% [markdown]
+# Now the training itself. `cnnlab.train` follows the same recipe (the 50,000/10,000 split with seed 1234, batch 32,
 # Adam with lr 1e-3, summed loss, the best checkpoint by validation loss) and also evaluates
 # the best model on the test set. It accepts your own `nn.Module` or the name of a registered
 # model, and uses the GPU when there is one. Everything is written to `run_dir`, and
@@ -928,11 +954,107 @@ interp.plot_calibration()
 interp.plot_curves()
 
 # %% [markdown]
+# ### 5.3 Inside the network
+#
+# Until now we have looked at the network from the outside: an image goes in, ten probabilities come
+# out. `cnnlab.explain` follows **one image** through **your own LeNet-5** and keeps what every layer
+# produced, the prediction, and which pixels drove it. It uses the same *forward hooks* as section 3.2.
+#
+# We give it the run of section 4.2 and one of the photos of section 2.2: the 4 on grey paper.
+# Put the path of **a digit you drew** there instead (on paper and photographed, or in any drawing
+# program). With a run folder, cnnlab prepares the file exactly as `cnnlab predict` does, which is
+# what our `prepare` of section 2.2 does too; `model=Lenet5()` is a fresh instance of our class, to
+# load the best weights into.
+
+# %%
+photo = IMAGES / "digit_4.jpg"  # or your own file: Path("my_digit.png")
+ex = cnnlab.explain(run.path, photo, model=Lenet5())
+assert torch.equal(ex.input, prepare(photo))  # the network saw exactly what section 2.2 prepared
+ex
+
+# %% [markdown]
+# `ex.activations` holds every convolution, activation, pooling and linear layer's output, under the
+# **names of our own module** (`features.0` is the first entry of `self.features`). Each shape is the
+# one `cnnlab.summarize` listed in section 3.1, and the sides are the ones the formula of section 1.3
+# gives, layer after layer:
+
+# %%
+shapes_31 = {row.name: tuple(row.output_shape) for row in summary.rows}  # the table of section 3.1
+for name, out in ex.activations.items():
+    print(f"{name:<14} {ex.kinds[name]:<10} {tuple(out.shape)}")
+    assert tuple(out.shape) == shapes_31[name]
+
+side1 = conv_output_size(28, 5, padding=2)   # 28: padding 2 keeps the size
+side2 = pool_output_size(side1, 2)           # 14: the pool halves it
+side3 = conv_output_size(side2, 5)           # 10: a 5x5 kernel without padding loses 4
+side4 = pool_output_size(side3, 2)           # 5
+assert tuple(ex.activations["features.0"].shape) == (6, side1, side1)
+assert tuple(ex.activations["features.2"].shape) == (6, side2, side2)
+assert tuple(ex.activations["features.3"].shape) == (16, side3, side3)
+assert tuple(ex.activations["features.5"].shape) == (16, side4, side4)
+print("16 x 5 x 5 =", 16 * side4 * side4, "numbers go into the first linear layer")
+
+# %% [markdown]
+# Now we can **see** those tensors. Each row is a layer, each small image one channel (one filter's
+# answer). The first convolution's maps still look like the digit (edges in several directions, as
+# the hand-made filters of section 1.5); after each pooling they are half the size, and the second
+# convolution's 16 maps respond to combinations of strokes: parts of digits rather than pixels.
+
+# %%
+ex.plot_layers()
+
+# %% [markdown]
+# **A kernel, by hand.** Every value of a map is a sum: the kernel's weights times the input values
+# under it, plus the bias (section 1.1, with several input channels). `plot_kernel` shows one
+# channel of the second convolution at the position where it answers most strongly: the window it
+# read on each of its 6 input channels, the 6 kernels of 5x5 weights, and the sum. `ex.kernel(...)`
+# gives the same numbers.
+
+# %%
+channel = int(ex.activations["features.3"].flatten(1).amax(1).argmax())  # the most active of the 16
+k = ex.kernel("features.3", channel)
+print("window", tuple(k["window"].shape), "x kernel", tuple(k["weight"].shape),
+      f"-> sum {k['sum']:.3f} + bias {k['bias']:.3f} = {k['value']:.3f}  (the layer computed {k['recorded']:.3f})")
+ex.plot_kernel("features.3", channel)
+
+# %% [markdown]
+# **Which pixels decided?** `ex.attribution` is a 28x28 map (Integrated Gradients, computed with
+# captum): red pixels pushed the network towards its answer, blue ones against it. Its sum is how
+# much the class's score rose from a black image to yours.
+
+# %%
+print(f"prediction: {ex.prediction.label} (probability {ex.prediction.probability:.2f})")
+ex.plot_attribution()
+
+# %% [markdown]
+# `target=` asks about another class: which strokes would speak for a "1"?
+
+# %%
+cnnlab.explain(run.path, photo, model=Lenet5(), target="1").plot_attribution()
+
+# %% [markdown]
+# The same on the test set's worst mistakes, and a map of how the network arranges the test
+# images just before its last layer (t-SNE of the 84 features: each island is a class; the ringed
+# points are mistakes, usually between the two classes they mix up):
+
+# %%
+interp.plot_top_losses(9, heatmap=True)
+
+# %%
+interp.plot_embedding()
+
+# %% [markdown]
+# And live: `cnnlab serve runs/lenet5-own` opens a page where you draw a digit and watch every
+# convolution and pooling map change as you draw; click a map to see its kernel and arithmetic,
+# and tick the box to see which pixels drove the prediction.
+
+# %% [markdown]
 # ### Exercises (predict, then run)
 #
 # 1. In the confusion matrix, what does the sum of row 3 count? And the sum of column 3?
 # 2. A model that always answers "1": what would its recall for class 1 be? Its precision?
 # 3. Which pair do you expect at the top of `interp.most_confused()` for a LeNet: (4, 9), (0, 1) or (2, 6)?
+# 4. In section 5.3, how many multiplications add up to the one value that `plot_kernel` shows?
 #
 # <details><summary>Solutions</summary>
 #
@@ -942,6 +1064,8 @@ interp.plot_curves()
 #    test images are 1s.
 # 3. Usually (4, 9) or (9, 4), or pairs like (7, 2) and (3, 5): digits whose strokes are close.
 #    (0, 1) almost never happens.
+# 4. One per weight of the filter: 6 input channels x 5 x 5 = **150** (`k["products"].numel()`),
+#    then the bias is added.
 #
 # </details>
 

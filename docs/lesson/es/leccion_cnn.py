@@ -26,8 +26,9 @@
 #    preparó MNIST), transformaciones y los modelos clásicos.
 # 3. **LeNet-5**: la red escrita como una clase, capa a capa, y en qué se diferencia de la original de 1998.
 # 4. **Entrenamiento** con pytorch-ignite, con el bucle a la vista, y después lo mismo con una
-#    sola llamada a `cnnlab`.
-# 5. **Análisis** del mejor modelo sobre el conjunto de test: informe, matriz de confusión, errores, calibración.
+#    sola llamada a `cnnlab` (tras buscar una tasa de aprendizaje con `cnnlab.lr_find`).
+# 5. **Análisis** del mejor modelo sobre el conjunto de test: informe, matriz de confusión, errores, calibración;
+#    y dentro de la red: los mapas de cada capa para una imagen, las cuentas de un núcleo, qué píxeles decidieron.
 # 6. **Para seguir**: aumento de datos, modelos preentrenados y la línea de comandos.
 #
 # Cada sección termina con ejercicios cortos: primero **predice** la respuesta, **después
@@ -70,6 +71,12 @@ print("torch", torch.__version__, "| dispositivo:", DEVICE)
 #   imágenes de entrenamiento, 10.000 de validación y 5 épocas.
 # - `RUNS` es donde los entrenamientos escriben sus puntos de control (*checkpoints*); `IMAGES`
 #   contiene las fotos de dígitos de la sección 2.2 (se descargan si este cuaderno no está dentro de su repositorio).
+# - `CNNLAB_LANG`: el idioma de lo que cnnlab escribe y dibuja: el registro del entrenamiento, las
+#   tablas, el informe de test y todas las figuras, con los números escritos como en español
+#   (`61.706` parámetros, `98,70 %` de exactitud). Este cuaderno pide español (`"en"` da inglés)
+#   con una línea corriente de `os.environ` en la celda de abajo: define una variable de entorno
+#   del propio proceso de Python de este cuaderno (el *kernel*), a partir de esa línea, y nada
+#   fuera de él. Cada llamada acepta además `lang="es"` o `lang="en"` solo para ella.
 
 # %%
 import os
@@ -77,8 +84,7 @@ from pathlib import Path
 
 from cnnlab.data.tensors import resolve_data_dir
 
-# --- idioma: las palabras de cnnlab (títulos de figuras, tablas, mensajes) se eligen aquí ---
-# ------------------------------------------------------------------------------------------
+os.environ["CNNLAB_LANG"] = "es"  # el idioma de lo que cnnlab escribe y dibuja en este cuaderno
 
 DATA_DIR = resolve_data_dir(None)  # $CNNLAB_DATA_DIR o, si no, ~/.cache/cnnlab/data
 QUICK = os.environ.get("CNNLAB_LESSON_QUICK", "0") == "1"
@@ -363,6 +369,16 @@ for i, ax in enumerate(axes.flat):
     ax.axis("off")
 fig.suptitle("Las 32 primeras imágenes de entrenamiento y sus etiquetas")
 fig.tight_layout()
+
+# %% [markdown]
+# La misma clase de cuadrícula en una llamada: `cnnlab.show_batch` dibuja `n` imágenes de
+# entrenamiento al azar con su etiqueta (la misma `seed`, las mismas imágenes). También acepta tus
+# propios `(images, labels)`.
+
+# %%
+import cnnlab
+
+cnnlab.show_batch("mnist", n=32, data_dir=DATA_DIR, seed=0)
 
 # %% [markdown]
 # ### 2.2 Leer imágenes: tu propia foto
@@ -784,7 +800,20 @@ print(f"{right}/{len(photos)} fotos acertadas")
 # %% [markdown]
 # ### 4.2 Lo mismo con una sola llamada a cnnlab
 #
-# `cnnlab.train` sigue la misma receta (la división 50.000/10.000 con semilla 1234, lotes de 32,
+# **¿Qué tasa de aprendizaje?** La lección usa Adam con 1e-3. La *prueba de rango de la tasa de
+# aprendizaje* (Leslie Smith; `lr_find` de fastai) entrena una copia de la red durante unos cientos de
+# lotes mientras la tasa crece de 1e-7 a 10, y anota la pérdida. Donde la pérdida baja más deprisa
+# hay una buena tasa; donde se dispara, el entrenamiento diverge. Tu `Lenet5()` no cambia y no se
+# escribe nada.
+
+# %%
+torch.manual_seed(0)  # los pesos iniciales de la copia que se prueba
+encontrada = cnnlab.lr_find(Lenet5(), "mnist", data_dir=DATA_DIR, subset=SUBSET)
+print(encontrada.text())
+encontrada.plot()
+
+# %% [markdown]
+# Ahora, el entrenamiento en sí. `cnnlab.train` sigue la misma receta (la división 50.000/10.000 con semilla 1234, lotes de 32,
 # Adam con lr 1e-3, pérdida sumada, el mejor *checkpoint* según la pérdida de validación) y además
 # evalúa el mejor modelo sobre el conjunto de test. Acepta tu propio `nn.Module` o el nombre de un
 # modelo registrado, y usa la GPU si la hay. Todo se escribe en `run_dir`, y `overwrite=True`
@@ -940,11 +969,108 @@ interp.plot_calibration()
 interp.plot_curves()
 
 # %% [markdown]
+# ### 5.3 Dentro de la red
+#
+# Hasta ahora hemos mirado la red desde fuera: entra una imagen y salen diez probabilidades.
+# `cnnlab.explain` sigue **una imagen** a través de **tu propia LeNet-5** y guarda lo que produjo cada
+# capa, la predicción y qué píxeles la decidieron. Usa los mismos *forward hooks* de la sección 3.2.
+#
+# Le damos el entrenamiento de la sección 4.2 y una de las fotos de la sección 2.2: el 4 sobre papel
+# gris. Pon en su lugar la ruta de **un dígito que hayas dibujado tú** (en papel y fotografiado, o en
+# cualquier programa de dibujo). Con la carpeta de un entrenamiento, cnnlab prepara el fichero igual
+# que `cnnlab predict`, que es lo mismo que hace nuestra `preparar` de la sección 2.2; `model=Lenet5()`
+# es una instancia nueva de nuestra clase en la que cargar los mejores pesos.
+
+# %%
+photo = IMAGES / "digit_4.jpg"  # o tu propio fichero: Path("mi_digito.png")
+ex = cnnlab.explain(run.path, photo, model=Lenet5())
+assert torch.equal(ex.input, preparar(photo))  # la red vio exactamente lo que preparó la sección 2.2
+ex
+
+# %% [markdown]
+# `ex.activations` guarda la salida de cada capa de convolución, activación, *pooling* y lineal, con
+# los **nombres de nuestro propio módulo** (`features.0` es el primer elemento de `self.features`).
+# Cada forma es la que listó `cnnlab.summarize` en la sección 3.1, y los lados son los que da la
+# fórmula de la sección 1.3, capa tras capa:
+
+# %%
+formas_31 = {row.name: tuple(row.output_shape) for row in summary.rows}  # la tabla de la sección 3.1
+for name, out in ex.activations.items():
+    print(f"{name:<14} {ex.kinds[name]:<10} {tuple(out.shape)}")
+    assert tuple(out.shape) == formas_31[name]
+
+side1 = conv_output_size(28, 5, padding=2)   # 28: el padding 2 conserva el tamaño
+side2 = pool_output_size(side1, 2)           # 14: el pooling lo reduce a la mitad
+side3 = conv_output_size(side2, 5)           # 10: un núcleo 5x5 sin padding pierde 4
+side4 = pool_output_size(side3, 2)           # 5
+assert tuple(ex.activations["features.0"].shape) == (6, side1, side1)
+assert tuple(ex.activations["features.2"].shape) == (6, side2, side2)
+assert tuple(ex.activations["features.3"].shape) == (16, side3, side3)
+assert tuple(ex.activations["features.5"].shape) == (16, side4, side4)
+print("16 x 5 x 5 =", 16 * side4 * side4, "números entran en la primera capa lineal")
+
+# %% [markdown]
+# Ahora podemos **ver** esos tensores. Cada fila es una capa y cada imagen pequeña un canal (la
+# respuesta de un filtro). Los mapas de la primera convolución aún se parecen al dígito (bordes en
+# varias direcciones, como los filtros hechos a mano de la sección 1.5); tras cada *pooling* miden
+# la mitad, y los 16 mapas de la segunda convolución responden a combinaciones de trazos: partes de
+# dígitos más que píxeles.
+
+# %%
+ex.plot_layers()
+
+# %% [markdown]
+# **Un núcleo, a mano.** Cada valor de un mapa es una suma: los pesos del núcleo por los valores de
+# entrada que tiene debajo, más el sesgo (sección 1.1, con varios canales de entrada). `plot_kernel`
+# muestra un canal de la segunda convolución en la posición donde responde con más fuerza: la ventana
+# que leyó en cada uno de sus 6 canales de entrada, los 6 núcleos de 5x5 pesos y la suma.
+# `ex.kernel(...)` da los mismos números.
+
+# %%
+channel = int(ex.activations["features.3"].flatten(1).amax(1).argmax())  # el más activo de los 16
+k = ex.kernel("features.3", channel)
+print("ventana", tuple(k["window"].shape), "x núcleo", tuple(k["weight"].shape),
+      f"-> suma {k['sum']:.3f} + sesgo {k['bias']:.3f} = {k['value']:.3f}  (la capa calculó {k['recorded']:.3f})")
+ex.plot_kernel("features.3", channel)
+
+# %% [markdown]
+# **¿Qué píxeles decidieron?** `ex.attribution` es un mapa de 28x28 (Integrated Gradients, calculado
+# con captum): los píxeles rojos empujaron a la red hacia su respuesta y los azules en contra. Su suma
+# es cuánto subió la puntuación de la clase desde una imagen negra hasta la tuya.
+
+# %%
+print(f"predicción: {ex.prediction.label} (probabilidad {ex.prediction.probability:.2f})")
+ex.plot_attribution()
+
+# %% [markdown]
+# `target=` pregunta por otra clase: ¿qué trazos hablarían a favor de un «1»?
+
+# %%
+cnnlab.explain(run.path, photo, model=Lenet5(), target="1").plot_attribution()
+
+# %% [markdown]
+# Lo mismo sobre los peores errores del conjunto de test, y un mapa de cómo ordena la red las
+# imágenes de test justo antes de su última capa (t-SNE de las 84 características: cada isla es una
+# clase; los puntos rodeados son errores, casi siempre entre las dos clases que confunde):
+
+# %%
+interp.plot_top_losses(9, heatmap=True)
+
+# %%
+interp.plot_embedding()
+
+# %% [markdown]
+# Y en directo: `cnnlab serve runs/lenet5-own` abre una página donde dibujas un dígito y ves cambiar
+# cada mapa de convolución y de *pooling* mientras dibujas; pulsa un mapa para ver su núcleo y sus
+# cuentas, y marca la casilla para ver qué píxeles decidieron la predicción.
+
+# %% [markdown]
 # ### Ejercicios (predice y después ejecuta)
 #
 # 1. En la matriz de confusión, ¿qué cuenta la suma de la fila 3? ¿Y la de la columna 3?
 # 2. Un modelo que siempre responde «1»: ¿cuál sería su *recall* para la clase 1? ¿Y su precisión?
 # 3. ¿Qué pareja esperas arriba del todo en `interp.most_confused()` para una LeNet: (4, 9), (0, 1) o (2, 6)?
+# 4. En la sección 5.3, ¿cuántas multiplicaciones se suman para dar el valor que muestra `plot_kernel`?
 #
 # <details><summary>Soluciones</summary>
 #
@@ -954,6 +1080,8 @@ interp.plot_curves()
 #    las 10.000 imágenes de test son unos.
 # 3. Normalmente (4, 9) o (9, 4), o parejas como (7, 2) y (3, 5): dígitos de trazos parecidos.
 #    (0, 1) casi nunca ocurre.
+# 4. Una por cada peso del filtro: 6 canales de entrada x 5 x 5 = **150** (`k["products"].numel()`),
+#    y después se suma el sesgo.
 #
 # </details>
 

@@ -44,10 +44,10 @@ from cnnlab.analysis.metrics import (
     top_losses,
 )
 from cnnlab.core.config import check_positive
-from cnnlab.core.errors import ConfigError
+from cnnlab.core.errors import ConfigError, RunDirError
 from cnnlab.core.files import save_figure, write_csv, write_json
 from cnnlab.core.i18n import _, check_language, format_float, format_percent, use_language
-from cnnlab.core.runs import RunDir
+from cnnlab.core.runs import RunDir, checkpoint_id, reading
 from cnnlab.data.tensors import to_float
 
 EMBEDDING_IMAGES = 1000  # t-SNE's time grows faster than the points; a sample shows the same clusters
@@ -131,6 +131,7 @@ class Interpretation:
         epoch: int | None = None,
         dataset: str = "test set",
         model: torch.nn.Module | None = None,
+        checkpoint_id: tuple | None = None,
         lang: str | None = None,
     ) -> None:
         logits = torch.as_tensor(logits).float().cpu()
@@ -144,6 +145,7 @@ class Interpretation:
         self.model = model  # for attributions and the embedding; None when only logits were given
         self._features: torch.Tensor | None = None
         self._embedding: dict[tuple, np.ndarray] = {}
+        self.checkpoint_id = checkpoint_id  # best.pt's identity when it was scored (a run's interpretation)
         # An unknown language fails here, not at the first figure.
         self.lang = check_language(lang) if lang is not None else None
 
@@ -353,6 +355,19 @@ class Interpretation:
     def _save(self, folder: str | Path | None, *, classes: Sequence[str | int] | None, per_class: int, top_k: int,
               n_bins: int, html: bool, log: Callable[[str], None] | None, inside: bool, lang: str) -> AnalysisResult:
         check_positive(per_class=per_class, top_k=top_k, n_bins=n_bins)
+        if self.run_path is None or self.checkpoint_id is None:
+            return self._save(folder, classes, per_class, top_k, n_bins, html, log, inside)
+        # A run's analysis is written under its lock, and only while best.pt is still the file scored:
+        # a training that wrote a newer best.pt since would make these files describe a stale model.
+        with reading(self.run_path):
+            best = RunDir(self.run_path).best
+            if checkpoint_id(best) != self.checkpoint_id:
+                raise RunDirError(_("{path} changed after it was scored (a training run wrote it since); "
+                                    "interpret the run again").format(path=best))
+            return self._save(folder, classes, per_class, top_k, n_bins, html, log, inside)
+
+    def _save(self, folder: str | Path | None, classes: Sequence[str | int] | None, per_class: int, top_k: int,
+              n_bins: int, html: bool, log: Callable[[str], None] | None, inside: bool = True) -> AnalysisResult:
         if folder is None:
             if self.run_path is None:
                 raise ConfigError(_("give a folder to save into: this interpretation was not made from a run directory"))

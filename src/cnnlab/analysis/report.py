@@ -43,7 +43,7 @@ from cnnlab.core.config import EVAL_BATCH_SIZE, check_positive, is_custom
 from cnnlab.core.errors import CnnlabError, ConfigError, DataError, RunDirError
 from cnnlab.core.files import save_figure, write_csv, write_json, write_text
 from cnnlab.core.i18n import _, format_percent
-from cnnlab.core.runs import RunDir, open_run, read_config, read_metrics
+from cnnlab.core.runs import RunDir, checkpoint_id, open_run, read_config, read_metrics, reading
 from cnnlab.core.runtime import resolve_device
 from cnnlab.data.registry import load_dataset
 from cnnlab.data.tensors import DataBundle, ImageSet, to_float
@@ -79,11 +79,13 @@ def interpret_run(
 
     ``model``: an instance to load ``best.pt`` into; needed for a run of the user's own class.
     """
-    r = run_test_logits(run_dir, model=model, data_dir=data_dir, device=device, batch_size=batch_size)
-    metrics_path = RunDir(Path(r.run_path)).metrics
-    history = read_metrics(metrics_path) if metrics_path.is_file() else []
+    with reading(run_dir):  # best.pt and metrics.csv of one moment, never of a run being trained
+        r = run_test_logits(run_dir, model=model, data_dir=data_dir, device=device, batch_size=batch_size)
+        metrics_path = RunDir(Path(r.run_path)).metrics
+        history = read_metrics(metrics_path) if metrics_path.is_file() else []
     return Interpretation(r.logits, r.test.labels, r.test.images, r.info.classes, history=history,
-                          run_path=r.run_path, epoch=r.payload.get("epoch"), dataset=r.info.name, model=r.model)
+                          run_path=r.run_path, epoch=r.payload.get("epoch"), dataset=r.info.name, model=r.model,
+                          checkpoint_id=r.checkpoint_id)
 
 
 # --- two runs ------------------------------------------------------------------------------
@@ -177,7 +179,13 @@ def compare_runs(
     Writes ``compare.json`` and ``disagreements.png`` (up to ``max_images`` images
     where the predictions differ) to ``out``, by default ``A/analysis/compare-<B's name>``.
     """
+    with reading(run_a, run_b):  # neither run is being trained while both are scored and written about
+        return _compare_runs(run_a, run_b, out=out, max_images=max_images, data_dir=data_dir, device=device,
+                             batch_size=batch_size)
 
+
+def _compare_runs(run_a: str | Path, run_b: str | Path, *, out: str | Path | None, max_images: int,
+                  data_dir: str | None, device: str, batch_size: int) -> Comparison:
     pa, ra = predict_run(run_a, data_dir=data_dir, device=device, batch_size=batch_size)
     pb, rb = predict_run(run_b, data_dir=data_dir, device=device, batch_size=batch_size)
     fa = test_set_fingerprint(ra.info.name, ra.test.labels, ra.test.images)
@@ -291,7 +299,8 @@ def compare_many(
     """
     if len(runs) < 2:
         raise ConfigError(_("compare needs at least two runs, got {n}").format(n=len(runs)))
-    scored = [predict_run(r, data_dir=data_dir, device=device, batch_size=batch_size) for r in runs]
+    with reading(*runs):  # no run is being trained while it is scored
+        scored = [predict_run(r, data_dir=data_dir, device=device, batch_size=batch_size) for r in runs]
     prints = [test_set_fingerprint(r.info.name, r.test.labels, r.test.images) for _p, r in scored]
     for (p, r), fp in zip(scored[1:], prints[1:]):
         check_same_test_set(prints[0], fp, str(scored[0][1].run_path), str(r.run_path))
@@ -382,6 +391,7 @@ class RunTestLogits:
     info: Any  # cnnlab.data.tensors.DatasetInfo
     logits: torch.Tensor  # (N, classes), CPU float
     model: torch.nn.Module | None = None  # best.pt's weights (for attributions and the embedding)
+    checkpoint_id: tuple | None = None  # best.pt's identity when it was loaded (core.runs.checkpoint_id)
 
 
 def load_best_and_test_set(run_dir: str | Path, *, data_dir: str | None = None) -> tuple:
@@ -415,11 +425,12 @@ def run_test_logits(
     ``model``: an instance to load the weights into (a run of the user's own class needs one).
     """
 
+    loaded = checkpoint_id(RunDir(Path(run_dir)).best)  # callers hold reading(run_dir): it cannot change meanwhile
     run_path, cfg, payload, test, info = load_best_and_test_set(run_dir, data_dir=data_dir)
     dev = resolve_device(device)
     model = model_from_checkpoint(payload, expect_dataset=cfg.data.dataset, model=model).to(dev)
     logits = predict_logits(model, test.to(dev), batch_size=batch_size)
-    return RunTestLogits(run_path, payload, test, info, logits, model)
+    return RunTestLogits(run_path, payload, test, info, logits, model, loaded)
 
 
 def evaluate_run(
@@ -427,8 +438,9 @@ def evaluate_run(
     model: torch.nn.Module | None = None,
 ) -> TestReport:
     """Load a run's ``best.pt``, score it on its dataset's test set, and rewrite the report files."""
-    r = run_test_logits(run_dir, data_dir=data_dir, device=device, batch_size=batch_size, model=model)
-    return score_and_report(r.run_path, r.payload, r.logits, r.test, r.info)
+    with reading(run_dir):  # the report is about the best.pt beside it: no training writes a newer one meanwhile
+        r = run_test_logits(run_dir, data_dir=data_dir, device=device, batch_size=batch_size, model=model)
+        return score_and_report(r.run_path, r.payload, r.logits, r.test, r.info)
 
 
 def evaluate_checkpoint(

@@ -12,7 +12,6 @@ Library calls leave the process as they found it (threads, global RNGs).
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -31,13 +30,13 @@ from cnnlab.core.errors import (
     OutputExistsError,
     ResumeChangeError,
     RunConfigMismatch,
-    RunDirError,
 )
+from cnnlab.core.files import FolderNotFree
 from cnnlab.core.i18n import _, check_language, use_language
-from cnnlab.core.runs import RunDir, default_run_dir
+from cnnlab.core.runs import default_run_dir
 from cnnlab.data.images import pixels_to_uint8
 from cnnlab.data.registry import list_datasets, split_pool
-from cnnlab.data.tensors import DataBundle, DatasetInfo, ImageSet
+from cnnlab.data.tensors import DataBundle, DatasetInfo, ImageSet, label_problem
 from cnnlab.models import list_models
 from cnnlab.models.summary import ModelSummary, summarize_model
 from cnnlab.models.summary import summarize as _summarize_module
@@ -105,8 +104,9 @@ def train(
         Where datasets live (default ``$CNNLAB_DATA_DIR``, else the cache); the run folder (default
         ``runs/MODEL-DATA-TIME``); epochs; keep only the first ``subset`` training images.
     overwrite
-        Replace what ``run_dir`` holds (only a cnnlab run or an empty folder). Otherwise a run
-        directory with the same config is resumed (a finished one is returned as it is).
+        Start afresh: delete what cnnlab wrote in ``run_dir`` (its run files, ``analysis/``,
+        ``visualize/``), and nothing else; a folder that holds anything else is refused with a list of
+        it. Otherwise a run directory with the same config is resumed (a finished one is returned as it is).
     recipe
         A named recipe (``tutorial``, ...) or a TOML file to start from instead of the lesson's defaults.
     log
@@ -144,10 +144,8 @@ def _train(
 
     path = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
     try:
-        if overwrite:
-            _clear_run_dir(path)
         return train_config(cfg, path, log=log or (lambda _msg: None), model=model if own_model else None,
-                            load_data=load_data)
+                            load_data=load_data, overwrite=overwrite)
     except CnnlabError as exc:
         exc.hint = exc.hint or python_hint(exc)
         raise
@@ -159,6 +157,8 @@ def python_hint(exc: CnnlabError) -> str | None:
         return "from Python: pass overwrite=True to replace it, or another run_dir"
     if isinstance(exc, ResumeChangeError):
         return "from Python: call train() with the run's own settings to resume it, or pass another run_dir"
+    if isinstance(exc, FolderNotFree):
+        return "choose an empty folder" if exc.foreign else "pass overwrite=True to replace what cnnlab wrote there"
     if isinstance(exc, OutputExistsError):
         return "pass overwrite=True to replace it"
     if exc.option == "resume":
@@ -326,19 +326,6 @@ def _notebook_config(
     return cfg, own_model, load_data
 
 
-def _clear_run_dir(path: Path) -> None:
-    """Empty ``path`` for a fresh run: only a cnnlab run directory or an empty folder is ever removed."""
-    if not path.exists():
-        return
-    if path.is_file():
-        raise RunDirError(f"run directory {path} is a file", option="run_dir")
-    if RunDir(path).config.is_file():
-        shutil.rmtree(path)
-    elif any(path.iterdir()):
-        raise RunDirError(f"{path} is not empty and holds no cnnlab run; overwrite=True replaces only a cnnlab run",
-                          option="run_dir")
-
-
 def _user_sets(
     data: Any, test_data: Any, classes: Sequence[str] | None
 ) -> tuple[ImageSet, ImageSet | None, DatasetInfo]:
@@ -360,13 +347,25 @@ def _user_sets(
     c, h, w = (int(d) for d in pool_x.shape[1:])
     info = DatasetInfo(f"{CUSTOM_PREFIX}{kind}", names, c, h, {"style": "resize", "size": h, "channels": c})
     pool = ImageSet(pool_x, pool_y, names)
-    return pool, (ImageSet(test[0], test[1], names) if test else None), info
+    test_set = ImageSet(test[0], test[1], names) if test else None
+    for part, data in (("data", pool), ("test_data", test_set)):
+        if data is not None:
+            problem = label_problem(data.labels, len(names))
+            if problem:
+                raise ConfigError(f"{part}: {problem}")
+    return pool, test_set, info
 
 
 def _as_tensors(data: Any, what: str) -> tuple[torch.Tensor, torch.Tensor, str]:
     """(images uint8 (N, C, H, W), labels int64 (N,), a name for the data) from a tensor pair or a Dataset."""
     if isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data[0], torch.utils.data.Dataset):
-        images, labels = (torch.as_tensor(np.asarray(d)) if not isinstance(d, torch.Tensor) else d for d in data)
+        images, labels = data  # labels are converted below, where class names given as labels are named
+        if not isinstance(images, torch.Tensor):
+            array = np.asarray(images)
+            if array.dtype.kind not in "biuf":
+                raise ConfigError(_("{what}: the images are an array of {dtype}; give numbers (uint8 pixels or "
+                                    "floats in [0, 1])").format(what=what, dtype=array.dtype))
+            images = torch.as_tensor(array)
         kind = "tensors"
     elif hasattr(data, "__getitem__") and hasattr(data, "__len__"):
         images, labels = _read_dataset(data, what)
@@ -374,8 +373,20 @@ def _as_tensors(data: Any, what: str) -> tuple[torch.Tensor, torch.Tensor, str]:
     else:
         raise ConfigError(f"{what} must be a dataset name, a torch Dataset of (image, label) pairs or an "
                           f"(images, labels) pair of tensors, got {type(data).__name__}")
+    for tensor, part in ((images, _("images")), (labels, _("labels"))):
+        if isinstance(tensor, torch.Tensor) and tensor.device.type == "meta":
+            raise ConfigError(_("{what}: the {part} are on the meta device (they have no values yet); give real "
+                                "tensors").format(what=what, part=part))
+    labels = _as_label_tensor(labels, what)
     images = images.detach().cpu()
-    labels = torch.as_tensor(labels).detach().cpu()
+    if images.dtype == torch.bool:
+        raise ConfigError(_("{what}: the images are bool; give uint8 pixels (0..255) or floats in [0, 1], so "
+                            "that white is unambiguous (a bool True could mean 1 or 255)").format(what=what))
+    if images.is_floating_point() and images.dtype != torch.float32:
+        images = images.float()  # float16/bfloat16/float64 pixels: NumPy has no bfloat16
+    if images.is_complex():
+        raise ConfigError(_("{what}: the images are complex numbers; give uint8 pixels or floats in [0, 1]").format(
+            what=what))
     if images.dim() == 3:
         images = images.unsqueeze(1)  # (N, H, W): one channel
     if images.dim() != 4:
@@ -387,6 +398,20 @@ def _as_tensors(data: Any, what: str) -> tuple[torch.Tensor, torch.Tensor, str]:
     if len(labels) and int(labels.min()) < 0:
         raise ConfigError(f"{what}: labels must be class indices >= 0, got {int(labels.min())}")
     return _to_uint8(images, what), labels.long(), kind
+
+
+def _as_label_tensor(labels: Any, what: str) -> torch.Tensor:
+    """Labels as a CPU tensor; class names given as labels get a line that says to map them to indices."""
+    if isinstance(labels, torch.Tensor):
+        return labels.detach().cpu()
+    array = np.asarray(labels)
+    if array.dtype.kind in "USO":
+        first = array.reshape(-1)[0] if array.size else None
+        first = str(first) if array.dtype.kind in "US" else first
+        raise ConfigError(_("{what}: the labels are {kind} (like {first!r}), not class indices; give the indices "
+                            "0..K-1 and the names as classes=[...]").format(
+            what=what, kind=_("strings") if array.dtype.kind in "US" else _("objects"), first=first))
+    return torch.as_tensor(array)
 
 
 def _read_dataset(ds: Any, what: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -409,7 +434,11 @@ def _read_dataset(ds: Any, what: str) -> tuple[torch.Tensor, torch.Tensor]:
             raise ConfigError(f"{what}[{i}] image has shape {tuple(x.shape)}, {what}[0] {tuple(x0.shape)}: "
                               "resize them to one size (a transform)")
         images[i] = x
-        labels[i] = int(y)
+        try:
+            labels[i] = int(y)
+        except (TypeError, ValueError):
+            raise ConfigError(_("{what}[{i}] label is {label!r}, not a class index; give the indices 0..K-1 and "
+                                "the names as classes=[...]").format(what=what, i=i, label=y)) from None
     return images, labels
 
 

@@ -30,7 +30,7 @@ from cnnlab.core.config import (
     list_recipes,
 )
 from cnnlab.core.errors import CnnlabError, OutputExistsError, ResumeChangeError, RunConfigMismatch, SaveError
-from cnnlab.core.files import STDOUT  # `-o -`: write the file to standard output
+from cnnlab.core.files import STDOUT, FolderNotFree  # STDOUT: `-o -` writes the file to standard output
 from cnnlab.core.i18n import LANGUAGES, _, format_float, format_percent, language, normalize, use_language
 from cnnlab.core.process import exit_now
 
@@ -69,6 +69,8 @@ def cli_hint(exc: CnnlabError) -> str | None:
         return "use another --run-dir, or `cnnlab train --resume` to continue it as configured"
     if isinstance(exc, ResumeChangeError):
         return "--resume continues a run as it was configured: drop those options, or train into a new --run-dir"
+    if isinstance(exc, FolderNotFree):
+        return "choose an empty folder" if exc.foreign else "pass --overwrite to replace what cnnlab wrote there"
     if isinstance(exc, OutputExistsError):
         return "pass --overwrite to write into it anyway" if exc.folder else "pass --overwrite to replace it"
     if exc.option == "resume" and getattr(exc, "path", None) is not None:
@@ -488,7 +490,9 @@ def evaluate(run_dir: str, data_dir: str | None, device: str, eval_batch_size: i
     report = evaluate_run(run_dir, data_dir=data_dir, device=device, batch_size=eval_batch_size)
     said()
     if as_json:  # the report.json just written, and the run it belongs to
-        echo_json({"run": run_dir, **json.loads(RunDir(Path(run_dir)).report_json.read_text(encoding="utf-8"))})
+        from cnnlab.core.runs import RunDir, read_run_file
+
+        echo_json({"run": run_dir, **json.loads(read_run_file(RunDir(Path(run_dir)).report_json))})
         return
     click.echo(report.table())
     click.echo(_("test accuracy {accuracy}  loss {loss}  ({images} images)").format(
@@ -552,14 +556,15 @@ def predict(model: str, inputs: tuple[str, ...], top_k: int, output: str | None,
     Example:
       cnnlab predict runs/lenet5 my_digit.png scans/ --top-k 3 -o preds.csv
     """
-    from cnnlab.core.files import check_folder_free, check_output_free
+    from cnnlab.core.files import check_output_free, claim_folder
     from cnnlab.service.predictor import load, results_json, write_results
 
     if as_json and output == STDOUT:
         raise click.UsageError("--json and -o - both write to stdout; give one of them")
     if output != STDOUT:
         check_output_free(output, overwrite)
-    check_folder_free(save_preprocessed, overwrite, "--save-preprocessed folder")
+    if save_preprocessed is not None:  # --overwrite removes only the PNGs an earlier --save-preprocessed wrote
+        claim_folder(save_preprocessed, overwrite)
     predictor = load(model, device=device, batch_size=eval_batch_size)
 
     def report_error(result: Any) -> None:
@@ -652,8 +657,13 @@ def serve(run_dir: str, host: str, port: int, max_upload_mb: float, device: str)
     """
     from cnnlab.apps.serve import serve as run_server
 
-    run_server(run_dir, host=host, port=port, max_bytes=int(max_upload_mb * 1024 * 1024), device=device,
-               log=lambda line: click.echo(line, err=True))  # status and warnings: stderr
+    try:
+        run_server(run_dir, host=host, port=port, max_bytes=int(max_upload_mb * 1024 * 1024), device=device,
+                   log=lambda line: click.echo(line, err=True))  # status and warnings: stderr
+    except KeyboardInterrupt as exc:  # uvicorn finished its graceful shutdown, then re-raised the signal
+        name, code = ("SIGTERM", 143) if isinstance(exc, Terminated) else ("SIGINT", 130)
+        click.echo(f"{name}: the server stopped", err=True)
+        sys.exit(code)
 
 
 # --- analyze / show-data / compare ---------------------------------------------------------

@@ -43,6 +43,7 @@ from cnnlab import __version__
 from cnnlab.core.config import EXPORT_FORMATS
 from cnnlab.core.errors import CnnlabError, ConfigError, DataError, ExportError, first_line
 from cnnlab.core.files import STDOUT, check_output_free, write_bytes
+from cnnlab.core.runs import reading
 from cnnlab.data.registry import load_dataset
 from cnnlab.engine.checkpoint import load_checkpoint
 from cnnlab.service.predictor import load
@@ -135,7 +136,13 @@ def export_model(
     if str(out) != STDOUT:
         check_output_free(out, overwrite)
     opset = opset or ONNX_OPSET
+    # A run's export is of the best.pt beside it: not while a training run may replace that file.
+    with (reading(src) if src.is_dir() else contextlib.nullcontext()):
+        return _export(src, fmt, out, opset, verify_images, data_dir, verify_count)
 
+
+def _export(src: Path, fmt: str, out: Path, opset: int, verify_images: Sequence[str | os.PathLike] | None,
+            data_dir: str | os.PathLike | None, verify_count: int) -> ExportResult:
     predictor = load(src, device="cpu")
     model = predictor.model.eval()
     metadata = build_metadata(predictor, fmt, opset)

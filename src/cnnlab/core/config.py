@@ -59,6 +59,8 @@ def option(default: Any, help: str, *, flag: str | None = None, choices: tuple[s
     return field(default=default, metadata={"cli": meta, "resumable": resumable})
 
 
+MAX_SEED = 2**32 - 1  # largest seed taken (NumPy's limit)
+
 @dataclass
 class DataConfig:
     dataset: str = option("mnist", "Dataset.", flag="--dataset")
@@ -223,6 +225,11 @@ class Config:
         if t.loss_reduction not in LOSS_REDUCTIONS:
             raise ConfigError(_("{key} must be 'sum' or 'mean', got {value!r}").format(
                 key="train.loss_reduction", value=t.loss_reduction))
+        for key, seed in (("train.seed", t.seed), ("data.split_seed", d.split_seed)):
+            # NumPy's range; seeds are also combined with epoch numbers into 64-bit generator seeds.
+            if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+                raise ConfigError(_("{key} must be a whole number from 0 to {top}, got {value!r}").format(
+                    key=key, top=MAX_SEED, value=seed))
         if t.threads is not None:
             check_positive(**{"train.threads": t.threads})
         check_device(t.device, "train.device")

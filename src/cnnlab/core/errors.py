@@ -53,6 +53,11 @@ class DataError(CnnlabError):
     """Missing, unreadable or corrupted dataset files."""
 
 
+class ModelError(CnnlabError):
+    """A model that cannot train on the data: wrong output shape, parameters on the meta device, a dtype
+    the batches do not have."""
+
+
 class CheckpointError(CnnlabError):
     """A checkpoint that cannot or must not be loaded."""
 

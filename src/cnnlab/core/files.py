@@ -14,14 +14,15 @@ import errno
 import io
 import json
 import os
-import sys
 import re
-import signal
+import sys
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Collection, Iterator, Sequence
 
 from cnnlab.core.errors import OutputExistsError, SaveError
+from cnnlab.core.faults import kill_point
+from cnnlab.core.i18n import _
 
 
 def _umask() -> int:
@@ -96,6 +97,71 @@ def check_folder_free(path: str | os.PathLike | None, overwrite: bool, what: str
         raise OutputExistsError(p, what, folder=True)
 
 
+#: In a folder that cnnlab fills with files of its choosing (``predict --save-preprocessed``): the names it
+#: wrote there, one a line, so that an overwrite later removes those and nothing else.
+WRITTEN_MANIFEST = ".cnnlab-written"
+
+
+class FolderNotFree(SaveError):
+    """A folder to write into that holds files cnnlab did not write there (``foreign``, sorted)."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, folder: Path, foreign: list[str]) -> None:
+        super().__init__(message)
+        self.folder, self.foreign = folder, foreign
+
+
+def written_here(folder: str | os.PathLike) -> set[str]:
+    """The file names :func:`note_written` recorded in ``folder``."""
+    try:
+        text = (Path(folder) / WRITTEN_MANIFEST).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return set()
+    return {line for line in text.splitlines() if line and "/" not in line and "\\" not in line}
+
+
+def note_written(folder: str | os.PathLike, name: str) -> None:
+    """Record, before writing it, that cnnlab writes ``name`` into ``folder`` (an appended line: a crash
+    loses at most the line being written, and a listed file that was never written is harmless)."""
+    try:
+        with open(Path(folder) / WRITTEN_MANIFEST, "a", encoding="utf-8") as fh:
+            fh.write(name + "\n")
+    except OSError as exc:
+        raise SaveError(_("could not write {path}: {reason}").format(path=Path(folder) / WRITTEN_MANIFEST,
+                                                                     reason=_reason(exc))) from None
+
+
+def claim_folder(folder: str | os.PathLike, overwrite: bool) -> None:
+    """Make ``folder`` ready for cnnlab to fill: it must be new or empty; with ``overwrite`` it may also hold
+    files cnnlab wrote there before (:func:`note_written`), which are then removed, and nothing else.
+
+    Anything else (the user's files, folders, links) is a :class:`FolderNotFree` that lists it, and
+    nothing is removed. Checked before any work is done.
+    """
+    path = Path(folder)
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise SaveError(_("{path} is a file; give a folder").format(path=path))
+    entries = sorted(path.iterdir())
+    if not entries:
+        return
+    mine = written_here(path)
+    foreign = [e.name + ("/" if e.is_dir() and not e.is_symlink() else "") for e in entries
+               if e.name != WRITTEN_MANIFEST and temp_target(e.name) is None
+               and not (e.name in mine and e.is_file() and not e.is_symlink())]
+    if not overwrite or foreign:
+        shown = ", ".join(foreign[:10]) + (_(" and {n} more").format(n=len(foreign) - 10) if len(foreign) > 10 else "")
+        message = (_("folder {path} holds files cnnlab did not write ({shown}); nothing was removed") if foreign
+                   else _("folder {path} is not empty"))
+        raise FolderNotFree(message.format(path=path, shown=shown), folder=path, foreign=foreign)
+    for e in entries:
+        if e.name in mine or e.name == WRITTEN_MANIFEST or temp_target(e.name) is not None:
+            with contextlib.suppress(FileNotFoundError):
+                e.unlink()
+
+
 def make_dirs(folder: str | os.PathLike) -> Path:
     """``mkdir -p folder``; a read-only disk, a missing permission or a file in the way is a :class:`SaveError`."""
     path = Path(folder)
@@ -137,29 +203,6 @@ def remove_temp_files(folder: str | os.PathLike, targets: Collection[str] | None
     return removed
 
 
-def _fault_point(target: Path, phase: str) -> None:
-    """Fault injection for ``benchmarks/faults.py``: ``CNNLAB_KILL_AT=NAME:PHASE[:N]`` SIGKILLs this process.
-
-    PHASE is ``tmp`` (the temporary file is complete, the target not yet replaced) or ``done``
-    (the target was just replaced); N (default 1) picks the N-th write of NAME. Costs one dict
-    lookup per write when unset.
-    """
-    spec = os.environ.get("CNNLAB_KILL_AT")
-    if not spec:
-        return
-    name, _, rest = spec.partition(":")
-    want_phase, _, nth = rest.partition(":")
-    if name != target.name or want_phase != phase:
-        return
-    key = f"{name}:{phase}"
-    _fault_counts[key] = _fault_counts.get(key, 0) + 1
-    if _fault_counts[key] == int(nth or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-_fault_counts: dict[str, int] = {}
-
-
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary file next to ``path``; on success it replaces ``path``. ``"-"`` is standard output.
@@ -190,11 +233,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        _fault_point(target, "tmp")
+        kill_point(target, "tmp")  # test-only (core/faults.py)
         os.replace(tmp, target)
         tmp = None
         _fsync_dir(target.parent)
-        _fault_point(target, "done")
+        kill_point(target, "done")
     except BaseException as exc:
         if tmp is not None:
             with contextlib.suppress(OSError):

@@ -22,22 +22,30 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as _dt
-import errno
-import fcntl
 import io
 import json
 import os
 import re
+import shutil
+import stat
+import threading
+import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
+with warnings.catch_warnings():  # without fcntl (not Windows, not POSIX) filelock warns once on import
+    warnings.simplefilter("ignore", UserWarning)
+    from filelock import FileLock, Timeout
+
 from cnnlab.core.config import CUSTOM_PREFIX, Config
 from cnnlab.core.errors import RunDirError, SaveError
+from cnnlab.core.faults import pause_point
 from cnnlab.core.files import csv_text, make_dirs, remove_temp_files, temp_target, write_csv, write_json
-from cnnlab.core.i18n import _
+from cnnlab.core.i18n import _, format_int
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,9 @@ class RunDir:
     path: Path
 
     BEST = "best.pt"  # the checkpoint every report and analysis is about; named in their files
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))  # RunDir("runs/x") works as RunDir(Path("runs/x"))
 
     @property
     def config(self) -> Path:
@@ -92,11 +103,12 @@ class RunDir:
         return self.path / "visualize"
 
     def config_json(self) -> dict:
-        """config.json as stored (config and provenance); {} when there is none."""
+        """config.json as stored (config and provenance); {} when there is none (or it is unreadable)."""
         try:
-            return json.loads(self.config.read_text())
-        except (OSError, json.JSONDecodeError):
+            raw = json.loads(read_run_file(self.config))
+        except (OSError, RunDirError, UnicodeDecodeError, json.JSONDecodeError):
             return {}
+        return raw if isinstance(raw, dict) else {}
 
 
     def entries(self) -> list[Path]:
@@ -113,72 +125,307 @@ class RunDir:
         return remove_temp_files(self.path)
 
 
+# --- one writer per run ---------------------------------------------------------------------
+# The lock is a file BESIDE the run folder (``runs/.NAME.lock``), taken before the folder is
+# created: whoever holds it alone may create, fill, clear or remove the folder, so the race
+# between two processes creating the same new folder cannot give two writers (git's
+# ``index.lock`` works the same way). It is an OS lock (filelock: flock on POSIX, msvcrt on
+# Windows), released by the OS when its process dies, however it dies; the file itself stays,
+# as removing a lock file others may be waiting on would let two processes hold "it". The
+# holder writes ``ROLE PID`` into it, so a refusal can name the process.
+
+TRAIN, READ = "train", "read"
+#: How long a trainer or reader waits for *readers* (short commands: evaluate, analyze) to finish.
+READER_WAIT_S = 600.0
+_POLL_S = 0.1
+_LOCK_SUFFIX = ".lock"
+#: Longest file name most file systems take (ext4, APFS, NTFS: 255 bytes).
+NAME_MAX = 255
+
+# lock file -> (role, FileLock, thread id) held by this process. Reentrant for the thread that holds it
+# (the training front door scores under fit's lock); another thread of this process is refused like
+# another process, as two notebook threads training one run would be two writers.
+_held: dict[Path, tuple[str, Any, int]] = {}
+
+
+class RunBusyError(RunDirError):
+    """Another process trains into this run (``pid``), so it may not be trained or read now."""
+
+    def __init__(self, message: str, *, path: Path, pid: int | None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.pid = pid
+
+
+def lock_path(path: str | os.PathLike) -> Path:
+    """``runs/.NAME.lock`` for ``runs/NAME``: beside the real folder (symlinks resolved), so every
+    spelling of the same folder (``runs/x``, ``./runs/x/``, a link to it) names the same lock."""
+    real = Path(os.path.abspath(path))
+    with contextlib.suppress(OSError, RuntimeError):
+        real = real.resolve()
+    return real.parent / f".{real.name}{_LOCK_SUFFIX}"
+
+
+def check_name(path: Path) -> None:
+    """A run folder name the file system can store, lock file included; one line otherwise."""
+    limit = NAME_MAX - len(f".{_LOCK_SUFFIX}")
+    size = len(os.fsencode(path.name))
+    if size > limit:
+        raise RunDirError(_("run directory name {name}... is {size} bytes long; at most {limit} fit "
+                            "(with its lock file) on this file system: choose a shorter name").format(
+            name=path.name[:40], size=format_int(size), limit=format_int(limit)))
+
+
+def lock_holder(path: Path) -> tuple[str | None, int | None]:
+    """(role, pid) the holder of lock file ``path`` wrote, or (None, None) when unknown (being written,
+    or unreadable while locked, as on Windows)."""
+    try:
+        role, _sep, pid = path.read_text(encoding="ascii", errors="replace").strip().partition(" ")
+        return role, int(pid)
+    except (OSError, ValueError):
+        return None, None
+
+
+def _write_holder(role: str) -> Callable[[int], None]:
+    def write(fd: int) -> None:
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f"{role} {os.getpid()}\n".encode("ascii"))
+
+    return write
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid or os.name == "nt":  # Windows: no signal 0; trust the note
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # alive, but another user's
+    return True
+
+
+def busy_error(run_path: Path, pid: int | None) -> RunBusyError:
+    who = _("process {pid}").format(pid=pid) if pid else _("another process")
+    return RunBusyError(_("{path} is being trained by {who}; wait for it to finish (or stop it), "
+                          "or choose another run directory").format(path=run_path, who=who),
+                        path=run_path, pid=pid)
+
+
+def _acquire(run_path: Path, role: str, *, create_lock: bool = True) -> Any | None:
+    """Hold the run's lock as ``role``; None where it cannot exist (a read-only parent, for a reader).
+
+    A trainer holding it refuses everyone at once (:class:`RunBusyError` naming its PID); a reader
+    holding it is waited for, up to :data:`READER_WAIT_S`.
+    """
+    run_path = Path(run_path)
+    path = lock_path(run_path)
+    if path in _held and _held[path][2] == threading.get_ident():
+        held_role = _held[path][0]
+        if held_role == TRAIN or held_role == role:
+            return None
+    check_name(run_path)
+    if not create_lock and not path.exists():
+        try:
+            path.touch()
+        except OSError:
+            return None  # a folder nobody may write into: nobody can be training there either
+    # Native locks write the holder's note through the locked descriptor (filelock >= 4); older filelock
+    # and its soft fallback (no fcntl) cannot, and get it written by name once held.
+    try:
+        lock, noted = FileLock(path, thread_local=False, on_acquired=_write_holder(role)), True
+    except (TypeError, ValueError):
+        lock, noted = FileLock(path, thread_local=False), False
+    if role == TRAIN:
+        make_dirs(path.parent)
+    deadline = time.monotonic() + READER_WAIT_S
+    while True:
+        try:
+            lock.acquire(timeout=_POLL_S)
+            break
+        except Timeout:
+            holder, pid = lock_holder(path)
+            if holder == TRAIN and _alive(pid):  # a dead PID: a finished trainer's note, the new holder is writing its own
+                raise busy_error(run_path, pid) from None
+            if time.monotonic() > deadline:
+                raise RunBusyError(_("{path} is in use by {who} for longer than {seconds} s; try again later").format(
+                    path=run_path, who=_("process {pid}").format(pid=pid) if pid else _("another process"),
+                    seconds=format_int(int(READER_WAIT_S))), path=run_path, pid=pid) from None
+        except OSError as exc:
+            if role == READ:
+                return None  # cannot lock a read-only place: nobody can train there
+            raise SaveError(_("cannot create the lock file {path}: {reason}").format(
+                path=path, reason=exc.strerror or exc)) from None
+    if not noted:
+        with contextlib.suppress(OSError), open(path, "w", encoding="ascii") as fh:
+            fh.write(f"{role} {os.getpid()}\n")
+    _held[path] = (role, lock, threading.get_ident())
+    return lock
+
+
+def _release(lock: Any | None) -> None:
+    if lock is None:
+        return
+    for path, (_role, held, _thread) in list(_held.items()):
+        if held is lock:
+            del _held[path]
+    lock.release()
+
+
 @contextlib.contextmanager
 def locked(run: RunDir) -> Iterator[RunDir]:
-    """Create the run folder and hold an exclusive lock on it while one process trains into it.
+    """Hold the run's writer lock, then create its folder; one process trains into a run at a time.
 
-    The lock (``flock`` on the folder itself, so no extra file) is what makes it safe to delete
-    temporary files found there: no live process can be writing them. It is released when the
-    process dies, however it dies. File systems without ``flock`` run unlocked.
+    The lock (:func:`lock_path`, beside the folder) is taken before the folder exists, and the
+    folder is removed on the way out only if this process created it and it is still empty (a
+    run that failed before writing anything, on bad data or a typo, leaves nothing behind).
+    Holding it is what makes it safe to delete temporary files found in the folder and to clear
+    it for ``overwrite``: no live process can be writing them. Reentrant within a process.
     """
-    created = not run.path.exists()
-    make_dirs(run.path)
+    lock = _acquire(run.path, TRAIN)
+    created = False
     try:
-        fd = os.open(run.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError as exc:
-        raise SaveError(f"cannot open run directory {run.path}: {exc.strerror or exc}") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunDirError(
-                f"another cnnlab process is training into {run.path}; wait for it to finish", option="run_dir"
-            ) from None
-        except OSError as exc:
-            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-                raise
+        pause_point("run-locked")
+        if run.path.is_symlink() and not run.path.is_dir():
+            raise RunDirError(_("run directory {path} is a broken symbolic link; choose another run directory").format(
+                path=run.path))
+        created = not run.path.exists()
+        make_dirs(run.path)
+        pause_point("run-created")
         yield run
     finally:
-        os.close(fd)  # closing the descriptor releases the lock
-        if created:  # a run that failed before writing anything (bad data, a typo) leaves no empty folder
+        if created:
             with contextlib.suppress(OSError):
                 run.path.rmdir()  # only succeeds when empty
+        _release(lock)
 
 
-def is_being_trained(run: RunDir) -> bool:
-    """Whether a live process holds the run's lock (:func:`locked`): it is training into the folder now.
+@contextlib.contextmanager
+def reading(*paths: str | os.PathLike) -> Iterator[None]:
+    """Hold the locks of runs being read and reported on (evaluate, analyze, visualize, compare, export).
 
-    Probed with a shared, non-blocking ``flock`` released at once. A trainer that takes the lock in
-    that same instant is told the folder is busy; it is a window of microseconds, for a command a
-    person runs by hand. File systems without ``flock`` say False.
+    A run that a live process is training is refused at once (:class:`RunBusyError`: "being trained
+    by process N"), so a report is never written beside a ``best.pt`` it does not describe; another
+    reader is waited for. Locks are taken in path order (no two readers of the same pair deadlock).
+    Creates nothing where the lock file cannot be made (a read-only folder).
     """
+    taken: list[Any] = []
+    # A path that is not there has nothing to protect (the reader fails on it in one line): no lock file for a typo.
+    unique = sorted({lock_path(p): Path(p) for p in paths if Path(p).exists()}.items())
     try:
-        fd = os.open(run.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
+        for _lock, path in unique:
+            taken.append(_acquire(path, READ, create_lock=False))
+        yield
     finally:
-        os.close(fd)  # closing the descriptor releases the probe's lock
-    return False
+        for lock in reversed(taken):
+            _release(lock)
+
+
+def being_trained(path: str | os.PathLike) -> int | None:
+    """The PID of the process training into ``path`` now, or None; never blocks, never creates a file."""
+    lp = lock_path(path)
+    if not lp.exists():
+        return None
+    if lp in _held:
+        return os.getpid() if _held[lp][0] == TRAIN else None
+    lock = FileLock(lp, thread_local=False)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        role, pid = lock_holder(lp)
+        return pid if role == TRAIN and _alive(pid) else None
+    except OSError:
+        return None
+    lock.release()
+    return None
+
+
+def checkpoint_id(path: str | os.PathLike) -> tuple[int, int, int] | None:
+    """(inode, size, mtime_ns) of a file, None if absent: cnnlab replaces a checkpoint by renaming a new
+    file over it, so any new ``best.pt`` has a new identity."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+# --- overwrite: remove only what cnnlab wrote ------------------------------------------------
+
+#: Files cnnlab writes into a run folder (training, evaluate, export's default outputs).
+RUN_FILES = (
+    "config.json", "split.json", "metrics.csv", "last.pt", "best.pt", "report.txt", "report.json",
+    "confusion_matrix.csv", "confusion_matrix.png", "model.onnx", "model.pt2", "model.torchscript.pt",
+)
+#: Folders cnnlab makes in a run folder (analyze and compare, visualize, train --tensorboard).
+RUN_FOLDERS = ("analysis", "visualize", "tensorboard")
+
+
+def foreign_entries(run: RunDir) -> list[str]:
+    """Names in the run folder that cnnlab did not write (sorted): what ``overwrite`` must not delete.
+
+    A known name that is a symbolic link, or a file where cnnlab makes a folder (and the other way
+    round), counts as the user's.
+    """
+    out = []
+    for entry in sorted(run.path.iterdir()):
+        name = entry.name
+        if temp_target(name) is not None and entry.is_file() and not entry.is_symlink():
+            continue
+        if entry.is_symlink():
+            out.append(name)
+        elif name in RUN_FILES and entry.is_file():
+            continue
+        elif name in RUN_FOLDERS and entry.is_dir():
+            continue
+        else:
+            out.append(name + ("/" if entry.is_dir() else ""))
+    return out
+
+
+def clear_run_dir(run: RunDir) -> list[Path]:
+    """Delete what cnnlab wrote in a run folder, for a fresh run; returns what was removed.
+
+    Only :data:`RUN_FILES`, :data:`RUN_FOLDERS` and ``atomic_write`` temporary files are ever
+    removed, and only when the folder holds nothing else: otherwise :class:`RunDirError` lists
+    what is there and nothing is removed. A symbolic link as the run folder is refused (clearing
+    would reach into wherever it points). The caller holds :func:`locked`. The folder itself stays.
+    """
+    if run.path.is_symlink():
+        raise RunDirError(_("run directory {path} is a symbolic link (to {target}); give the real folder, "
+                            "or another run directory").format(path=run.path, target=os.readlink(run.path)))
+    if not run.path.exists():
+        return []
+    if not run.path.is_dir():
+        raise RunDirError(_("run directory {path} is a file; choose another run directory").format(path=run.path))
+    try:
+        foreign = foreign_entries(run)
+    except OSError as exc:
+        raise RunDirError(_("cannot read run directory {path}: {reason}").format(
+            path=run.path, reason=exc.strerror or exc)) from None
+    if foreign:
+        shown = ", ".join(foreign[:10]) + (_(" and {n} more").format(n=format_int(len(foreign) - 10))
+                                           if len(foreign) > 10 else "")
+        raise RunDirError(_("{path} holds files cnnlab did not write ({shown}); nothing was removed: move them "
+                            "away or choose another run directory").format(path=run.path, shown=shown))
+    removed = []
+    try:
+        for entry in sorted(run.path.iterdir()):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry)
+    except OSError as exc:
+        raise SaveError(_("could not clear {path}: {reason}").format(path=run.path, reason=exc.strerror or exc)) from None
+    return removed
 
 
 def run_files(run: RunDir) -> list[Path]:
     """The run files (config, metrics, checkpoints, report) that exist in the folder."""
     return [p for p in (run.config, run.metrics, run.last, run.best, run.report_json) if p.is_file()]
-
-
-def read_small(path: Path, limit: int) -> str:
-    """A run's text file, refusing one over ``limit`` bytes: a listing never reads a huge file by mistake."""
-    size = path.stat().st_size
-    if size > limit:
-        raise RunDirError(_("{path} is {size} bytes, more than a cnnlab run writes there ({limit})").format(
-            path=path, size=size, limit=limit))
-    return path.read_text(encoding="utf-8")
 
 
 def default_run_dir(cfg: Config, root: str | os.PathLike = "runs") -> Path:
@@ -216,9 +463,40 @@ def write_config(run: RunDir, cfg: Config, extra: dict | None = None) -> None:
     write_json(run.config, payload)
 
 
+# The small files of a run, and the most cnnlab reads of each: a run folder comes from anywhere (a
+# download, a colleague), and one of these replaced by a link to a 50 GB file must be one line, not
+# minutes of reading and a MemoryError. Each cap is hundreds of times what cnnlab writes.
+SIZE_CAPS = {
+    "config.json": 1 << 20,     # ~3 KB written
+    "metrics.csv": 16 << 20,    # ~100 bytes per epoch
+    "split.json": 256 << 20,    # ~8 bytes per training image: 30 million images
+    "report.json": 16 << 20,    # ~200 bytes per class
+}
+
+
+def read_run_file(path: str | os.PathLike, limit: int | None = None) -> str:
+    """A small run file's text (UTF-8), refused in one line when it is not a regular file or is over its
+    cap (:data:`SIZE_CAPS`, by file name); the size is checked before reading, and at most the cap is read."""
+    path = Path(path)
+    cap = limit if limit is not None else SIZE_CAPS.get(path.name, 16 << 20)
+    st = os.stat(path)  # follows a symbolic link: the cap is on what would be read
+    if not stat.S_ISREG(st.st_mode):
+        raise RunDirError(_("{path} is not a regular file; a run's {name} is a small text file").format(
+            path=path, name=path.name))
+    if st.st_size > cap:
+        raise RunDirError(_("{path} is {size} bytes, more than the {cap} bytes a run's {name} can be; it is not "
+                            "a file cnnlab wrote: restore it or retrain").format(
+            path=path, size=format_int(st.st_size), cap=format_int(cap), name=path.name))
+    with open(path, "rb") as fh:
+        data = fh.read(cap + 1)
+    if len(data) > cap:  # grew while being read
+        raise RunDirError(_("{path} grew past {cap} bytes while being read").format(path=path, cap=format_int(cap)))
+    return data.decode("utf-8")
+
+
 def read_config(run: RunDir) -> Config:
     try:
-        raw = json.loads(run.config.read_text())
+        raw = json.loads(read_run_file(run.config))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RunDirError(f"cannot read {run.config}: {exc}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("config"), dict):
@@ -228,6 +506,17 @@ def read_config(run: RunDir) -> Config:
 
 def write_split(run: RunDir, train_idx: torch.Tensor, val_idx: torch.Tensor, seed: int) -> None:
     write_json(run.split, {"seed": seed, "train": train_idx.tolist(), "val": val_idx.tolist()})
+
+
+def read_split(run: RunDir) -> dict[str, Any]:
+    """``split.json``: the seed and the train/validation indices (capped like every small run file)."""
+    try:
+        raw = json.loads(read_run_file(run.split))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunDirError(_("cannot read {path}: {reason}").format(path=run.split, reason=exc)) from None
+    if not isinstance(raw, dict) or not all(isinstance(raw.get(k), list) for k in ("train", "val")):
+        raise RunDirError(_("{path} is not a cnnlab split (no train/val index lists)").format(path=run.split))
+    return raw
 
 
 # epoch_time_s is the whole epoch; eval_time_s the part of it spent in the train/val evaluation passes.
@@ -246,9 +535,9 @@ def write_metrics(run: RunDir, history: list[dict], *, only_if_changed: bool = F
     rows = [[cell(row.get(c)) for c in METRIC_COLUMNS] for row in history]
     if only_if_changed:
         try:
-            if run.metrics.read_text(encoding="utf-8") == csv_text(METRIC_COLUMNS, rows):
+            if read_run_file(run.metrics) == csv_text(METRIC_COLUMNS, rows):
                 return False
-        except (OSError, UnicodeDecodeError):
+        except (OSError, RunDirError, UnicodeDecodeError):  # unreadable or huge: replaced below
             pass
     write_csv(run.metrics, METRIC_COLUMNS, rows)
     return True
@@ -256,8 +545,11 @@ def write_metrics(run: RunDir, history: list[dict], *, only_if_changed: bool = F
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """``metrics.csv`` as a list of rows: numbers as float (``None`` when blank), ``best`` as bool."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        return parse_metrics(fh.read())
+    try:
+        text = read_run_file(path, SIZE_CAPS["metrics.csv"])
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunDirError(_("cannot read {path}: {reason}").format(path=path, reason=exc)) from None
+    return parse_metrics(text)
 
 
 def parse_metrics(text: str) -> list[dict[str, Any]]:

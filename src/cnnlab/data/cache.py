@@ -11,21 +11,47 @@ never read half a cache. A cache that cannot be written (a read-only folder, a f
 simply not written: loading works as without a cache. A folder marked read-only (no write
 permission bit) is never written to, even by root, so a shared dataset folder stays untouched.
 ``CNNLAB_NO_DATA_CACHE=1`` turns the cache off.
+
+The cache cannot lie: each tensor's CRC-32 is stored beside it when it is written and checked on
+every load (zlib's CRC-32 runs at several GB/s, so the check costs milliseconds: benchmarks/README.md,
+"Cache check"). CRC-32 catches every change of up to 32 consecutive bits and all but one in 4 billion
+of the others: it guards against a damaged disk, a bad copy or a hand edit, not against someone who
+recomputes the digest (who could as well edit the raw files). A cache that fails its check is decoded
+again from the raw files and rewritten, with one warning line; where the folder may not be written,
+loading stops with one line saying what to do.
 """
 from __future__ import annotations
 
+import logging
 import os
 import stat
+import zlib
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from cnnlab.core.errors import SaveError
+from cnnlab.core.errors import DataError, SaveError
 from cnnlab.core.files import atomic_write
+from cnnlab.core.i18n import _
 
 CACHE_DIR = "cnnlab-cache"
-FORMAT = 1  # bump when what a cache file holds changes
+FORMAT = 2  # bump when what a cache file holds changes (2: a CRC-32 per tensor)
+
+# Without a handler configured, Python prints a logger's warnings as one bare line on stderr.
+LOG = logging.getLogger("cnnlab.data")
+
+
+def digest(tensors: dict[str, Any]) -> dict[str, int]:
+    """CRC-32 of every entry by name: a tensor's bytes (in memory order), any other value's ``repr``."""
+    out = {}
+    for key, value in sorted(tensors.items()):
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous().reshape(-1)
+            out[key] = zlib.crc32(t.view(torch.uint8).numpy()) if t.numel() else 0
+        else:
+            out[key] = zlib.crc32(repr(value).encode("utf-8"))
+    return out
 
 
 def fingerprint(paths: list[Path]) -> list[list]:
@@ -54,8 +80,16 @@ def cache_path(folder: Path, name: str) -> Path:
     return folder / CACHE_DIR / f"{name}.pt"
 
 
+class CacheMismatch(Exception):
+    """A cache file whose tensors do not match the digest stored with them."""
+
+
 def load_cached(folder: Path, name: str, raw_files: list[Path]) -> dict[str, Any] | None:
-    """The cached tensors for ``name`` if the cache exists and was decoded from exactly these raw files."""
+    """The cached tensors for ``name`` if the cache exists and was decoded from exactly these raw files.
+
+    Raises :class:`CacheMismatch` when the file is a current cache of these raw files but its tensors
+    fail their digest (a damaged or edited cache).
+    """
     path = cache_path(folder, name)
     if not enabled() or not path.is_file():
         return None
@@ -64,9 +98,12 @@ def load_cached(folder: Path, name: str, raw_files: list[Path]) -> dict[str, Any
         payload = torch.load(path, mmap=True, weights_only=True)
         if payload.get("format") != FORMAT or payload.get("raw") != fingerprint(raw_files):
             return None
-        return payload["tensors"]
+        tensors, stored = payload["tensors"], payload["digest"]
     except Exception:  # a damaged or foreign cache file is ignored (and rewritten by save_cached)
         return None
+    if digest(tensors) != stored:
+        raise CacheMismatch(str(path))
+    return tensors
 
 
 def save_cached(folder: Path, name: str, raw_files: list[Path], tensors: dict[str, Any],
@@ -81,9 +118,9 @@ def save_cached(folder: Path, name: str, raw_files: list[Path], tensors: dict[st
     target = cache_path(folder, name)
     try:
         with atomic_write(target, "wb") as fh:
+            stored = {k: v.contiguous() if isinstance(v, torch.Tensor) else v for k, v in tensors.items()}
             torch.save({"format": FORMAT, "raw": raw if raw is not None else fingerprint(raw_files),
-                        "tensors": {k: v.contiguous() if isinstance(v, torch.Tensor) else v
-                                    for k, v in tensors.items()}}, fh)
+                        "tensors": stored, "digest": digest(stored)}, fh)
         os.chmod(target, 0o644)  # readable by whoever reads the dataset, whatever this user's umask
     except (SaveError, OSError):
         return False
@@ -92,7 +129,17 @@ def save_cached(folder: Path, name: str, raw_files: list[Path], tensors: dict[st
 
 def cached(folder: Path, name: str, raw_files: list[Path], decode: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """``decode()``'s tensors (and plain values: class names), from the cache when it is fresh; a fresh decode is cached for next time."""
-    hit = load_cached(folder, name, raw_files)
+    try:
+        hit = load_cached(folder, name, raw_files)
+    except CacheMismatch:
+        path = cache_path(folder, name)
+        if not _writable(path.parent) or not _writable(folder):
+            raise DataError(_("the cached {name} data in {path} does not match its checksum (damaged or edited), "
+                              "and its folder is read-only: ask its owner to delete the file, or set "
+                              "CNNLAB_NO_DATA_CACHE=1 to read the raw files").format(name=name, path=path)) from None
+        LOG.warning(_("warning: the cached {name} data in {path} does not match its checksum (damaged or "
+                      "edited); decoding the raw files again").format(name=name, path=path))
+        hit = None
     if hit is not None:
         return hit
     before = fingerprint(raw_files)

@@ -14,7 +14,7 @@ import torch
 
 from cnnlab.core.errors import DataError, first_line
 from cnnlab.data import cache
-from cnnlab.data.tensors import ImageSet
+from cnnlab.data.tensors import ImageSet, label_problem
 
 MNIST_FILES = (
     "train-images-idx3-ubyte",
@@ -104,9 +104,16 @@ def load_mnist(root: str | os.PathLike, *, train: bool, download: bool = True) -
         if images.dim() != 3 or labels.dim() != 1 or len(images) != len(labels):
             raise DataError(f"{files[0]} and {files[1]} do not hold images and their labels; "
                             "delete them and let cnnlab download them again")
+        problem = label_problem(labels, 10)
+        if problem:
+            raise DataError(f"{files[1]}: {problem}; delete it and let cnnlab download it again")
         return {"images": images.unsqueeze(1).contiguous(), "labels": labels.long()}  # (N, 1, 28, 28) uint8
 
-    t = cache.cached(root / "MNIST", f"mnist-{prefix}", files, decode)
+    name = f"mnist-{prefix}"
+    t = cache.cached(root / "MNIST", name, files, decode)
+    problem = label_problem(t["labels"], 10)  # decode() checked the raw file: this is about the cache
+    if problem:
+        raise DataError(f"{cache.cache_path(root / 'MNIST', name)}: {problem}; delete this cache file")
     return ImageSet(t["images"], t["labels"], [str(i) for i in range(10)])
 
 

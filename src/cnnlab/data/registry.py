@@ -9,12 +9,14 @@ import torch
 
 from cnnlab.core.config import DataConfig
 from cnnlab.core.errors import ConfigError
+from cnnlab.core.i18n import _
 from cnnlab.data import sets
 from cnnlab.data.mnist import load_mnist
 from cnnlab.data.tensors import (
     DataBundle,
     DatasetInfo,
     ImageSet,
+    check_labels,
     resolve_data_dir,
     split_indices,
 )
@@ -25,6 +27,15 @@ def load_dataset(
 ) -> tuple[ImageSet, ImageSet, DatasetInfo]:
     """Return (training pool, test set, info) for a dataset name."""
 
+    pool, test, info = _load_dataset(name, data_dir, download=download, image_size=image_size)
+    for part, data in ((_("training set"), pool), (_("test set"), test)):
+        check_labels(data, _("{dataset} {part}").format(dataset=name, part=part))
+    return pool, test, info
+
+
+def _load_dataset(
+    name: str, data_dir: str | os.PathLike | None, *, download: bool, image_size: int | None
+) -> tuple[ImageSet, ImageSet, DatasetInfo]:
     root = resolve_data_dir(data_dir)
     if name != "mnist" or image_size not in (None, 28):
         if sets.is_known(name):

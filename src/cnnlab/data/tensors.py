@@ -15,7 +15,8 @@ from typing import Iterator, Sequence
 
 import torch
 
-from cnnlab.core.errors import ConfigError
+from cnnlab.core.errors import ConfigError, DataError
+from cnnlab.core.i18n import _
 
 
 def default_data_dir() -> Path:
@@ -101,6 +102,28 @@ class DataBundle:
 
 
 # --- reading -------------------------------------------------------------------------------
+
+
+def label_problem(labels: torch.Tensor, num_classes: int) -> str | None:
+    """What is wrong with ``labels`` for ``num_classes`` classes (one short clause), or None when each is in 0..K-1."""
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        return _("labels are {dtype}, not whole numbers").format(dtype=str(labels.dtype).removeprefix("torch."))
+    if labels.numel() == 0:
+        return None
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi >= num_classes:
+        bad = lo if lo < 0 else hi
+        return _("a label is {bad}, outside 0..{top} for {k} classes").format(
+            bad=bad, top=num_classes - 1, k=num_classes)
+    return None
+
+
+def check_labels(data: ImageSet, where: str) -> None:
+    """Every label of ``data`` names one of its classes; a :class:`DataError` naming ``where`` otherwise."""
+    problem = label_problem(data.labels, len(data.classes))
+    if problem:
+        raise DataError(_("{where}: {problem}; the data is damaged or its class list is wrong").format(
+            where=where, problem=problem))
 
 
 # --- splitting -----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from cnnlab import __version__
 from cnnlab.core.config import CUSTOM_PREFIX, is_custom
 from cnnlab.core.errors import CheckpointError, first_line
 from cnnlab.core.files import write_bytes
+from cnnlab.core.i18n import _
 from cnnlab.models import create_model
 from cnnlab.models.tta import ShiftTTA
 
@@ -100,20 +102,23 @@ def load_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    not_one = not_a_checkpoint(path)
+    if not_one:
+        raise CheckpointError(not_one)
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # a foreign pickle's protocol warning would be a second line
+            warnings.simplefilter("ignore", UserWarning)
+            payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
-        # weights_only refuses any global it does not know: this is the code-execution guard.
-        raise CheckpointError(
-            f"refusing to load {path}: it contains pickled Python objects, which could run code "
-            "on this machine. cnnlab checkpoints hold only tensors and plain values; "
-            "re-create the checkpoint with cnnlab, or load it yourself only if you trust its source."
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: the file is truncated or corrupted ({first_line(exc)}). "
-            "Use another checkpoint (best.pt / last.pt) or retrain."
-        ) from None
+        if _has_code(path):  # weights_only refused a global it does not know: the code-execution guard
+            raise CheckpointError(
+                f"refusing to load {path}: it contains pickled Python objects, which could run code "
+                "on this machine. cnnlab checkpoints hold only tensors and plain values; "
+                "re-create the checkpoint with cnnlab, or load it yourself only if you trust its source."
+            ) from None
+        raise _corrupted(path, _("its pickled data is damaged")) from None
+    except Exception as exc:  # noqa: BLE001 -- torch.load on damaged bytes raises almost anything (KeyError, IndexError, ...)
+        raise _corrupted(path, exc) from None
     if not isinstance(payload, dict) or "schema" not in payload or "state_dict" not in payload:
         raise CheckpointError(f"{path} is not a cnnlab checkpoint (no schema/state_dict entries)")
     schema = payload["schema"]
@@ -126,6 +131,77 @@ def load_checkpoint(
     if problem:
         raise CheckpointError(f"{path} is a malformed cnnlab checkpoint: {problem}. Use another checkpoint or retrain.")
     return payload
+
+
+def _corrupted(path: Path, exc: BaseException | str) -> CheckpointError:
+    reason = exc if isinstance(exc, str) else first_line(exc)
+    return CheckpointError(
+        f"cannot read checkpoint {path}: the file is truncated or corrupted ({reason}). "
+        "Use another checkpoint (best.pt / last.pt) or retrain."
+    )
+
+
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
+_LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+_PICKLE_PROTO = 0x80  # a pickle of protocol >= 2 starts with PROTO: torch's legacy format
+
+
+def not_a_checkpoint(path: Path) -> str | None:
+    """Why ``path`` cannot be a PyTorch checkpoint, from its first bytes (None when it may be one).
+
+    A Git LFS pointer (a clone without ``git lfs pull``) and text files (a web page saved as
+    best.pt, a note) get their own line; so does anything that is neither torch's zip format
+    nor a pickle. Nothing is unpickled.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError as exc:
+        return _("cannot read checkpoint {path}: {reason}").format(path=path, reason=exc.strerror or exc)
+    if head.startswith(_ZIP_MAGIC) or (head[:1] and head[0] == _PICKLE_PROTO):
+        return None
+    if head.startswith(_LFS_POINTER):
+        return _("{path} is a Git LFS pointer, not the checkpoint itself: run git lfs pull in its "
+                 "repository to download it").format(path=path)
+    if not head:
+        return _("{path} is empty, not a PyTorch checkpoint; use another checkpoint or retrain").format(path=path)
+    try:
+        text: str | None = head.decode("utf-8")
+    except UnicodeDecodeError as exc:  # a character cut by the 512-byte read is still text
+        text = head[: exc.start].decode("utf-8") if exc.start >= len(head) - 3 else None
+    if text is not None and all(c.isprintable() or c in "\r\n\t\f" for c in text):
+        first = text.strip().splitlines()[0][:60] if text.strip() else ""
+        return _("{path} is not a PyTorch checkpoint (it is text: {first!r}); use another checkpoint "
+                 "or retrain").format(path=path, first=first)
+    return _("{path} is not a PyTorch checkpoint (neither torch's zip format nor a pickle: it starts with "
+             "bytes {head}); use another checkpoint or retrain").format(path=path, head=head[:8].hex(" "))
+
+
+# Opcodes through which a pickle names or calls Python code (a class, a function); a checkpoint of
+# tensors and plain values needs none of them except the few torch's own loader allows.
+_CODE_OPS = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD"}
+
+
+def _has_code(path: Path) -> bool:
+    """Whether the pickle in ``path`` (torch's zip format, or a bare pickle) names Python code.
+
+    Read with :mod:`pickletools` (which parses, never executes). A pickle that cannot even be parsed
+    is damaged, not dangerous.
+    """
+    import pickletools
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                names = [n for n in zf.namelist() if n.endswith("data.pkl")]
+                if not names or zf.getinfo(names[0]).file_size > 64 << 20:
+                    return False
+                data = zf.read(names[0])
+        else:
+            data = path.read_bytes() if path.stat().st_size <= 64 << 20 else b""
+        return any(op.name in _CODE_OPS for op, _arg, _pos in pickletools.genops(data))
+    except Exception:  # noqa: BLE001 -- a pickle pickletools cannot parse is damaged, not code
+        return False
 
 
 _INT = (int,)

@@ -73,6 +73,14 @@ def local_rank() -> int:
     return idist.get_local_rank()
 
 
+def rank_from_env() -> int:
+    """This process's rank as the launcher's environment says, before the process group is joined (0 alone)."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
 def is_main() -> bool:
     """Rank 0, the only process that writes files and prints (True when not distributed)."""
     return rank() == 0

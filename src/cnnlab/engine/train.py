@@ -38,6 +38,7 @@ from cnnlab.core.errors import (
     CheckpointError,
     CnnlabError,
     ConfigError,
+    ModelError,
     NonFiniteLossError,
     ResumeChangeError,
     RunConfigMismatch,
@@ -49,7 +50,7 @@ from cnnlab.core.runs import RunDir, default_run_dir, open_run, read_config
 from cnnlab.core.runtime import resolve_device, set_threads
 from cnnlab.data.augment import attach_augmentation, build_augmenter
 from cnnlab.data.registry import absolute_paths, prepare_data
-from cnnlab.data.tensors import DataBundle, TensorBatches
+from cnnlab.data.tensors import DataBundle, ImageSet, TensorBatches
 from cnnlab.engine import distributed
 from cnnlab.engine.checkpoint import (
     best_metrics,
@@ -178,8 +179,12 @@ def fit(
     log: Callable[[str], None] = print,
     model: nn.Module | None = None,
     load_data: DataSource | None = None,
+    overwrite: bool = False,
 ) -> FitResult:
     """Train as ``cfg`` says into ``run_dir``; resume if it holds an unfinished run of the same config.
+
+    ``overwrite``: start afresh, first deleting what cnnlab wrote in ``run_dir`` (under the run's lock);
+    a folder that holds anything else is refused (:func:`cnnlab.core.runs.clear_run_dir`).
 
     ``model``: train this module (the user's own class; ``cfg.model.name`` is then ``custom:ClassName``)
     instead of building ``cfg.model.name`` from the registry. It is trained in place, from the weights
@@ -189,12 +194,12 @@ def fit(
     Returns the run, its metrics history and best epoch, and the data it trained on.
     """
     with restored_process_state():
-        return _fit(cfg, run_dir, log=log, model=model, load_data=load_data)
+        return _fit(cfg, run_dir, log=log, model=model, load_data=load_data, overwrite=overwrite)
 
 
 def _fit(
     cfg: Config, run_dir: str | Path | None, *, log: Callable[[str], None], model: nn.Module | None,
-    load_data: DataSource | None,
+    load_data: DataSource | None, overwrite: bool = False,
 ) -> FitResult:
     cfg.validate()
     cfg = dataclasses.replace(cfg, data=absolute_paths(cfg.data))  # stored so: the run evaluates from anywhere
@@ -209,8 +214,12 @@ def _fit(
         check_pretrained(cfg.model.name)
     t0 = time.perf_counter()
     # Every file and every printed line comes from one process (rank 0): the writer decides, once.
+    # Rank 0 holds the folder's lock for the whole run (taken before the folder exists): no second
+    # process trains into it, and temporary files found there are a dead process's leftovers.
     writer = RunWriter.for_this_process(RunDir(Path(run_dir) if run_dir else default_run_dir(cfg)))
     with writer.lock():
+        if overwrite:
+            writer.clear()  # only what cnnlab wrote; anything else in the folder is refused
         return _fit_locked(cfg, writer, device, writer.log(log), t0, model, load_data)
 
 
@@ -271,7 +280,10 @@ def build_session(cfg: Config, writer: RunWriter, data: DataBundle, device: torc
                   model: nn.Module | None) -> Session:
     """The model, optimizer, ignite trainer and evaluator, and the batches, as ``cfg`` says."""
     t = cfg.train
+    if model is not None:
+        check_model_parameters(model)
     model = (build_model(cfg, data) if model is None else model).to(device)
+    check_model_output(model, data.train, device, channels_last=t.channels_last)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg.optim, model.parameters(), device)
@@ -509,6 +521,58 @@ def stop_on_signals(trainer: Engine) -> Iterator[list[tuple[str, int]]]:
         for s, h in previous.items():
             signal.signal(s, h)
         trainer.remove_event_handler(_maybe_stop, Events.ITERATION_COMPLETED)
+
+
+def check_model_parameters(model: nn.Module) -> None:
+    """The user's own module can take float32 batches: no parameter on the meta device, none of another float type."""
+    for name, p in list(model.named_parameters()) + list(model.named_buffers()):
+        if p.device.type == "meta":
+            raise ModelError(_("your model's {name} is on the meta device (it has no values yet): create the "
+                               "model on a real device, or call model.to_empty(device='cpu') and initialise it")
+                             .format(name=name))
+        if p.is_floating_point() and p.dtype != torch.float32 and isinstance(p, nn.Parameter):
+            raise ModelError(_("your model's {name} is {dtype}, but cnnlab trains on float32 batches: call "
+                               "model.float() first (mixed precision: the amp setting)").format(
+                name=name, dtype=str(p.dtype).removeprefix("torch.")))
+
+
+def check_model_output(model: nn.Module, data: ImageSet, device: torch.device, *, channels_last: bool = False) -> None:
+    """Run the model on two training images (eval mode, no gradient) and check it returns (N, classes) logits.
+
+    A wrong output otherwise shows up as a shape error deep inside the loss, after the data has loaded;
+    here it is one line that says what the model returns and what the data needs.
+    """
+    k = len(data.classes)
+    if not len(data):
+        return
+    x = next(iter(TensorBatches(data, 2, channels_last=channels_last)))[0].to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except Exception as exc:  # noqa: BLE001 -- the user's forward can raise anything; say where it happened
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelError(_("your model failed on a batch of the data (input {shape}, {dtype}, on {device}): "
+                           "{error}").format(shape=tuple(x.shape), dtype=str(x.dtype).removeprefix("torch."),
+                                             device=device, error=first)) from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor):
+        raise ModelError(_("your model returns a {kind}, not a tensor: forward must return the logits, "
+                           "shape (N, {k})").format(kind=type(out).__name__, k=k))
+    if out.dim() != 2 or out.shape[0] != len(x) or out.shape[1] != k:
+        if not out.dim():
+            shown = _("a scalar")
+        elif out.shape[0] != len(x):
+            shown = _("{shape} for a batch of {n}").format(shape=tuple(out.shape), n=len(x))
+        else:
+            shown = "(" + ", ".join(["N", *(str(d) for d in out.shape[1:])]) + ")"
+        raise ModelError(_("your model returns {shown}; the data has {k} classes, so it must return (N, {k})").format(
+            shown=shown, k=k))
+    if not out.is_floating_point():
+        raise ModelError(_("your model returns {dtype} values; it must return float logits").format(
+            dtype=str(out.dtype).removeprefix("torch.")))
 
 
 def build_model(cfg: Config, data: DataBundle) -> nn.Module:

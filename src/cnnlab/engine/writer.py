@@ -14,7 +14,7 @@ import torch
 from cnnlab.core.config import Config
 from cnnlab.core.errors import CheckpointError
 from cnnlab.core.i18n import _
-from cnnlab.core.runs import RunDir, locked, write_config, write_metrics, write_split
+from cnnlab.core.runs import RunDir, clear_run_dir, locked, write_config, write_metrics, write_split
 from cnnlab.engine import distributed
 from cnnlab.engine.checkpoint import best_from_last, load_checkpoint, save_checkpoint
 
@@ -40,6 +40,12 @@ class RunWriter:
         """Hold the folder's lock for the whole run (the writer's process only): no second process
         trains into it, and temporary files found there are a dead process's leftovers."""
         return locked(self.run) if self.active else contextlib.nullcontext(self.run)
+
+    def clear(self) -> None:
+        """Start afresh (``overwrite``): remove what cnnlab wrote in the folder, under the lock;
+        a folder that holds anything else is refused (:func:`cnnlab.core.runs.clear_run_dir`)."""
+        if self.active:
+            clear_run_dir(self.run)
 
     def remove_temp_files(self) -> None:
         if self.active:

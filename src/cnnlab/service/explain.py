@@ -11,7 +11,7 @@ from cnnlab.analysis.explain import METHODS, Explanation
 from cnnlab.analysis.explain import explain as explain_module
 from cnnlab.analysis.report import explain_test_image
 from cnnlab.core.i18n import _
-from cnnlab.core.runs import RunDir
+from cnnlab.core.runs import RunDir, reading
 from cnnlab.service.predictor import Predictor, load
 
 
@@ -74,7 +74,8 @@ def visualize(
     device: str = "auto",
 ) -> tuple[Explanation, list[Path]]:
     """:func:`explain_run`, written as PNGs (:meth:`Explanation.save`) to ``out_dir`` (default ``RUN/visualize``)."""
-    ex, caption = explain_run(run_dir, index=index, image=image, target=target, method=method, data_dir=data_dir,
-                              device=device)
-    out = Path(out_dir) if out_dir is not None else RunDir(Path(run_dir)).visualize
-    return ex, ex.save(out, caption=caption, max_maps=max_maps)
+    with reading(run_dir):  # the pictures are of the best.pt beside them: no training replaces it meanwhile
+        ex, caption = explain_run(run_dir, index=index, image=image, target=target, method=method,
+                                  data_dir=data_dir, device=device)
+        out = Path(out_dir) if out_dir is not None else RunDir(Path(run_dir)).visualize
+        return ex, ex.save(out, caption=caption, max_maps=max_maps)

@@ -24,7 +24,7 @@ import torch.nn as nn
 from PIL import Image
 
 from cnnlab.core.errors import CheckpointError, ImageError, RunDirError
-from cnnlab.core.files import atomic_write, write_csv, write_json
+from cnnlab.core.files import atomic_write, make_dirs, note_written, write_csv, write_json
 from cnnlab.core.runs import RunDir
 from cnnlab.core.runtime import resolve_device
 from cnnlab.data.images import (
@@ -343,6 +343,8 @@ def _save_input(folder: Path, path: str, x: torch.Tensor, spec: dict, used: set[
         n += 1
         name = f"{stem}-{n}.png"
     used.add(name)
+    make_dirs(folder)
+    note_written(folder, name)  # first: a later --overwrite may remove it, and only what is listed
     with atomic_write(folder / name, "wb") as fh:
         tensor_to_image(x, spec).save(fh, format="PNG")
 

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from cnnlab.core.config import Config, list_recipes, load_recipe
-from cnnlab.core.errors import CnnlabError, ConfigError, RunDirError
+from cnnlab.core.errors import CnnlabError, ConfigError, RunDirError, first_line
 from cnnlab.core.i18n import N_, _, format_percent
-from cnnlab.core.runs import RunDir, is_being_trained, parse_metrics, read_small, run_files
+from cnnlab.core.runs import RunDir, being_trained, parse_metrics, read_run_file, run_files
 
 #: config.json, metrics.csv and report.json are kilobytes; a bigger one is not what cnnlab wrote.
 SMALL_FILE_LIMIT = 8 * 2**20
@@ -115,12 +115,12 @@ def read_run(path: str | os.PathLike) -> RunRecord:
     try:
         _fill(rec, run)
     except (CnnlabError, OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        rec.state, rec.problem = "broken", _first_line(exc)
+        rec.state, rec.problem = "broken", first_line(exc)
     return rec
 
 
 def _fill(rec: RunRecord, run: RunDir) -> None:
-    training = is_being_trained(run)
+    training = being_trained(run.path) is not None
     if not run.config.is_file():
         # A training process writes config.json first: until then its folder holds only its lock.
         rec.state, rec.problem = ("training", None) if training else ("broken", _("no config.json"))
@@ -136,7 +136,7 @@ def _fill(rec: RunRecord, run: RunDir) -> None:
     rec.recipe = stored.get("recipe") if isinstance(stored.get("recipe"), str) else recipe_of(cfg)
     rec.started = _started(stored, run)
 
-    history = parse_metrics(read_small(run.metrics, SMALL_FILE_LIMIT)) if run.metrics.is_file() else []
+    history = parse_metrics(read_run_file(run.metrics, SMALL_FILE_LIMIT)) if run.metrics.is_file() else []
     if history:
         rec.epochs_done = len(history)
         rec.wall_time_s = round(sum(row.get("epoch_time_s") or 0.0 for row in history), 1)
@@ -153,7 +153,7 @@ def _fill(rec: RunRecord, run: RunDir) -> None:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(read_small(path, SMALL_FILE_LIMIT))
+        return json.loads(read_run_file(path, SMALL_FILE_LIMIT))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RunDirError(_("{name} is not valid JSON: {reason}").format(name=path.name, reason=exc)) from None
 
@@ -336,8 +336,3 @@ def _started(stored: Mapping[str, Any], run: RunDir) -> str | None:
 
 def _int(value: Any) -> int | None:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -6,6 +6,7 @@ global RNGs): training and the scoring after it run inside one ``restored_proces
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from cnnlab.analysis.metrics import TestReport
 from cnnlab.analysis.report import evaluate_checkpoint, interpret_run
 from cnnlab.core.config import EVAL_BATCH_SIZE, Config, DataConfig
 from cnnlab.core.i18n import check_language
-from cnnlab.core.runs import RunDir
+from cnnlab.core.runs import RunDir, default_run_dir, locked
 from cnnlab.core.runtime import set_threads
 from cnnlab.data.tensors import DataBundle
 from cnnlab.engine import distributed
@@ -102,15 +103,27 @@ def train_config(
     log: Callable[[str], None] = print,
     model: nn.Module | None = None,
     load_data: Callable[[DataConfig, torch.device], DataBundle] | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train as ``cfg`` says into ``run_dir`` (resuming an unfinished run there), then score ``best.pt`` on the test set.
 
     ``model`` and ``load_data``: the user's own module and data (see :func:`cnnlab.engine.train.fit`).
-    Threads and global RNGs are as they were when this returns.
+    ``overwrite``: start afresh, deleting only what cnnlab wrote there (:func:`cnnlab.core.runs.clear_run_dir`).
+    The run's lock is held from before training until the report is written, so no other process
+    trains into the run, or reports on it, in between. Threads and global RNGs are as they were when
+    this returns.
     """
     t0 = time.perf_counter()
+    run = RunDir(Path(run_dir) if run_dir is not None else default_run_dir(cfg))
+    # Rank 0 alone holds the lock (fit takes it again, reentrantly); other ranks of a distributed run write nothing.
+    with (locked(run) if distributed.rank_from_env() == 0 else contextlib.nullcontext(run)):
+        return _train_locked(cfg, run, t0, log=log, model=model, load_data=load_data, overwrite=overwrite)
+
+
+def _train_locked(cfg: Config, run: RunDir, t0: float, *, log: Callable[[str], None], model: nn.Module | None,
+                  load_data: Callable[[DataConfig, torch.device], DataBundle] | None, overwrite: bool) -> TrainResult:
     with restored_process_state():
-        fitted = fit(cfg, run_dir, log=log, model=model, load_data=load_data)
+        fitted = fit(cfg, run.path, log=log, model=model, load_data=load_data, overwrite=overwrite)
         set_threads(cfg.train.threads)  # scoring as fast as training (restored on return, as training's)
         if model is not None:  # the user's module, from here on the best checkpoint's, as load() gives it
             model.to(memory_format=torch.contiguous_format)

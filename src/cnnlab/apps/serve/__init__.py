@@ -17,9 +17,11 @@ is refused from its Content-Length header before anything is read, and a body
 without one (chunked) is cut off as soon as it passes the limit; images with
 more than ``max_pixels`` pixels are refused before they are decoded; every
 refusal is a 4xx JSON error and the server keeps serving. Request bodies are
-kept in memory; the only exception is Starlette's multipart parser, which
-spools an uploaded part above 1 MiB to an anonymous temporary file in the
-system temp folder that is deleted when the request ends.
+read whole, within time limits, before a request counts as in flight, and kept
+in memory (128 MiB for all connections together); Starlette's multipart parser
+may also spool an uploaded part above 1 MiB to an anonymous temporary file,
+deleted when the request ends. Headers have a deadline and open connections a
+cap (docs/serve.md, "Limits").
 
 FastAPI, uvicorn and python-multipart come with the ``serve`` extra:
 ``pip install -e ".[serve]"``.
@@ -31,16 +33,18 @@ from cnnlab.apps.serve.limits import (
     DEFAULT_MAX_DECODED_BYTES,
     DEFAULT_MAX_PIXELS,
     DEFAULT_MAX_REQUESTS,
+    DEFAULT_READ_LIMITS,
     ApiError,
     BodyLimitMiddleware,
     ConcurrencyLimitMiddleware,
     DecodeGate,
+    ReadLimits,
 )
 from cnnlab.apps.serve.server import BackgroundServer, bind_socket, is_loopback, make_server, serve
 
 __all__ = [
     "DEFAULT_DECODE_MEMORY", "DEFAULT_MAX_BYTES", "DEFAULT_MAX_DECODED_BYTES", "DEFAULT_MAX_PIXELS",
-    "DEFAULT_MAX_REQUESTS", "ApiError", "BackgroundServer", "BodyLimitMiddleware", "Classifier",
+    "DEFAULT_MAX_REQUESTS", "DEFAULT_READ_LIMITS", "ApiError", "BackgroundServer", "BodyLimitMiddleware", "Classifier",
     "ConcurrencyLimitMiddleware", "DecodeGate", "bind_socket", "create_app", "input_png", "is_loopback",
-    "make_server", "read_image_bytes", "require_web_stack", "serve",
+    "ReadLimits", "make_server", "read_image_bytes", "require_web_stack", "serve",
 ]

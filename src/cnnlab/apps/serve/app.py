@@ -24,7 +24,7 @@ from cnnlab.analysis.explain import Explanation, explain
 from cnnlab.core.errors import CnnlabError, ImageError
 from cnnlab.core.i18n import check_language, chosen_language, from_environment
 from cnnlab.core.i18n_page import negotiate, translate_page
-from cnnlab.core.runs import RunDir
+from cnnlab.core.runs import RunDir, read_run_file
 from cnnlab.data.images import decode_image, image_header, tensor_to_image
 from cnnlab.service.predictor import Predictor, load
 from cnnlab.apps.serve.limits import (
@@ -33,12 +33,14 @@ from cnnlab.apps.serve.limits import (
     DEFAULT_MAX_DECODED_BYTES,
     DEFAULT_MAX_PIXELS,
     DEFAULT_MAX_REQUESTS,
+    DEFAULT_READ_LIMITS,
     DEFAULT_TOP_K,
     ApiError,
     BodyLimitMiddleware,
     BodyTooLarge,
     ConcurrencyLimitMiddleware,
     DecodeGate,
+    ReadLimits,
     decode_cost,
     decoded_bytes,
     human_bytes,
@@ -114,8 +116,8 @@ def _describe_model(predictor: Predictor, source: Any) -> dict:
     if isinstance(source, (str, os.PathLike)):
         report = RunDir(Path(source)).report_json
         try:
-            info["test_accuracy"] = float(json.loads(report.read_text())["accuracy"])
-        except (OSError, ValueError, KeyError, TypeError):
+            info["test_accuracy"] = float(json.loads(read_run_file(report))["accuracy"])
+        except (OSError, CnnlabError, ValueError, KeyError, TypeError):
             pass  # a bare checkpoint, or a run without a test report
     return info
 
@@ -154,6 +156,7 @@ def create_app(
     decode_memory: int = DEFAULT_DECODE_MEMORY,
     decode_slots: int | None = None,
     max_requests: int = DEFAULT_MAX_REQUESTS,
+    read_limits: ReadLimits = DEFAULT_READ_LIMITS,
     lang: str | None = None,
 ) -> Any:
     """The FastAPI app for a run directory (or checkpoint path, or an already loaded Predictor).
@@ -161,7 +164,8 @@ def create_app(
     Memory is bounded: an image over ``max_pixels`` or ``max_decoded_bytes`` is refused from its
     header (413); decodes run while their estimated memory fits ``decode_memory``, at most
     ``decode_slots`` at once (default: one per core); more than ``max_requests`` requests in flight,
-    or an upload kept waiting for the decode budget, get a JSON 503 ``busy``.
+    or an upload kept waiting for the decode budget, get a JSON 503 ``busy``. A body not sent within
+    ``read_limits`` is a 408 (docs/serve.md, "Limits").
 
     The page speaks ``?lang=`` when a request names one, else ``lang`` (default: ``cnnlab --lang``,
     ``CNNLAB_LANG``), else the browser's ``Accept-Language``, else the server's locale, else English.
@@ -192,8 +196,10 @@ def create_app(
         version=__version__,
         description="Classify an image with a trained cnnlab model. The page at `/` lets you draw one.",
     )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=max_bytes)
-    app.add_middleware(ConcurrencyLimitMiddleware, max_requests=max_requests)  # outermost: refuses first
+    # The last added is outermost: a body is read whole (within its size and time limits) before the
+    # request counts against max_requests, so slow uploads cannot take the slots of finished ones.
+    app.add_middleware(ConcurrencyLimitMiddleware, max_requests=max_requests)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_bytes, limits=read_limits)
     _add_error_handlers(app)
     _add_page_routes(app, check_language(lang) if lang is not None else chosen_language(), from_environment())
     _add_api_routes(app, model_info, classify, default_top_k, len(classes))

@@ -5,9 +5,11 @@ server keeps serving (docs/serve.md).
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import threading
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from cnnlab.data.images import MAX_PIXELS
@@ -38,6 +40,18 @@ class ApiError(Exception):
 
 class BodyTooLarge(Exception):
     """Raised from ``receive`` the moment a body passes the limit."""
+
+
+class BodyTimeout(Exception):
+    """A body not sent within the :class:`ReadLimits` timeouts."""
+
+
+class BufferFull(Exception):
+    """Request bodies held in memory would pass ``ReadLimits.buffer_budget``."""
+
+
+class Disconnected(Exception):
+    """The client went away before its body was complete."""
 
 
 def human_bytes(n: int) -> str:
@@ -130,56 +144,117 @@ class ConcurrencyLimitMiddleware:
             self.active -= 1
 
 
-class BodyLimitMiddleware:
-    """Refuse request bodies above ``max_bytes`` without reading them whole.
+@dataclass(frozen=True)
+class ReadLimits:
+    """How long a client may take to send a request, and how many connections it may hold open.
 
-    A declared Content-Length above the limit is answered with 413 at once; the
-    body is never read. Otherwise ``receive`` counts bytes as they arrive and
-    raises :class:`BodyTooLarge` as soon as the count passes the limit (chunked
-    uploads, or a client that lies about its length).
+    The body rule is Apache's ``mod_reqtimeout`` (``body=20,MinRate=500``): ``body_timeout_s`` to
+    send it, extended by one second for every ``min_body_rate`` bytes received, so a slow honest
+    upload goes on while a client that trickles bytes is cut off. Header and connection limits are
+    enforced by the server's protocol (:mod:`cnnlab.apps.serve.server`), the body ones by
+    :class:`BodyLimitMiddleware`.
     """
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    header_timeout_s: float = 10.0      # from the connection (or the previous answer) to the end of the headers
+    body_timeout_s: float = 20.0        # to send the body, before MinRate extensions
+    min_body_rate: int = 500            # bytes/s: each 500 bytes received adds a second
+    body_idle_s: float = 10.0           # longest pause between two pieces of a body
+    max_connections: int = 256          # open connections; more are answered 503 and closed at once
+    keep_alive_s: float = 5.0           # an idle connection between two requests (uvicorn's timeout_keep_alive)
+    graceful_shutdown_s: float = 3.0    # on SIGTERM/Ctrl+C, requests in flight get this long (uvicorn's own)
+    max_header_bytes: int = 16 * 1024   # request line and headers (h11_max_incomplete_event_size)
+    buffer_budget: int = 128 * 2**20    # bytes of request bodies held in memory by all connections together
+
+
+DEFAULT_READ_LIMITS = ReadLimits()
+
+
+class BodyLimitMiddleware:
+    """Read each request body whole, within its size and time limits, before the app sees the request.
+
+    A declared Content-Length that is malformed is a JSON 400, one above ``max_bytes`` a 413 at once
+    (the body is never read); a body that passes the limit while arriving (chunked, or a client that
+    lies about its length) is a 413 as soon as it does. A body not sent within the
+    :class:`ReadLimits` timeouts is answered 408 and its connection closed. Only a complete request
+    reaches the app, so a slow upload never holds one of the app's ``max_requests`` slots (as a
+    reverse proxy that buffers bodies, like nginx, protects its backend). Bodies held by all
+    connections together stay under ``limits.buffer_budget`` (503 beyond it).
+    """
+
+    def __init__(self, app: Any, max_bytes: int, limits: ReadLimits = DEFAULT_READ_LIMITS) -> None:
+        self.app, self.max_bytes, self.limits = app, max_bytes, limits
+        self.buffered = 0  # one event loop: no lock needed
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None:
+        headers = scope.get("headers") or []
+        declared = [v for k, v in headers if k == b"content-length"]
+        if declared:
             try:
-                length = int(declared)
+                length = int(declared[0])
+                if length < 0 or len(set(declared)) > 1:
+                    raise ValueError
             except ValueError:
                 await send_json(send, 400, "bad_request", "invalid Content-Length header")
                 return
             if length > self.max_bytes:
                 await send_json(send, 413, "too_large", self._message(length))
                 return
-        seen = 0
-        started = False
-
-        async def limited_receive() -> dict:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise BodyTooLarge(self._message(None))
-            return message
-
-        async def tracking_send(message: dict) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+        body = bytearray()
         try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge as exc:
-            # Normally the endpoint turns this into a 413 itself; this is the fallback.
-            if started:
-                raise
-            await send_json(send, 413, "too_large", str(exc))
+            try:
+                await self._read(receive, body)
+            except BodyTooLarge as exc:
+                await send_json(send, 413, "too_large", str(exc))
+                return
+            except BodyTimeout as exc:
+                await send_json(send, 408, "timeout", str(exc))
+                return
+            except BufferFull:
+                await send_json(send, 503, "busy", "the server holds too many uploads in memory; try again in a "
+                                "moment", retry_after=1)
+                return
+            except Disconnected:
+                return
+            replayed = False
+
+            async def replay() -> dict:
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": bytes(body), "more_body": False}
+                return await receive()  # after the body: only http.disconnect comes
+
+            await self.app(scope, replay, send)
+        finally:
+            self.buffered -= len(body)
+
+    async def _read(self, receive: Callable, body: bytearray) -> None:
+        lim = self.limits
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while True:
+            deadline = start + lim.body_timeout_s + len(body) / lim.min_body_rate
+            wait = min(lim.body_idle_s, deadline - loop.time())
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(wait, 0.0))
+            except asyncio.TimeoutError:
+                raise BodyTimeout(f"the request body was not sent in time ({len(body):,} bytes received in "
+                                  f"{loop.time() - start:.0f} s; a body must keep coming at {lim.min_body_rate} "
+                                  "bytes/s or more)") from None
+            if message["type"] == "http.disconnect":
+                raise Disconnected
+            chunk = message.get("body", b"")
+            if len(body) + len(chunk) > self.max_bytes:
+                raise BodyTooLarge(self._message(None))
+            if self.buffered + len(chunk) > lim.buffer_budget:
+                raise BufferFull
+            body += chunk
+            self.buffered += len(chunk)
+            if not message.get("more_body", False):
+                return
 
     def _message(self, length: int | None) -> str:
         size = f"{human_bytes(length)} " if length is not None else ""

@@ -5,14 +5,16 @@ notebook or a test.
 """
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import json
 import socket
 import threading
 from pathlib import Path
 from typing import Any, Callable
 
 from cnnlab.apps.serve.app import create_app, require_web_stack
-from cnnlab.apps.serve.limits import DEFAULT_MAX_BYTES
+from cnnlab.apps.serve.limits import DEFAULT_MAX_BYTES, DEFAULT_READ_LIMITS, ReadLimits
 from cnnlab.core.errors import CnnlabError
 
 
@@ -45,13 +47,97 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def make_server(app: Any, *, log_level: str = "info") -> Any:
-    """A uvicorn server for ``app`` (run it with ``server.run(sockets=[bind_socket(...)])``)."""
+def _json_response(status: int, reason: str, code: str, detail: str) -> bytes:
+    """A whole HTTP/1.1 response with the API's JSON error body, for answers given below the app."""
+    body = json.dumps({"error": code, "detail": detail}, separators=(",", ":")).encode()
+    head = (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+            "connection: close\r\n\r\n")
+    return head.encode("ascii") + body
+
+
+def guarded_protocol(limits: ReadLimits) -> type:
+    """uvicorn's h11 protocol with what uvicorn lacks: a deadline for the request headers, a cap on open
+    connections (both answered in JSON, then closed), and JSON instead of plain text for malformed requests.
+
+    uvicorn's ``timeout_keep_alive`` only covers an idle connection *between* requests: once a byte
+    arrives it is off, so a client that sends half a header line was kept forever (issue 24: 3,071
+    descriptors in 15 s). Here a timer runs from the connection (or the previous answer) to the end
+    of the headers, as nginx's ``client_header_timeout`` does.
+    """
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11Protocol(H11Protocol):
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if len(self.connections) > limits.max_connections:
+                self._refuse(503, "Service Unavailable", "busy",
+                             f"the server has {limits.max_connections} open connections, its limit; try again "
+                             "in a moment")
+                return
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            if self._waiting_for_headers():
+                self._arm()
+            super().data_received(data)
+            if not self._waiting_for_headers():
+                self._disarm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _waiting_for_headers(self) -> bool:
+            return self.cycle is None or self.cycle.response_complete
+
+        def _arm(self) -> None:
+            if self._header_timer is None:
+                self._header_timer = self.loop.call_later(limits.header_timeout_s, self._headers_too_slow)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _headers_too_slow(self) -> None:
+            self._header_timer = None
+            if self._waiting_for_headers() and not self.transport.is_closing():
+                self._refuse(408, "Request Timeout", "timeout",
+                             f"the request headers were not sent within {limits.header_timeout_s:g} s")
+
+        def _refuse(self, status: int, reason: str, code: str, detail: str) -> None:
+            self._disarm()
+            self.transport.write(_json_response(status, reason, code, detail))
+            self.transport.close()
+
+        def send_400_response(self, msg: str) -> None:
+            # h11 refused the request (a malformed Content-Length, a bad request line, headers over the limit):
+            # answer in the API's JSON instead of uvicorn's plain text.
+            self._refuse(400, "Bad Request", "bad_request",
+                         "malformed HTTP request (request line, headers or Content-Length), or headers over "
+                         f"{limits.max_header_bytes:,} bytes")
+
+    return GuardedH11Protocol
+
+
+def make_server(app: Any, *, log_level: str = "info", limits: ReadLimits = DEFAULT_READ_LIMITS) -> Any:
+    """A uvicorn server for ``app`` (run it with ``server.run(sockets=[bind_socket(...)])``), with ``limits``.
+
+    uvicorn's own settings first: ``timeout_keep_alive`` (idle between requests),
+    ``timeout_graceful_shutdown`` (SIGTERM ends within seconds even with stalled clients),
+    ``h11_max_incomplete_event_size`` (headers), ``limit_concurrency`` (a backstop one above the
+    protocol's own connection cap, whose 503 is JSON). What uvicorn lacks is in
+    :func:`guarded_protocol`; the body limits are the app's (:class:`BodyLimitMiddleware`).
+    """
     import uvicorn
 
-    # Idle keep-alive is capped; concurrent requests are capped by the app (ConcurrencyLimitMiddleware,
-    # JSON 503), not by uvicorn's limit_concurrency, whose 503 is plain text.
-    config = uvicorn.Config(app, log_level=log_level, timeout_keep_alive=5,
+    config = uvicorn.Config(app, log_level=log_level, http=guarded_protocol(limits),
+                            timeout_keep_alive=limits.keep_alive_s,
+                            timeout_graceful_shutdown=limits.graceful_shutdown_s,
+                            h11_max_incomplete_event_size=limits.max_header_bytes,
+                            limit_concurrency=limits.max_connections + 1,
                             server_header=False, proxy_headers=False)
     return uvicorn.Server(config)
 
@@ -59,12 +145,13 @@ def make_server(app: Any, *, log_level: str = "info") -> Any:
 class BackgroundServer:
     """A server running in a daemon thread (notebooks, tests); ``stop()`` or use it as a context manager."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, *, log_level: str = "warning") -> None:
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, *, log_level: str = "warning",
+                 limits: ReadLimits = DEFAULT_READ_LIMITS) -> None:
         self._sock = bind_socket(host, port)
         bound_host, self.port = self._sock.getsockname()[:2]
         self.host = f"[{bound_host}]" if ":" in bound_host else bound_host
         self.url = f"http://{self.host}:{self.port}"
-        self.server = make_server(app, log_level=log_level)
+        self.server = make_server(app, log_level=log_level, limits=limits)
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]},
                                         name="cnnlab-serve", daemon=True)
         self._thread.start()
@@ -95,10 +182,11 @@ def serve(
     max_bytes: int = DEFAULT_MAX_BYTES,
     device: str = "auto",
     log: Callable[[str], None] = print,
+    limits: ReadLimits = DEFAULT_READ_LIMITS,
 ) -> None:
-    """Load a run's model and serve the drawing page and API until Ctrl+C."""
+    """Load a run's model and serve the drawing page and API until Ctrl+C or SIGTERM (docs/serve.md, "Limits")."""
     require_web_stack()
-    app = create_app(run_dir, max_bytes=max_bytes, device=device)
+    app = create_app(run_dir, max_bytes=max_bytes, device=device, read_limits=limits)
     sock = bind_socket(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
@@ -107,6 +195,6 @@ def serve(
             "machine can use the server")
     log(f"serving {run_dir} on http://{shown}:{bound_port}/  (API docs: /docs; Ctrl+C to stop)")
     try:
-        make_server(app).run(sockets=[sock])
+        make_server(app, limits=limits).run(sockets=[sock])
     finally:
         sock.close()
