@@ -349,14 +349,15 @@ class Interpretation:
         log lines and the page speak ``lang``.
         """
         with self._speak(lang) as spoken:
-            return self._save(folder, classes=classes, per_class=per_class, top_k=top_k, n_bins=n_bins, html=html,
-                              log=log, inside=inside, lang=spoken)
+            return self._save_checked(folder, classes=classes, per_class=per_class, top_k=top_k, n_bins=n_bins,
+                                      html=html, log=log, inside=inside, lang=spoken)
 
-    def _save(self, folder: str | Path | None, *, classes: Sequence[str | int] | None, per_class: int, top_k: int,
-              n_bins: int, html: bool, log: Callable[[str], None] | None, inside: bool, lang: str) -> AnalysisResult:
+    def _save_checked(self, folder: str | Path | None, *, classes: Sequence[str | int] | None, per_class: int,
+                      top_k: int, n_bins: int, html: bool, log: Callable[[str], None] | None, inside: bool,
+                      lang: str) -> AnalysisResult:
         check_positive(per_class=per_class, top_k=top_k, n_bins=n_bins)
         if self.run_path is None or self.checkpoint_id is None:
-            return self._save(folder, classes, per_class, top_k, n_bins, html, log, inside)
+            return self._save(folder, classes, per_class, top_k, n_bins, html, log, inside, lang)
         # A run's analysis is written under its lock, and only while best.pt is still the file scored:
         # a training that wrote a newer best.pt since would make these files describe a stale model.
         with reading(self.run_path):
@@ -364,10 +365,11 @@ class Interpretation:
             if checkpoint_id(best) != self.checkpoint_id:
                 raise RunDirError(_("{path} changed after it was scored (a training run wrote it since); "
                                     "interpret the run again").format(path=best))
-            return self._save(folder, classes, per_class, top_k, n_bins, html, log, inside)
+            return self._save(folder, classes, per_class, top_k, n_bins, html, log, inside, lang)
 
     def _save(self, folder: str | Path | None, classes: Sequence[str | int] | None, per_class: int, top_k: int,
-              n_bins: int, html: bool, log: Callable[[str], None] | None, inside: bool = True) -> AnalysisResult:
+              n_bins: int, html: bool, log: Callable[[str], None] | None, inside: bool = True,
+              lang: str | None = None) -> AnalysisResult:
         if folder is None:
             if self.run_path is None:
                 raise ConfigError(_("give a folder to save into: this interpretation was not made from a run directory"))

@@ -43,7 +43,7 @@ def _load_dataset(
     if name == "mnist":
         train = load_mnist(root, train=True, download=download)
         test = load_mnist(root, train=False, download=download)
-        c, h, _ = train.shape
+        c, h, _w = train.shape
         # Digits are white ink on black, centred by centre of mass in a 20x20 box: prediction
         # on a user's own image must rebuild exactly that.
         info = DatasetInfo("mnist", train.classes, c, h, {"style": "mnist", "scale": 255.0})
@@ -69,7 +69,7 @@ def _absolute(path: str | os.PathLike) -> Path:
 
 def list_datasets() -> list[str]:
 
-    return [name for name, _ in sets.describe()]
+    return [name for name, _text in sets.describe()]
 
 
 def prepare_data(cfg: DataConfig, device: torch.device | str = "cpu") -> DataBundle:
