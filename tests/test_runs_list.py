@@ -2,17 +2,16 @@
 from __future__ import annotations
 
 import dataclasses
-import fcntl
+
 import json
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from cnnlab.core.errors import ConfigError, RunDirError
+from cnnlab.core.runs import RunDir, locked
 from cnnlab.service.runs import SMALL_FILE_LIMIT, format_runs, list_runs, read_run
-
 
 @pytest.fixture(scope="module")
 def runs_folder(tiny_mnist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -31,10 +30,8 @@ def runs_folder(tiny_mnist: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     (root / "not-a-run" / "notes.txt").write_text("hello")
     return root
 
-
 def by_name(records) -> dict:
     return {Path(r.path).name: r for r in records}
-
 
 def test_lists_every_run_with_its_numbers(runs_folder: Path) -> None:
     recs = by_name(list_runs(runs_folder))
@@ -48,7 +45,6 @@ def test_lists_every_run_with_its_numbers(runs_folder: Path) -> None:
     assert recs["broken"].state == "broken" and "config.json" in recs["broken"].problem
     assert recs["no-config"].state == "broken" and recs["no-config"].problem == "no config.json"
 
-
 def test_records_are_dataframe_friendly(runs_folder: Path) -> None:
     recs = list_runs(runs_folder)
     rows = [dataclasses.asdict(r) for r in recs]
@@ -57,7 +53,6 @@ def test_records_are_dataframe_friendly(runs_folder: Path) -> None:
     pd = pytest.importorskip("pandas")
     frame = pd.DataFrame(recs)
     assert len(frame) == len(recs) and {"model", "test_acc", "state"} <= set(frame.columns)
-
 
 def test_filter_on_config_fields_and_columns(runs_folder: Path) -> None:
     names = lambda **kw: sorted(Path(r.path).name for r in list_runs(runs_folder, **kw))  # noqa: E731
@@ -70,13 +65,11 @@ def test_filter_on_config_fields_and_columns(runs_folder: Path) -> None:
     with pytest.raises(ConfigError, match="key=value"):
         list_runs(runs_folder, filters=["model"])
 
-
 def test_sort_puts_missing_values_last(runs_folder: Path) -> None:
     recs = list_runs(runs_folder, sort="-epochs_done")
     assert [r.epochs_done for r in recs][:3] == [2, 2, 1] and recs[-1].epochs_done is None
     with pytest.raises(ConfigError, match="cannot sort by 'colour'"):
         list_runs(runs_folder, sort="colour")
-
 
 def test_interrupted_incomplete_and_training_states(runs_folder: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
@@ -85,15 +78,10 @@ def test_interrupted_incomplete_and_training_states(runs_folder: Path, tmp_path:
     cfg["config"]["train"]["epochs"] = 5  # planned 5, trained 2, nobody training: interrupted
     (run / "config.json").write_text(json.dumps(cfg))
     assert read_run(run).state == "interrupted"
-    fd = os.open(run, os.O_RDONLY)
-    try:  # what core.runs.locked holds while a process trains into the folder
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with locked(RunDir(run)):  # what a training process holds while it trains into the folder
         assert read_run(run).state == "training"
-    finally:
-        os.close(fd)
     (run / "metrics.csv").unlink()
     assert read_run(run).state == "incomplete"
-
 
 def test_huge_files_are_not_read(runs_folder: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
@@ -103,11 +91,9 @@ def test_huge_files_are_not_read(runs_folder: Path, tmp_path: Path) -> None:
     rec = read_run(run)
     assert rec.state == "broken" and "bytes" in rec.problem
 
-
 def test_missing_folder_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(RunDirError, match="does not exist"):
         list_runs(tmp_path / "nowhere")
-
 
 def test_table_has_one_line_per_run(runs_folder: Path) -> None:
     recs = list_runs(runs_folder, filters=["state=finished"])
@@ -115,7 +101,6 @@ def test_table_has_one_line_per_run(runs_folder: Path) -> None:
     lines = text.splitlines()
     assert lines[0].split()[:3] == ["run", "model", "dataset"] and len(lines) == 1 + len(recs)
     assert any(line.startswith("sweep/nested") for line in lines) and "2/2" in text
-
 
 def test_notebook_api(runs_folder: Path, tiny_mnist: Path) -> None:
     import cnnlab
@@ -131,7 +116,6 @@ def test_notebook_api(runs_folder: Path, tiny_mnist: Path) -> None:
     assert sum(ax.has_data() for ax in fig.axes) == 12
     titles = {ax.get_title() for ax in fig.axes if ax.has_data()}
     assert titles <= {f"c{i}" for i in range(10)}
-
 
 def test_runs_command(runs_folder: Path) -> None:
     from click.testing import CliRunner
