@@ -298,3 +298,13 @@ def test_a_label_beyond_the_class_names_is_one_line(tmp_path: Path) -> None:
         cnnlab.train(Head(), (x, y), classes=[str(i) for i in range(10)], run_dir=tmp_path / "r", **QUIET)
     with pytest.raises(ModelError, match=r"returns \(N, 10\); the data has 38 classes"):
         cnnlab.train(Head(), (x, y), run_dir=tmp_path / "r", **QUIET)
+
+
+def test_a_figure_file_with_an_unknown_suffix_is_one_line_before_any_work(tiny_mnist: Path, tmp_path: Path) -> None:
+    out = tmp_path / "grid.out"
+    line = one_error_line(invoke("show-data", "--data-dir", str(tiny_mnist), "-o", str(out)))
+    assert "grid.out" in line and ".out" in line and ".png" in line
+    assert not out.exists()
+    found = invoke("train", "--data-dir", str(tiny_mnist), "--lr-find", "--lr-find-plot", str(tmp_path / "lr.txt"),
+                   "--no-progress")
+    assert "lr.txt" in one_error_line(found)

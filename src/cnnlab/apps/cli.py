@@ -30,7 +30,7 @@ from cnnlab.core.config import (
     list_recipes,
 )
 from cnnlab.core.errors import CnnlabError, OutputExistsError, ResumeChangeError, RunConfigMismatch, SaveError
-from cnnlab.core.files import STDOUT, FolderNotFree  # STDOUT: `-o -` writes the file to standard output
+from cnnlab.core.files import STDOUT, FolderNotFree, figure_format  # STDOUT: `-o -` writes to standard output
 from cnnlab.core.i18n import LANGUAGES, _, format_float, format_percent, language, normalize, use_language
 from cnnlab.core.process import exit_now
 
@@ -432,6 +432,7 @@ def lr_find_command(opts: dict[str, Any], changes: dict[str, Any]) -> None:
     if opts["lr_find_plot"]:
         if opts["lr_find_plot"] == STDOUT:
             raise click.UsageError(_("--lr-find-plot takes a file name (the suggestion is what goes to stdout)"))
+        figure_format(opts["lr_find_plot"])
         if Path(opts["lr_find_plot"]).exists():  # train has no --overwrite: the user's file is never replaced
             raise SaveError(_("--lr-find-plot {path} already exists; give a new file name").format(
                 path=opts["lr_find_plot"]))
@@ -679,6 +680,8 @@ def serve(run_dir: str, host: str, port: int, max_upload_mb: float, device: str)
 @click.option("--top-k", type=click.IntRange(min=1), default=24, show_default=True, help="Images in the top-losses gallery.")
 @click.option("--bins", type=click.IntRange(min=1), default=15, show_default=True, help="Calibration (ECE) bins.")
 @click.option("--no-html", is_flag=True, help="Skip analysis/index.html.")
+@click.option("--inside/--no-inside", default=True, show_default=True,
+              help="Also draw the attributions over the top losses and the t-SNE/UMAP embedding (the slowest part).")
 @data_dir_option()
 @device_option
 @eval_batch_size_option
@@ -686,7 +689,8 @@ def serve(run_dir: str, host: str, port: int, max_upload_mb: float, device: str)
 @click.pass_context
 @friendly_errors
 def analyze(ctx: click.Context, run_dir: str, classes: str | None, per_class: int, top_k: int, bins: int,
-            no_html: bool, data_dir: str | None, device: str, eval_batch_size: int, as_json: bool) -> None:
+            no_html: bool, inside: bool, data_dir: str | None, device: str, eval_batch_size: int,
+            as_json: bool) -> None:
     """Study a run's mistakes on the test set; everything is written to RUN_DIR/analysis/.
 
     Confusion matrix (counts and row-normalised), a gallery of misclassified
@@ -712,7 +716,8 @@ def analyze(ctx: click.Context, run_dir: str, classes: str | None, per_class: in
     analysis = RunDir(Path(run_dir)).analysis
     said = regenerating(analysis / "summary.json", analysis)
     interp = interpret_run(run_dir, data_dir=data_dir, device=device, batch_size=eval_batch_size)
-    result = interp.save(classes=wanted, per_class=per_class, top_k=top_k, n_bins=bins, html=not no_html)
+    result = interp.save(classes=wanted, per_class=per_class, top_k=top_k, n_bins=bins, html=not no_html,
+                         inside=inside)
     if as_json:  # summary.json as written, the run, and every file's path
         echo_json({"run": run_dir, **result.summary, "files": {k: str(v) for k, v in result.files.items()}})
     else:
@@ -746,6 +751,8 @@ def show_data(dataset: str, n: int, seed: int, split: str, output: str | None, o
     if as_json and output == STDOUT:
         raise click.UsageError("--json and -o - both write to stdout; give one of them")
     claim_output(output, overwrite)  # before the data is read
+    if output not in (None, STDOUT):
+        figure_format(output)  # an unknown suffix is one line now, not a matplotlib error after the work
     target = Path(output or f"{dataset_slug(dataset)}_samples.png")
     replacing = output is None and target.exists()
     path = save_samples(dataset, out=target if output != STDOUT else STDOUT, data_dir=data_dir, n=n,

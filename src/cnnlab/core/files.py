@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Collection, Iterator, Sequence
 
-from cnnlab.core.errors import OutputExistsError, SaveError
+from cnnlab.core.errors import ConfigError, OutputExistsError, SaveError
 from cnnlab.core.faults import kill_point
 from cnnlab.core.i18n import _
 
@@ -284,8 +284,22 @@ def figure_bytes(fig: Any, fmt: str = "png", **kwargs: Any) -> bytes:
     return buf.getvalue()
 
 
+def figure_format(path: str | os.PathLike) -> str:
+    """The image format a figure saved to ``path`` gets, from its suffix (none: PNG); a suffix matplotlib
+    cannot write is a :class:`ConfigError` naming the file, checked before any work is done."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    known = FigureCanvasBase.get_supported_filetypes()
+    if fmt not in known:
+        raise ConfigError(_("cannot write a figure to {path}: .{fmt} is not an image format matplotlib writes; "
+                            "use one of {known}").format(path=path, fmt=fmt,
+                                                         known=", ".join("." + k for k in sorted(known))))
+    return fmt
+
+
 def save_figure(fig: Any, path: str | os.PathLike, **kwargs: Any) -> bytes:
     """Save a matplotlib figure atomically (format from the suffix); returns the bytes written."""
-    data = figure_bytes(fig, Path(path).suffix.lstrip(".") or "png", **kwargs)
+    data = figure_bytes(fig, figure_format(path), **kwargs)
     write_bytes(path, data)
     return data
