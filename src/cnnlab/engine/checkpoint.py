@@ -101,7 +101,7 @@ def load_checkpoint(
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(_("checkpoint {path} does not exist").format(path=path))
     not_one = not_a_checkpoint(path)
     if not_one:
         raise CheckpointError(not_one)
@@ -112,32 +112,32 @@ def load_checkpoint(
     except pickle.UnpicklingError:
         if _has_code(path):  # weights_only refused a global it does not know: the code-execution guard
             raise CheckpointError(
-                f"refusing to load {path}: it contains pickled Python objects, which could run code "
-                "on this machine. cnnlab checkpoints hold only tensors and plain values; "
-                "re-create the checkpoint with cnnlab, or load it yourself only if you trust its source."
+                _("refusing to load {path}: it contains pickled Python objects, which could run code on this "
+                  "machine. cnnlab checkpoints hold only tensors and plain values; re-create the checkpoint "
+                  "with cnnlab, or load it yourself only if you trust its source.").format(path=path)
             ) from None
         raise _corrupted(path, _("its pickled data is damaged")) from None
     except Exception as exc:  # noqa: BLE001 -- torch.load on damaged bytes raises almost anything (KeyError, IndexError, ...)
         raise _corrupted(path, exc) from None
     if not isinstance(payload, dict) or "schema" not in payload or "state_dict" not in payload:
-        raise CheckpointError(f"{path} is not a cnnlab checkpoint (no schema/state_dict entries)")
+        raise CheckpointError(_("{path} is not a cnnlab checkpoint (no schema/state_dict entries)").format(path=path))
     schema = payload["schema"]
     if not isinstance(schema, int) or schema > SCHEMA_VERSION:
         raise CheckpointError(
-            f"{path} was written with checkpoint schema {schema!r}, newer than this cnnlab "
-            f"({__version__}, schema {SCHEMA_VERSION}) understands; upgrade cnnlab to load it"
+            _("{path} was written with checkpoint schema {schema!r}, newer than this cnnlab ({version}, "
+              "schema {supported}) understands; upgrade cnnlab to load it").format(path=path, schema=schema, version=__version__, supported=SCHEMA_VERSION)
         )
     problem = payload_problem(payload, training_state=training_state)
     if problem:
-        raise CheckpointError(f"{path} is a malformed cnnlab checkpoint: {problem}. Use another checkpoint or retrain.")
+        raise CheckpointError(_("{path} is a malformed cnnlab checkpoint: {problem}. Use another checkpoint or retrain.").format(path=path, problem=problem))
     return payload
 
 
 def _corrupted(path: Path, exc: BaseException | str) -> CheckpointError:
     reason = exc if isinstance(exc, str) else first_line(exc)
     return CheckpointError(
-        f"cannot read checkpoint {path}: the file is truncated or corrupted ({reason}). "
-        "Use another checkpoint (best.pt / last.pt) or retrain."
+        _("cannot read checkpoint {path}: the file is truncated or corrupted ({reason}). Use another "
+          "checkpoint (best.pt / last.pt) or retrain.").format(path=path, reason=reason)
     )
 
 
@@ -324,16 +324,16 @@ def model_from_checkpoint(
 
     spec = payload["model"]
     if expect_model is not None and spec["name"] != expect_model:
-        raise CheckpointError(f"checkpoint holds model {spec['name']!r}, but {expect_model!r} was asked for")
+        raise CheckpointError(_("checkpoint holds model {name!r}, but {expect_model!r} was asked for").format(name=spec['name'], expect_model=expect_model))
     data_name = payload.get("data", {}).get("name")
     if expect_dataset is not None and data_name != expect_dataset:
-        raise CheckpointError(f"checkpoint was trained on dataset {data_name!r}, not {expect_dataset!r}")
+        raise CheckpointError(_("checkpoint was trained on dataset {data_name!r}, not {expect_dataset!r}").format(data_name=data_name, expect_dataset=expect_dataset))
     if model is None and is_custom(spec["name"]):
         cls = spec["name"][len(CUSTOM_PREFIX):]
         raise CheckpointError(
-            f"this checkpoint holds the weights of your own model class {cls} (model {spec['name']!r}); "
-            f"a checkpoint never holds code, so pass an instance to load them into, from Python: "
-            f"cnnlab.load(RUN, model={cls}()) or cnnlab.interpret(RUN, model={cls}())"
+            _("this checkpoint holds the weights of your own model class {cls} (model {name!r}); a "
+              "checkpoint never holds code, so pass an instance to load them into, from Python: "
+              "cnnlab.load(RUN, model={cls}()) or cnnlab.interpret(RUN, model={cls}())").format(cls=cls, name=spec['name'])
         )
     given = model is not None
     if model is None:
@@ -345,7 +345,7 @@ def model_from_checkpoint(
     except RuntimeError as exc:
         what = f"{type(model).__name__} (the instance given)" if given else repr(spec["name"])
         raise CheckpointError(
-            f"checkpoint weights ({spec['name']!r}) do not fit model {what}: {first_line(exc)}"
+            _("checkpoint weights ({name!r}) do not fit model {what}: {reason}").format(name=spec['name'], what=what, reason=first_line(exc))
         ) from None
     shift = int((payload.get("config") or {}).get("model", {}).get("tta_shift", 0) or 0)
     return ShiftTTA(model, shift) if tta and shift else model
