@@ -43,6 +43,7 @@ from cnnlab import __version__
 from cnnlab.core.config import EXPORT_FORMATS
 from cnnlab.core.errors import CnnlabError, ConfigError, DataError, ExportError, first_line
 from cnnlab.core.files import STDOUT, check_output_free, write_bytes
+from cnnlab.core.i18n import _
 from cnnlab.core.runs import reading
 from cnnlab.data.registry import load_dataset
 from cnnlab.engine.checkpoint import load_checkpoint
@@ -242,7 +243,7 @@ def _test_images(predictor: Any, data_dir: str | os.PathLike | None, count: int)
         except CnnlabError:
             data_dir = None
     try:
-        _, test, _ = load_dataset(dataset, data_dir, download=False)
+        _train, test, _val = load_dataset(dataset, data_dir, download=False)
     except (CnnlabError, OSError, RuntimeError, ValueError):
         return None
     return test.images[:count]
