@@ -154,17 +154,17 @@ def _train(
 def python_hint(exc: CnnlabError) -> str | None:
     """The notebook API's way out of a library error, written from the data the error carries."""
     if isinstance(exc, RunConfigMismatch):
-        return "from Python: pass overwrite=True to replace it, or another run_dir"
+        return _("from Python: pass overwrite=True to replace it, or another run_dir")
     if isinstance(exc, ResumeChangeError):
-        return "from Python: call train() with the run's own settings to resume it, or pass another run_dir"
+        return _("from Python: call train() with the run's own settings to resume it, or pass another run_dir")
     if isinstance(exc, FolderNotFree):
-        return "choose an empty folder" if exc.foreign else "pass overwrite=True to replace what cnnlab wrote there"
+        return _("choose an empty folder") if exc.foreign else _("pass overwrite=True to replace what cnnlab wrote there")
     if isinstance(exc, OutputExistsError):
-        return "pass overwrite=True to replace it"
+        return _("pass overwrite=True to replace it")
     if exc.option == "resume":
-        return "call train() again with the same run_dir to resume"
+        return _("call train() again with the same run_dir to resume")
     if exc.option == "run_dir":
-        return "choose another run_dir"
+        return _("choose another run_dir")
     return None
 def lr_find(
     model: str | nn.Module = "lenet5",
