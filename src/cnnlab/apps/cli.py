@@ -208,9 +208,9 @@ def claim_output(output: str | None, overwrite: bool, *, folder: bool = False) -
     from cnnlab.core.files import check_folder_free, check_output_free
 
     if folder:
-        check_folder_free(output, overwrite, "-o/--output folder")
+        check_folder_free(output, overwrite, _("-o/--output folder"))
     else:
-        check_output_free(output, overwrite, "-o/--output file")
+        check_output_free(output, overwrite, _("-o/--output file"))
 
 
 def regenerating(marker: Path, folder: Path) -> Callable[[], None]:

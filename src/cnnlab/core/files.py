@@ -84,7 +84,7 @@ def check_output_free(path: str | os.PathLike | None, overwrite: bool, what: str
     if p.is_dir():
         raise SaveError(_("{what} {p} is a folder; give a file name").format(what=what, p=p))
     if p.exists() and not overwrite:
-        raise OutputExistsError(p, what)
+        raise OutputExistsError(p, what, message=_("{what} {path} already exists").format(what=what, path=p))
 
 
 def check_folder_free(path: str | os.PathLike | None, overwrite: bool, what: str | None = None) -> None:
@@ -96,7 +96,8 @@ def check_folder_free(path: str | os.PathLike | None, overwrite: bool, what: str
     if p.exists() and not p.is_dir():
         raise SaveError(_("{what} {p} is a file; give a folder").format(what=what, p=p))
     if p.is_dir() and any(p.iterdir()) and not overwrite:
-        raise OutputExistsError(p, what, folder=True)
+        raise OutputExistsError(p, what, folder=True,
+                                message=_("{what} {path} is not empty").format(what=what, path=p))
 
 
 #: In a folder that cnnlab fills with files of its choosing (``predict --save-preprocessed``): the names it

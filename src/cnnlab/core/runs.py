@@ -118,7 +118,7 @@ class RunDir:
         except NotADirectoryError:
             raise RunDirError(_("run directory {path} is a file").format(path=self.path), option="run_dir") from None
         except OSError as exc:
-            raise RunDirError(_("cannot read run directory {path}: {value}").format(path=self.path, value=exc.strerror or exc)) from None
+            raise RunDirError(_("cannot read run directory {path}: {reason}").format(path=self.path, reason=exc.strerror or exc)) from None
 
     def remove_temp_files(self) -> list[Path]:
         """Delete temporary files a killed process left; only while holding :func:`locked`."""

@@ -466,7 +466,8 @@ def check_run_dir(writer: RunWriter, cfg: Config) -> dict | None:
     saved = read_config(run)
     diff = saved.differences(cfg, ignore=resumable_keys())
     if diff:
-        raise RunConfigMismatch(run.path, diff)
+        raise RunConfigMismatch(run.path, diff, message=_(
+            "{path} holds a run with a different config ({keys} differ)").format(path=run.path, keys=", ".join(diff)))
     if not run.last.exists():
         # cnnlab writes last.pt before the first best.pt, so this is a folder someone edited.
         if run.best.exists():
@@ -487,7 +488,9 @@ def resume_config(run_dir: str | Path, changes: Mapping[str, Any] | None = None)
     allowed = resumable_keys()
     fixed = [dotted for dotted in cfg.changed(changes or {}) if dotted not in allowed]
     if fixed:
-        raise ResumeChangeError(run.path, fixed, allowed)
+        raise ResumeChangeError(run.path, fixed, allowed, message=_(
+            "{path} continues as it was configured; {fixed} cannot be changed when resuming (only {allowed} can)").format(
+            path=run.path, fixed=", ".join(fixed), allowed=", ".join(allowed)))
     return cfg.apply(changes or {})
 
 
