@@ -224,7 +224,7 @@ def show_batch(
     pool, _test, info = _user_sets(data, None, classes)
     idx = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[: min(n, len(pool))]
     return plots.samples_figure(pool.images[idx].numpy(), pool.labels[idx].numpy(), info.classes, ncols=ncols,
-                                title=f"{len(idx)} random images (seed {seed})")
+                                title=_("{n} random images (seed {seed})").format(n=len(idx), seed=seed))
 
 
 def runs(folder: str | Path = "runs", *, sort: str | None = None, where: Sequence[str] = (),

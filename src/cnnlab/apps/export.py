@@ -43,7 +43,7 @@ from cnnlab import __version__
 from cnnlab.core.config import EXPORT_FORMATS
 from cnnlab.core.errors import CnnlabError, ConfigError, DataError, ExportError, first_line
 from cnnlab.core.files import STDOUT, check_output_free, write_bytes
-from cnnlab.core.i18n import _
+from cnnlab.core.i18n import N_, _
 from cnnlab.core.runs import reading
 from cnnlab.data.registry import load_dataset
 from cnnlab.engine.checkpoint import load_checkpoint
@@ -93,14 +93,18 @@ class ExportResult:
 
     def summary(self) -> str:
         v = self.verification
-        opset = f", opset {self.metadata['onnx_opset']}" if self.format == "onnx" else ""
+        opset = _(", opset {opset}").format(opset=self.metadata['onnx_opset']) if self.format == "onnx" else ""
         lines = [
-            f"exported {self.format}{opset} to {self.path} ({self.size_bytes / 1024:.0f} KiB); "
-            f"input {self.metadata['input']['name']} [{', '.join(map(str, self.metadata['input']['shape']))}] "
-            f"float32 -> {self.metadata['output']['name']} [N, {len(self.metadata['classes'])}]",
-            f"verified with {v.runtime} on {v.num_inputs} {v.inputs} (batch sizes {', '.join(map(str, v.batch_sizes))}): "
-            f"largest |logit difference| {v.max_abs_logit_diff:.3g}, largest |probability difference| "
-            f"{v.max_abs_prob_diff:.3g}, top-1 agrees on {v.top1_agree}/{v.num_inputs}",
+            _("exported {format}{opset} to {path} ({kib:.0f} KiB); input {input} [{shape}] float32 -> "
+              "{output} [N, {classes}]").format(
+                format=self.format, opset=opset, path=self.path, kib=self.size_bytes / 1024,
+                input=self.metadata['input']['name'], shape=', '.join(map(str, self.metadata['input']['shape'])),
+                output=self.metadata['output']['name'], classes=len(self.metadata['classes'])),
+            # v.inputs is stored in English (the JSON result is for programs): translated when shown.
+            _("verified with {runtime} on {n} {inputs} (batch sizes {sizes}): largest |logit difference| "
+              "{logit:.3g}, largest |probability difference| {prob:.3g}, top-1 agrees on {agree}/{n}").format(
+                runtime=v.runtime, n=v.num_inputs, inputs=_(v.inputs), sizes=', '.join(map(str, v.batch_sizes)),
+                logit=v.max_abs_logit_diff, prob=v.max_abs_prob_diff, agree=v.top1_agree),
         ]
         lines += self.notes
         return "\n".join(lines)
@@ -218,9 +222,9 @@ def verification_inputs(
         for r in results.failed:
             notes.append(_("note: skipped {path} for verification: {error}").format(path=r.path, error=r.error))
         if not good:
-            raise ExportError("none of the --verify-images could be used; see the notes above" if notes
-                              else "--verify-images named no image files")
-        return torch.stack(good[:count]), "of your images", notes
+            raise ExportError(_("none of the --verify-images could be used; see the notes above") if notes
+                              else _("--verify-images named no image files"))
+        return torch.stack(good[:count]), N_("of your images"), notes
 
     test = _test_images(predictor, data_dir, count)
     if test is not None:
@@ -230,7 +234,7 @@ def verification_inputs(
     g = torch.Generator().manual_seed(0)
     notes.append(_("note: the dataset's test images were not found (give --data-dir or --verify-images); "
                    "compared on random inputs instead"))
-    return torch.rand((min(count, 256), *predictor.input_shape), generator=g), "random inputs", notes
+    return torch.rand((min(count, 256), *predictor.input_shape), generator=g), N_("random inputs"), notes
 
 
 def _test_images(predictor: Any, data_dir: str | os.PathLike | None, count: int) -> torch.Tensor | None:

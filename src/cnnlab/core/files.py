@@ -66,9 +66,9 @@ def _set_mode(fd: int, path: Path) -> None:
 
 def _reason(exc: OSError) -> str:
     if exc.errno == errno.ENOSPC:
-        return "the disk is full"
+        return _("the disk is full")
     if exc.errno == errno.ENOTDIR:
-        return "a part of the path is a file, not a folder"
+        return _("a part of the path is a file, not a folder")
     return exc.strerror or str(exc)
 
 

@@ -137,7 +137,7 @@ def decode_image(
         # Truncated data, broken chunks, bad headers: PIL raises a mix of these.
         reason = first_line(exc)
         if "truncated" in reason.lower() or isinstance(exc, EOFError):
-            reason = f"the image data is truncated ({reason})"
+            reason = _("the image data is truncated ({reason})").format(reason=reason)
         raise ImageError(_("{label}: cannot decode the image: {reason}").format(label=label, reason=reason)) from None
     except MemoryError:
         raise ImageError(_("{label}: not enough memory to decode the image").format(label=label)) from None

@@ -191,9 +191,10 @@ def serve(
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     if not is_loopback(host):
-        log(f"warning: listening on {host}, not on this machine only: anyone who can reach this "
-            "machine can use the server")
-    log(f"serving {run_dir} on http://{shown}:{bound_port}/  (API docs: /docs; Ctrl+C to stop)")
+        log(_("warning: listening on {host}, not on this machine only: anyone who can reach this "
+              "machine can use the server").format(host=host))
+    log(_("serving {run} on {url}  (API docs: /docs; Ctrl+C to stop)").format(
+        run=run_dir, url=f"http://{shown}:{bound_port}/"))
     try:
         make_server(app, limits=limits).run(sockets=[sock])
     finally:
