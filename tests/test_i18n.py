@@ -393,6 +393,48 @@ def test_the_draw_page_follows_lang_then_accept_language(tiny_trained_run, monke
     assert forced.get("/", headers={"Accept-Language": "en-US"}).headers["content-language"] == "es"
 
 
+def test_the_servers_error_details_follow_the_requests_language(tiny_trained_run, monkeypatch):
+    """/api/predict's JSON ``detail`` is written in the request's language (?lang=, then Accept-Language),
+    from the endpoint (run in a worker thread) and from the limits' middleware alike; English is unchanged."""
+    pytest.importorskip("fastapi")
+    monkeypatch.delenv("CNNLAB_LANG")
+    from fastapi.testclient import TestClient
+
+    from cnnlab.apps.serve import create_app
+
+    client = TestClient(create_app(tiny_trained_run, max_bytes=64))
+    png = {"Content-Type": "image/png"}
+    es = client.post("/api/predict", content=b"not a png", headers={**png, "Accept-Language": "es-ES,es;q=0.9"})
+    assert es.status_code == 400 and es.json()["detail"] == "no es una imagen: ningún formato de imagen reconoce estos bytes"
+    en = client.post("/api/predict?lang=en", content=b"not a png", headers={**png, "Accept-Language": "es"})
+    assert en.json()["detail"] == "not an image: no image format recognises these bytes"
+    big = client.post("/api/predict?lang=es", content=b"x" * 100, headers=png)
+    assert big.status_code == 413 and big.json()["detail"].startswith("el cuerpo de la petición, 100 bytes, supera")
+    assert client.post("/api/predict", content=b"x" * 100, headers=png).json()["detail"] == (
+        "the request body 100 bytes is larger than this server's limit of 64 bytes")
+
+
+def test_library_errors_and_front_door_hints_in_spanish(tmp_path):
+    """Checkpoint, run-folder and output errors, and the hint the notebook API adds, follow the language."""
+    from cnnlab.apps.api import python_hint
+    from cnnlab.core.errors import CheckpointError, OutputExistsError
+    from cnnlab.core.files import check_output_free
+    from cnnlab.engine.checkpoint import load_checkpoint
+
+    taken = tmp_path / "out.png"
+    taken.write_bytes(b"mine")
+    with use_language("es"), pytest.raises(CheckpointError, match="^el punto de control .* no existe$"):
+        load_checkpoint(tmp_path / "missing.pt")
+    with use_language("es"), pytest.raises(OutputExistsError) as es:
+        check_output_free(taken, overwrite=False)
+    assert str(es.value) == f"el fichero de salida {taken} ya existe"
+    with use_language("es"):
+        assert python_hint(es.value) == "pasa overwrite=True para reemplazarlo"
+    with pytest.raises(OutputExistsError) as en:
+        check_output_free(taken, overwrite=False)
+    assert str(en.value) == f"output file {taken} already exists" and python_hint(en.value) == "pass overwrite=True to replace it"
+
+
 def test_the_command_lines_lang_option(tiny_mnist, tmp_path):
     """`cnnlab --lang es ...`: Spanish for that command only; an unknown language is a usage error."""
     from click.testing import CliRunner

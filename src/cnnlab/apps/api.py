@@ -154,17 +154,17 @@ def _train(
 def python_hint(exc: CnnlabError) -> str | None:
     """The notebook API's way out of a library error, written from the data the error carries."""
     if isinstance(exc, RunConfigMismatch):
-        return "from Python: pass overwrite=True to replace it, or another run_dir"
+        return _("from Python: pass overwrite=True to replace it, or another run_dir")
     if isinstance(exc, ResumeChangeError):
-        return "from Python: call train() with the run's own settings to resume it, or pass another run_dir"
+        return _("from Python: call train() with the run's own settings to resume it, or pass another run_dir")
     if isinstance(exc, FolderNotFree):
-        return "choose an empty folder" if exc.foreign else "pass overwrite=True to replace what cnnlab wrote there"
+        return _("choose an empty folder") if exc.foreign else _("pass overwrite=True to replace what cnnlab wrote there")
     if isinstance(exc, OutputExistsError):
-        return "pass overwrite=True to replace it"
+        return _("pass overwrite=True to replace it")
     if exc.option == "resume":
-        return "call train() again with the same run_dir to resume"
+        return _("call train() again with the same run_dir to resume")
     if exc.option == "run_dir":
-        return "choose another run_dir"
+        return _("choose another run_dir")
     return None
 def lr_find(
     model: str | nn.Module = "lenet5",
@@ -220,11 +220,11 @@ def show_batch(
         return samples_figure(data, data_dir=None if data_dir is None else str(data_dir), n=n, seed=seed,
                               split=split, download=download, ncols=ncols)
     if n < 1:
-        raise ConfigError(f"n must be >= 1, got {n}")
+        raise ConfigError(_("n must be >= 1, got {n}").format(n=n))
     pool, _test, info = _user_sets(data, None, classes)
     idx = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[: min(n, len(pool))]
     return plots.samples_figure(pool.images[idx].numpy(), pool.labels[idx].numpy(), info.classes, ncols=ncols,
-                                title=f"{len(idx)} random images (seed {seed})")
+                                title=_("{n} random images (seed {seed})").format(n=len(idx), seed=seed))
 
 
 def runs(folder: str | Path = "runs", *, sort: str | None = None, where: Sequence[str] = (),
@@ -272,7 +272,7 @@ def summarize(model: str | nn.Module, input_shape: Sequence[int] = (1, 28, 28), 
     """
     shape = tuple(int(d) for d in input_shape)
     if len(shape) != 3:
-        raise ConfigError(f"input_shape is (channels, height, width), got {tuple(input_shape)}")
+        raise ConfigError(_("input_shape is (channels, height, width), got {shape}").format(shape=tuple(input_shape)))
     if isinstance(model, str):
         summary = summarize_model(model, shape)  # type: ignore[arg-type]
     else:
@@ -294,8 +294,7 @@ def _notebook_config(
     changes: dict[str, Any] = {}
     for key, value in settings.items():
         if key not in keywords:
-            raise ConfigError(f"{what}() got an unknown keyword {key!r}; config fields are: "
-                              f"{', '.join(sorted(keywords))}", option=key)
+            raise ConfigError(_("{what}() got an unknown keyword {key!r}; config fields are: {fields}").format(what=what, key=key, fields=', '.join(sorted(keywords))), option=key)
         changes[keywords[key]] = value
 
     own_model = isinstance(model, nn.Module)
@@ -304,12 +303,12 @@ def _notebook_config(
     elif isinstance(model, str):
         changes["model.name"] = model
     else:
-        raise ConfigError(f"model must be a registered model's name or an nn.Module, got {type(model).__name__}")
+        raise ConfigError(_("model must be a registered model's name or an nn.Module, got {type_name}").format(type_name=type(model).__name__))
 
     load_data = None
     if isinstance(data, str):
         if test_data is not None or classes is not None:
-            raise ConfigError("test_data and classes go with your own data; a named dataset brings its own")
+            raise ConfigError(_("test_data and classes go with your own data; a named dataset brings its own"))
         changes["data.dataset"] = data
     else:
         pool, test, info = _user_sets(data, test_data, classes)
@@ -320,8 +319,8 @@ def _notebook_config(
     # One meaning of None, as everywhere (Config.apply): a keyword left at None keeps the recipe's value.
     cfg = (load_recipe(recipe) if recipe else Config()).apply(changes)
     if own_model and cfg.model.pretrained:
-        raise ConfigError("pretrained=True loads torchvision's weights into a registry model; "
-                          "give a model name (e.g. 'resnet18'), or load weights into your module yourself",
+        raise ConfigError(_("pretrained=True loads torchvision's weights into a registry model; give a model name "
+                            "(e.g. 'resnet18'), or load weights into your module yourself"),
                           option="pretrained")
     return cfg, own_model, load_data
 
@@ -335,7 +334,7 @@ def _user_sets(
     if test_data is not None:
         test_x, test_y, _kind = _as_tensors(test_data, "test_data")
         if test_x.shape[1:] != pool_x.shape[1:]:
-            raise ConfigError(f"test_data images are {tuple(test_x.shape[1:])}, data images {tuple(pool_x.shape[1:])}")
+            raise ConfigError(_("test_data images are {shape}, data images {data_shape}").format(shape=tuple(test_x.shape[1:]), data_shape=tuple(pool_x.shape[1:])))
         test = (test_x, test_y)
     n_classes = int(max(pool_y.max(), test[1].max() if test else 0)) + 1 if len(pool_y) else 0
     if classes is None:
@@ -343,7 +342,7 @@ def _user_sets(
     else:
         names = [str(c) for c in classes]
         if len(names) < n_classes:
-            raise ConfigError(f"{len(names)} class names, but the labels go up to {n_classes - 1}")
+            raise ConfigError(_("{count} class names, but the labels go up to {highest}").format(count=len(names), highest=n_classes - 1))
     c, h, w = (int(d) for d in pool_x.shape[1:])
     info = DatasetInfo(f"{CUSTOM_PREFIX}{kind}", names, c, h, {"style": "resize", "size": h, "channels": c})
     pool = ImageSet(pool_x, pool_y, names)
@@ -371,8 +370,8 @@ def _as_tensors(data: Any, what: str) -> tuple[torch.Tensor, torch.Tensor, str]:
         images, labels = _read_dataset(data, what)
         kind = type(data).__name__
     else:
-        raise ConfigError(f"{what} must be a dataset name, a torch Dataset of (image, label) pairs or an "
-                          f"(images, labels) pair of tensors, got {type(data).__name__}")
+        raise ConfigError(_("{what} must be a dataset name, a torch Dataset of (image, label) pairs or an (images, "
+                            "labels) pair of tensors, got {type_name}").format(what=what, type_name=type(data).__name__))
     for tensor, part in ((images, _("images")), (labels, _("labels"))):
         if isinstance(tensor, torch.Tensor) and tensor.device.type == "meta":
             raise ConfigError(_("{what}: the {part} are on the meta device (they have no values yet); give real "
@@ -390,13 +389,13 @@ def _as_tensors(data: Any, what: str) -> tuple[torch.Tensor, torch.Tensor, str]:
     if images.dim() == 3:
         images = images.unsqueeze(1)  # (N, H, W): one channel
     if images.dim() != 4:
-        raise ConfigError(f"{what}: images must be (N, C, H, W) or (N, H, W), got shape {tuple(images.shape)}")
+        raise ConfigError(_("{what}: images must be (N, C, H, W) or (N, H, W), got shape {shape}").format(what=what, shape=tuple(images.shape)))
     if labels.dim() != 1 or len(labels) != len(images):
-        raise ConfigError(f"{what}: {len(images)} images need {len(images)} integer labels, got shape {tuple(labels.shape)}")
+        raise ConfigError(_("{what}: {count} images need {count} integer labels, got shape {shape}").format(what=what, count=len(images), shape=tuple(labels.shape)))
     if labels.is_floating_point() or labels.dtype == torch.bool:
-        raise ConfigError(f"{what}: labels must be integers (class indices), got {labels.dtype}")
+        raise ConfigError(_("{what}: labels must be integers (class indices), got {dtype}").format(what=what, dtype=labels.dtype))
     if len(labels) and int(labels.min()) < 0:
-        raise ConfigError(f"{what}: labels must be class indices >= 0, got {int(labels.min())}")
+        raise ConfigError(_("{what}: labels must be class indices >= 0, got {lowest}").format(what=what, lowest=int(labels.min())))
     return _to_uint8(images, what), labels.long(), kind
 
 
@@ -417,13 +416,13 @@ def _as_label_tensor(labels: Any, what: str) -> torch.Tensor:
 def _read_dataset(ds: Any, what: str) -> tuple[torch.Tensor, torch.Tensor]:
     n = len(ds)
     if n == 0:
-        raise ConfigError(f"{what} is empty")
+        raise ConfigError(_("{what} is empty").format(what=what))
     first = ds[0]
     if not (isinstance(first, (tuple, list)) and len(first) >= 2):
-        raise ConfigError(f"{what}[0] must be an (image, label) pair, got {type(first).__name__}")
+        raise ConfigError(_("{what}[0] must be an (image, label) pair, got {type_name}").format(what=what, type_name=type(first).__name__))
     if not isinstance(first[0], (torch.Tensor, np.ndarray)):
-        raise ConfigError(f"{what}[0] image is a {type(first[0]).__name__}; give the Dataset a transform that "
-                          "makes tensors, e.g. torchvision.transforms.ToTensor()")
+        raise ConfigError(_("{what}[0] image is a {type_name}; give the Dataset a transform that makes tensors, e.g. "
+                            "torchvision.transforms.ToTensor()").format(what=what, type_name=type(first[0]).__name__))
     x0 = torch.as_tensor(first[0])
     images = torch.empty((n, *x0.shape), dtype=x0.dtype)
     labels = torch.empty(n, dtype=torch.long)
@@ -431,8 +430,7 @@ def _read_dataset(ds: Any, what: str) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = ds[i][:2] if i else first[:2]
         x = torch.as_tensor(x)
         if x.shape != x0.shape:
-            raise ConfigError(f"{what}[{i}] image has shape {tuple(x.shape)}, {what}[0] {tuple(x0.shape)}: "
-                              "resize them to one size (a transform)")
+            raise ConfigError(_("{what}[{i}] image has shape {shape}, {what}[0] {first_shape}: resize them to one size (a transform)").format(what=what, i=i, shape=tuple(x.shape), first_shape=tuple(x0.shape)))
         images[i] = x
         try:
             labels[i] = int(y)

@@ -66,23 +66,23 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 def cli_hint(exc: CnnlabError) -> str | None:
     """The command line's way out of a library error, written from the data the error carries."""
     if isinstance(exc, RunConfigMismatch):
-        return "use another --run-dir, or `cnnlab train --resume` to continue it as configured"
+        return _("use another --run-dir, or `cnnlab train --resume` to continue it as configured")
     if isinstance(exc, ResumeChangeError):
-        return "--resume continues a run as it was configured: drop those options, or train into a new --run-dir"
+        return _("--resume continues a run as it was configured: drop those options, or train into a new --run-dir")
     if isinstance(exc, FolderNotFree):
-        return "choose an empty folder" if exc.foreign else "pass --overwrite to replace what cnnlab wrote there"
+        return _("choose an empty folder") if exc.foreign else _("pass --overwrite to replace what cnnlab wrote there")
     if isinstance(exc, OutputExistsError):
-        return "pass --overwrite to write into it anyway" if exc.folder else "pass --overwrite to replace it"
+        return _("pass --overwrite to write into it anyway") if exc.folder else _("pass --overwrite to replace it")
     if exc.option == "resume" and getattr(exc, "path", None) is not None:
-        return f"resume with: cnnlab train --resume {exc.path}"
+        return _("resume with: cnnlab train --resume {path}").format(path=exc.path)
     if exc.option == "run_dir":
-        return "choose another --run-dir"
+        return _("choose another --run-dir")
     if exc.option in ("data.data_dir", "data_dir"):
-        return "give the folder with --data-dir (or set $CNNLAB_DATA_DIR)"
+        return _("give the folder with --data-dir (or set $CNNLAB_DATA_DIR)")
     if exc.option == "nproc":
-        return "leave out --nproc under torchrun (its --nproc_per_node starts the workers)"
+        return _("leave out --nproc under torchrun (its --nproc_per_node starts the workers)")
     flag = config_flags().get(exc.option or "") or _KEYWORD_FLAGS.get(exc.option or "")
-    return f"see {flag}" if flag else None
+    return _("see {flag}").format(flag=flag) if flag else None
 
 
 # Library keywords that errors name, and the option each command spells them with.
@@ -208,9 +208,9 @@ def claim_output(output: str | None, overwrite: bool, *, folder: bool = False) -
     from cnnlab.core.files import check_folder_free, check_output_free
 
     if folder:
-        check_folder_free(output, overwrite, "-o/--output folder")
+        check_folder_free(output, overwrite, _("-o/--output folder"))
     else:
-        check_output_free(output, overwrite, "-o/--output file")
+        check_output_free(output, overwrite, _("-o/--output file"))
 
 
 def regenerating(marker: Path, folder: Path) -> Callable[[], None]:

@@ -43,6 +43,7 @@ from cnnlab import __version__
 from cnnlab.core.config import EXPORT_FORMATS
 from cnnlab.core.errors import CnnlabError, ConfigError, DataError, ExportError, first_line
 from cnnlab.core.files import STDOUT, check_output_free, write_bytes
+from cnnlab.core.i18n import N_, _
 from cnnlab.core.runs import reading
 from cnnlab.data.registry import load_dataset
 from cnnlab.engine.checkpoint import load_checkpoint
@@ -92,14 +93,18 @@ class ExportResult:
 
     def summary(self) -> str:
         v = self.verification
-        opset = f", opset {self.metadata['onnx_opset']}" if self.format == "onnx" else ""
+        opset = _(", opset {opset}").format(opset=self.metadata['onnx_opset']) if self.format == "onnx" else ""
         lines = [
-            f"exported {self.format}{opset} to {self.path} ({self.size_bytes / 1024:.0f} KiB); "
-            f"input {self.metadata['input']['name']} [{', '.join(map(str, self.metadata['input']['shape']))}] "
-            f"float32 -> {self.metadata['output']['name']} [N, {len(self.metadata['classes'])}]",
-            f"verified with {v.runtime} on {v.num_inputs} {v.inputs} (batch sizes {', '.join(map(str, v.batch_sizes))}): "
-            f"largest |logit difference| {v.max_abs_logit_diff:.3g}, largest |probability difference| "
-            f"{v.max_abs_prob_diff:.3g}, top-1 agrees on {v.top1_agree}/{v.num_inputs}",
+            _("exported {format}{opset} to {path} ({kib:.0f} KiB); input {input} [{shape}] float32 -> "
+              "{output} [N, {classes}]").format(
+                format=self.format, opset=opset, path=self.path, kib=self.size_bytes / 1024,
+                input=self.metadata['input']['name'], shape=', '.join(map(str, self.metadata['input']['shape'])),
+                output=self.metadata['output']['name'], classes=len(self.metadata['classes'])),
+            # v.inputs is stored in English (the JSON result is for programs): translated when shown.
+            _("verified with {runtime} on {n} {inputs} (batch sizes {sizes}): largest |logit difference| "
+              "{logit:.3g}, largest |probability difference| {prob:.3g}, top-1 agrees on {agree}/{n}").format(
+                runtime=v.runtime, n=v.num_inputs, inputs=_(v.inputs), sizes=', '.join(map(str, v.batch_sizes)),
+                logit=v.max_abs_logit_diff, prob=v.max_abs_prob_diff, agree=v.top1_agree),
         ]
         lines += self.notes
         return "\n".join(lines)
@@ -130,7 +135,7 @@ def export_model(
     """
 
     if fmt not in FORMATS:
-        raise ConfigError(f"unknown export format {fmt!r}; choose {' or '.join(FORMATS)}")
+        raise ConfigError(_("unknown export format {fmt!r}; choose {formats}").format(fmt=fmt, formats=' or '.join(FORMATS)))
     src = Path(source)
     out = Path(output) if output else default_output(src, fmt)
     if str(out) != STDOUT:
@@ -159,16 +164,16 @@ def _export(src: Path, fmt: str, out: Path, opset: int, verify_images: Sequence[
         data = to_pt2(model, example, metadata)
         runner, runtime = pt2_runner(data)
     else:
-        notes.append("note: TorchScript is deprecated by PyTorch; --format pt2 (torch.export) is its successor")
+        notes.append(_("note: TorchScript is deprecated by PyTorch; --format pt2 (torch.export) is its successor"))
         data = to_torchscript(model, example, metadata)
         runner, runtime = torchscript_runner(data)
 
     verification = compare(model, runner, inputs, runtime=runtime, described=described)
     if not verification.ok:
         raise ExportError(
-            f"the {fmt} export does not reproduce PyTorch: largest |logit difference| "
-            f"{verification.max_abs_logit_diff:.3g}, top-1 agrees on {verification.top1_agree}/"
-            f"{verification.num_inputs} inputs; nothing was written"
+            _("the {fmt} export does not reproduce PyTorch: largest |logit difference| "
+              "{max_abs_logit_diff:.3g}, top-1 agrees on {top1_agree}/{num_inputs} inputs; nothing was "
+              "written").format(fmt=fmt, max_abs_logit_diff=verification.max_abs_logit_diff, top1_agree=verification.top1_agree, num_inputs=verification.num_inputs)
         )
     write_bytes(out, data)
     return ExportResult(out, fmt, metadata, verification, len(data), notes)
@@ -215,11 +220,11 @@ def verification_inputs(
         results = predictor.predict_files(verify_images, top_k=1)
         good = [r.prediction.input for r in results if r.ok]
         for r in results.failed:
-            notes.append(f"note: skipped {r.path} for verification: {r.error}")
+            notes.append(_("note: skipped {path} for verification: {error}").format(path=r.path, error=r.error))
         if not good:
-            raise ExportError("none of the --verify-images could be used; see the notes above" if notes
-                              else "--verify-images named no image files")
-        return torch.stack(good[:count]), "of your images", notes
+            raise ExportError(_("none of the --verify-images could be used; see the notes above") if notes
+                              else _("--verify-images named no image files"))
+        return torch.stack(good[:count]), N_("of your images"), notes
 
     test = _test_images(predictor, data_dir, count)
     if test is not None:
@@ -227,9 +232,9 @@ def verification_inputs(
         inputs = torch.stack([predictor.to_input(img) for img in test])
         return inputs, f"{predictor.model_info.get('dataset')} test images", notes
     g = torch.Generator().manual_seed(0)
-    notes.append("note: the dataset's test images were not found (give --data-dir or --verify-images); "
-                 "compared on random inputs instead")
-    return torch.rand((min(count, 256), *predictor.input_shape), generator=g), "random inputs", notes
+    notes.append(_("note: the dataset's test images were not found (give --data-dir or --verify-images); "
+                   "compared on random inputs instead"))
+    return torch.rand((min(count, 256), *predictor.input_shape), generator=g), N_("random inputs"), notes
 
 
 def _test_images(predictor: Any, data_dir: str | os.PathLike | None, count: int) -> torch.Tensor | None:
@@ -242,7 +247,7 @@ def _test_images(predictor: Any, data_dir: str | os.PathLike | None, count: int)
         except CnnlabError:
             data_dir = None
     try:
-        _, test, _ = load_dataset(dataset, data_dir, download=False)
+        _train, test, _val = load_dataset(dataset, data_dir, download=False)
     except (CnnlabError, OSError, RuntimeError, ValueError):
         return None
     return test.images[:count]
@@ -265,8 +270,8 @@ def to_onnx(model: nn.Module, example: torch.Tensor, metadata: dict, opset: int)
         import onnx
         import onnxscript  # noqa: F401  (the dynamo exporter needs it; say so before it fails deep inside)
     except ImportError:
-        raise ExportError("ONNX export needs onnx and onnxscript: pip install 'cnnlab[export]' "
-                          "(or: pip install onnx onnxscript onnxruntime)") from None
+        raise ExportError(_("ONNX export needs onnx and onnxscript: pip install 'cnnlab[export]' (or: pip install onnx "
+                            "onnxscript onnxruntime)")) from None
     try:
         # The exporter reports its steps with print(); keep stdout for the data (`-o -`).
         with contextlib.redirect_stdout(sys.stderr):
@@ -275,7 +280,7 @@ def to_onnx(model: nn.Module, example: torch.Tensor, metadata: dict, opset: int)
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_shapes=_dynamic_shapes(),
             )
     except Exception as exc:  # the exporter raises many types; all mean "cannot export"
-        raise ExportError(f"torch.onnx.export failed (opset {opset}): {first_line(exc)}") from None
+        raise ExportError(_("torch.onnx.export failed (opset {opset}): {reason}").format(opset=opset, reason=first_line(exc))) from None
     proto = program.model_proto
     proto.producer_name, proto.producer_version = "cnnlab", __version__
     proto.doc_string = (f"{metadata['model']['name']} trained on {metadata['dataset']}; input {INPUT_NAME} "
@@ -298,7 +303,7 @@ def to_pt2(model: nn.Module, example: torch.Tensor, metadata: dict) -> bytes:
         program = torch.export.export(model, (example,), dynamic_shapes=_dynamic_shapes())
         torch.export.save(program, buf, extra_files={"cnnlab.json": json.dumps(metadata)})
     except Exception as exc:
-        raise ExportError(f"torch.export failed: {first_line(exc)}") from None
+        raise ExportError(_("torch.export failed: {reason}").format(reason=first_line(exc))) from None
     return buf.getvalue()
 
 
@@ -319,7 +324,7 @@ def to_torchscript(model: nn.Module, example: torch.Tensor, metadata: dict) -> b
         traced = torch.jit.trace(model, example, check_trace=False)
         torch.jit.save(traced, buf, _extra_files={"cnnlab.json": json.dumps(metadata)})
     except Exception as exc:
-        raise ExportError(f"torch.jit.trace failed: {first_line(exc)}") from None
+        raise ExportError(_("torch.jit.trace failed: {reason}").format(reason=first_line(exc))) from None
     return buf.getvalue()
 
 
@@ -361,9 +366,9 @@ def compare(model: nn.Module, runner: Runner, inputs: torch.Tensor, *, runtime: 
     try:
         got = torch.cat([torch.from_numpy(np.asarray(runner(c.numpy().astype(np.float32)))) for c in chunks]).float()
     except Exception as exc:
-        raise ExportError(f"the exported model failed to run in {runtime}: {first_line(exc)}") from None
+        raise ExportError(_("the exported model failed to run in {runtime}: {reason}").format(runtime=runtime, reason=first_line(exc))) from None
     if got.shape != expected.shape:
-        raise ExportError(f"the exported model returned shape {tuple(got.shape)}, PyTorch {tuple(expected.shape)}")
+        raise ExportError(_("the exported model returned shape {shape}, PyTorch {expected}").format(shape=tuple(got.shape), expected=tuple(expected.shape)))
     diff = (got - expected).abs()
     prob_diff = (torch.softmax(got, 1) - torch.softmax(expected, 1)).abs()
     sizes = sorted({len(c) for c in chunks})
@@ -383,7 +388,7 @@ def read_metadata(path: str | os.PathLike) -> dict:
     """The cnnlab metadata stored in an exported ``.onnx``, ``.pt2`` or TorchScript file."""
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"{p} does not exist")
+        raise DataError(_("{p} does not exist").format(p=p))
     extra = {"cnnlab.json": ""}
     if p.suffix == ".onnx":
         import onnx
@@ -396,7 +401,7 @@ def read_metadata(path: str | os.PathLike) -> dict:
     else:
         torch.jit.load(str(p), map_location="cpu", _extra_files=extra)
     if not extra["cnnlab.json"]:
-        raise DataError(f"{p} carries no cnnlab metadata")
+        raise DataError(_("{p} carries no cnnlab metadata").format(p=p))
     return json.loads(extra["cnnlab.json"])
 
 

@@ -74,9 +74,11 @@ class RunConfigMismatch(RunDirError):
 
     option = "run_dir"
 
-    def __init__(self, path: Path, differences: Sequence[str]) -> None:
+    def __init__(self, path: Path, differences: Sequence[str], *, message: str | None = None) -> None:
+        # ``message``: the same sentence in the user's language, written by the raiser (this module
+        # sits below core.i18n and cannot translate).
         self.path, self.differences = Path(path), list(differences)
-        super().__init__(f"{path} holds a run with a different config ({', '.join(self.differences)} differ)")
+        super().__init__(message or f"{path} holds a run with a different config ({', '.join(self.differences)} differ)")
 
 
 class ResumeChangeError(RunDirError):
@@ -84,9 +86,10 @@ class ResumeChangeError(RunDirError):
 
     option = "resume"
 
-    def __init__(self, path: Path, fixed: Sequence[str], allowed: Sequence[str]) -> None:
+    def __init__(self, path: Path, fixed: Sequence[str], allowed: Sequence[str], *,
+                 message: str | None = None) -> None:
         self.path, self.fixed, self.allowed = Path(path), list(fixed), list(allowed)
-        super().__init__(f"{path} continues as it was configured; {', '.join(self.fixed)} cannot be changed "
+        super().__init__(message or f"{path} continues as it was configured; {', '.join(self.fixed)} cannot be changed "
                          f"when resuming (only {', '.join(self.allowed)} can)")
 
 
@@ -101,10 +104,11 @@ class OutputExistsError(SaveError):
 
     option = "overwrite"
 
-    def __init__(self, path: Path, what: str = "output file", *, folder: bool = False) -> None:
+    def __init__(self, path: Path, what: str = "output file", *, folder: bool = False,
+                 message: str | None = None) -> None:
         self.path, self.what, self.folder = Path(path), what, folder
         state = "is not empty" if folder else "already exists"
-        super().__init__(f"{what} {path} {state}")
+        super().__init__(message or f"{what} {path} {state}")
 
 
 class ImageError(CnnlabError):

@@ -66,35 +66,38 @@ def _set_mode(fd: int, path: Path) -> None:
 
 def _reason(exc: OSError) -> str:
     if exc.errno == errno.ENOSPC:
-        return "the disk is full"
+        return _("the disk is full")
     if exc.errno == errno.ENOTDIR:
-        return "a part of the path is a file, not a folder"
+        return _("a part of the path is a file, not a folder")
     return exc.strerror or str(exc)
 
 
-def check_output_free(path: str | os.PathLike | None, overwrite: bool, what: str = "output file") -> None:
+def check_output_free(path: str | os.PathLike | None, overwrite: bool, what: str | None = None) -> None:
     """Refuse to replace an existing file the user named unless ``overwrite``; checked before any work is done.
 
     ``None`` and ``-`` (standard output) are always free.
     """
+    what = what or _("output file")
     if path is None or str(path) == STDOUT:
         return
     p = Path(path)
     if p.is_dir():
-        raise SaveError(f"{what} {p} is a folder; give a file name")
+        raise SaveError(_("{what} {p} is a folder; give a file name").format(what=what, p=p))
     if p.exists() and not overwrite:
-        raise OutputExistsError(p, what)
+        raise OutputExistsError(p, what, message=_("{what} {path} already exists").format(what=what, path=p))
 
 
-def check_folder_free(path: str | os.PathLike | None, overwrite: bool, what: str = "output folder") -> None:
+def check_folder_free(path: str | os.PathLike | None, overwrite: bool, what: str | None = None) -> None:
     """Refuse to write into a non-empty folder the user named unless ``overwrite`` (files there may be replaced)."""
+    what = what or _("output folder")
     if path is None:
         return
     p = Path(path)
     if p.exists() and not p.is_dir():
-        raise SaveError(f"{what} {p} is a file; give a folder")
+        raise SaveError(_("{what} {p} is a file; give a folder").format(what=what, p=p))
     if p.is_dir() and any(p.iterdir()) and not overwrite:
-        raise OutputExistsError(p, what, folder=True)
+        raise OutputExistsError(p, what, folder=True,
+                                message=_("{what} {path} is not empty").format(what=what, path=p))
 
 
 #: In a folder that cnnlab fills with files of its choosing (``predict --save-preprocessed``): the names it
@@ -168,9 +171,9 @@ def make_dirs(folder: str | os.PathLike) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
-        raise SaveError(f"cannot create folder {path}: a file of that name is in the way") from None
+        raise SaveError(_("cannot create folder {path}: a file of that name is in the way").format(path=path)) from None
     except OSError as exc:
-        raise SaveError(f"cannot create folder {path}: {_reason(exc)}") from None
+        raise SaveError(_("cannot create folder {path}: {reason}").format(path=path, reason=_reason(exc))) from None
     return path
 
 
@@ -244,7 +247,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
                 tmp.unlink()
         if isinstance(exc, OSError):
             raise SaveError(
-                f"could not write {target}: {_reason(exc)}; the previous version of the file (if any) is intact"
+                _("could not write {target}: {reason}; the previous version of the file (if any) is intact").format(target=target, reason=_reason(exc))
             ) from exc
         raise
 

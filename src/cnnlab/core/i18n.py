@@ -44,7 +44,8 @@ def check_language(lang: str) -> str:
     """An explicitly asked-for language, normalised; an unknown one is a one-line error."""
     code = normalize(lang)
     if code is None:
-        raise ConfigError(f"unknown language {lang!r}: choose one of {', '.join(LANGUAGES)}")
+        raise ConfigError(_("unknown language {lang!r}: choose one of {choices}").format(
+            lang=lang, choices=", ".join(LANGUAGES)))
     return code
 
 

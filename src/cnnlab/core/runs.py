@@ -116,9 +116,9 @@ class RunDir:
         try:
             return sorted(p for p in self.path.iterdir() if temp_target(p.name) is None)
         except NotADirectoryError:
-            raise RunDirError(f"run directory {self.path} is a file", option="run_dir") from None
+            raise RunDirError(_("run directory {path} is a file").format(path=self.path), option="run_dir") from None
         except OSError as exc:
-            raise RunDirError(f"cannot read run directory {self.path}: {exc.strerror or exc}") from None
+            raise RunDirError(_("cannot read run directory {path}: {reason}").format(path=self.path, reason=exc.strerror or exc)) from None
 
     def remove_temp_files(self) -> list[Path]:
         """Delete temporary files a killed process left; only while holding :func:`locked`."""
@@ -452,9 +452,9 @@ def open_run(path: str | os.PathLike) -> RunDir:
     """An existing run directory; a clear error when it is not one."""
     run = RunDir(Path(path))
     if not run.path.is_dir():
-        raise RunDirError(f"run directory {run.path} does not exist")
+        raise RunDirError(_("run directory {path} does not exist").format(path=run.path))
     if not run.config.is_file():
-        raise RunDirError(f"{run.path} is not a cnnlab run directory (no config.json)")
+        raise RunDirError(_("{path} is not a cnnlab run directory (no config.json)").format(path=run.path))
     return run
 
 
@@ -498,9 +498,9 @@ def read_config(run: RunDir) -> Config:
     try:
         raw = json.loads(read_run_file(run.config))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunDirError(f"cannot read {run.config}: {exc}") from None
+        raise RunDirError(_("cannot read {config}: {exc}").format(config=run.config, exc=exc)) from None
     if not isinstance(raw, dict) or not isinstance(raw.get("config"), dict):
-        raise RunDirError(f"{run.config} is not a cnnlab run config (no \"config\" table)")
+        raise RunDirError(_('{config} is not a cnnlab run config (no "config" table)').format(config=run.config))
     return Config.from_dict(raw["config"])
 
 

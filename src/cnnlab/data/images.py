@@ -114,8 +114,7 @@ def decode_image(
     if not raw:
         raise ImageError(_("{label}: the file is empty").format(label=label))
     if len(raw) > MAX_FILE_BYTES:
-        raise ImageError(f"{label}: the file is {len(raw) / 2**20:.0f} MiB, more than the "
-                         f"{MAX_FILE_BYTES // 2**20} MiB accepted")
+        raise ImageError(_("{label}: the file is {size:.0f} MiB, more than the {limit} MiB accepted").format(label=label, size=len(raw) / 2**20, limit=MAX_FILE_BYTES // 2**20))
     try:
         # PIL warns (and above twice its limit, raises) on decompression bombs while reading the
         # header; both are errors here. The warnings filter is process-global, so the header read
@@ -138,7 +137,7 @@ def decode_image(
         # Truncated data, broken chunks, bad headers: PIL raises a mix of these.
         reason = first_line(exc)
         if "truncated" in reason.lower() or isinstance(exc, EOFError):
-            reason = f"the image data is truncated ({reason})"
+            reason = _("the image data is truncated ({reason})").format(reason=reason)
         raise ImageError(_("{label}: cannot decode the image: {reason}").format(label=label, reason=reason)) from None
     except MemoryError:
         raise ImageError(_("{label}: not enough memory to decode the image").format(label=label)) from None
@@ -183,8 +182,7 @@ def _read_file(path: Path, label: str) -> bytes:
             # A FIFO or a device (/dev/zero) would block or never end.
             raise ImageError(_("{label}: not a regular file").format(label=label))
         if st.st_size > MAX_FILE_BYTES:
-            raise ImageError(f"{label}: the file is {st.st_size / 2**20:.0f} MiB, more than the "
-                             f"{MAX_FILE_BYTES // 2**20} MiB accepted")
+            raise ImageError(_("{label}: the file is {size:.0f} MiB, more than the {limit} MiB accepted").format(label=label, size=st.st_size / 2**20, limit=MAX_FILE_BYTES // 2**20))
         with path.open("rb") as fh:
             return fh.read(MAX_FILE_BYTES + 1)  # a file growing while read is caught by the size check
     except ImageError:
@@ -204,8 +202,8 @@ def _check_pixels(size: tuple[int, int], label: str, max_pixels: int) -> None:
         raise ImageError(_("{label}: the image has no pixels ({w}x{h})").format(label=label, w=w, h=h))
     if w * h > max_pixels:
         raise ImageError(
-            f"{label}: the image is {w}x{h} = {w * h / 1e6:.1f} megapixels, more than the "
-            f"{max_pixels / 1e6:.0f} accepted (possible decompression bomb); scale it down first"
+            _("{label}: the image is {w}x{h} = {megapixels:.1f} megapixels, more than the {limit:.0f} "
+              "accepted (possible decompression bomb); scale it down first").format(label=label, w=w, h=h, megapixels=w * h / 1e6, limit=max_pixels / 1e6)
         )
 
 
@@ -339,14 +337,14 @@ def check_spec(spec: Any) -> dict:
     """Validate a stored preprocessing spec; a clear error for missing or unknown ones."""
     if not isinstance(spec, dict) or not spec:
         raise ImageError(
-            "this model carries no preprocessing description (data.preprocess is missing), so cnnlab "
-            "cannot know how its training images were prepared; retrain it with this cnnlab version"
+            _("this model carries no preprocessing description (data.preprocess is missing), so cnnlab "
+              "cannot know how its training images were prepared; retrain it with this cnnlab version")
         )
     style = spec.get("style")
     if style not in STYLES:
         raise ImageError(
-            f"unknown preprocessing style {style!r} stored with the model; this cnnlab knows "
-            f"{', '.join(STYLES)} (upgrade cnnlab to use this model)"
+            _("unknown preprocessing style {style!r} stored with the model; this cnnlab knows {styles} "
+              "(upgrade cnnlab to use this model)").format(style=style, styles=', '.join(STYLES))
         )
     for key in ("mean", "std"):
         if key in spec and spec[key] is not None and not isinstance(spec[key], (list, tuple, float, int)):
@@ -445,7 +443,7 @@ def mnist_pixels(
     record("inverted" if inverted else "not_inverted", a)
     contrast = float(a.max()) - background
     if contrast < 16.0:
-        raise ImageError("the image is blank: no ink stands out from the background")
+        raise ImageError(_("the image is blank: no ink stands out from the background"))
     # Paper grain, JPEG ringing and sensor noise must not widen the bounding box or pull the
     # centre of mass: ink is what stands out from the background by more than the border's
     # own noise (5 robust standard deviations) and more than NOISE_FLOOR of the contrast.
@@ -453,7 +451,7 @@ def mnist_pixels(
     threshold = background + max(5.0 * 1.4826 * mad, NOISE_FLOOR * contrast)
     ink = a > threshold
     if not ink.any():
-        raise ImageError("no ink stands out from the background noise (is this a digit?)")
+        raise ImageError(_("no ink stands out from the background noise (is this a digit?)"))
 
     # 2. Background to 0 and the ink stretched to full contrast (a pencil scan becomes MNIST-like).
     a = np.where(ink, (a - background) * (255.0 / contrast), 0.0).astype(np.float32)
@@ -476,7 +474,7 @@ def mnist_pixels(
         a = _resize_float(a, nw, nh)
         top = float(a.max())
         if top <= 0:
-            raise ImageError("the image is blank: the ink vanished when scaled to the digit box")
+            raise ImageError(_("the image is blank: the ink vanished when scaled to the digit box"))
         a = np.clip(a * (255.0 / top), 0.0, 255.0)
         h, w = a.shape
     record("fitted", a)
@@ -627,8 +625,8 @@ def pixels_to_uint8(
             raise error(_("{what}: the pixels hold NaN or infinite values").format(what=what))
         lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
         if lo < -1e-6 or hi > 1 + 1e-6:
-            raise error(f"{what}: float pixels must be in [0, 1] (what ToTensor() gives), got values in "
-                        f"[{lo:.3g}, {hi:.3g}]; leave out Normalize (normalise inside the model) or give uint8")
+            raise error(_("{what}: float pixels must be in [0, 1] (what ToTensor() gives), got values in [{lo:.3g}, "
+                          "{hi:.3g}]; leave out Normalize (normalise inside the model) or give uint8").format(what=what, lo=lo, hi=hi))
         return np.clip(np.rint(a * np.float32(255)), 0, 255).astype(np.uint8)
     if np.issubdtype(a.dtype, np.integer):
         lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
@@ -654,8 +652,8 @@ def array_to_image(a: np.ndarray | torch.Tensor, *, name: str | None = None) -> 
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
-        raise ImageError(f"{label}: an image array must be (H, W), (H, W, C) or (C, H, W) with 1, 3 or 4 channels; "
-                         f"got shape {a.shape}")
+        raise ImageError(_("{label}: an image array must be (H, W), (H, W, C) or (C, H, W) with 1, 3 or 4 channels; "
+                           "got shape {shape}").format(label=label, shape=a.shape))
     if a.size == 0:
         raise ImageError(_("{label}: the array is empty").format(label=label))
     return Image.fromarray(np.ascontiguousarray(pixels_to_uint8(a, label)))

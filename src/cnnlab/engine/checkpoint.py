@@ -101,7 +101,7 @@ def load_checkpoint(
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(_("checkpoint {path} does not exist").format(path=path))
     not_one = not_a_checkpoint(path)
     if not_one:
         raise CheckpointError(not_one)
@@ -112,32 +112,32 @@ def load_checkpoint(
     except pickle.UnpicklingError:
         if _has_code(path):  # weights_only refused a global it does not know: the code-execution guard
             raise CheckpointError(
-                f"refusing to load {path}: it contains pickled Python objects, which could run code "
-                "on this machine. cnnlab checkpoints hold only tensors and plain values; "
-                "re-create the checkpoint with cnnlab, or load it yourself only if you trust its source."
+                _("refusing to load {path}: it contains pickled Python objects, which could run code on this "
+                  "machine. cnnlab checkpoints hold only tensors and plain values; re-create the checkpoint "
+                  "with cnnlab, or load it yourself only if you trust its source.").format(path=path)
             ) from None
         raise _corrupted(path, _("its pickled data is damaged")) from None
     except Exception as exc:  # noqa: BLE001 -- torch.load on damaged bytes raises almost anything (KeyError, IndexError, ...)
         raise _corrupted(path, exc) from None
     if not isinstance(payload, dict) or "schema" not in payload or "state_dict" not in payload:
-        raise CheckpointError(f"{path} is not a cnnlab checkpoint (no schema/state_dict entries)")
+        raise CheckpointError(_("{path} is not a cnnlab checkpoint (no schema/state_dict entries)").format(path=path))
     schema = payload["schema"]
     if not isinstance(schema, int) or schema > SCHEMA_VERSION:
         raise CheckpointError(
-            f"{path} was written with checkpoint schema {schema!r}, newer than this cnnlab "
-            f"({__version__}, schema {SCHEMA_VERSION}) understands; upgrade cnnlab to load it"
+            _("{path} was written with checkpoint schema {schema!r}, newer than this cnnlab ({version}, "
+              "schema {supported}) understands; upgrade cnnlab to load it").format(path=path, schema=schema, version=__version__, supported=SCHEMA_VERSION)
         )
     problem = payload_problem(payload, training_state=training_state)
     if problem:
-        raise CheckpointError(f"{path} is a malformed cnnlab checkpoint: {problem}. Use another checkpoint or retrain.")
+        raise CheckpointError(_("{path} is a malformed cnnlab checkpoint: {problem}. Use another checkpoint or retrain.").format(path=path, problem=problem))
     return payload
 
 
 def _corrupted(path: Path, exc: BaseException | str) -> CheckpointError:
     reason = exc if isinstance(exc, str) else first_line(exc)
     return CheckpointError(
-        f"cannot read checkpoint {path}: the file is truncated or corrupted ({reason}). "
-        "Use another checkpoint (best.pt / last.pt) or retrain."
+        _("cannot read checkpoint {path}: the file is truncated or corrupted ({reason}). Use another "
+          "checkpoint (best.pt / last.pt) or retrain.").format(path=path, reason=reason)
     )
 
 
@@ -224,26 +224,26 @@ def payload_problem(payload: dict, *, training_state: bool = False) -> str | Non
     """
     model = payload.get("model")
     if not isinstance(model, dict):
-        return f"'model' must be a table (name, in_channels, num_classes, image_size), not {_type_name(model)}"
+        return _("'model' must be a table (name, in_channels, num_classes, image_size), not {type_name}").format(type_name=_type_name(model))
     if not isinstance(model.get("name"), str):
-        return f"model.name must be a model name, not {model.get('name')!r}"
+        return _("model.name must be a model name, not {value!r}").format(value=model.get('name'))
     for key in ("in_channels", "num_classes", "image_size"):
         if not _is(model.get(key), _INT) or model[key] < 1:
-            return f"model.{key} must be a whole number >= 1, not {model.get(key)!r}"
+            return _("model.{key} must be a whole number >= 1, not {value!r}").format(key=key, value=model.get(key))
     state = payload["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        return "'state_dict' must map parameter names to tensors"
+        return _("'state_dict' must map parameter names to tensors")
     for key, kinds in (("data", (dict,)), ("config", (dict,)), ("metrics", (dict,)), ("kind", (str,)), ("epoch", _INT)):
         if key in payload and not _is(payload[key], kinds):
-            return f"'{key}' must be a {kinds[0].__name__}, not {_type_name(payload[key])}"
+            return _("'{key}' must be a {kind}, not {type_name}").format(key=key, kind=kinds[0].__name__, type_name=_type_name(payload[key]))
     data = payload.get("data") or {}
     if "classes" in data and not (isinstance(data["classes"], list) and all(isinstance(c, (str, int)) for c in data["classes"])):
-        return "data.classes must be a list of class names"
+        return _("data.classes must be a list of class names")
     for key in ("channels", "image_size"):
         if key in data and not _is(data[key], _INT):
-            return f"data.{key} must be a whole number, not {data[key]!r}"
+            return _("data.{key} must be a whole number, not {value!r}").format(key=key, value=data[key])
     if "metrics" in payload and not all(_is(v, _NUMBER) for v in payload["metrics"].values()):
-        return "metrics must map names to numbers"
+        return _("metrics must map names to numbers")
     if training_state:
         return _training_state_problem(payload)
     return None
@@ -253,24 +253,24 @@ def _training_state_problem(payload: dict) -> str | None:
     optimizer = payload.get("optimizer")
     if not isinstance(optimizer, dict) or not isinstance(optimizer.get("param_groups"), list) \
             or not isinstance(optimizer.get("state"), dict):
-        return "'optimizer' must be an optimizer state (state, param_groups)"
+        return _("'optimizer' must be an optimizer state (state, param_groups)")
     trainer = payload.get("trainer")
     if not isinstance(trainer, dict) or not _is(trainer.get("iteration"), _INT) or trainer["iteration"] < 0 \
             or not _is(trainer.get("epoch_length"), _INT) or trainer["epoch_length"] < 1:
-        return "'trainer' must hold the iteration (>= 0) and epoch_length (>= 1)"
+        return _("'trainer' must hold the iteration (>= 0) and epoch_length (>= 1)")
     rng = payload.get("rng")
     if not isinstance(rng, dict) or not isinstance(rng.get("torch"), torch.Tensor) \
             or not isinstance(rng.get("python"), list) or not isinstance(rng.get("numpy"), dict):
-        return "'rng' must hold the torch, python and numpy random states"
+        return _("'rng' must hold the torch, python and numpy random states")
     split = payload.get("split")
     if not isinstance(split, dict) or not all(isinstance(split.get(k), torch.Tensor) for k in ("train", "val")):
-        return "'split' must hold the train and val index tensors"
+        return _("'split' must hold the train and val index tensors")
     best = payload.get("best")
     if not isinstance(best, dict) or not _is(best.get("loss"), _NUMBER) or not _is(best.get("epoch"), _INT):
-        return "'best' must hold the best validation loss and its epoch"
+        return _("'best' must hold the best validation loss and its epoch")
     history = payload.get("history")
     if not isinstance(history, list) or not all(isinstance(row, dict) for row in history):
-        return "'history' must be a list of per-epoch rows"
+        return _("'history' must be a list of per-epoch rows")
     return None
 
 
@@ -324,16 +324,16 @@ def model_from_checkpoint(
 
     spec = payload["model"]
     if expect_model is not None and spec["name"] != expect_model:
-        raise CheckpointError(f"checkpoint holds model {spec['name']!r}, but {expect_model!r} was asked for")
+        raise CheckpointError(_("checkpoint holds model {name!r}, but {expect_model!r} was asked for").format(name=spec['name'], expect_model=expect_model))
     data_name = payload.get("data", {}).get("name")
     if expect_dataset is not None and data_name != expect_dataset:
-        raise CheckpointError(f"checkpoint was trained on dataset {data_name!r}, not {expect_dataset!r}")
+        raise CheckpointError(_("checkpoint was trained on dataset {data_name!r}, not {expect_dataset!r}").format(data_name=data_name, expect_dataset=expect_dataset))
     if model is None and is_custom(spec["name"]):
         cls = spec["name"][len(CUSTOM_PREFIX):]
         raise CheckpointError(
-            f"this checkpoint holds the weights of your own model class {cls} (model {spec['name']!r}); "
-            f"a checkpoint never holds code, so pass an instance to load them into, from Python: "
-            f"cnnlab.load(RUN, model={cls}()) or cnnlab.interpret(RUN, model={cls}())"
+            _("this checkpoint holds the weights of your own model class {cls} (model {name!r}); a "
+              "checkpoint never holds code, so pass an instance to load them into, from Python: "
+              "cnnlab.load(RUN, model={cls}()) or cnnlab.interpret(RUN, model={cls}())").format(cls=cls, name=spec['name'])
         )
     given = model is not None
     if model is None:
@@ -343,9 +343,9 @@ def model_from_checkpoint(
     try:
         model.load_state_dict(payload["state_dict"], strict=True)
     except RuntimeError as exc:
-        what = f"{type(model).__name__} (the instance given)" if given else repr(spec["name"])
+        what = _("{cls} (the instance given)").format(cls=type(model).__name__) if given else repr(spec["name"])
         raise CheckpointError(
-            f"checkpoint weights ({spec['name']!r}) do not fit model {what}: {first_line(exc)}"
+            _("checkpoint weights ({name!r}) do not fit model {what}: {reason}").format(name=spec['name'], what=what, reason=first_line(exc))
         ) from None
     shift = int((payload.get("config") or {}).get("model", {}).get("tta_shift", 0) or 0)
     return ShiftTTA(model, shift) if tta and shift else model

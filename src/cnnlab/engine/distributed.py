@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 
 from cnnlab.core.errors import CnnlabError, RunDirError, first_line
+from cnnlab.core.i18n import _
 from cnnlab.core.runtime import available_cores
 
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -109,14 +110,14 @@ def ensure_initialized(device: torch.device) -> bool:
     if not launched_by_torchrun():
         return False
     if not torch.distributed.is_available():
-        raise DistributedError("this PyTorch build has no torch.distributed; install a standard PyTorch build")
+        raise DistributedError(_("this PyTorch build has no torch.distributed; install a standard PyTorch build"))
     backend = backend_for(device)
     if backend == "nccl":
         need = int(os.environ["LOCAL_RANK"]) + 1
         if torch.cuda.device_count() < need:
             raise DistributedError(
-                f"local rank {need - 1} needs GPU {need - 1}, but this machine has {torch.cuda.device_count()}; "
-                "use at most one process per GPU"
+                _("local rank {rank} needs GPU {rank}, but this machine has {device_count}; use at most "
+                  "one process per GPU").format(rank=need - 1, device_count=torch.cuda.device_count())
             )
     # Under SLURM, ignite derives the local rank from SLURM_LOCALID, which is 0 for every
     # worker of `srun torchrun` (one task per node): torchrun's own variables are the truth.
@@ -129,9 +130,8 @@ def ensure_initialized(device: torch.device) -> bool:
                 idist.initialize(backend)
         except (RuntimeError, ValueError) as exc:
             raise DistributedError(
-                f"could not join the {backend} process group (rank {os.environ['RANK']} of "
-                f"{os.environ['WORLD_SIZE']}, master {os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}): "
-                f"{first_line(exc)}"
+                _("could not join the {backend} process group (rank {rank} of {world_size}, master "
+                  "{addr}:{port}): {reason}").format(backend=backend, rank=os.environ['RANK'], world_size=os.environ['WORLD_SIZE'], addr=os.environ.get('MASTER_ADDR'), port=os.environ.get('MASTER_PORT'), reason=first_line(exc))
             ) from None
     return True
 
@@ -177,9 +177,9 @@ def _warn_about_shared_store_restarts() -> None:
     restarts = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0)
     if restarts and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and os.environ.get("RANK") == "0":
         print(
-            "warning: torchrun's restarts (max-restarts) across machines share one TCP store between attempts, and a "
-            "restarted group can hang (PyTorch issue #135712); launch torchrun with "
-            "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 set",
+            _("warning: torchrun's restarts (max-restarts) across machines share one TCP store between "
+              "attempts, and a restarted group can hang (PyTorch issue #135712); launch torchrun with "
+              "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 set"),
             file=sys.stderr, flush=True,
         )
 
@@ -244,8 +244,9 @@ def same_on_all_ranks(value: str, what: str, hint: str = "") -> None:
     odd = [r for r, v in enumerate(values) if v != values[0]]
     if odd:
         raise DisagreementError(
-            f"the processes disagree about {what}: rank 0 has {values[0]!r}, rank {odd[0]} has {values[odd[0]]!r}"
-            + (f"; {hint}" if hint else "")
+            _("the processes disagree about {what}: rank 0 has {first!r}, rank {rank} has {other!r}").format(
+                what=what, first=values[0], rank=odd[0], other=values[odd[0]])
+            + ("; " + hint if hint else "")
         )
 
 
@@ -269,8 +270,9 @@ def check_run_agreement(train_idx: torch.Tensor, val_idx: torch.Tensor, resume: 
     start = f"resume at iteration {resume['trainer']['iteration']}" if resume else "fresh start"
     same_on_all_ranks(
         f"split {fingerprint(train_idx, val_idx)}, {start}",
-        "the train/validation split or the resume point",
-        "every machine must read the same dataset files, and the run folder must be on storage all machines share",
+        _("the train/validation split or the resume point"),
+        _("every machine must read the same dataset files, and the run folder must be on storage all "
+          "machines share"),
     )
 
 
@@ -299,8 +301,8 @@ def resume_position(saved: dict, epoch_length: int) -> dict:
     if it % old:
 
         raise RunDirError(
-            f"last.pt was saved in the middle of an epoch by {saved.get('world_size', 1)} process(es) "
-            f"({old} steps per epoch, this run has {epoch_length}); resume it with the same number of processes"
+            _("last.pt was saved in the middle of an epoch by {world_size} process(es) ({old} steps per epoch, "
+              "this run has {epoch_length}); resume it with the same number of processes").format(world_size=saved.get('world_size', 1), old=old, epoch_length=epoch_length)
         )
     return {**saved, "iteration": it // old * epoch_length, "epoch_length": epoch_length}
 
@@ -344,7 +346,7 @@ def launch(fn: Callable[..., Any], *args: Any, nproc: int | None = None) -> int:
     if nproc is not None and nproc > 1:
         if launched_by_torchrun():
             raise DistributedError(
-                "this process already runs under torchrun, which starts the workers: nproc would start more",
+                _("this process already runs under torchrun, which starts the workers: nproc would start more"),
                 option="nproc",
             )
         return spawn(fn, *args, nproc=nproc)
@@ -364,9 +366,9 @@ def run_worker(fn: Callable[..., Any], args: tuple) -> int:
     except CnnlabError as exc:
         me = int(os.environ.get("RANK", "0"))
         if me == 0:
-            print(f"error: {exc}", file=sys.stderr, flush=True)
+            print(_("error: {exc}").format(exc=exc), file=sys.stderr, flush=True)
         elif not getattr(exc, "raised_on_every_rank", False):  # e.g. a disagreement: rank 0 said it already
-            print(f"error (rank {me}): {exc}", file=sys.stderr, flush=True)
+            print(_("error (rank {me}): {exc}").format(me=me, exc=exc), file=sys.stderr, flush=True)
         return exc.exit_code
     except RuntimeError as exc:
         if not _lost_peer(exc):
@@ -374,9 +376,9 @@ def run_worker(fn: Callable[..., Any], args: tuple) -> int:
         leave = False  # tearing down a group with a dead member can block (NCCL); the process exits anyway
         me = int(os.environ.get("RANK", "0"))
         print(
-            f"error (rank {me}): lost contact with the other processes ({first_line(exc)[:200]}); "
-            "last.pt holds the last finished epoch: the same command resumes from it "
-            "(torchrun does so by itself when allowed to restart)",
+            _("error (rank {me}): lost contact with the other processes ({reason}); last.pt holds the "
+              "last finished epoch: the same command resumes from it (torchrun does so by itself when "
+              "allowed to restart)").format(me=me, reason=first_line(exc)[:200]),
             file=sys.stderr, flush=True,
         )
         return 1

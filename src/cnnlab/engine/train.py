@@ -209,7 +209,7 @@ def _fit(
     if model is None:
         get_model_entry(cfg.model.name)  # fail on a typo before any data is read
     elif not is_custom(cfg.model.name):
-        raise ConfigError(f"a model instance was given, so model.name must start with {CUSTOM_PREFIX!r}, got {cfg.model.name!r}")
+        raise ConfigError(_("a model instance was given, so model.name must start with {prefix!r}, got {name!r}").format(prefix=CUSTOM_PREFIX, name=cfg.model.name))
     if cfg.model.pretrained:
         check_pretrained(cfg.model.name)
     t0 = time.perf_counter()
@@ -314,13 +314,12 @@ def restore_session(s: Session, state: dict, log: Callable[[str], None]) -> None
     """Put a ``last.pt`` payload back: weights, optimizer, trainer position, RNGs, history, best epoch."""
     run, t = s.run, s.cfg.train
     if not torch.equal(state["split"]["val"], s.data.val_indices) or not torch.equal(state["split"]["train"], s.data.train_indices):
-        raise RunDirError(f"{run.last} was trained on a different train/validation split", option="run_dir")
+        raise RunDirError(_("{last} was trained on a different train/validation split").format(last=run.last), option="run_dir")
     try:
         s.model.load_state_dict(state["state_dict"])
         s.optimizer.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"{run.last} does not fit this run's model or optimizer (did its class change?): "
-                              f"{first_line(exc)}", option="run_dir") from None
+        raise CheckpointError(_("{last} does not fit this run's model or optimizer (did its class change?): {reason}").format(last=run.last, reason=first_line(exc)), option="run_dir") from None
     position = distributed.resume_position(state["trainer"], len(s.train_batches))
     done_epochs = position["iteration"] // len(s.train_batches)
     # ignite refuses max_epochs below the epochs already done; asking for fewer means "nothing to do".
@@ -412,8 +411,8 @@ def attach_epoch_end(s: Session, say: Callable[[str], None]) -> None:
         say(format_epoch(row, t.epochs))
         if not math.isfinite(row["val_loss"]):
             raise NonFiniteLossError(
-                f"the validation loss became {row['val_loss']} at epoch {epoch}: the model diverged "
-                f"(best.pt keeps epoch {s.best['epoch'] or 'none'}). Try a lower learning rate."
+                _("the validation loss became {val_loss} at epoch {epoch}: the model diverged (best.pt keeps "
+                  "epoch {best}). Try a lower learning rate.").format(val_loss=row['val_loss'], epoch=epoch, best=s.best['epoch'] or _("none"))
             )
 
 
@@ -442,8 +441,7 @@ def run_to_the_end(s: Session) -> None:
             distributed.barrier()  # no rank exits (and gets its launcher to kill the rest) before last.pt is saved
             signame, code = stopped[0] if stopped else ("SIGTERM", 128 + signal.SIGTERM)
             raise Interrupted(
-                f"{signame}: stopped at epoch {trainer.state.epoch}, iteration {trainer.state.iteration}; "
-                f"saved {s.run.last}",
+                _("{signame}: stopped at epoch {epoch}, iteration {iteration}; saved {last}").format(signame=signame, epoch=trainer.state.epoch, iteration=trainer.state.iteration, last=s.run.last),
                 code, s.run.path,
             )
 
@@ -459,20 +457,21 @@ def check_run_dir(writer: RunWriter, cfg: Config) -> dict | None:
     if not run.path.exists():
         return None
     if not run.path.is_dir():
-        raise RunDirError(f"run directory {run.path} is a file", option="run_dir")
+        raise RunDirError(_("run directory {path} is a file").format(path=run.path), option="run_dir")
     writer.remove_temp_files()
     if not run.config.exists():
         if run.entries():
-            raise RunDirError(f"{run.path} is not empty and holds no cnnlab run", option="run_dir")
+            raise RunDirError(_("{path} is not empty and holds no cnnlab run").format(path=run.path), option="run_dir")
         return None
     saved = read_config(run)
     diff = saved.differences(cfg, ignore=resumable_keys())
     if diff:
-        raise RunConfigMismatch(run.path, diff)
+        raise RunConfigMismatch(run.path, diff, message=_(
+            "{path} holds a run with a different config ({keys} differ)").format(path=run.path, keys=", ".join(diff)))
     if not run.last.exists():
         # cnnlab writes last.pt before the first best.pt, so this is a folder someone edited.
         if run.best.exists():
-            raise RunDirError(f"{run.path} has best.pt but no last.pt to resume from", option="run_dir")
+            raise RunDirError(_("{path} has best.pt but no last.pt to resume from").format(path=run.path), option="run_dir")
         return None  # stopped before the first epoch ended: nothing to lose, start again
     return load_checkpoint(run.last, training_state=True)
 
@@ -489,7 +488,9 @@ def resume_config(run_dir: str | Path, changes: Mapping[str, Any] | None = None)
     allowed = resumable_keys()
     fixed = [dotted for dotted in cfg.changed(changes or {}) if dotted not in allowed]
     if fixed:
-        raise ResumeChangeError(run.path, fixed, allowed)
+        raise ResumeChangeError(run.path, fixed, allowed, message=_(
+            "{path} continues as it was configured; {fixed} cannot be changed when resuming (only {allowed} can)").format(
+            path=run.path, fixed=", ".join(fixed), allowed=", ".join(allowed)))
     return cfg.apply(changes or {})
 
 
@@ -585,7 +586,7 @@ def build_model(cfg: Config, data: DataBundle) -> nn.Module:
             **({"pretrained": True} if cfg.model.pretrained else {}),
         )
     except ValueError as exc:  # a model that cannot take this image size
-        raise ConfigError(f"{exc}; choose another model or resize the images", option="data.image_size") from None
+        raise ConfigError(_("{exc}; choose another model or resize the images").format(exc=exc), option="data.image_size") from None
 
 
 def format_epoch(row: dict, epochs: int) -> str:

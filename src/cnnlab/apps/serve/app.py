@@ -15,6 +15,7 @@ import threading
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ import torch
 from cnnlab import __version__
 from cnnlab.analysis.explain import Explanation, explain
 from cnnlab.core.errors import CnnlabError, ImageError
-from cnnlab.core.i18n import check_language, chosen_language, from_environment
+from cnnlab.core.i18n import _, check_language, chosen_language, from_environment, use_language
 from cnnlab.core.i18n_page import negotiate, translate_page
 from cnnlab.core.runs import RunDir, read_run_file
 from cnnlab.data.images import decode_image, image_header, tensor_to_image
@@ -72,8 +73,8 @@ def require_web_stack() -> None:
             import multipart  # noqa: F401  (older python-multipart)
     except ImportError as exc:
         raise CnnlabError(
-            f"cnnlab serve needs FastAPI, uvicorn and python-multipart ({exc.name} is missing); "
-            "install them with: pip install 'cnnlab[serve]'  (or pip install -e \".[serve]\" in a checkout)"
+            _("cnnlab serve needs FastAPI, uvicorn and python-multipart ({name} is missing); install "
+              "them with: pip install 'cnnlab[serve]'  (or pip install -e \".[serve]\" in a checkout)").format(name=exc.name)
         ) from None
 
 
@@ -174,7 +175,7 @@ def create_app(
     from fastapi import FastAPI
 
     if max_bytes < 1:
-        raise CnnlabError(f"the request size limit must be at least 1 byte, got {max_bytes}")
+        raise CnnlabError(_("the request size limit must be at least 1 byte, got {max_bytes}").format(max_bytes=max_bytes))
     predictor = load(source, device=device) if isinstance(source, (str, os.PathLike)) else source
     classes = [str(c) for c in predictor.classes]
     default_top_k = max(1, min(default_top_k, len(classes)))
@@ -200,10 +201,33 @@ def create_app(
     # request counts against max_requests, so slow uploads cannot take the slots of finished ones.
     app.add_middleware(ConcurrencyLimitMiddleware, max_requests=max_requests)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_bytes, limits=read_limits)
+    server_lang = check_language(lang) if lang is not None else chosen_language()
+    # Outermost: the limits' own JSON answers and every error detail speak the request's language.
+    app.add_middleware(LanguageMiddleware, server_lang=server_lang, fallback_lang=from_environment())
     _add_error_handlers(app)
-    _add_page_routes(app, check_language(lang) if lang is not None else chosen_language(), from_environment())
+    _add_page_routes(app, server_lang, from_environment())
     _add_api_routes(app, model_info, classify, default_top_k, len(classes))
     return app
+
+
+class LanguageMiddleware:
+    """Each request runs in its language, chosen as the page's is (``?lang=``, the server's own setting,
+    ``Accept-Language``, the server's locale): the JSON ``detail`` of an error is written in it.
+
+    A pure ASGI middleware: the :func:`use_language` context holds for everything below it in this
+    request's task, and Starlette copies it into the threads that run sync endpoints."""
+
+    def __init__(self, app: Any, server_lang: str | None, fallback_lang: str) -> None:
+        self.app, self.server_lang, self.fallback_lang = app, server_lang, fallback_lang
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        asked = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("lang", [None])[0]
+        accept = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"accept-language"), None)
+        with use_language(negotiate(asked, accept, self.server_lang, self.fallback_lang)):
+            await self.app(scope, receive, send)
 
 
 def _add_error_handlers(app: Any) -> None:
@@ -242,7 +266,7 @@ def _add_error_handlers(app: Any) -> None:
     @app.exception_handler(Exception)
     async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
         # A bug, not a bad request: Starlette re-raises after this answer, so the server logs the traceback.
-        return JSONResponse({"error": "internal", "detail": "internal server error; see the server log"},
+        return JSONResponse({"error": "internal", "detail": _("internal server error; see the server log")},
                             status_code=500)
 
 
@@ -269,7 +293,7 @@ def _add_page_routes(app: Any, server_lang: str | None, fallback_lang: str) -> N
     @app.get("/static/{name}", include_in_schema=False)
     def static(name: str) -> Response:
         if name not in pages or name == "index.html":
-            raise ApiError(404, "not_found", f"no such file: {name}")
+            raise ApiError(404, "not_found", _("no such file: {name}").format(name=name))
         return page(name)
 
 
@@ -353,10 +377,10 @@ async def read_image_bytes(request: Any) -> bytes:
             try:
                 form = await request.form(max_files=1, max_fields=10)
             except StarletteHTTPException as exc:
-                raise ApiError(400, "bad_multipart", f"could not read the multipart upload: {exc.detail}") from None
+                raise ApiError(400, "bad_multipart", _("could not read the multipart upload: {detail}").format(detail=exc.detail)) from None
             upload = form.get("file")
             if upload is None or isinstance(upload, str):
-                raise ApiError(400, "no_file", "the multipart upload has no file in a field named 'file'")
+                raise ApiError(400, "no_file", _("the multipart upload has no file in a field named 'file'"))
             try:
                 return await upload.read()
             finally:
@@ -368,8 +392,8 @@ async def read_image_bytes(request: Any) -> bytes:
         raise ApiError(413, "too_large", str(exc)) from None
     shown = ctype or "none"
     raise ApiError(415, "unsupported_type",
-                   f"Content-Type {shown} is not accepted; send an image (image/png, image/jpeg, ... or "
-                   "application/octet-stream) as the body, or as multipart/form-data in a field named 'file'")
+                   _("Content-Type {shown} is not accepted; send an image (image/png, image/jpeg, ... or "
+                     "application/octet-stream) as the body, or as multipart/form-data in a field named 'file'").format(shown=shown))
 
 
 class Classifier:
@@ -391,25 +415,24 @@ class Classifier:
         try:
             header = image_header(data)
         except Image.DecompressionBombError:
-            raise ApiError(413, "too_many_pixels", f"the image has more than {self.max_pixels:,} pixels") from None
+            raise ApiError(413, "too_many_pixels", _("the image has more than {max_pixels:,} pixels").format(max_pixels=self.max_pixels)) from None
         if header is None:
-            raise ApiError(400, "not_an_image", "not an image: no image format recognises these bytes")
+            raise ApiError(400, "not_an_image", _("not an image: no image format recognises these bytes"))
         return header
 
     def _checked(self, data: bytes) -> tuple[int, int, str]:
         """The image's header, or the ApiError that refuses it before any decoding."""
         if not data:
-            raise ApiError(400, "empty", "the request holds no image (empty body)")
+            raise ApiError(400, "empty", _("the request holds no image (empty body)"))
         width, height, mode = self._probe(data)
         if width * height > self.max_pixels:
             raise ApiError(413, "too_many_pixels",
-                           f"the image is {width}x{height} = {width * height:,} pixels; "
-                           f"this server accepts at most {self.max_pixels:,}")
+                           _("the image is {width}x{height} = {pixels:,} pixels; this server accepts at most {max_pixels:,}").format(width=width, height=height, pixels=width * height, max_pixels=self.max_pixels))
         decoded = decoded_bytes(width, height, mode)
         if decoded > self.max_decoded_bytes:
             raise ApiError(413, "too_large_decoded",
-                           f"the image is {width}x{height} {mode}, {human_bytes(decoded)} once decoded; "
-                           f"this server decodes at most {human_bytes(self.max_decoded_bytes)} per image")
+                           _("the image is {width}x{height} {mode}, {size} once decoded; this server decodes at most "
+                             "{limit} per image").format(width=width, height=height, mode=mode, size=human_bytes(decoded), limit=human_bytes(self.max_decoded_bytes)))
         return width, height, mode
 
     def _decode(self, data: bytes) -> Any:
@@ -420,7 +443,7 @@ class Classifier:
         except ImageError as exc:
             raise ApiError(400, "not_an_image", str(exc)) from None
         except Image.DecompressionBombError:
-            raise ApiError(413, "too_many_pixels", f"the image has more than {self.max_pixels:,} pixels") from None
+            raise ApiError(413, "too_many_pixels", _("the image has more than {max_pixels:,} pixels").format(max_pixels=self.max_pixels)) from None
 
     def __call__(self, data: bytes, top_k: int) -> dict:
         width, height, mode = self._checked(data)

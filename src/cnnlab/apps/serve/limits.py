@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+from cnnlab.core.i18n import _
 from cnnlab.data.images import MAX_PIXELS
 
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024  # a phone photo of a digit fits; a canvas PNG is ~10 KB
@@ -95,7 +96,7 @@ class DecodeGate:
         with self._cond:
             busy = self.waiting >= self.max_waiting or (self.queued and self.queued + cost > self.max_queued)
             if busy:
-                raise ApiError(503, "busy", "the server is busy decoding other images; try again in a moment")
+                raise ApiError(503, "busy", _("the server is busy decoding other images; try again in a moment"))
             self.waiting += 1
             self.queued += cost
             try:
@@ -106,7 +107,7 @@ class DecodeGate:
                 self.waiting -= 1
             if not ok:
                 self.queued -= cost
-                raise ApiError(503, "busy", "the server is busy decoding other images; try again in a moment")
+                raise ApiError(503, "busy", _("the server is busy decoding other images; try again in a moment"))
             self.in_use += cost
             self.running += 1
         try:
@@ -134,7 +135,7 @@ class ConcurrencyLimitMiddleware:
             return
         if self.active >= self.max_requests:
             await send_json(send, 503, "busy",
-                             f"the server is handling {self.active} requests, its limit; try again in a moment",
+                             _("the server is handling {active} requests, its limit; try again in a moment").format(active=self.active),
                              retry_after=1)
             return
         self.active += 1  # one event loop: no lock needed
@@ -197,7 +198,7 @@ class BodyLimitMiddleware:
                 if length < 0 or len(set(declared)) > 1:
                     raise ValueError
             except ValueError:
-                await send_json(send, 400, "bad_request", "invalid Content-Length header")
+                await send_json(send, 400, "bad_request", _("invalid Content-Length header"))
                 return
             if length > self.max_bytes:
                 await send_json(send, 413, "too_large", self._message(length))
@@ -213,8 +214,7 @@ class BodyLimitMiddleware:
                 await send_json(send, 408, "timeout", str(exc))
                 return
             except BufferFull:
-                await send_json(send, 503, "busy", "the server holds too many uploads in memory; try again in a "
-                                "moment", retry_after=1)
+                await send_json(send, 503, "busy", _("the server holds too many uploads in memory; try again in a moment"), retry_after=1)
                 return
             except Disconnected:
                 return
@@ -241,9 +241,8 @@ class BodyLimitMiddleware:
             try:
                 message = await asyncio.wait_for(receive(), timeout=max(wait, 0.0))
             except asyncio.TimeoutError:
-                raise BodyTimeout(f"the request body was not sent in time ({len(body):,} bytes received in "
-                                  f"{loop.time() - start:.0f} s; a body must keep coming at {lim.min_body_rate} "
-                                  "bytes/s or more)") from None
+                raise BodyTimeout(_("the request body was not sent in time ({received:,} bytes received in {seconds:.0f} s; a body "
+                                    "must keep coming at {min_body_rate} bytes/s or more)").format(received=len(body), seconds=loop.time() - start, min_body_rate=lim.min_body_rate)) from None
             if message["type"] == "http.disconnect":
                 raise Disconnected
             chunk = message.get("body", b"")
@@ -257,8 +256,11 @@ class BodyLimitMiddleware:
                 return
 
     def _message(self, length: int | None) -> str:
-        size = f"{human_bytes(length)} " if length is not None else ""
-        return f"the request body {size}is larger than this server's limit of {human_bytes(self.max_bytes)}"
+        if length is None:
+            return _("the request body is larger than this server's limit of {limit}").format(
+                limit=human_bytes(self.max_bytes))
+        return _("the request body {size} is larger than this server's limit of {limit}").format(
+            size=human_bytes(length), limit=human_bytes(self.max_bytes))
 
 
 async def send_json(send: Callable, status: int, code: str, detail: str, retry_after: int | None = None) -> None:

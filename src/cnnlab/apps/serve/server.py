@@ -16,6 +16,7 @@ from typing import Any, Callable
 from cnnlab.apps.serve.app import create_app, require_web_stack
 from cnnlab.apps.serve.limits import DEFAULT_MAX_BYTES, DEFAULT_READ_LIMITS, ReadLimits
 from cnnlab.core.errors import CnnlabError
+from cnnlab.core.i18n import _
 
 
 def is_loopback(host: str) -> bool:
@@ -32,8 +33,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise CnnlabError(f"cannot listen on {host}:{port}: unknown host ({exc.strerror})") from None
-    family, kind, proto, _, address = infos[0]
+        raise CnnlabError(_("cannot listen on {host}:{port}: unknown host ({strerror})").format(host=host, port=port, strerror=exc.strerror)) from None
+    family, kind, proto, _canonname, address = infos[0]
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -41,8 +42,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
         sock.listen(128)
     except OSError as exc:
         sock.close()
-        hint = "; choose another --port" if exc.errno in (98, 48, 10048) else ""
-        raise CnnlabError(f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}") from None
+        hint = "; " + _("choose another --port") if exc.errno in (98, 48, 10048) else ""
+        raise CnnlabError(_("cannot listen on {host}:{port}: {reason}{hint}").format(host=host, port=port, reason=exc.strerror or exc, hint=hint)) from None
     sock.setblocking(False)
     return sock
 
@@ -73,8 +74,7 @@ def guarded_protocol(limits: ReadLimits) -> type:
             super().connection_made(transport)
             if len(self.connections) > limits.max_connections:
                 self._refuse(503, "Service Unavailable", "busy",
-                             f"the server has {limits.max_connections} open connections, its limit; try again "
-                             "in a moment")
+                             _("the server has {max_connections} open connections, its limit; try again in a moment").format(max_connections=limits.max_connections))
                 return
             self._arm()
 
@@ -105,7 +105,7 @@ def guarded_protocol(limits: ReadLimits) -> type:
             self._header_timer = None
             if self._waiting_for_headers() and not self.transport.is_closing():
                 self._refuse(408, "Request Timeout", "timeout",
-                             f"the request headers were not sent within {limits.header_timeout_s:g} s")
+                             _("the request headers were not sent within {header_timeout_s:g} s").format(header_timeout_s=limits.header_timeout_s))
 
         def _refuse(self, status: int, reason: str, code: str, detail: str) -> None:
             self._disarm()
@@ -116,8 +116,8 @@ def guarded_protocol(limits: ReadLimits) -> type:
             # h11 refused the request (a malformed Content-Length, a bad request line, headers over the limit):
             # answer in the API's JSON instead of uvicorn's plain text.
             self._refuse(400, "Bad Request", "bad_request",
-                         "malformed HTTP request (request line, headers or Content-Length), or headers over "
-                         f"{limits.max_header_bytes:,} bytes")
+                         _("malformed HTTP request (request line, headers or Content-Length), or headers over "
+                           "{max_header_bytes:,} bytes").format(max_header_bytes=limits.max_header_bytes))
 
     return GuardedH11Protocol
 
@@ -160,7 +160,7 @@ class BackgroundServer:
             self._thread.join(0.01)
         if not self.server.started:
             self.stop()
-            raise CnnlabError(f"the server on {self.url} did not start; see the log above")
+            raise CnnlabError(_("the server on {url} did not start; see the log above").format(url=self.url))
 
     def stop(self) -> None:
         self.server.should_exit = True
@@ -191,9 +191,10 @@ def serve(
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     if not is_loopback(host):
-        log(f"warning: listening on {host}, not on this machine only: anyone who can reach this "
-            "machine can use the server")
-    log(f"serving {run_dir} on http://{shown}:{bound_port}/  (API docs: /docs; Ctrl+C to stop)")
+        log(_("warning: listening on {host}, not on this machine only: anyone who can reach this "
+              "machine can use the server").format(host=host))
+    log(_("serving {run} on {url}  (API docs: /docs; Ctrl+C to stop)").format(
+        run=run_dir, url=f"http://{shown}:{bound_port}/"))
     try:
         make_server(app, limits=limits).run(sockets=[sock])
     finally:
