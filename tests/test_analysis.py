@@ -215,6 +215,14 @@ def test_cli_analyze_takes_classes_like_the_lesson(two_runs):
     assert result.exit_code == 2 and "unknown class 'ten'" in result.output
 
 
+def test_cli_analyze_no_inside_skips_the_attributions_and_the_embedding(two_runs):
+    run, _ = two_runs
+    result = CliRunner().invoke(cli, ["analyze", str(run), "--no-inside", "--no-html", "--json"])
+    assert result.exit_code == 0, result.output
+    files = json.loads(result.stdout)["files"]
+    assert "top_losses" in files and "top_losses_heatmap" not in files and "embedding" not in files
+
+
 def test_compare_two_runs_matches_paired_predictions(two_runs, tmp_path):
     a, b = two_runs
     cmp = A.compare_runs(a, b, out=tmp_path / "cmp", max_images=5)
