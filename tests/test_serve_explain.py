@@ -4,7 +4,6 @@ from __future__ import annotations
 import base64
 import io
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,24 +14,9 @@ pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx (dev extra
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from test_serve import MAX_BYTES, digit_image, png_bytes  # noqa: E402
+from test_serve import MAX_BYTES, client, digit_image, png_bytes, predictor  # noqa: E402,F401 (fixtures)
 
 PNG = {"Content-Type": "image/png"}
-
-
-@pytest.fixture(scope="module")
-def predictor(tiny_trained_run: Path):
-    from cnnlab.service.predictor import load
-
-    return load(tiny_trained_run)
-
-
-@pytest.fixture(scope="module")
-def client(predictor) -> TestClient:
-    from cnnlab.apps.serve import create_app
-
-    with TestClient(create_app(predictor, max_bytes=MAX_BYTES)) as c:
-        yield c
 
 
 def array(entry: dict) -> np.ndarray:
