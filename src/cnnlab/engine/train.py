@@ -553,10 +553,9 @@ def check_model_output(model: nn.Module, data: ImageSet, device: torch.device, *
         with torch.no_grad():
             out = model(x)
     except Exception as exc:  # noqa: BLE001 -- the user's forward can raise anything; say where it happened
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ModelError(_("your model failed on a batch of the data (input {shape}, {dtype}, on {device}): "
                            "{error}").format(shape=tuple(x.shape), dtype=str(x.dtype).removeprefix("torch."),
-                                             device=device, error=first)) from None
+                                             device=device, error=first_line(exc))) from None
     finally:
         model.train(was_training)
     if not isinstance(out, torch.Tensor):
