@@ -376,7 +376,7 @@ def last_payload(s: Session) -> dict:
 
 def attach_epoch_end(s: Session, say: Callable[[str], None]) -> None:
     """After every epoch: train/val metrics, the best epoch, then last.pt, best.pt and metrics.csv, in that order."""
-    t, run = s.cfg.train, s.run
+    t = s.cfg.train
     clock = {"start": time.perf_counter()}
 
     @s.trainer.on(Events.EPOCH_STARTED)
