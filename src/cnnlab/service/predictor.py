@@ -26,7 +26,7 @@ from PIL import Image
 from cnnlab.core.errors import CheckpointError, ImageError, RunDirError
 from cnnlab.core.files import atomic_write, make_dirs, note_written, write_csv, write_json
 from cnnlab.core.runs import RunDir
-from cnnlab.core.runtime import resolve_device
+from cnnlab.core.runtime import available_cores, resolve_device
 from cnnlab.data.images import (
     array_to_image,
     check_spec,
@@ -216,7 +216,7 @@ class Predictor:
         """
         found = find_images(paths)
         out = FileResults(skipped=found.skipped)
-        workers = workers or min(4, os.cpu_count() or 1)
+        workers = workers or min(4, available_cores())
         chunk = chunk or max(self.batch_size, 64)
         save_dir = Path(save_preprocessed) if save_preprocessed else None
         saved_names: set[str] = set()

@@ -26,6 +26,7 @@ from cnnlab.core.errors import CnnlabError, ImageError
 from cnnlab.core.i18n import _, check_language, chosen_language, from_environment, use_language
 from cnnlab.core.i18n_page import negotiate, translate_page
 from cnnlab.core.runs import RunDir, read_run_file
+from cnnlab.core.runtime import available_cores
 from cnnlab.data.images import decode_image, image_header, tensor_to_image
 from cnnlab.service.predictor import Predictor, load
 from cnnlab.apps.serve.limits import (
@@ -189,7 +190,7 @@ def create_app(
         "max_decoded_bytes": max_decoded_bytes,
         "cnnlab_version": __version__,
     }
-    classify = Classifier(predictor, DecodeGate(decode_memory, decode_slots or os.cpu_count() or 1),
+    classify = Classifier(predictor, DecodeGate(decode_memory, decode_slots or available_cores()),
                           max_pixels=max_pixels, max_decoded_bytes=max_decoded_bytes)
 
     app = FastAPI(
