@@ -22,7 +22,7 @@ import torch.nn as nn
 from cnnlab.analysis.interpret import Interpretation
 from cnnlab.analysis import figures as plots
 from cnnlab.analysis.report import interpret_run, samples_figure
-from cnnlab.core.config import CUSTOM_PREFIX, EVAL_BATCH_SIZE, Config, DataConfig, load_recipe
+from cnnlab.core.config import CUSTOM_PREFIX, EVAL_BATCH_SIZE, Config, DataConfig, check_positive, load_recipe
 from cnnlab.core.config import config_fields as config_field_list
 from cnnlab.core.errors import (
     CnnlabError,
@@ -219,8 +219,7 @@ def show_batch(
     if isinstance(data, str):
         return samples_figure(data, data_dir=None if data_dir is None else str(data_dir), n=n, seed=seed,
                               split=split, download=download, ncols=ncols)
-    if n < 1:
-        raise ConfigError(_("n must be >= 1, got {n}").format(n=n))
+    check_positive(n=n)
     pool, _test, info = _user_sets(data, None, classes)
     idx = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[: min(n, len(pool))]
     return plots.samples_figure(pool.images[idx].numpy(), pool.labels[idx].numpy(), info.classes, ncols=ncols,
