@@ -27,7 +27,7 @@ EVAL_BATCH_SIZE = 256
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "onecycle", "cosine", "step")
 LOSS_REDUCTIONS = ("sum", "mean")
-AMP_MODES = ("off", "bf16")
+AMP_MODES = ("off", "bf16", "auto")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 #: Device names: auto picks CUDA, then Apple's MPS, then the CPU (as Lightning's accelerator="auto").
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
@@ -88,6 +88,10 @@ class OptimConfig:
     name: str = option("adam", "Optimizer.", flag="--optimizer", choices=OPTIMIZERS)
     lr: float = option(1e-3, "Learning rate.")
     weight_decay: float = option(0.0, "Weight decay.")
+    # tuomaso/train_mnist_fast's one-epoch recipe uses (0.7, 0.9): shorter averages follow a one-cycle
+    # schedule's fast-moving rate better (measured for `fast` in benchmarks/README.md, round 3).
+    beta1: float = option(0.9, "Adam/AdamW: decay of the gradient's running average.")
+    beta2: float = option(0.999, "Adam/AdamW: decay of the squared gradient's running average.")
     momentum: float = option(0.9, "SGD momentum.")
     nesterov: bool = option(False, "SGD with Nesterov momentum.")
     # Set every iteration from the iteration number (so resuming needs no state).
@@ -120,10 +124,11 @@ class TrainConfig:
     channels_last: bool = option(True, "NHWC activations (faster on CPU; NCHW differs in float rounding only).")
     threads: int | None = option(None, "CPU threads.", resumable=True,
                                  default_text="1 on machines with <= 2 cores, else all cores up to 8")
-    # Opt-in speed options that change the numerics (off in every recipe; for GPUs): weights,
-    # optimizer and loss stay float32 under amp.
-    amp: str = option("off", "bf16: forward passes under bfloat16 autocast (GPU speed; changes numerics).",
-                      choices=AMP_MODES)
+    # Opt-in speed options that change the numerics: weights, optimizer and loss stay float32 under
+    # amp, and evaluation of the saved checkpoints (test score, predict, serve) stays float32.
+    amp: str = option("off", "bf16: forward passes under bfloat16 autocast (changes numerics); auto: bf16 only "
+                      "where the device has the instructions for it (AMX or AVX512-BF16 on a CPU), else off. "
+                      "The run's config records what auto chose.", choices=AMP_MODES)
     compile: str = option("off", "torch.compile the model (reduce-overhead: CUDA graphs; changes numerics "
                           "slightly, the first epoch pays the compile time).", choices=COMPILE_MODES)
     progress: bool = option(True, "Progress bar.", default_text="on when stdout and stderr are terminals",
