@@ -36,6 +36,28 @@ def test_bf16_autocast_is_opt_in_and_trains(tiny_config, tmp_path):
     assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
 
 
+@pytest.mark.parametrize("has", [True, False])
+def test_amp_auto_picks_bf16_only_where_the_cpu_has_the_instructions(has, tiny_config, tmp_path, monkeypatch):
+    import json
+
+    import torch
+
+    # The probes torch.cpu offers (oneDNN's own); both faked, so both answers run on any machine.
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: has)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    lines: list[str] = []
+    cfg = tiny_config.override("train", amp="auto", epochs=1, device="cpu")
+    train(cfg, tmp_path / "run", log=lines.append)
+    chosen = "bf16" if has else "off"
+    # The run's config says what auto chose, and the log says why, once.
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["config"]["train"]["amp"] == chosen
+    said = [line for line in lines if line.startswith("amp auto:")]
+    assert len(said) == 1 and ("AVX512-BF16" in said[0] if has else "neither AMX nor AVX512-BF16" in said[0])
+    # Resuming with the same request is the same run: auto decides the same way, so nothing mismatches.
+    more = train(cfg.override("train", epochs=2), tmp_path / "run", log=lines.append)
+    assert len(more.history) == 2
+
+
 def test_compile_trains_and_saves_a_plain_checkpoint(tiny_config, tmp_path):
     import shutil
 

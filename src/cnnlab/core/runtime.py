@@ -37,6 +37,33 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def bf16_instructions(device: torch.device) -> str | None:
+    """What makes bfloat16 arithmetic fast on ``device`` (e.g. ``"AVX512-BF16"``), or None where nothing does.
+
+    On a CPU, oneDNN's bfloat16 convolutions and matmuls only beat float32 with AMX or AVX512-BF16;
+    without them bfloat16 is emulated and slower. torch.cpu's probes are the ones oneDNN itself uses.
+    """
+    if device.type == "cuda":
+        return "bfloat16 tensor cores" if torch.cuda.is_bf16_supported(including_emulation=False) else None
+    if device.type == "cpu":
+        found = [name for name, probe in (("AMX", "_is_amx_tile_supported"), ("AVX512-BF16", "_is_avx512_bf16_supported"))
+                 if getattr(torch.cpu, probe, lambda: False)()]
+        return " + ".join(found) or None
+    return None
+
+
+def resolve_amp(amp: str, device: torch.device) -> tuple[str, str | None]:
+    """``amp`` with ``auto`` decided for ``device``: ``(mode, why)``; ``why`` is None unless ``amp`` was auto."""
+    if amp != "auto":
+        return amp, None
+    found = bf16_instructions(device)
+    if found:
+        return "bf16", _("amp auto: bfloat16 autocast for the training forward pass ({device} has {found}); "
+                         "weights, optimizer and loss stay float32").format(device=device.type, found=found)
+    return "off", _("amp auto: float32 ({device} has neither AMX nor AVX512-BF16, so bfloat16 would be slower)").format(
+        device=device.type)
+
+
 def mps_available() -> bool:
     """Apple's Metal (MPS) backend is built into this PyTorch and usable on this machine."""
     backend = getattr(torch.backends, "mps", None)

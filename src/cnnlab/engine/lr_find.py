@@ -36,6 +36,7 @@ from ignite.engine import Engine, Events
 from cnnlab.core.config import Config, DataConfig
 from cnnlab.core.errors import ConfigError, NonFiniteLossError
 from cnnlab.core.i18n import _
+from cnnlab.core.runtime import resolve_amp
 from cnnlab.data.augment import attach_augmentation, build_augmenter
 from cnnlab.data.registry import prepare_data
 from cnnlab.data.tensors import DataBundle, TensorBatches
@@ -144,7 +145,7 @@ def _run(cfg: Config, model: nn.Module, data: DataBundle, device: torch.device, 
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg.optim, model.parameters(), device)
     loss_fn = nn.CrossEntropyLoss(reduction=t.loss_reduction, label_smoothing=t.label_smoothing)
-    trainer = create_trainer(model, optimizer, loss_fn, t.amp)
+    trainer = create_trainer(model, optimizer, loss_fn, resolve_amp(t.amp, device)[0])
     attach_augmentation(trainer, build_augmenter(t.augment, cfg.data.dataset, t.seed))
     batches = TensorBatches(data.train, t.batch_size, shuffle=True, seed=t.seed, channels_last=t.channels_last)
     if len(batches) == 0:

@@ -47,7 +47,7 @@ from cnnlab.core.errors import (
 )
 from cnnlab.core.i18n import _, format_float, format_percent, ngettext
 from cnnlab.core.runs import RunDir, default_run_dir, open_run, read_config
-from cnnlab.core.runtime import resolve_device, set_threads
+from cnnlab.core.runtime import resolve_amp, resolve_device, set_threads
 from cnnlab.data.augment import attach_augmentation, build_augmenter
 from cnnlab.data.registry import absolute_paths, prepare_data
 from cnnlab.data.tensors import DataBundle, ImageSet, TensorBatches
@@ -226,6 +226,10 @@ def _fit(
 def _fit_locked(cfg: Config, writer: RunWriter, device: torch.device, log: Callable[[str], None], t0: float,
                 model: nn.Module | None, load_data: DataSource | None) -> FitResult:
     run = writer.run
+    amp, why = resolve_amp(cfg.train.amp, device)
+    if why:  # decided here, once: config.json records the mode, so a resume compares like with like
+        cfg = cfg.apply({"train.amp": amp})
+        log(why)
     resume = check_run_dir(writer, cfg)
     setup_runtime(cfg)
     device = distributed.device_for_rank(device)  # cuda:LOCAL_RANK when distributed on GPUs
