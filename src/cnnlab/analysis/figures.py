@@ -64,6 +64,20 @@ def __getattr__(name: str) -> type:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def warm_up() -> None:
+    """Import matplotlib's Agg canvas and load its font list: what the first figure of a process waits for.
+
+    ``cnnlab train`` runs this in a background thread while the network trains. The training
+    thread spends its time in PyTorch kernels that release the GIL, and on a CPU run with fewer
+    threads than cores a core is idle, so the run's report figure, drawn after training, no longer
+    pays for matplotlib's start. Importing is all it does: it draws and changes nothing.
+    """
+    from matplotlib import font_manager
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401  (imported for its side: loaded)
+
+    font_manager.findfont(font_manager.FontProperties())
+
+
 def new_figure(width: float, height: float) -> Any:  # an InlineFigure (made on first use)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 

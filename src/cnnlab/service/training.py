@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from cnnlab.analysis import figures
 from cnnlab.analysis.interpret import Interpretation
 from cnnlab.analysis.metrics import TestReport
 from cnnlab.analysis.report import evaluate_checkpoint, interpret_run
@@ -122,6 +125,9 @@ def train_config(
 
 def _train_locked(cfg: Config, run: RunDir, t0: float, *, log: Callable[[str], None], model: nn.Module | None,
                   load_data: Callable[[DataConfig, torch.device], DataBundle] | None, overwrite: bool) -> TrainResult:
+    if distributed.rank_from_env() == 0 and "matplotlib.backends.backend_agg" not in sys.modules:
+        # The report's figure comes after training: let matplotlib load meanwhile, off the training thread.
+        threading.Thread(target=figures.warm_up, name="cnnlab-warm-up-figures", daemon=True).start()
     with restored_process_state():
         fitted = fit(cfg, run.path, log=log, model=model, load_data=load_data, overwrite=overwrite)
         set_threads(cfg.train.threads)  # scoring as fast as training (restored on return, as training's)
