@@ -54,7 +54,8 @@ KEYS = {
     "augment": ("train", "augment", str), "lr": ("optim", "lr", float), "opt": ("optim", "name", str),
     "wd": ("optim", "weight_decay", float), "sched": ("optim", "schedule", str), "warmup": ("optim", "warmup_pct", float),
     "nesterov": ("optim", "nesterov", lambda v: bool(int(v))), "model": ("model", "name", str),
-    "val": ("data", "val_size", int),
+    "val": ("data", "val_size", int), "beta1": ("optim", "beta1", float), "beta2": ("optim", "beta2", float),
+    "amp": ("train", "amp", str), "smooth": ("train", "label_smoothing", float),
 }
 
 
