@@ -17,6 +17,7 @@ the repeats are reported; every raw measurement is kept in the JSON.
     python benchmarks/bench.py startup    --data-dir ../shared/data --repeats 5
     python benchmarks/bench.py limit      --data-dir ../shared/data --recipe fast
     python benchmarks/bench.py to99       --data-dir ../shared/data --recipe fast --seeds 10
+    python benchmarks/bench.py tricks     --data-dir ../shared/data
 
 Each prints a table and writes benchmarks/results/<name>.json with provenance.
 """
@@ -758,13 +759,21 @@ def bench_to99(a: argparse.Namespace) -> None:
     bench_to_accuracy(a, save, train_process)
 
 
+def bench_tricks(a: argparse.Namespace) -> None:
+    """Each training-step trick on its own (layout, Adam kernel, bf16, batch size, compile): us/image against cnnlab's step."""
+    from tricks import bench_tricks as run
+
+    run(a, save)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="bench", required=True)
     for name, fn in (("lesson", bench_lesson), ("fast", bench_fast), ("flops", bench_flops), ("throughput", bench_throughput),
                      ("threads", bench_threads), ("profile", bench_profile),
                      ("malloc", bench_malloc), ("tried", bench_tried), ("wall", bench_wall), ("startup", bench_startup),
-                     ("limit", bench_limit), ("to99", bench_to99)):
+                     ("limit", bench_limit), ("to99", bench_to99),
+                     ("tricks", bench_tricks)):
         s = sub.add_parser(name, help=(fn.__doc__ or "").replace("%", "%%"))  # argparse formats help with %
         s.set_defaults(fn=fn)
         s.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
@@ -787,6 +796,10 @@ def main() -> None:
     sub.choices["limit"].add_argument("--batch", type=int, default=None, help="default: the recipe's")
     sub.choices["limit"].add_argument("--amp", choices=("off", "bf16"), default=None, help="default: the recipe's")
     sub.choices["limit"].add_argument("--repeats", type=int, default=5)
+    sub.choices["tricks"].add_argument("--batches", default="64,256,512")
+    sub.choices["tricks"].add_argument("--variants", default="base,nchw,foreach,bf16,dgrad",
+                                       help="comma-separated; also: compile")
+    sub.choices["tricks"].add_argument("--repeats", type=int, default=7)
     sub.choices["to99"].add_argument("--recipe", default="fast")
     sub.choices["to99"].add_argument("--seeds", type=int, default=10)
     sub.choices["to99"].add_argument("--process-seeds", type=int, default=3)
