@@ -151,3 +151,79 @@ def test_training_forward_applies_only_where_it_is_exact():
     finally:
         handle.remove()
     assert seen == ["relu"] and out.requires_grad  # with a hook, the model itself ran
+
+
+# --- evaluation on the idle cores (cnnlab.accel.workers) ---------------------------------------------
+
+
+def _digit_like_set(n: int = 700):
+    from cnnlab.data.tensors import ImageSet
+
+    g = torch.Generator().manual_seed(1)
+    images = (torch.rand(n, 1, 28, 28, generator=g) > 0.8).to(torch.uint8) * 255  # binary: full of ties
+    return ImageSet(images, torch.randint(0, 10, (n,), generator=g), [str(i) for i in range(10)])
+
+
+@pytest.mark.parametrize("tta", [0, 1])
+def test_threaded_evaluation_gives_the_same_logits_bit_for_bit(tta, monkeypatch):
+    from cnnlab.accel import workers
+    from cnnlab.inference import predict_logits
+    from cnnlab.models.tta import ShiftTTA
+
+    model = trained_like_lenet()
+    model = ShiftTTA(model, tta) if tta else model
+    data = _digit_like_set()
+    monkeypatch.setattr(workers, "available_cores", lambda: 1)
+    one = predict_logits(model, data, batch_size=64)
+    monkeypatch.setattr(workers, "available_cores", lambda: 3 * torch.get_num_threads())
+    assert workers.eval_workers(model) == 3  # the threaded path is the one compared
+    assert torch.equal(predict_logits(model, data, batch_size=64), one)
+
+
+def test_threaded_evaluator_gives_the_same_metrics():
+    from cnnlab.data.tensors import TensorBatches
+    from cnnlab.engine.step import create_evaluator
+
+    model, data = trained_like_lenet(), _digit_like_set()
+    batches = TensorBatches(data, 64)
+    one = create_evaluator(model, workers=1).evaluate(batches)
+    assert create_evaluator(model, workers=3).evaluate(batches) == one
+    assert model.training is False  # evaluate() put the model in eval mode
+
+
+def test_forwarded_keeps_the_order_and_length():
+    import time
+
+    from cnnlab.accel.workers import Forwarded
+
+    batches = [(torch.full((1,), float(i)), i) for i in range(9)]
+
+    def slow_for_even(x: torch.Tensor) -> torch.Tensor:
+        time.sleep(0.02 if int(x) % 2 == 0 else 0.0)  # even batches finish last
+        return x * 2
+
+    out = list(Forwarded(slow_for_even, batches, workers=3))
+    assert len(Forwarded(slow_for_even, batches, workers=3)) == 9
+    assert [(float(x), y) for x, y in out] == [(2.0 * i, i) for i in range(9)]
+
+
+def test_only_known_modules_without_hooks_are_shared_between_threads(monkeypatch):
+    from cnnlab.accel import workers
+
+    monkeypatch.setattr(workers, "available_cores", lambda: 4)
+    threads = torch.get_num_threads()
+    lenet = create_model("lenet5")
+    assert workers.eval_workers(lenet) == max(1, min(workers.MAX_WORKERS, 4 // threads))
+
+    class Mine(nn.Module):  # the user's own class: its forward may keep state
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(784, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x.flatten(1))
+
+    assert workers.eval_workers(Mine()) == 1
+    handle = lenet.features[0].register_forward_hook(lambda *args: None)
+    assert workers.eval_workers(lenet) == 1  # a hook must see every call, one at a time
+    handle.remove()

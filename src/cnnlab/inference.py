@@ -13,7 +13,8 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from cnnlab.accel import fastpath
+from cnnlab.accel import fastpath, workers
+from cnnlab.accel.workers import Forwarded
 from cnnlab.core.config import EVAL_BATCH_SIZE
 from cnnlab.data.tensors import ImageSet, TensorBatches
 from cnnlab.models.tta import ShiftTTA
@@ -42,19 +43,39 @@ def train_forward(model: nn.Module) -> Forward:
     return fastpath.training_forward(model) if _SPEED_PATHS["on"] else model
 
 
-@torch.no_grad()
+def _no_grad(forward: Forward) -> Forward:
+    """``forward`` without autograd, as float32 on the CPU: grad mode is per thread, so each worker sets it."""
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return forward(x).float().cpu()
+
+    return run
+
+
 def predict_logits(model: nn.Module, data: ImageSet, *, batch_size: int = EVAL_BATCH_SIZE, channels_last: bool = False) -> torch.Tensor:
-    """Logits for every image of ``data`` in order, as a CPU float tensor (N, classes)."""
+    """Logits for every image of ``data`` in order, as a CPU float tensor (N, classes).
+
+    On a CPU, batches are forwarded by as many threads as the cores allow (:mod:`cnnlab.accel.workers`;
+    bit-identical to one thread)."""
     model.eval()
-    forward = eval_forward(model)
-    out = [forward(x).float().cpu() for x, _ in TensorBatches(data, batch_size, channels_last=channels_last)]
+    batches = TensorBatches(data, batch_size, channels_last=channels_last)
+    out = [logits for logits, _ in Forwarded(_no_grad(eval_forward(model)), batches, _workers(model))]
     return torch.cat(out) if out else torch.empty(0, len(data.classes))
 
 
-@torch.no_grad()
 def forward_batches(model: nn.Module, x: torch.Tensor, *, batch_size: int = EVAL_BATCH_SIZE) -> torch.Tensor:
     """Logits of float inputs ``x`` (N, C, H, W), ``batch_size`` at a time, as a CPU float tensor."""
     model.eval()
-    forward = eval_forward(model)
-    out = [forward(chunk).float().cpu() for chunk in x.split(batch_size)] if len(x) else []
+    chunks = [(chunk, None) for chunk in x.split(batch_size)] if len(x) else []
+    out = [logits for logits, _ in Forwarded(_no_grad(eval_forward(model)), chunks, _workers(model))]
     return torch.cat(out) if out else torch.empty(0, 0)
+
+
+def eval_workers(model: nn.Module) -> int:
+    """Threads that may forward batches of ``model`` at once (:func:`cnnlab.accel.workers.eval_workers`);
+    1 with the speed paths off."""
+    return workers.eval_workers(model) if _SPEED_PATHS["on"] else 1
+
+
+_workers = eval_workers

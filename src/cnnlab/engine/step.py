@@ -16,7 +16,7 @@ import torch.nn as nn
 from ignite.engine import Engine, Events
 from ignite.metrics import Accuracy, Loss
 
-from cnnlab.inference import eval_forward, train_forward
+from cnnlab.inference import Forwarded, eval_forward, eval_workers, train_forward
 from cnnlab.core.config import OPTIMIZERS, OptimConfig
 from cnnlab.core.errors import ConfigError, NonFiniteLossError
 from cnnlab.core.i18n import _
@@ -165,44 +165,53 @@ def create_trainer(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: 
     return _quiet(Engine(create_train_step(model, optimizer, loss_fn, amp)))
 
 
-def create_evaluator(model: nn.Module, amp: str = "off") -> Engine:
-    """An ignite ``Engine`` with ``loss`` (mean cross-entropy per image) and ``accuracy`` metrics.
+class Evaluator(Engine):
+    """An ignite ``Engine`` over ``(logits, labels)`` batches with ``loss`` (mean cross-entropy per
+    image) and ``accuracy`` metrics; :meth:`evaluate` forwards a pass's batches and runs it.
 
     The lesson attaches ``Loss(criterion)`` with the *summed* criterion; ignite's
     ``Loss`` expects a mean and multiplies it by the batch size, so the lesson's
     printed loss is scaled by the evaluation batch size. cnnlab reports the true
     mean per image, which does not depend on the batch size.
+
+    On a CPU the forwards run in the threads the cores allow (:func:`cnnlab.inference.eval_workers`),
+    ahead of the metrics, which see the batches in order: the same numbers as one thread, bit for bit.
     """
 
-    forward: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"fn": model}
+    def __init__(self, model: nn.Module, amp: str = "off", workers: int | None = None) -> None:
+        super().__init__(lambda engine, batch: batch)  # the forward already ran: a batch is (logits, labels)
+        self.model, self.amp = model, amp
+        self.workers = eval_workers(model) if workers is None else workers
+        Loss(nn.CrossEntropyLoss()).attach(self, "loss")
+        Accuracy().attach(self, "accuracy")
 
-    @torch.no_grad()
-    def eval_step(engine: Engine, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        model.eval()
-        x, y = batch
-        with autocast(x.device, amp):
-            logits = forward["fn"](x)
-        return logits.float(), y
+    def evaluate(self, batches: Iterable) -> dict[str, float]:
+        """Loss and accuracy of the model over ``batches`` of ``(images, labels)``."""
+        self.model.eval()
+        # The weights are fixed for one pass: build the exact oneDNN path once per pass.
+        forward = eval_forward(self.model) if self.amp == "off" else self.model
+        amp = self.amp
 
-    evaluator = _quiet(Engine(eval_step))
+        def logits(x: torch.Tensor) -> torch.Tensor:  # runs in the worker threads: grad mode and autocast are per thread
+            with torch.no_grad(), autocast(x.device, amp):
+                return forward(x).float()
 
-    @evaluator.on(Events.STARTED)
-    def _freeze_weights(engine: Engine) -> None:
-        # The weights are fixed for one evaluation pass: build the exact oneDNN path once per pass.
-        forward["fn"] = eval_forward(model) if amp == "off" else model
-
-    Loss(nn.CrossEntropyLoss()).attach(evaluator, "loss")
-    Accuracy().attach(evaluator, "accuracy")
-    return evaluator
+        self.run(Forwarded(logits, batches, self.workers))
+        return {k: float(v) for k, v in self.state.metrics.items()}
 
 
-def run_evaluation(evaluator: Engine, batches: Iterable) -> dict[str, float]:
-    evaluator.run(batches)
-    return {k: float(v) for k, v in evaluator.state.metrics.items()}
+def create_evaluator(model: nn.Module, amp: str = "off", workers: int | None = None) -> Evaluator:
+    """An :class:`Evaluator` of ``model``; ``workers``: forwarding threads (default: as the cores allow)."""
+    return _quiet(Evaluator(model, amp, workers))  # type: ignore[return-value]
+
+
+def run_evaluation(evaluator: Evaluator, batches: Iterable) -> dict[str, float]:
+    return evaluator.evaluate(batches)
 
 
 __all__ = [
     "Engine",
+    "Evaluator",
     "Events",
     "LRSchedule",
     "autocast",

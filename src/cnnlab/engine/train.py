@@ -295,7 +295,9 @@ def build_session(cfg: Config, writer: RunWriter, data: DataBundle, device: torc
     # Opt-in speed options (amp, compile) wrap only the forward passes; `model` itself is what
     # checkpoints save and load, so a compiled run's files load into a plain model.
     trainer = create_trainer(compile_model(distributed.wrap_model(model, device), t.compile), optimizer, loss_fn, t.amp)
-    evaluator = create_evaluator(compile_model(model, t.compile), t.amp)
+    # Ranks of a distributed run already share the cores: one forwarding thread each.
+    evaluator = create_evaluator(compile_model(model, t.compile), t.amp,
+                                 workers=1 if distributed.world_size() > 1 else None)
     # Distributed: t.batch_size is per process; each rank trains on its shard of every epoch's permutation
     # and evaluates its part of each set (ignite's metrics sum over the ranks).
     shard = {"rank": distributed.rank(), "world_size": distributed.world_size()}

@@ -1,0 +1,76 @@
+"""Evaluation on the cores training leaves idle: batches forwarded by several Python threads.
+
+cnnlab trains with one intra-op thread on small machines, because OpenMP threads spin-wait for
+each other whenever another program takes a core (benchmarks/README.md, "Threads"). Evaluation
+needs no such lock-step: each batch's forward is independent, so plain Python threads, each
+running whole batches on its own core with one intra-op thread, use the other cores without
+spinning. PyTorch releases the GIL inside its kernels, and a thread that finds its core taken
+simply waits its turn, as a second process would. Every batch is computed exactly as the one
+thread would compute it (same batches, same kernels), so the logits are bit-for-bit the same
+(tests/test_fastpath.py); only the order of the work changes, and results come back in order.
+
+Threads share the model, so this is only done for modules whose forward is known to change
+nothing: PyTorch's and torchvision's layers and cnnlab's own models, with no hooks registered. A
+user's own class, whose forward may keep state, gets one thread.
+"""
+from __future__ import annotations
+
+import collections
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator, Sized
+
+import torch
+import torch.nn as nn
+
+from cnnlab.accel.fastpath import _has_forward_hooks
+from cnnlab.core.runtime import available_cores
+
+# At most this many: the batches of one pass are few, and more threads only add contention.
+MAX_WORKERS = 4
+_PURE_PACKAGES = ("torch.nn.", "torchvision.", "cnnlab.")
+
+
+def _known_pure(model: nn.Module) -> bool:
+    return all(type(m).__module__.startswith(_PURE_PACKAGES) for m in model.modules())
+
+
+def eval_workers(model: nn.Module) -> int:
+    """How many threads may forward batches of ``model`` at once: the cores one intra-op thread
+    setting leaves room for, on a CPU, for a module known to be safe to share; else 1."""
+    params = list(model.parameters())
+    if not params or any(p.device.type != "cpu" for p in params):
+        return 1  # a GPU runs one stream: more threads only interleave its launches
+    if not _known_pure(model) or _has_forward_hooks(model):
+        return 1
+    return max(1, min(MAX_WORKERS, available_cores() // max(1, torch.get_num_threads())))
+
+
+class Forwarded:
+    """``(forward(x), y)`` for every ``(x, y)`` of ``batches``, in order.
+
+    With ``workers > 1`` up to ``2 * workers`` batches are forwarded ahead by a thread pool.
+    ``forward`` runs in those threads, so it must set up what is per thread itself (grad mode,
+    autocast). Has ``len`` when ``batches`` has, for progress bars and ignite.
+    """
+
+    def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor], batches: Iterable, workers: int = 1) -> None:
+        self.forward, self.batches, self.workers = forward, batches, workers
+
+    def __len__(self) -> int:
+        return len(self.batches) if isinstance(self.batches, Sized) else 0
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.workers <= 1 or len(self) == 1:  # one batch (a served image): no pool to start
+            for x, y in self.batches:
+                yield self.forward(x), y
+            return
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="cnnlab-eval") as pool:
+            ahead: collections.deque = collections.deque()
+            for x, y in self.batches:
+                ahead.append((pool.submit(self.forward, x), y))
+                if len(ahead) >= 2 * self.workers:
+                    done, labels = ahead.popleft()
+                    yield done.result(), labels
+            while ahead:
+                done, labels = ahead.popleft()
+                yield done.result(), labels
