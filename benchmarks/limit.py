@@ -99,6 +99,22 @@ def measure(recipe: str, data_dir: str, *, batch: int | None, amp: str | None, t
     inner = max(4, 2048 // batch)
     step_s = _median_time(one_step, repeats, inner)
 
+    # The step as cnnlab's trainer runs it here: split among the cores (train.batch_split) where it
+    # splits, against the matmul peak on that many threads.
+    from cnnlab.inference import batch_parts
+
+    parts = batch_parts(model, batch, cfg.train.batch_split)
+    split = None
+    if parts > 1:
+        split_step = create_train_step(model, opt, loss_fn, amp, parts)
+
+        def one_split_step() -> None:
+            it["i"] += 1
+            split_step(engine, pool[it["i"] % len(pool)])
+
+        split = {"parts": parts, "step_ms": _median_time(one_split_step, repeats, inner) * 1e3,
+                 "peaks": matmul_peaks(parts)}
+
     # Layer by layer, on the activations a real batch produces.
     x = pool[0][0]
     rows = []
@@ -144,6 +160,12 @@ def measure(recipe: str, data_dir: str, *, batch: int | None, amp: str | None, t
     zero_s = _median_time(lambda: opt.zero_grad(set_to_none=True), repeats, inner)
     layers_s = sum(r["fwd_ms"] + r["bwd_ms"] for r in rows) / 1e3
     rate = flop_total / step_s / 1e9
+    if split:
+        split_rate = flop_total / (split["step_ms"] / 1e3) / 1e9
+        split.update(achieved_gflops=split_rate, images_per_s=batch / split["step_ms"] * 1e3,
+                     epoch_59k_s=59_000 / batch * split["step_ms"] / 1e3,
+                     share_fp32_peak=split_rate / split["peaks"]["float32_gflops"],
+                     share_bf16_peak=split_rate / split["peaks"]["bfloat16_gflops"])
     return {
         "recipe": recipe, "model": cfg.model.name, "batch": batch, "amp": amp, "threads": threads,
         "cpu": cpu_model(), "cpu_flags": cpu_flags(), "peaks": peaks,
@@ -152,6 +174,7 @@ def measure(recipe: str, data_dir: str, *, batch: int | None, amp: str | None, t
         "share_fp32_peak": rate / peaks["float32_gflops"], "share_bf16_peak": rate / peaks["bfloat16_gflops"],
         "layers": rows, "loss_ms": loss_s * 1e3, "optimizer_ms": opt_s * 1e3, "zero_grad_ms": zero_s * 1e3,
         "between_ms": (step_s - layers_s - loss_s - opt_s - zero_s) * 1e3,
+        "split": split,
     }
 
 
@@ -163,8 +186,16 @@ def report(r: dict) -> None:
           f"{r['images_per_s']:,.0f} images/s, one 59k-image epoch {r['epoch_59k_s']:.2f} s")
     print(f"arithmetic: {r['flop_per_image'] / 1e6:.2f} MFLOP/image -> {r['achieved_gflops']:.1f} GFLOP/s = "
           f"{r['share_fp32_peak']:.0%} of the float32 peak, {r['share_bf16_peak']:.0%} of the bfloat16 peak")
+    sp = r.get("split")
+    if sp:
+        q = sp["peaks"]
+        print(f"as cnnlab trains it here, each batch split among {sp['parts']} threads: step {sp['step_ms']:.2f} ms, "
+              f"{sp['images_per_s']:,.0f} images/s, epoch {sp['epoch_59k_s']:.2f} s, {sp['achieved_gflops']:.1f} GFLOP/s = "
+              f"{sp['share_fp32_peak']:.0%} of the float32 peak on {sp['parts']} threads ({q['float32_gflops']:.1f}), "
+              f"{sp['share_bf16_peak']:.0%} of bfloat16's ({q['bfloat16_gflops']:.1f})")
     step = r["step_ms"]
     print()
+    print("layer by layer, one thread:")
     print(f"{'layer':15s}{'kind':11s}{'output':>17s}{'fwd ms':>8s}{'bwd ms':>8s}{'share':>7s}{'MFLOP':>8s}"
           f"{'GFLOP/s':>9s}{'of peak':>8s}  same-shape GEMM")
     for row in r["layers"]:

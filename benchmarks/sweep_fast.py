@@ -56,6 +56,7 @@ KEYS = {
     "nesterov": ("optim", "nesterov", lambda v: bool(int(v))), "model": ("model", "name", str),
     "val": ("data", "val_size", int), "beta1": ("optim", "beta1", float), "beta2": ("optim", "beta2", float),
     "amp": ("train", "amp", str), "smooth": ("train", "label_smoothing", float),
+    "split": ("train", "batch_split", int),
 }
 
 

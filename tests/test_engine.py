@@ -37,14 +37,15 @@ def test_evaluator_loss_is_the_mean_per_image_whatever_the_batch_size(tiny_mnist
         assert m["loss"] == pytest.approx(expected, rel=1e-5)
 
 
-def test_non_finite_loss_stops_before_the_update(tiny_mnist):
+@pytest.mark.parametrize("parts", [1, 2])
+def test_non_finite_loss_stops_before_the_update(tiny_mnist, parts):
     data = load_mnist(tiny_mnist, train=True, download=False)
     model = create_model("lenet5")
     with torch.no_grad():
         model.classifier[4].bias.fill_(float("nan"))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     optimizer = build_optimizer(OptimConfig(), model.parameters(), torch.device("cpu"))
-    trainer = create_trainer(model, optimizer, nn.CrossEntropyLoss(reduction="sum"))
+    trainer = create_trainer(model, optimizer, nn.CrossEntropyLoss(reduction="sum"), parts=parts)
     with pytest.raises(NonFiniteLossError, match="iteration 1"):
         trainer.run(TensorBatches(data, 32), max_epochs=1)
     after = model.state_dict()

@@ -49,8 +49,10 @@ def assert_same_tensors(a: dict, b: dict) -> None:
         assert torch.equal(ta[k], tb[k]), k
 
 
-def test_resume_is_bit_exact(tiny_config, tmp_path):
-    cfg = tiny_config.override("train", epochs=3)
+@pytest.mark.parametrize("split", [None, 2])
+def test_resume_is_bit_exact(tiny_config, tmp_path, split):
+    # split=2: each batch in two parts on two threads, gradients summed in a fixed order: just as exact
+    cfg = tiny_config.override("train", epochs=3, batch_split=split)
     full = train(cfg, tmp_path / "full", log=quiet)
 
     with pytest.raises(Crash):

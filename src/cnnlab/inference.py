@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from cnnlab.accel import fastpath, workers
-from cnnlab.accel.workers import Forwarded
+from cnnlab.accel.workers import Forwarded, batch_parts, unsplittable
 from cnnlab.core.config import EVAL_BATCH_SIZE
 from cnnlab.data.tensors import ImageSet, TensorBatches
 from cnnlab.models.tta import ShiftTTA

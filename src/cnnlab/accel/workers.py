@@ -45,6 +45,46 @@ def eval_workers(model: nn.Module) -> int:
     return max(1, min(MAX_WORKERS, available_cores() // max(1, torch.get_num_threads())))
 
 
+# Layers whose output for one image depends on that image alone and that draw no random numbers:
+# a batch split into parts gives each image the same arithmetic, and the parts' gradients sum to the
+# batch's. (BatchNorm couples the images of a batch; dropout draws from the shared generator.)
+_PER_IMAGE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU,
+              nn.ELU, nn.Tanh, nn.Sigmoid, nn.Hardtanh, nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d,
+              nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten, nn.Identity, nn.LayerNorm, nn.GroupNorm)
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+# Parts smaller than this lose more to the threads' hand-offs than they gain (benchmarks/README.md,
+# "Round 3"): batch 32 stays one piece, batch 256 becomes two parts of 128 on two cores.
+MIN_PART = 64
+
+
+def unsplittable(model: nn.Module) -> str | None:
+    """Why a training batch of ``model`` cannot be split into parts (a layer's class name), or None.
+
+    The model must be one of cnnlab's own, with a forward it declares to be
+    ``classifier(flatten(features(x)))`` (``inference_parts``), made only of per-image layers,
+    with no hooks: its forward then runs in several threads at once without sharing any state.
+    """
+    for m in model.modules():
+        if m is not model and not isinstance(m, _PER_IMAGE + _CONTAINERS):
+            return type(m).__name__
+    if getattr(model, "inference_parts", None) is None or not type(model).__module__.startswith("cnnlab."):
+        return type(model).__name__  # a forward cnnlab has not declared: it may keep state
+    if _has_forward_hooks(model):
+        return "forward hook"
+    return None
+
+
+def batch_parts(model: nn.Module, batch_size: int, asked: int | None) -> int:
+    """Parts a training batch is split into: ``asked``, else what the cores and ``MIN_PART`` allow."""
+    if asked is not None:
+        return asked
+    params = list(model.parameters())
+    if not params or any(p.device.type != "cpu" for p in params) or unsplittable(model) is not None:
+        return 1
+    cores = available_cores() // max(1, torch.get_num_threads())
+    return max(1, min(MAX_WORKERS, cores, batch_size // MIN_PART))
+
+
 class Forwarded:
     """``(forward(x), y)`` for every ``(x, y)`` of ``batches``, in order.
 

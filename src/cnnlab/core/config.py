@@ -124,6 +124,14 @@ class TrainConfig:
     channels_last: bool = option(True, "NHWC activations (faster on CPU; NCHW differs in float rounding only).")
     threads: int | None = option(None, "CPU threads.", resumable=True,
                                  default_text="1 on machines with <= 2 cores, else all cores up to 8")
+    # Python threads, not OpenMP ones: a thread whose core is taken waits its turn instead of
+    # spinning, so this uses idle cores without the thrashing that keeps --threads at 1.
+    batch_split: int | None = option(
+        None, "CPU: split every training batch into this many parts, computed at once by as many threads "
+        "(the parts' gradients are summed: the result differs from one piece only in float32 summation "
+        "order). 1: one piece.", resumable=True,
+        default_text="as many parts as the cores beside --threads allow, of at least 64 images, for "
+                     "cnnlab models made only of per-image layers (LeNet-5); else 1")
     # Opt-in speed options that change the numerics: weights, optimizer and loss stay float32 under
     # amp, and evaluation of the saved checkpoints (test score, predict, serve) stays float32.
     amp: str = option("off", "bf16: forward passes under bfloat16 autocast (changes numerics); auto: bf16 only "
@@ -237,6 +245,8 @@ class Config:
                     key=key, top=MAX_SEED, value=seed))
         if t.threads is not None:
             check_positive(**{"train.threads": t.threads})
+        if t.batch_split is not None:
+            check_positive(**{"train.batch_split": t.batch_split})
         check_device(t.device, "train.device")
         if t.amp not in AMP_MODES:
             raise ConfigError(_("{key} must be one of {choices}, got {value!r}").format(

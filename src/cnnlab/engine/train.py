@@ -71,6 +71,7 @@ from cnnlab.engine.progress import EVAL_DELAY, attach_bar, stderr_is_terminal
 from cnnlab.engine.tracking import attach_tensorboard
 from cnnlab.engine.writer import RunWriter
 from cnnlab.models import check_pretrained, create_model, get_model_entry
+from cnnlab.inference import batch_parts, unsplittable
 
 class Interrupted(CnnlabError):
     """Training was stopped by SIGINT/SIGTERM after saving ``last.pt``; ``path`` is the run to resume."""
@@ -180,6 +181,7 @@ def fit(
     model: nn.Module | None = None,
     load_data: DataSource | None = None,
     overwrite: bool = False,
+    on_start: Callable[[], None] | None = None,
 ) -> FitResult:
     """Train as ``cfg`` says into ``run_dir``; resume if it holds an unfinished run of the same config.
 
@@ -189,17 +191,18 @@ def fit(
     ``model``: train this module (the user's own class; ``cfg.model.name`` is then ``custom:ClassName``)
     instead of building ``cfg.model.name`` from the registry. It is trained in place, from the weights
     it has. ``load_data(cfg.data, device)``: where the data comes from instead of the dataset registry
-    (the user's own tensors or Dataset). Thread count and global RNGs are restored on return.
+    (the user's own tensors or Dataset). ``on_start()``: called once everything is built, just before the
+    first training step. Thread count and global RNGs are restored on return.
 
     Returns the run, its metrics history and best epoch, and the data it trained on.
     """
     with restored_process_state():
-        return _fit(cfg, run_dir, log=log, model=model, load_data=load_data, overwrite=overwrite)
+        return _fit(cfg, run_dir, log=log, model=model, load_data=load_data, overwrite=overwrite, on_start=on_start)
 
 
 def _fit(
     cfg: Config, run_dir: str | Path | None, *, log: Callable[[str], None], model: nn.Module | None,
-    load_data: DataSource | None, overwrite: bool = False,
+    load_data: DataSource | None, overwrite: bool = False, on_start: Callable[[], None] | None = None,
 ) -> FitResult:
     cfg.validate()
     cfg = dataclasses.replace(cfg, data=absolute_paths(cfg.data))  # stored so: the run evaluates from anywhere
@@ -220,11 +223,12 @@ def _fit(
     with writer.lock():
         if overwrite:
             writer.clear()  # only what cnnlab wrote; anything else in the folder is refused
-        return _fit_locked(cfg, writer, device, writer.log(log), t0, model, load_data)
+        return _fit_locked(cfg, writer, device, writer.log(log), t0, model, load_data, on_start)
 
 
 def _fit_locked(cfg: Config, writer: RunWriter, device: torch.device, log: Callable[[str], None], t0: float,
-                model: nn.Module | None, load_data: DataSource | None) -> FitResult:
+                model: nn.Module | None, load_data: DataSource | None,
+                on_start: Callable[[], None] | None = None) -> FitResult:
     run = writer.run
     amp, why = resolve_amp(cfg.train.amp, device)
     if why:  # decided here, once: config.json records the mode, so a resume compares like with like
@@ -236,16 +240,21 @@ def _fit_locked(cfg: Config, writer: RunWriter, device: torch.device, log: Calla
     data = (load_data or prepare_data)(cfg.data, device)
     distributed.check_run_agreement(data.train_indices, data.val_indices, resume)
     s = build_session(cfg, writer, data, device, model)
+    if s.batch_parts > 1:
+        log(_("each batch of {batch} is split among {parts} threads, one per core (train.batch_split; 1: one piece)")
+            .format(batch=cfg.train.batch_size, parts=s.batch_parts))
     if resume is not None:
         restore_session(s, resume, log)
     else:
-        writer.start(cfg, provenance(device), data.train_indices, data.val_indices)
+        writer.start(cfg, provenance(device, s.batch_parts), data.train_indices, data.val_indices)
     say = attach_progress(s, log)
     attach_epoch_end(s, say)
     if cfg.train.patience:  # after the epoch end, which updates the best epoch
         attach_early_stopping(s, say)
     if cfg.train.tensorboard and writer.active:  # after the epoch end: each epoch's row exists
         attach_tensorboard(s.trainer, s.model, s.optimizer, run.path / "tensorboard", history=s.history, train_cfg=cfg.train)
+    if on_start is not None:
+        on_start()
     run_to_the_end(s)
     writer.remove_temp_files()  # none should be left; a no-op unless something wrote beside us
     return FitResult(run, s.best["epoch"], s.best["loss"], s.history, time.perf_counter() - t0, int(s.resumed_from),
@@ -270,6 +279,7 @@ class Session:
     history: list[dict] = field(default_factory=list)
     best: dict = field(default_factory=lambda: {"loss": float("inf"), "epoch": 0})
     resumed_from: float = 0.0
+    batch_parts: int = 1  # threads each training batch is split among (train.batch_split, resolved)
 
     @property
     def run(self) -> RunDir:
@@ -294,7 +304,9 @@ def build_session(cfg: Config, writer: RunWriter, data: DataBundle, device: torc
     loss_fn = nn.CrossEntropyLoss(reduction=t.loss_reduction, label_smoothing=t.label_smoothing)
     # Opt-in speed options (amp, compile) wrap only the forward passes; `model` itself is what
     # checkpoints save and load, so a compiled run's files load into a plain model.
-    trainer = create_trainer(compile_model(distributed.wrap_model(model, device), t.compile), optimizer, loss_fn, t.amp)
+    parts = training_parts(cfg, model, device)
+    trainer = create_trainer(compile_model(distributed.wrap_model(model, device), t.compile), optimizer, loss_fn, t.amp,
+                             parts=parts)
     # Ranks of a distributed run already share the cores: one forwarding thread each.
     evaluator = create_evaluator(compile_model(model, t.compile), t.amp,
                                  workers=1 if distributed.world_size() > 1 else None)
@@ -313,7 +325,30 @@ def build_session(cfg: Config, writer: RunWriter, data: DataBundle, device: torc
         # Mid-epoch resume (after Ctrl-C) continues the same permutation where it stopped.
         train_batches.set_epoch(engine.state.epoch, start_batch=engine.state.iteration % len(train_batches))
 
-    return Session(cfg, writer, device, data, model, optimizer, trainer, evaluator, train_batches, eval_train, eval_val)
+    return Session(cfg, writer, device, data, model, optimizer, trainer, evaluator, train_batches, eval_train, eval_val,
+                   batch_parts=parts)
+
+
+def training_parts(cfg: Config, model: nn.Module, device: torch.device) -> int:
+    """How many threads share each training batch: ``train.batch_split``, or what the cores allow."""
+    t = cfg.train
+    if t.batch_split is None:
+        # Ranks of a distributed run already share the cores, and torch.compile has its own graph.
+        auto = distributed.world_size() == 1 and t.compile == "off"
+        return batch_parts(model, t.batch_size, None) if auto else 1
+    if t.batch_split > 1:
+        if device.type != "cpu":
+            raise ConfigError(_("train.batch_split splits batches among CPU cores; on {device}, use 1").format(
+                device=device.type), option="train.batch_split")
+        layer = unsplittable(model)
+        if layer is not None:
+            raise ConfigError(_("train.batch_split {n} needs one of cnnlab's models made only of per-image layers, "
+                                "without hooks; not so: {layer}. Use 1").format(n=t.batch_split, layer=layer),
+                              option="train.batch_split")
+        if t.compile != "off" or distributed.world_size() > 1:
+            raise ConfigError(_("train.batch_split cannot be combined with torch.compile or several processes: use 1"),
+                              option="train.batch_split")
+    return t.batch_split
 
 
 def restore_session(s: Session, state: dict, log: Callable[[str], None]) -> None:
@@ -608,7 +643,7 @@ def format_epoch(row: dict, epochs: int) -> str:
     return "  ".join(parts)
 
 
-def provenance(device: torch.device) -> dict:
+def provenance(device: torch.device, batch_parts: int = 1) -> dict:
     return {
         "cnnlab_version": __version__,
         "torch_version": str(torch.__version__),
@@ -616,6 +651,7 @@ def provenance(device: torch.device) -> dict:
         "platform": platform.platform(),
         "device": str(device),
         "threads": torch.get_num_threads(),
+        "batch_parts": batch_parts,  # train.batch_split as resolved: threads that shared each batch
         "world_size": distributed.world_size(),  # processes; the global batch is train.batch_size x world_size
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

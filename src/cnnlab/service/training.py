@@ -123,13 +123,21 @@ def train_config(
         return _train_locked(cfg, run, t0, log=log, model=model, load_data=load_data, overwrite=overwrite)
 
 
+def _warm_up_figures() -> None:
+    """The report's figure comes after training: let matplotlib load meanwhile, off the training thread.
+
+    Started once training starts, so that it competes with kernels that release the GIL rather than
+    with the imports and set-up before them.
+    """
+    if distributed.rank_from_env() == 0 and "matplotlib.backends.backend_agg" not in sys.modules:
+        threading.Thread(target=figures.warm_up, name="cnnlab-warm-up-figures", daemon=True).start()
+
+
 def _train_locked(cfg: Config, run: RunDir, t0: float, *, log: Callable[[str], None], model: nn.Module | None,
                   load_data: Callable[[DataConfig, torch.device], DataBundle] | None, overwrite: bool) -> TrainResult:
-    if distributed.rank_from_env() == 0 and "matplotlib.backends.backend_agg" not in sys.modules:
-        # The report's figure comes after training: let matplotlib load meanwhile, off the training thread.
-        threading.Thread(target=figures.warm_up, name="cnnlab-warm-up-figures", daemon=True).start()
     with restored_process_state():
-        fitted = fit(cfg, run.path, log=log, model=model, load_data=load_data, overwrite=overwrite)
+        fitted = fit(cfg, run.path, log=log, model=model, load_data=load_data, overwrite=overwrite,
+                     on_start=_warm_up_figures)
         set_threads(cfg.train.threads)  # scoring as fast as training (restored on return, as training's)
         if model is not None:  # the user's module, from here on the best checkpoint's, as load() gives it
             model.to(memory_format=torch.contiguous_format)
