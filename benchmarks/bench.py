@@ -796,8 +796,8 @@ def main() -> None:
     sub.choices["limit"].add_argument("--batch", type=int, default=None, help="default: the recipe's")
     sub.choices["limit"].add_argument("--amp", choices=("off", "bf16"), default=None, help="default: the recipe's")
     sub.choices["limit"].add_argument("--repeats", type=int, default=5)
-    sub.choices["tricks"].add_argument("--batches", default="64,256,512")
-    sub.choices["tricks"].add_argument("--variants", default="base,nchw,foreach,bf16,dgrad",
+    sub.choices["tricks"].add_argument("--batches", default="32,128,256")
+    sub.choices["tricks"].add_argument("--variants", default="base,nchw,foreach,bf16,dgrad,split",
                                        help="comma-separated; also: compile")
     sub.choices["tricks"].add_argument("--repeats", type=int, default=7)
     sub.choices["to99"].add_argument("--recipe", default="fast")

@@ -16,6 +16,8 @@ Variants (``--variants``, comma-separated; default all but compile):
 - ``dgrad``      the second convolution's input gradient computed by the NCHW kernel (a custom
                  autograd function; oneDNN's channels-last input gradient is slow for 6 output
                  channels). Differs from the base step in float32 summation order.
+- ``split``      each batch split among the cores (``train.batch_split``: Python threads, one part
+                 each, gradients summed); differs from the base step in float32 summation order
 - ``compile``    torch.compile (inductor, CPU) of the whole step; its compile time is reported
                  separately
 """
@@ -25,7 +27,7 @@ import argparse
 import statistics
 import time
 
-VARIANTS = ("base", "nchw", "foreach", "bf16", "dgrad")
+VARIANTS = ("base", "nchw", "foreach", "bf16", "dgrad", "split")
 
 
 def _dgrad_nchw_conv():
@@ -82,6 +84,21 @@ def make_step(variant: str, batch: int, images, labels):
             return model.classifier(torch.flatten(x, 1))
 
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
+    if variant == "split":
+        from types import SimpleNamespace
+
+        from cnnlab.engine.step import create_train_step
+        from cnnlab.inference import batch_parts
+
+        split_step = create_train_step(model, opt, loss_fn, parts=max(2, batch_parts(model, batch, None)))
+        engine = SimpleNamespace(state=SimpleNamespace(epoch=1, iteration=0))
+        x_cl, n_batches = images.contiguous(memory_format=torch.channels_last), len(images) // batch
+
+        def step_split(i: int) -> None:
+            s = (i % n_batches) * batch
+            split_step(engine, (x_cl[s:s + batch], labels[s:s + batch]))
+
+        return step_split
     x_all = images.contiguous(memory_format=torch.channels_last) if cl else images.contiguous()
     n = len(x_all) // batch
 
