@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from provenance import machine_provenance
 
 from cnnlab import __version__
 from cnnlab.core.config import load_recipe
@@ -117,6 +118,7 @@ def main() -> None:
         "summary": summary,
         "runs": runs,
         "provenance": {
+            **machine_provenance(),  # CPU, its speed flags and matmul peaks
             "command": " ".join([Path(sys.executable).name, *sys.argv]),
             "cnnlab_version": __version__,
             "git_commit": commit,

@@ -22,6 +22,7 @@ import torch
 
 from cnnlab.data import cache
 from cnnlab.data.mnist import load_mnist
+from provenance import machine_provenance  # benchmarks/ is on sys.path when run as a script
 
 
 def timed(fn, repeats: int) -> float:
@@ -59,7 +60,7 @@ def main() -> None:
 
         result = {"hit_s": timed(hit, args.repeats), "check_s": timed(check, args.repeats),
                   "decode_s": timed(decode, args.repeats)}
-    print(json.dumps({k: round(v, 4) for k, v in result.items()}))
+    print(json.dumps({**{k: round(v, 4) for k, v in result.items()}, "provenance": machine_provenance()}))
 
 
 if __name__ == "__main__":

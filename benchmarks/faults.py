@@ -28,7 +28,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import random
 import shutil
 import signal
@@ -39,6 +38,7 @@ import time
 from pathlib import Path
 
 import torch
+from provenance import machine_provenance
 
 from cnnlab.core.files import temp_target
 from cnnlab.engine.checkpoint import load_checkpoint
@@ -301,7 +301,7 @@ def main() -> int:
         "failed": len(failed),
         "reference_run_s": round(ref_seconds, 1),
         "run": {"subset": args.subset, "val_size": args.val_size, "epochs": args.epochs, "threads": 1},
-        "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count()},
+        "machine": machine_provenance(),  # python, torch, CPU, its speed flags and matmul peaks
         "results": results,
     }
     kills = [r for r in results if not r["point"].startswith("race")]

@@ -37,6 +37,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import make_mnist_folder  # noqa: E402  (the tests' synthetic MNIST writer)
+from provenance import machine_provenance  # benchmarks/ is on sys.path when run as a script
 
 
 def png_bytes() -> bytes:
@@ -172,6 +173,7 @@ def main() -> None:
         "server_fds_idle": fds_idle, "server_fds_max_under_attack": max(fds) if fds else None,
         "attackers_connected_at_sigterm": connected,
         "sigterm_exit_code": code, "sigterm_exit_s": round(exit_s, 2),
+        "provenance": machine_provenance(),
     }, indent=2))
 
 

@@ -29,6 +29,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from provenance import machine_provenance  # benchmarks/ is on sys.path when run as a script
 
 SIDE = 5000
 
@@ -142,6 +143,7 @@ def main() -> int:
         "peak_rss_mb": mb(after["VmHWM"]),
         "rss_after_mb": mb(after["VmRSS"]),
         "cpus": os.cpu_count(),
+        "provenance": machine_provenance(),
     }
     print(json.dumps(summary, indent=2))
     if args.out:
