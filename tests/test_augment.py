@@ -77,3 +77,18 @@ def test_bad_specs_are_clear(text, message):
 
 def test_augmenter_inactive_for_none():
     assert not Augmenter(parse_spec("none")).active
+
+
+@pytest.mark.parametrize("pad, shape", [(1, (37, 1, 28, 28)), (4, (5, 3, 32, 32))])
+def test_crop_takes_each_images_own_window(pad, shape):
+    # The reference: per image, slice the padded image at the offsets drawn, in the order drawn.
+    x = torch.rand(*shape)
+    g = torch.Generator().manual_seed(7)
+    n, _, h, w = shape
+    oy = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+    ox = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+    xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    expected = torch.stack([xp[i, :, oy[i]:oy[i] + h, ox[i]:ox[i] + w] for i in range(n)])
+    assert torch.equal(random_crop(x, pad, torch.Generator().manual_seed(7)), expected)
+    cl = x.contiguous(memory_format=torch.channels_last)  # the training batches' layout
+    assert torch.equal(random_crop(cl, pad, torch.Generator().manual_seed(7)), expected)

@@ -156,11 +156,14 @@ def random_crop(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
     xp = F.pad(x, (pad, pad, pad, pad))
     oy = torch.randint(0, 2 * pad + 1, (n,), generator=g, device=x.device)
     ox = torch.randint(0, 2 * pad + 1, (n,), generator=g, device=x.device)
-    rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (N,1,H,1)
-    cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (N,1,1,W)
-    batch = torch.arange(n, device=x.device)[:, None, None, None]
-    chans = torch.arange(c, device=x.device)[None, :, None, None]
-    return xp[batch, chans, rows, cols]
+    # One gather over each padded image, flattened: a crop is the same H x W pattern of flat
+    # positions moved by oy * Wp + ox. The same values as indexing with four broadcast index
+    # tensors, at a quarter of its time (benchmarks/README.md, round 3), which matters once the
+    # training step itself is a few milliseconds.
+    wp = w + 2 * pad
+    base = (torch.arange(h, device=x.device)[:, None] * wp + torch.arange(w, device=x.device)).view(1, -1)
+    index = (base + (oy * wp + ox)[:, None]).unsqueeze(1).expand(n, c, h * w)
+    return torch.gather(xp.reshape(n, c, -1), 2, index).view(n, c, h, w)
 
 
 def random_flip(x: torch.Tensor, prob: float, g: torch.Generator) -> torch.Tensor:
