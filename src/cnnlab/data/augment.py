@@ -158,7 +158,7 @@ def random_crop(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
     ox = torch.randint(0, 2 * pad + 1, (n,), generator=g, device=x.device)
     # One gather over each padded image, flattened: a crop is the same H x W pattern of flat
     # positions moved by oy * Wp + ox. The same values as indexing with four broadcast index
-    # tensors, at a quarter of its time (benchmarks/README.md, round 3), which matters once the
+    # tensors, in a quarter of its time (benchmarks/tried_round3.py), which matters once the
     # training step itself is a few milliseconds.
     wp = w + 2 * pad
     base = (torch.arange(h, device=x.device)[:, None] * wp + torch.arange(w, device=x.device)).view(1, -1)
