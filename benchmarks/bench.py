@@ -800,6 +800,8 @@ def main() -> None:
     sub.choices["tricks"].add_argument("--variants", default="base,nchw,foreach,bf16,dgrad,split",
                                        help="comma-separated; also: compile")
     sub.choices["tricks"].add_argument("--repeats", type=int, default=7)
+    sub.choices["tricks"].add_argument("--hog", action="store_true",
+                                       help="keep one core busy with another process while measuring")
     sub.choices["to99"].add_argument("--recipe", default="fast")
     sub.choices["to99"].add_argument("--seeds", type=int, default=10)
     sub.choices["to99"].add_argument("--process-seeds", type=int, default=3)

@@ -120,14 +120,30 @@ def make_step(variant: str, batch: int, images, labels):
 
 def bench_tricks(a: argparse.Namespace, save) -> None:
     """Each training-step trick on its own: microseconds per image, interleaved against cnnlab's step."""
+    import subprocess
+    import sys
+
     import torch
 
     from cnnlab.accel.malloc import tune_malloc
-    from cnnlab.data.registry import load_dataset
-    from cnnlab.data.tensors import to_float
 
     torch.set_num_threads(a.threads or 1)
     tune_malloc()  # as cnnlab's train() does
+    # --hog: another program keeps a core busy (a shared machine's neighbour), for the whole measurement
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if a.hog else None
+    try:
+        _measure(a, save, hog is not None)
+    finally:
+        if hog is not None:
+            hog.kill()
+
+
+def _measure(a: argparse.Namespace, save, hog: bool) -> None:
+    import torch
+
+    from cnnlab.data.registry import load_dataset
+    from cnnlab.data.tensors import to_float
+
     train, _, _ = load_dataset("mnist", a.data_dir, download=False)
     images, labels = to_float(train.images[:8192]), train.labels[:8192]
     variants = a.variants.split(",")
@@ -160,4 +176,4 @@ def bench_tricks(a: argparse.Namespace, save) -> None:
             extra = f"  (compile {compile_s:.1f} s)" if v == "compile" else ""
             print(f"batch {batch:4d} {v:9s} {us:7.1f} us/image  {row['speedup'] or 0:5.2f}x  "
                   f"59k-image epoch {row['epoch_59k_s']:5.2f} s{extra}", flush=True)
-    print(f"results: {save(a.name or 'tricks', {'threads': torch.get_num_threads(), 'rows': rows})}")
+    print(f"results: {save(a.name or 'tricks', {'threads': torch.get_num_threads(), 'cpu_hog': hog, 'rows': rows})}")

@@ -1,11 +1,13 @@
 """Round 3's exact alternatives to slow kernels, measured against what cnnlab runs (one thread).
 
-    python benchmarks/tried_round3.py
+    python benchmarks/tried_round3.py [--data-dir DIR]
 
 - max-pool 2x2 of a channels-last conv1 output (256x6x28x28), forward and backward, three ways:
   PyTorch's ``max_pool2d`` (kept), strided ``torch.maximum`` of the four window positions with
   the first-max index handed to PyTorch's own backward, and the same maxima with a one-hot
   backward. All three give the same values and gradients (checked here, ties included).
+- evaluation of the 10k MNIST test images by ``cnnlab.inference.predict_logits``, plain and with
+  shift TTA, in one thread and in the threads the cores allow (bit-identical logits, checked here);
 - the shift/crop augmentation's random crop: the indexing with four broadcast index tensors that
   cnnlab used until round 3, against ``cnnlab.data.augment.random_crop`` (one gather); same values.
 
@@ -97,9 +99,40 @@ def crop_by_indexing(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Ten
     return xp[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
 
 
+def evaluation_threads(data_dir: str, out: dict) -> None:
+    from cnnlab.accel import workers
+    from cnnlab.data.registry import load_dataset
+    from cnnlab.inference import predict_logits
+    from cnnlab.models import create_model
+    from cnnlab.models.tta import ShiftTTA
+
+    _, test, _ = load_dataset("mnist", data_dir, download=False)
+    lenet = create_model("lenet5").eval()
+    auto = workers.eval_workers(lenet)
+    for name, model in (("plain", lenet), ("shift TTA", ShiftTTA(lenet, 1))):
+        original = workers.available_cores
+        workers.available_cores = lambda: 1  # one thread
+        try:
+            one = predict_logits(model, test)
+            t_one = ms(lambda: predict_logits(model, test), inner=2, repeats=5)
+        finally:
+            workers.available_cores = original
+        assert torch.equal(predict_logits(model, test), one)
+        t_auto = ms(lambda: predict_logits(model, test), inner=2, repeats=5)
+        out["eval_ms"][name] = {"one_thread": t_one, f"{auto}_threads": t_auto}
+        print(f"10k test images, {name:9s}: one thread {t_one:7.1f} ms, {auto} threads {t_auto:7.1f} ms "
+              f"({t_one / t_auto:.2f}x, same logits)")
+
+
 def main() -> None:
+    import argparse
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    a = p.parse_args()
     torch.set_num_threads(1)
-    out: dict = {"provenance": machine_provenance(), "maxpool_ms": {}, "crop_ms": {}}
+    out: dict = {"provenance": machine_provenance(), "maxpool_ms": {}, "crop_ms": {}, "eval_ms": {}}
+    evaluation_threads(a.data_dir, out)
     x0 = torch.randn(256, 6, 28, 28).contiguous(memory_format=torch.channels_last)
     x0[:, :, :4] = 0.5  # ties, as a blank background gives
     g = torch.randn(256, 6, 14, 14).contiguous(memory_format=torch.channels_last)
