@@ -24,8 +24,9 @@ import time
 from types import SimpleNamespace
 
 
-def _median_time(fn, repeats: int, inner: int) -> float:
-    """Median over ``repeats`` blocks of the seconds one call of ``fn`` takes (``inner`` calls a block)."""
+def median_time(fn, repeats: int, inner: int) -> float:
+    """Median over ``repeats`` blocks of the seconds one call of ``fn`` takes (``inner`` calls a block,
+    after one untimed call)."""
     fn()
     times = []
     for _ in range(repeats):
@@ -42,7 +43,7 @@ def _gemm_rate(m: int, k: int, n: int, dtype, repeats: int) -> float:
 
     a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
     inner = max(1, int(2e8 // max(1, 2 * m * k * n)))
-    return 2 * m * k * n / _median_time(lambda: a @ b, repeats, inner) / 1e9
+    return 2 * m * k * n / median_time(lambda: a @ b, repeats, inner) / 1e9
 
 
 def _layers(model):
@@ -97,7 +98,7 @@ def measure(recipe: str, data_dir: str, *, batch: int | None, amp: str | None, t
         step(engine, pool[it["i"] % len(pool)])
 
     inner = max(4, 2048 // batch)
-    step_s = _median_time(one_step, repeats, inner)
+    step_s = median_time(one_step, repeats, inner)
 
     # The step as cnnlab's trainer runs it here: split among the cores (train.batch_split) where it
     # splits, against the matmul peak on that many threads.
@@ -112,7 +113,7 @@ def measure(recipe: str, data_dir: str, *, batch: int | None, amp: str | None, t
             it["i"] += 1
             split_step(engine, pool[it["i"] % len(pool)])
 
-        split = {"parts": parts, "step_ms": _median_time(one_split_step, repeats, inner) * 1e3,
+        split = {"parts": parts, "step_ms": median_time(one_split_step, repeats, inner) * 1e3,
                  "peaks": matmul_peaks(parts)}
 
     # Layer by layer, on the activations a real batch produces.
@@ -130,8 +131,8 @@ def measure(recipe: str, data_dir: str, *, batch: int | None, amp: str | None, t
             with autocast(inp.device, amp):
                 m(inp)
 
-        fwd_s = _median_time(fwd, repeats, inner)
-        bwd_s = _median_time(lambda: torch.autograd.grad(out, targets, grad_out, retain_graph=True),
+        fwd_s = median_time(fwd, repeats, inner)
+        bwd_s = median_time(lambda: torch.autograd.grad(out, targets, grad_out, retain_graph=True),
                              repeats, inner) if targets else 0.0
         row = {"layer": name, "kind": type(m).__name__, "out_shape": list(out.shape), "fwd_ms": fwd_s * 1e3,
                "bwd_ms": bwd_s * 1e3}
@@ -153,11 +154,11 @@ def measure(recipe: str, data_dir: str, *, batch: int | None, amp: str | None, t
 
     logits = x.detach().float().requires_grad_(True)
     y = pool[0][1]
-    loss_s = _median_time(lambda: loss_fn(logits, y).backward(), repeats, inner)
+    loss_s = median_time(lambda: loss_fn(logits, y).backward(), repeats, inner)
     for p in model.parameters():
         p.grad = torch.randn_like(p)
-    opt_s = _median_time(opt.step, repeats, inner)
-    zero_s = _median_time(lambda: opt.zero_grad(set_to_none=True), repeats, inner)
+    opt_s = median_time(opt.step, repeats, inner)
+    zero_s = median_time(lambda: opt.zero_grad(set_to_none=True), repeats, inner)
     layers_s = sum(r["fwd_ms"] + r["bwd_ms"] for r in rows) / 1e3
     rate = flop_total / step_s / 1e9
     if split:

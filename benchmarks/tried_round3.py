@@ -16,27 +16,20 @@ Prints median milliseconds per call and writes benchmarks/results/tried_round3.j
 from __future__ import annotations
 
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from limit import median_time
 from provenance import machine_provenance
 
 from cnnlab.data.augment import random_crop
 
 
 def ms(fn, inner: int = 20, repeats: int = 7) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        times.append((time.perf_counter() - t0) / inner * 1e3)
-    return statistics.median(times)
+    """Median milliseconds per call of ``fn`` (limit.py's timer)."""
+    return median_time(fn, repeats, inner) * 1e3
 
 
 def _windows(x: torch.Tensor):

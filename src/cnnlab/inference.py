@@ -60,7 +60,7 @@ def predict_logits(model: nn.Module, data: ImageSet, *, batch_size: int = EVAL_B
     bit-identical to one thread)."""
     model.eval()
     batches = TensorBatches(data, batch_size, channels_last=channels_last)
-    out = [logits for logits, _ in Forwarded(_no_grad(eval_forward(model)), batches, _workers(model))]
+    out = [logits for logits, _ in Forwarded(_no_grad(eval_forward(model)), batches, eval_workers(model))]
     return torch.cat(out) if out else torch.empty(0, len(data.classes))
 
 
@@ -68,7 +68,7 @@ def forward_batches(model: nn.Module, x: torch.Tensor, *, batch_size: int = EVAL
     """Logits of float inputs ``x`` (N, C, H, W), ``batch_size`` at a time, as a CPU float tensor."""
     model.eval()
     chunks = [(chunk, None) for chunk in x.split(batch_size)] if len(x) else []
-    out = [logits for logits, _ in Forwarded(_no_grad(eval_forward(model)), chunks, _workers(model))]
+    out = [logits for logits, _ in Forwarded(_no_grad(eval_forward(model)), chunks, eval_workers(model))]
     return torch.cat(out) if out else torch.empty(0, 0)
 
 
@@ -76,6 +76,3 @@ def eval_workers(model: nn.Module) -> int:
     """Threads that may forward batches of ``model`` at once (:func:`cnnlab.accel.workers.eval_workers`);
     1 with the speed paths off."""
     return workers.eval_workers(model) if _SPEED_PATHS["on"] else 1
-
-
-_workers = eval_workers

@@ -34,15 +34,21 @@ def _known_pure(model: nn.Module) -> bool:
     return all(type(m).__module__.startswith(_PURE_PACKAGES) for m in model.modules())
 
 
+def _threads_room(model: nn.Module) -> int:
+    """How many threads of the current intra-op size the cores leave room for, up to ``MAX_WORKERS``;
+    1 for a model not wholly on the CPU (a GPU runs one stream: more threads only interleave its launches)."""
+    params = list(model.parameters())
+    if not params or any(p.device.type != "cpu" for p in params):
+        return 1
+    return max(1, min(MAX_WORKERS, available_cores() // max(1, torch.get_num_threads())))
+
+
 def eval_workers(model: nn.Module) -> int:
     """How many threads may forward batches of ``model`` at once: the cores one intra-op thread
     setting leaves room for, on a CPU, for a module known to be safe to share; else 1."""
-    params = list(model.parameters())
-    if not params or any(p.device.type != "cpu" for p in params):
-        return 1  # a GPU runs one stream: more threads only interleave its launches
     if not _known_pure(model) or _has_forward_hooks(model):
         return 1
-    return max(1, min(MAX_WORKERS, available_cores() // max(1, torch.get_num_threads())))
+    return _threads_room(model)
 
 
 # Layers whose output for one image depends on that image alone and that draw no random numbers:
@@ -78,11 +84,9 @@ def batch_parts(model: nn.Module, batch_size: int, asked: int | None) -> int:
     """Parts a training batch is split into: ``asked``, else what the cores and ``MIN_PART`` allow."""
     if asked is not None:
         return asked
-    params = list(model.parameters())
-    if not params or any(p.device.type != "cpu" for p in params) or unsplittable(model) is not None:
+    if unsplittable(model) is not None:
         return 1
-    cores = available_cores() // max(1, torch.get_num_threads())
-    return max(1, min(MAX_WORKERS, cores, batch_size // MIN_PART))
+    return max(1, min(_threads_room(model), batch_size // MIN_PART))
 
 
 class Forwarded:
